@@ -1,0 +1,192 @@
+//! Leader election (§5.2), with pre-vote and check-quorum (§9.6 of the Raft thesis).
+
+use crate::message::MessageBody;
+use crate::node::Node;
+use crate::quorum::majority;
+use crate::storage::LogStore;
+use crate::types::{LogIndex, NodeId, Role, Term};
+
+impl<S: LogStore> Node<S> {
+    /// Followers and candidates: count down to an election.
+    pub(crate) fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_timeout {
+            self.election_elapsed = 0;
+            self.campaign();
+        }
+    }
+
+    /// Leaders: send heartbeats, and step down without a live majority (check-quorum).
+    pub(crate) fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_ticks {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum {
+                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+                if active < majority(&self.voters) {
+                    self.become_follower(self.term, None);
+                    return;
+                }
+                for p in self.progress.values_mut() {
+                    p.recent_active = false;
+                }
+            }
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Whether this node heard from a live leader within the election timeout, in which
+    /// case it refuses to vote for anyone else (check-quorum's leader lease).
+    pub(crate) fn in_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.cfg.election_ticks
+    }
+
+    /// Starts an election: a pre-vote round first when enabled.
+    pub fn campaign(&mut self) {
+        if self.role == Role::Leader || !self.voters.contains(&self.id) {
+            return;
+        }
+        if self.cfg.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // The term and vote stay as they are: a pre-vote changes nothing durable.
+        let term = self.term;
+        self.reset(term);
+        self.role = crate::types::Role::PreCandidate;
+        self.votes.insert(self.id, true);
+        if self.votes_won() {
+            self.become_candidate();
+            return;
+        }
+        self.request_votes(true);
+    }
+
+    pub(crate) fn become_candidate(&mut self) {
+        self.reset(self.term + 1);
+        self.role = Role::Candidate;
+        self.vote = Some(self.id);
+        self.votes.insert(self.id, true);
+        if self.votes_won() {
+            self.become_leader();
+            return;
+        }
+        self.request_votes(false);
+    }
+
+    fn request_votes(&mut self, pre: bool) {
+        let last_log_index = self.log.last_index();
+        let last_log_term = self.log.last_term();
+        let term = if pre { self.term + 1 } else { self.term };
+        let peers: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|&p| p != self.id)
+            .collect();
+        for to in peers {
+            let body = if pre {
+                MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                }
+            } else {
+                MessageBody::RequestVote {
+                    last_log_index,
+                    last_log_term,
+                }
+            };
+            self.push_message(crate::message::Message {
+                from: self.id,
+                to,
+                term,
+                body,
+            });
+        }
+    }
+
+    fn votes_won(&self) -> bool {
+        self.votes.values().filter(|&&g| g).count() >= majority(&self.voters)
+    }
+
+    fn votes_lost(&self) -> bool {
+        self.votes.values().filter(|&&g| !g).count() >= majority(&self.voters)
+    }
+
+    /// §5.2 and §5.4.1: grant a vote at most once per term, and only to a candidate whose
+    /// log is at least as up-to-date as ours. A pre-vote is answered the same way but
+    /// records nothing.
+    pub(crate) fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        pre: bool,
+    ) {
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre && term > self.term);
+        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        if pre {
+            // A granted pre-vote carries the asked term; a refusal carries ours.
+            let reply_term = if granted { term } else { self.term };
+            self.push_message(crate::message::Message {
+                from: self.id,
+                to: from,
+                term: reply_term,
+                body: MessageBody::PreVoteResponse { granted },
+            });
+            return;
+        }
+        if granted {
+            self.election_elapsed = 0;
+            self.vote = Some(from);
+        }
+        self.send(from, MessageBody::RequestVoteResponse { granted });
+    }
+
+    /// Counts an answer. Answers that arrive when this node is no longer campaigning in
+    /// that term are ignored (seed defect 7).
+    pub(crate) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        granted: bool,
+        pre: bool,
+    ) {
+        match (self.role, pre) {
+            (Role::PreCandidate, true) => {
+                if granted && term != self.term + 1 {
+                    return;
+                }
+            }
+            (Role::Candidate, false) => {
+                if term != self.term {
+                    return;
+                }
+            }
+            _ => return,
+        }
+        self.votes.entry(from).or_insert(granted);
+        if self.votes_won() {
+            if pre {
+                self.become_candidate();
+            } else {
+                self.become_leader();
+            }
+        } else if self.votes_lost() {
+            self.become_follower(self.term, None);
+        }
+    }
+}

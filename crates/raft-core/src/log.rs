@@ -1,0 +1,336 @@
+//! The node's view of its log: the persisted part read through [`LogStore`], plus the
+//! unstable tail of entries not yet made durable.
+
+use crate::entry::Entry;
+use crate::error::StorageError;
+use crate::storage::LogStore;
+use crate::types::{LogIndex, Term};
+
+/// What a follower's log did with the entries of an AppendEntries.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AppendOutcome {
+    /// The entries now match the leader's up to this index.
+    Matched(LogIndex),
+    /// `prev_index`/`prev_term` did not match the log.
+    Mismatch,
+    /// The entries would overwrite a committed entry: the sender is not a legitimate leader
+    /// of this log, and the message is ignored.
+    WouldOverwriteCommitted,
+}
+
+/// The log of one node.
+pub(crate) struct RaftLog<S> {
+    pub(crate) store: S,
+    /// Entries not yet durable; `unstable[0].index == offset`. Entries here override any
+    /// entries at the same indexes still in `store` (a pending truncation).
+    unstable: Vec<Entry>,
+    offset: LogIndex,
+    /// The first unstable index not yet handed to the caller for persistence.
+    unsent: LogIndex,
+    /// The highest index known to be committed.
+    pub(crate) committed: LogIndex,
+    /// The highest index the caller acknowledged applying.
+    pub(crate) applied: LogIndex,
+    /// The highest index handed to the caller for applying.
+    applying: LogIndex,
+}
+
+impl<S: LogStore> RaftLog<S> {
+    pub(crate) fn new(store: S, committed: LogIndex, applied: LogIndex) -> Self {
+        let last = store.last_index();
+        let first = store.first_index();
+        let committed = committed.min(last).max(first - 1);
+        let applied = applied.min(committed).max(first - 1);
+        RaftLog {
+            store,
+            unstable: Vec::new(),
+            offset: last + 1,
+            unsent: last + 1,
+            committed,
+            applied,
+            applying: applied,
+        }
+    }
+
+    pub(crate) fn first_index(&self) -> LogIndex {
+        self.store.first_index()
+    }
+
+    pub(crate) fn last_index(&self) -> LogIndex {
+        match self.unstable.last() {
+            Some(e) => e.index,
+            None => self.store.last_index(),
+        }
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        self.term(self.last_index()).unwrap_or(0)
+    }
+
+    /// The last index that is durable and agrees with this log.
+    pub(crate) fn persisted_index(&self) -> LogIndex {
+        if self.unstable.is_empty() {
+            self.store.last_index()
+        } else {
+            self.offset - 1
+        }
+    }
+
+    pub(crate) fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        if index >= self.offset && !self.unstable.is_empty() {
+            return self
+                .unstable
+                .get((index - self.offset) as usize)
+                .map(|e| e.term)
+                .ok_or(StorageError::Unavailable(index));
+        }
+        if index == 0 {
+            return Ok(0);
+        }
+        if index > self.store.last_index() {
+            return Err(StorageError::Unavailable(index));
+        }
+        self.store.term(index)
+    }
+
+    pub(crate) fn match_term(&self, index: LogIndex, term: Term) -> bool {
+        self.term(index) == Ok(term)
+    }
+
+    /// §5.4.1: a candidate's log is at least as up-to-date as this one.
+    pub(crate) fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
+        let my_term = self.last_term();
+        last_term > my_term || (last_term == my_term && last_index >= self.last_index())
+    }
+
+    /// The entries in `[lo, hi)`, within `max_bytes` (at least one).
+    pub(crate) fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let hi = hi.min(self.last_index() + 1);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        if lo < self.first_index() {
+            return Err(StorageError::Compacted(lo));
+        }
+        let stable_end = if self.unstable.is_empty() {
+            hi
+        } else {
+            hi.min(self.offset)
+        };
+        let mut out = if lo < stable_end {
+            self.store.entries(lo, stable_end, max_bytes)?
+        } else {
+            Vec::new()
+        };
+        let mut next = out.last().map_or(lo, |e| e.index + 1);
+        if next < stable_end || next >= hi {
+            return Ok(out);
+        }
+        let mut used: u64 = out.iter().map(Entry::size).sum();
+        while next < hi {
+            let Some(e) = self.unstable.get((next - self.offset) as usize) else {
+                break;
+            };
+            used += e.size();
+            if used > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e.clone());
+            next += 1;
+        }
+        Ok(out)
+    }
+
+    /// Appends entries created by this node as leader.
+    pub(crate) fn append(&mut self, entry: Entry) {
+        if self.unstable.is_empty() {
+            self.offset = entry.index;
+        }
+        self.unstable.push(entry);
+    }
+
+    /// Stores `entries` from the leader, replacing any suffix that conflicts.
+    pub(crate) fn truncate_and_append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let at = first.index;
+        if self.unstable.is_empty() || at <= self.offset {
+            self.unstable.clear();
+            self.offset = at;
+        } else {
+            self.unstable.truncate((at - self.offset) as usize);
+        }
+        self.unstable.extend_from_slice(entries);
+        self.unsent = self.unsent.min(at);
+    }
+
+    /// The index of the first entry that is new or conflicts with the log (0 if none).
+    fn find_conflict(&self, entries: &[Entry]) -> LogIndex {
+        entries
+            .iter()
+            .find(|e| !self.match_term(e.index, e.term))
+            .map_or(0, |e| e.index)
+    }
+
+    /// The largest index `<= index` whose term is `<= term`, with its term: where two logs
+    /// may agree, given that the other log has term `term` at `index`.
+    pub(crate) fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> (LogIndex, Term) {
+        let mut i = index.min(self.last_index());
+        loop {
+            match self.term(i) {
+                Ok(t) if t <= term => return (i, t),
+                Ok(_) if i > 0 => i -= 1,
+                _ => return (i, 0),
+            }
+        }
+    }
+
+    /// A follower's handling of AppendEntries (Figure 2, receiver rules 2–5).
+    pub(crate) fn maybe_append(
+        &mut self,
+        prev_index: LogIndex,
+        prev_term: Term,
+        leader_commit: LogIndex,
+        entries: &[Entry],
+    ) -> AppendOutcome {
+        if !self.match_term(prev_index, prev_term) {
+            return AppendOutcome::Mismatch;
+        }
+        let last_new = prev_index + entries.len() as u64;
+        let conflict = self.find_conflict(entries);
+        if conflict != 0 {
+            if conflict <= self.committed {
+                return AppendOutcome::WouldOverwriteCommitted;
+            }
+            // Truncate only at a real conflict, never because entries were re-sent.
+            let skip = (conflict - prev_index - 1) as usize;
+            self.truncate_and_append(&entries[skip..]);
+        }
+        self.commit_to(leader_commit.min(last_new));
+        AppendOutcome::Matched(last_new)
+    }
+
+    pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {
+        let index = index.min(self.last_index());
+        if index > self.committed {
+            self.committed = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Unstable entries not yet handed out for persistence; marks them handed out.
+    pub(crate) fn take_unsent(&mut self) -> Vec<Entry> {
+        if self.unstable.is_empty() || self.unsent > self.last_index() {
+            return Vec::new();
+        }
+        let from = (self.unsent.max(self.offset) - self.offset) as usize;
+        let out = self.unstable[from..].to_vec();
+        self.unsent = self.last_index() + 1;
+        out
+    }
+
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.unstable.is_empty() && self.unsent <= self.last_index()
+    }
+
+    /// Everything handed out up to `index` with `term` is now durable.
+    pub(crate) fn stable_to(&mut self, index: LogIndex, term: Term) {
+        if self.unstable.is_empty() || index < self.offset {
+            return;
+        }
+        if !self.match_term(index, term) {
+            return; // replaced since it was handed out; a later Ready persists the new ones
+        }
+        let n = ((index - self.offset + 1) as usize).min(self.unstable.len());
+        self.unstable.drain(..n);
+        self.offset = index + 1;
+    }
+
+    /// The index up to which committed entries may be handed out: committed and durable.
+    fn applicable_to(&self) -> LogIndex {
+        self.committed.min(self.persisted_index())
+    }
+
+    pub(crate) fn has_committed_to_apply(&self) -> bool {
+        self.applicable_to() > self.applying
+    }
+
+    /// Committed, durable entries not yet handed out for applying; marks them handed out.
+    pub(crate) fn take_committed(&mut self, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        let hi = self.applicable_to() + 1;
+        let lo = self.applying + 1;
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let out = self.entries(lo, hi, max_bytes)?;
+        if let Some(e) = out.last() {
+            self.applying = e.index;
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn applying(&self) -> LogIndex {
+        self.applying
+    }
+
+    pub(crate) fn applied_to(&mut self, index: LogIndex) {
+        self.applied = self.applied.max(index.min(self.applying));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    fn ents(terms: &[Term]) -> Vec<Entry> {
+        terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Entry::normal(t, i as u64 + 1, vec![i as u8]))
+            .collect()
+    }
+
+    #[test]
+    fn find_conflict_by_term_skips_whole_terms() {
+        let mut s = MemStorage::new();
+        s.append(&ents(&[1, 1, 2, 2, 4, 4, 4])).unwrap();
+        let log = RaftLog::new(s, 0, 0);
+        assert_eq!(log.find_conflict_by_term(7, 3), (4, 2));
+        assert_eq!(log.find_conflict_by_term(7, 4), (7, 4));
+        assert_eq!(log.find_conflict_by_term(9, 1), (2, 1));
+        assert_eq!(log.find_conflict_by_term(3, 0), (0, 0));
+    }
+
+    #[test]
+    fn entries_span_storage_and_unstable() {
+        let mut s = MemStorage::new();
+        s.append(&ents(&[1, 1, 1])).unwrap();
+        let mut log = RaftLog::new(s, 0, 0);
+        log.append(Entry::normal(2, 4, vec![4]));
+        log.append(Entry::normal(2, 5, vec![5]));
+        let got: Vec<_> = log
+            .entries(2, 6, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect();
+        assert_eq!(got, vec![(2, 1), (3, 1), (4, 2), (5, 2)]);
+        assert_eq!(log.persisted_index(), 3);
+        assert_eq!(log.take_unsent().len(), 2);
+        log.stable_to(5, 2);
+        assert_eq!(
+            log.persisted_index(),
+            3,
+            "store was not written in this test"
+        );
+    }
+}

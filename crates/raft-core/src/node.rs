@@ -1,0 +1,504 @@
+//! The node: its state, its inputs (`tick`, `step`, `propose`, `read_index`) and its output
+//! (`ready` / `advance`). Elections, replication and reads live in their own files.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::entry::{Entry, EntryKind};
+use crate::error::{ConfigError, ProposeError};
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::{Progress, ProgressState};
+use crate::read_index::ReadQueue;
+use crate::ready::Ready;
+use crate::rng::Rng;
+use crate::storage::LogStore;
+use crate::types::{HardState, LogIndex, NodeId, Role, SoftState, Term};
+
+/// One Raft node as a deterministic state machine. It performs no I/O: the caller feeds it
+/// ticks, messages, proposals and read requests, then takes a [`Ready`] and carries it out.
+pub struct Node<S: LogStore> {
+    pub(crate) cfg: Config,
+    pub(crate) id: NodeId,
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) voters: BTreeSet<NodeId>,
+    /// Leader only: one entry per other voter.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// (Pre-)candidate only: the answers received so far.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_election_timeout: u32,
+    pub(crate) rng: Rng,
+    msgs: Vec<Message>,
+    msgs_after_persist: Vec<Message>,
+    /// Leader only: bytes proposed in this term and not yet handed out as committed.
+    pub(crate) uncommitted_bytes: u64,
+    /// Leader only: new entries or a new commit index await sending at the next `ready`.
+    pub(crate) pending_broadcast: bool,
+    pub(crate) commit_broadcast: bool,
+    pub(crate) reads: ReadQueue,
+    prev_hard_state: HardState,
+    prev_soft_state: SoftState,
+    /// The persistence point of the last `Ready` handed out and not yet advanced.
+    pending_stable: Option<(LogIndex, Term)>,
+}
+
+/// A snapshot of a node's state for display and monitoring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: LogIndex,
+    /// The highest index the caller has applied (acknowledged through `advance`).
+    pub applied: LogIndex,
+    /// The index of its last entry.
+    pub last_index: LogIndex,
+    /// The last index that is durable.
+    pub persisted_index: LogIndex,
+    /// Leader only: for each follower, (id, match index, next index, replicating?).
+    pub progress: Vec<PeerProgress>,
+}
+
+/// A leader's view of one follower, as reported by [`Node::status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The follower.
+    pub id: NodeId,
+    /// The highest index known to match.
+    pub match_index: LogIndex,
+    /// The next index to send.
+    pub next_index: LogIndex,
+    /// Whether the leader streams to it (replicate) or probes it.
+    pub replicating: bool,
+}
+
+impl<S: LogStore> Node<S> {
+    /// Starts a node from its configuration and whatever `store` holds (empty for a new
+    /// node, the persisted state for a restarted one). The node starts as a follower.
+    pub fn new(cfg: Config, store: S) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let hs = store.hard_state()?;
+        let mut rng = Rng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let randomized = rng.range(cfg.election_ticks, cfg.election_ticks * 2);
+        let log = RaftLog::new(store, hs.commit, cfg.applied);
+        let commit = log.committed;
+        Ok(Node {
+            id: cfg.id,
+            voters: cfg.voters.iter().copied().collect(),
+            cfg,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: randomized,
+            rng,
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            uncommitted_bytes: 0,
+            pending_broadcast: false,
+            commit_broadcast: false,
+            reads: ReadQueue::default(),
+            prev_hard_state: HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit,
+            },
+            prev_soft_state: SoftState {
+                role: Role::Follower,
+                leader: None,
+            },
+            pending_stable: None,
+        })
+    }
+
+    // ----- accessors -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The leader known in the current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// The commit index.
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+    /// The index of the last entry, durable or not.
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    /// The term of the entry at `index`, if the log holds it.
+    pub fn entry_term(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index).ok()
+    }
+    /// The voters of the cluster.
+    pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().copied()
+    }
+    /// The hard state as it stands now (persisted or about to be).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+    /// The storage the node reads its persisted log from.
+    pub fn storage(&self) -> &S {
+        &self.log.store
+    }
+    /// The storage, for the caller to persist a [`Ready`] into.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.store
+    }
+    /// The node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// A snapshot of the node's state.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted_index(),
+            progress: self
+                .progress
+                .iter()
+                .map(|(&id, p)| PeerProgress {
+                    id,
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    replicating: p.state == ProgressState::Replicate,
+                })
+                .collect(),
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Proposes `data` as a new entry. On the leader it returns the index and term the
+    /// entry will have: the proposal succeeded once that index is committed with that term;
+    /// if another entry is committed there, it failed. Elsewhere it fails at once.
+    pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<(LogIndex, Term), ProposeError> {
+        self.propose_entry(EntryKind::Normal, data.into())
+    }
+
+    pub(crate) fn propose_entry(
+        &mut self,
+        kind: EntryKind,
+        data: Bytes,
+    ) -> Result<(LogIndex, Term), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if kind == EntryKind::Config {
+            return Err(ProposeError::UnsupportedKind);
+        }
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            kind,
+            data,
+        };
+        let size = entry.size();
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + size > self.cfg.max_uncommitted_bytes
+        {
+            return Err(ProposeError::Busy);
+        }
+        self.uncommitted_bytes += size;
+        let at = (entry.index, entry.term);
+        self.log.append(entry);
+        self.pending_broadcast = true;
+        Ok(at)
+    }
+
+    /// Feeds a message received from a peer. Messages from unknown nodes, for another
+    /// node, or that are stale are ignored (Raft tolerates their loss).
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.id || m.from == self.id || !self.voters.contains(&m.from) {
+            return;
+        }
+        if m.term > self.term {
+            let is_vote = matches!(
+                m.body,
+                MessageBody::PreVote { .. } | MessageBody::RequestVote { .. }
+            );
+            if is_vote && self.in_lease() {
+                // A live leader exists: ignore the disruptive candidate (check-quorum).
+                return;
+            }
+            match m.body {
+                MessageBody::PreVote { .. } => {}
+                MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
+                    // Tell the stale leader about the newer term so that it steps down.
+                    self.send(
+                        m.from,
+                        MessageBody::AppendEntriesResponse {
+                            index: 0,
+                            reject: None,
+                        },
+                    );
+                }
+                MessageBody::PreVote { .. } => {
+                    self.send(m.from, MessageBody::PreVoteResponse { granted: false });
+                }
+                _ => {}
+            }
+            return;
+        }
+
+        match m.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, true),
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+            } => self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, false),
+            MessageBody::PreVoteResponse { granted } => {
+                self.handle_vote_response(m.from, m.term, granted, true)
+            }
+            MessageBody::RequestVoteResponse { granted } => {
+                self.handle_vote_response(m.from, m.term, granted, false)
+            }
+            MessageBody::AppendEntries {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                if self.accept_leader(m.from) {
+                    self.handle_append(m.from, prev_index, prev_term, &entries, commit);
+                }
+            }
+            MessageBody::Heartbeat { commit, read_seq } => {
+                if self.accept_leader(m.from) {
+                    self.handle_heartbeat(m.from, commit, read_seq);
+                }
+            }
+            MessageBody::AppendEntriesResponse { index, reject } => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(m.from, index, reject);
+                }
+            }
+            MessageBody::HeartbeatResponse { read_seq } => {
+                if self.role == Role::Leader {
+                    self.handle_heartbeat_response(m.from, read_seq);
+                }
+            }
+        }
+    }
+
+    /// A message from the leader of the current term: a candidate or pre-candidate steps
+    /// down (§5.2; seed defect 2). Returns false if the message must be ignored.
+    fn accept_leader(&mut self, from: NodeId) -> bool {
+        match self.role {
+            Role::Leader => false, // two leaders in one term cannot happen; ignore
+            Role::Candidate | Role::PreCandidate => {
+                self.become_follower(self.term, Some(from));
+                true
+            }
+            Role::Follower => {
+                if self.leader.is_none() {
+                    self.leader = Some(from);
+                }
+                self.leader == Some(from)
+            }
+        }
+    }
+
+    // ----- output -----
+
+    /// Whether [`ready`](Self::ready) has anything for the caller.
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.msgs_after_persist.is_empty()
+            || self.log.has_unsent()
+            || self.hard_state() != self.prev_hard_state
+            || self.soft_state() != self.prev_soft_state
+            || self.log.has_committed_to_apply()
+            || self.reads.has_output()
+            || (self.role == Role::Leader && (self.pending_broadcast || self.commit_broadcast))
+            || self.reads.broadcast_needed
+    }
+
+    /// Takes what the caller must now persist, send and apply (see [`Ready`] for the order).
+    /// Call [`advance`](Self::advance) once it is all done; `advance` acknowledges every
+    /// `Ready` taken before it.
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.flush_broadcasts();
+        }
+        let hs = self.hard_state();
+        let ss = self.soft_state();
+        let entries = self.log.take_unsent();
+        if let Some(last) = entries.last() {
+            self.pending_stable = Some((last.index, last.term));
+        }
+        let committed_entries = match self
+            .log
+            .take_committed(self.cfg.max_committed_bytes_per_ready)
+        {
+            Ok(v) => v,
+            Err(_) => Vec::new(), // storage failed to read; retried at the next ready
+        };
+        if self.role == Role::Leader && !committed_entries.is_empty() {
+            let bytes: u64 = committed_entries
+                .iter()
+                .filter(|e| e.term == self.term)
+                .map(Entry::size)
+                .sum();
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+        }
+        let rd = Ready {
+            soft_state: (ss != self.prev_soft_state).then_some(ss),
+            hard_state: (hs != self.prev_hard_state).then_some(hs),
+            entries,
+            messages: std::mem::take(&mut self.msgs),
+            persisted_messages: std::mem::take(&mut self.msgs_after_persist),
+            committed_entries,
+            read_states: self.reads.take_output(),
+        };
+        self.prev_hard_state = hs;
+        self.prev_soft_state = ss;
+        rd
+    }
+
+    /// Acknowledges that every `Ready` taken so far was carried out: its state is durable
+    /// and its committed entries applied.
+    pub fn advance(&mut self) {
+        if let Some((index, term)) = self.pending_stable.take() {
+            self.log.stable_to(index, term);
+            if self.role == Role::Leader && self.maybe_commit() {
+                self.commit_broadcast = true;
+            }
+        }
+        let applying = self.log.applying();
+        self.log.applied_to(applying);
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+        }
+    }
+
+    /// Queues a message stamped with the current term. Leader appends and heartbeats may
+    /// leave at once; everything else promises persisted state and waits for it.
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let m = Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        };
+        self.push_message(m);
+    }
+
+    pub(crate) fn push_message(&mut self, m: Message) {
+        match m.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => self.msgs.push(m),
+            _ => self.msgs_after_persist.push(m),
+        }
+    }
+
+    // ----- role changes -----
+
+    pub(crate) fn reset(&mut self, term: Term) {
+        if term != self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.randomized_election_timeout = self
+            .rng
+            .range(self.cfg.election_ticks, self.cfg.election_ticks * 2);
+        self.votes.clear();
+        self.progress.clear();
+        self.pending_broadcast = false;
+        self.commit_broadcast = false;
+        self.uncommitted_bytes = 0;
+        self.reads.abort_all();
+    }
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        self.reset(self.term); // the vote for ourselves in this term is kept (seed defect 1)
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        let next = self.log.last_index() + 1;
+        for &peer in self.voters.iter().filter(|&&p| p != self.id) {
+            self.progress.insert(peer, Progress::new(next));
+        }
+        // §5.4.2: commit entries of earlier terms by committing one of this term.
+        let noop = Entry::noop(self.term, next);
+        self.uncommitted_bytes += noop.size();
+        self.log.append(noop);
+        self.pending_broadcast = true;
+    }
+}

@@ -1,0 +1,180 @@
+//! What a leader knows about each follower's log, and how much it may send it.
+
+use std::collections::VecDeque;
+
+use crate::types::LogIndex;
+
+/// How the leader replicates to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// The leader does not know where the follower's log matches; it sends one append at a
+    /// time and waits for the answer.
+    Probe,
+    /// The follower's log matches up to `match_index`; the leader streams appends to it,
+    /// up to the in-flight limits.
+    Replicate,
+}
+
+/// The leader's knowledge of one follower.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The highest index known to match the leader's log on the follower.
+    pub match_index: LogIndex,
+    /// The next index to send. Never below 1, never below `match_index + 1`.
+    pub next_index: LogIndex,
+    /// Probe or replicate.
+    pub state: ProgressState,
+    /// In probe state: an append was sent and no answer has come yet.
+    pub(crate) probe_sent: bool,
+    /// Heard from since the last check-quorum round.
+    pub(crate) recent_active: bool,
+    /// The newest read sequence number the follower acknowledged in this term.
+    pub(crate) read_seq_acked: u64,
+    /// Unacknowledged appends: (last index in the message, entry bytes in it).
+    inflights: VecDeque<(LogIndex, u64)>,
+    inflight_bytes: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: LogIndex) -> Self {
+        Progress {
+            match_index: 0,
+            next_index: next_index.max(1),
+            state: ProgressState::Probe,
+            probe_sent: false,
+            recent_active: false,
+            read_seq_acked: 0,
+            inflights: VecDeque::new(),
+            inflight_bytes: 0,
+        }
+    }
+
+    /// Whether the leader must hold off sending appends with entries.
+    pub(crate) fn is_paused(&self, max_msgs: usize, max_bytes: u64) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => {
+                self.inflights.len() >= max_msgs || self.inflight_bytes >= max_bytes
+            }
+        }
+    }
+
+    /// Number of unacknowledged append messages.
+    pub fn inflight_msgs(&self) -> usize {
+        self.inflights.len()
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.inflights.clear();
+        self.inflight_bytes = 0;
+    }
+
+    pub(crate) fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.inflights.clear();
+        self.inflight_bytes = 0;
+    }
+
+    /// Records that an append carrying entries up to `last` (`bytes` of them) was sent.
+    pub(crate) fn sent(&mut self, last: LogIndex, bytes: u64, carried_entries: bool) {
+        match self.state {
+            ProgressState::Replicate => {
+                if carried_entries {
+                    self.next_index = last + 1;
+                    self.inflights.push_back((last, bytes));
+                    self.inflight_bytes += bytes;
+                }
+            }
+            ProgressState::Probe => self.probe_sent = true,
+        }
+    }
+
+    /// The follower holds the leader's entries up to `index`. Returns false for a stale answer.
+    pub(crate) fn maybe_update(&mut self, index: LogIndex) -> bool {
+        let updated = index > self.match_index;
+        if updated {
+            self.match_index = index;
+            self.probe_sent = false;
+        }
+        self.next_index = self.next_index.max(index + 1);
+        updated
+    }
+
+    /// Forgets in-flight appends the follower has acknowledged up to `index`.
+    pub(crate) fn free_inflights_to(&mut self, index: LogIndex) {
+        while let Some(&(last, bytes)) = self.inflights.front() {
+            if last > index {
+                break;
+            }
+            self.inflights.pop_front();
+            self.inflight_bytes -= bytes;
+        }
+    }
+
+    /// The follower rejected an append whose `prev_index` was `rejected`; `hint` is where
+    /// the logs may agree. Returns false if the rejection is stale.
+    pub(crate) fn maybe_decrease_to(&mut self, rejected: LogIndex, hint: LogIndex) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected <= self.match_index {
+                    return false;
+                }
+                self.next_index = self.match_index + 1;
+                true
+            }
+            ProgressState::Probe => {
+                if self.next_index.saturating_sub(1) != rejected {
+                    return false;
+                }
+                self.next_index = rejected.min(hint + 1).max(self.match_index + 1).max(1);
+                self.probe_sent = false;
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_index_never_falls_below_one_or_below_match() {
+        let mut p = Progress::new(1);
+        assert!(p.maybe_decrease_to(0, 0));
+        assert_eq!(p.next_index, 1);
+        p.maybe_update(5);
+        p.become_probe();
+        assert!(p.maybe_decrease_to(5, 0));
+        assert_eq!(p.next_index, 6);
+    }
+
+    #[test]
+    fn stale_answers_do_not_move_match_backwards() {
+        let mut p = Progress::new(1);
+        assert!(p.maybe_update(7));
+        assert!(!p.maybe_update(3));
+        assert_eq!(p.match_index, 7);
+        p.become_replicate();
+        assert!(!p.maybe_decrease_to(6, 0), "rejection below match is stale");
+        assert_eq!(p.next_index, 8);
+    }
+
+    #[test]
+    fn inflight_window_pauses_and_frees() {
+        let mut p = Progress::new(1);
+        p.become_replicate();
+        p.sent(3, 30, true);
+        p.sent(6, 30, true);
+        assert!(p.is_paused(2, u64::MAX));
+        assert!(p.is_paused(10, 60));
+        p.free_inflights_to(3);
+        assert!(!p.is_paused(2, 60));
+        assert_eq!(p.next_index, 7);
+    }
+}

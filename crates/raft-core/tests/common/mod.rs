@@ -1,0 +1,204 @@
+//! A small in-memory cluster for tests: nodes backed by `MemStorage`, messages carried by
+//! hand, faults by filters. Everything is deterministic.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use raft_core::{
+    Config, Entry, EntryKind, LogIndex, MemStorage, Message, Node, NodeId, ReadState, Role, Term,
+};
+
+/// Configuration used by the tests: pre-vote and check-quorum as given, small timeouts.
+pub fn config(id: NodeId, voters: &[NodeId]) -> Config {
+    let mut c = Config::new(id, voters.iter().copied());
+    c.election_ticks = 10;
+    c.heartbeat_ticks = 1;
+    c.seed = 42;
+    c
+}
+
+/// A node plus what it has done, as the caller of the core sees it.
+pub struct TestNode {
+    pub node: Node<MemStorage>,
+    /// Entries handed out as committed, in order.
+    pub applied: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, TestNode>,
+    /// Messages produced and not yet delivered.
+    pub in_flight: Vec<Message>,
+    /// Links (from, to) that drop everything.
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+}
+
+impl Cluster {
+    /// `n` nodes with ids 1..=n, each configured by `tweak`.
+    pub fn new_with(n: u64, tweak: impl Fn(&mut Config)) -> Self {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let mut c = config(id, &ids);
+                tweak(&mut c);
+                (id, TestNode::new(c, MemStorage::new()))
+            })
+            .collect();
+        Cluster {
+            nodes,
+            in_flight: Vec::new(),
+            cut: BTreeSet::new(),
+        }
+    }
+
+    pub fn new(n: u64) -> Self {
+        Self::new_with(n, |_| {})
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node<MemStorage> {
+        &self.nodes[&id].node
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node<MemStorage> {
+        &mut self.nodes.get_mut(&id).unwrap().node
+    }
+
+    /// Carries out every node's `Ready` (persist, then collect messages, apply).
+    pub fn process_ready(&mut self) {
+        for tn in self.nodes.values_mut() {
+            let out = tn.process_ready();
+            self.in_flight.extend(out);
+        }
+    }
+
+    /// Delivers messages until none are left (cut links drop theirs).
+    pub fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.process_ready();
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let msgs = std::mem::take(&mut self.in_flight);
+            for m in msgs {
+                self.deliver(m);
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    pub fn deliver(&mut self, m: Message) {
+        if self.cut.contains(&(m.from, m.to)) {
+            return;
+        }
+        if let Some(tn) = self.nodes.get_mut(&m.to) {
+            tn.node.step(m);
+        }
+    }
+
+    /// Ticks `id` until it starts an election, then lets the cluster settle.
+    pub fn elect(&mut self, id: NodeId) {
+        self.node_mut(id).campaign();
+        self.settle();
+    }
+
+    pub fn tick_all(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            for tn in self.nodes.values_mut() {
+                tn.node.tick();
+            }
+            self.settle();
+        }
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&o| o != id).collect();
+        for o in others {
+            self.cut.insert((id, o));
+            self.cut.insert((o, id));
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    pub fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, t)| t.node.role() == Role::Leader)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// (index, term, kind) of every entry a node has applied.
+    pub fn applied(&self, id: NodeId) -> Vec<(LogIndex, Term, EntryKind)> {
+        self.nodes[&id]
+            .applied
+            .iter()
+            .map(|e| (e.index, e.term, e.kind))
+            .collect()
+    }
+
+    /// Every entry in a node's persisted log.
+    pub fn persisted(&self, id: NodeId) -> Vec<Entry> {
+        self.nodes[&id].node.storage().all_entries().to_vec()
+    }
+}
+
+impl TestNode {
+    pub fn new(c: Config, store: MemStorage) -> Self {
+        TestNode {
+            node: Node::new(c, store).unwrap(),
+            applied: Vec::new(),
+            read_states: Vec::new(),
+        }
+    }
+
+    /// Carries out one `Ready`; returns the messages to send.
+    pub fn process_ready(&mut self) -> Vec<Message> {
+        if !self.node.has_ready() {
+            return Vec::new();
+        }
+        let rd = self.node.ready();
+        let mut out = rd.messages.clone();
+        self.node.storage_mut().apply_ready(&rd).unwrap();
+        out.extend(rd.persisted_messages.iter().cloned());
+        self.applied.extend(rd.committed_entries.iter().cloned());
+        self.read_states.extend(rd.read_states.iter().copied());
+        self.node.advance();
+        out
+    }
+}
+
+/// A message with the given parts.
+pub fn msg(from: NodeId, to: NodeId, term: Term, body: raft_core::MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+/// Normal entries with the given terms at indexes 1, 2, ...
+pub fn entries_with_terms(terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Entry::normal(t, i as u64 + 1, format!("e{}", i + 1).into_bytes()))
+        .collect()
+}
+
+/// A storage preloaded with entries and a hard state.
+pub fn storage_with(terms: &[Term], term: Term, vote: Option<NodeId>) -> MemStorage {
+    let mut s = MemStorage::new();
+    s.append(&entries_with_terms(terms)).unwrap();
+    s.set_hard_state(raft_core::HardState {
+        term,
+        vote,
+        commit: 0,
+    });
+    s
+}
