@@ -33,6 +33,18 @@ impl<S: LogStore> Node<S> {
                 }
             }
         }
+        let limit = self.cfg.election_ticks;
+        let stalled: Vec<_> = self
+            .progress
+            .iter_mut()
+            .filter_map(|(&id, p)| p.tick_stalled(limit).then_some(id))
+            .collect();
+        for id in stalled {
+            if let Some(p) = self.progress.get_mut(&id) {
+                p.become_probe();
+            }
+            self.send_appends(id, false);
+        }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();

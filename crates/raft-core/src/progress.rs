@@ -33,6 +33,8 @@ pub struct Progress {
     /// Unacknowledged appends: (last index in the message, entry bytes in it).
     inflights: VecDeque<(LogIndex, u64)>,
     inflight_bytes: u64,
+    /// Ticks since the last acknowledgement while appends were in flight.
+    stall_ticks: u32,
 }
 
 impl Progress {
@@ -46,6 +48,7 @@ impl Progress {
             read_seq_acked: 0,
             inflights: VecDeque::new(),
             inflight_bytes: 0,
+            stall_ticks: 0,
         }
     }
 
@@ -70,6 +73,7 @@ impl Progress {
         self.probe_sent = false;
         self.inflights.clear();
         self.inflight_bytes = 0;
+        self.stall_ticks = 0;
     }
 
     pub(crate) fn become_replicate(&mut self) {
@@ -78,6 +82,7 @@ impl Progress {
         self.probe_sent = false;
         self.inflights.clear();
         self.inflight_bytes = 0;
+        self.stall_ticks = 0;
     }
 
     /// Records that an append carrying entries up to `last` (`bytes` of them) was sent.
@@ -100,6 +105,7 @@ impl Progress {
         if updated {
             self.match_index = index;
             self.probe_sent = false;
+            self.stall_ticks = 0;
         }
         self.next_index = self.next_index.max(index + 1);
         updated
@@ -114,6 +120,18 @@ impl Progress {
             self.inflights.pop_front();
             self.inflight_bytes -= bytes;
         }
+    }
+
+    /// Leader tick: counts ticks without acknowledgement while appends are in flight.
+    /// Returns true when appends have been unanswered for `limit` ticks: they were most
+    /// likely lost (a connection dropped), and the follower must be probed again.
+    pub(crate) fn tick_stalled(&mut self, limit: u32) -> bool {
+        if self.state != ProgressState::Replicate || self.inflights.is_empty() {
+            self.stall_ticks = 0;
+            return false;
+        }
+        self.stall_ticks += 1;
+        self.stall_ticks >= limit
     }
 
     /// The follower rejected an append whose `prev_index` was `rejected`; `hint` is where
