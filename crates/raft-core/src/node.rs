@@ -392,13 +392,11 @@ impl<S: LogStore> Node<S> {
         if let Some(last) = entries.last() {
             self.pending_stable = Some((last.index, last.term));
         }
-        let committed_entries = match self
+        // A failed read leaves the entries unmarked: the next `ready` tries again.
+        let committed_entries = self
             .log
             .take_committed(self.cfg.max_committed_bytes_per_ready)
-        {
-            Ok(v) => v,
-            Err(_) => Vec::new(), // storage failed to read; retried at the next ready
-        };
+            .unwrap_or_default();
         if self.role == Role::Leader && !committed_entries.is_empty() {
             let bytes: u64 = committed_entries
                 .iter()

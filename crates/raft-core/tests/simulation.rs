@@ -227,7 +227,9 @@ impl Sim {
                     )
                 })
                 .collect();
-            self.fail(format!("proposals or reads unresolved after healing: {open:?}"));
+            self.fail(format!(
+                "proposals or reads unresolved after healing: {open:?}"
+            ));
         }
         for (index, term, data) in &self.acked {
             match self.committed.get(index) {
@@ -243,7 +245,12 @@ impl Sim {
         let leaders: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter_map(|(&id, n)| n.node.as_ref().filter(|x| x.role() == Role::Leader).map(|_| id))
+            .filter_map(|(&id, n)| {
+                n.node
+                    .as_ref()
+                    .filter(|x| x.role() == Role::Leader)
+                    .map(|_| id)
+            })
             .collect();
         let l = *leaders.first()?;
         let term = self.nodes[&l].node.as_ref()?.term();
@@ -262,7 +269,10 @@ impl Sim {
             .filter_map(|n| n.node.as_ref().map(|x| x.commit_index()))
             .collect();
         commits.len() == 1
-            && self.nodes.values().all(|n| n.pending.is_empty() && n.reads.is_empty())
+            && self
+                .nodes
+                .values()
+                .all(|n| n.pending.is_empty() && n.reads.is_empty())
     }
 
     fn heal(&mut self) {
@@ -315,7 +325,7 @@ impl Sim {
         if faulty && self.rng.chance(40) {
             self.client_read();
         }
-        if self.now % STEPS_PER_TICK == 0 {
+        if self.now.is_multiple_of(STEPS_PER_TICK) {
             for n in self.nodes.values_mut() {
                 if let Some(node) = n.node.as_mut() {
                     node.tick();
@@ -435,7 +445,10 @@ impl Sim {
             return;
         };
         if let Ok((index, term)) = node.propose(data.clone()) {
-            if n.pending.insert((index, term), Pending { term, data }).is_some() {
+            if n.pending
+                .insert((index, term), Pending { term, data })
+                .is_some()
+            {
                 panic!("two proposals were given index {index} in term {term} on node {id}");
             }
         }
@@ -469,7 +482,11 @@ impl Sim {
         if self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.faults.drop_per_mille) {
             return;
         }
-        let copies = if self.rng.chance(self.faults.dup_per_mille) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.faults.dup_per_mille) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let mut at = self.now + 1 + self.rng.below(self.faults.max_delay);
             // Links mostly keep order, as TCP does; now and then a message overtakes.
@@ -507,7 +524,10 @@ impl Sim {
             }
             let to = m.to;
             if self.trace {
-                eprintln!("[{}] {} -> {} t{} {:?}", self.now, m.from, m.to, m.term, m.body);
+                eprintln!(
+                    "[{}] {} -> {} t{} {:?}",
+                    self.now, m.from, m.to, m.term, m.body
+                );
             }
             m.term.hash(&mut self.digest);
             m.from.hash(&mut self.digest);
@@ -569,7 +589,10 @@ impl Sim {
             .expect("live node");
         if let Some(first) = rd.entries.first() {
             let mut prev_term = node.storage().term(first.index - 1).unwrap_or_else(|e| {
-                panic!("seed {}: entry {} has no predecessor on node {id}: {e}", self.seed, first.index)
+                panic!(
+                    "seed {}: entry {} has no predecessor on node {id}: {e}",
+                    self.seed, first.index
+                )
             });
             let mut violations = Vec::new();
             for e in &rd.entries {
@@ -596,7 +619,10 @@ impl Sim {
             if let Some(v) = hs.vote {
                 if let Some(&old) = self.votes.get(&(id, hs.term)) {
                     if old != v {
-                        self.fail(format!("node {id} voted for {old} and {v} in term {}", hs.term));
+                        self.fail(format!(
+                            "node {id} voted for {old} and {v} in term {}",
+                            hs.term
+                        ));
                     }
                 }
                 self.votes.insert((id, hs.term), v);
@@ -652,9 +678,17 @@ impl Sim {
         for key in resolved {
             let index = key.0;
             let p = n.pending.remove(&key).expect("present");
-            let (term, data) = self.committed.get(&index).cloned().expect("applied is committed");
+            let (term, data) = self
+                .committed
+                .get(&index)
+                .cloned()
+                .expect("applied is committed");
             if term == p.term {
-                assert_eq!(data, p.data, "seed {}: same index and term, other data", self.seed);
+                assert_eq!(
+                    data, p.data,
+                    "seed {}: same index and term, other data",
+                    self.seed
+                );
                 acks.push((index, term, data));
             }
         }
@@ -708,7 +742,10 @@ impl Sim {
             };
             let commit = node.commit_index();
             if commit < n.last_commit {
-                errors.push(format!("node {id}'s commit index went back from {} to {commit}", n.last_commit));
+                errors.push(format!(
+                    "node {id}'s commit index went back from {} to {commit}",
+                    n.last_commit
+                ));
             }
             if node.role() == Role::Leader {
                 if let Some(&l) = self.leaders.get(&node.term()) {
@@ -726,7 +763,9 @@ impl Sim {
             };
             if let Some((t, _)) = self.committed.get(&commit) {
                 if *t != term {
-                    errors.push(format!("node {id} commits ({commit}, {term}) but ({commit}, {t}) was committed"));
+                    errors.push(format!(
+                        "node {id} commits ({commit}, {term}) but ({commit}, {t}) was committed"
+                    ));
                 }
             }
             // The commit index never passes what a majority has persisted.
@@ -808,7 +847,10 @@ fn simulate(nodes: u64) {
         "{} seeds, {nodes} nodes: {acked} acknowledged proposals, {reads} linearizable reads, {elections} leader terms",
         seeds.len()
     );
-    assert!(acked > 0 && elections > 0, "the simulation exercised nothing");
+    assert!(
+        acked > 0 && elections > 0,
+        "the simulation exercised nothing"
+    );
 }
 
 #[test]
@@ -828,5 +870,8 @@ fn simulation_replays_exactly_from_its_seed() {
     assert_eq!(a.digest, b.digest);
     assert_eq!(a.acked, b.acked);
     let c = run_seed(12346, 3);
-    assert_ne!(a.digest, c.digest, "different seeds should give different runs");
+    assert_ne!(
+        a.digest, c.digest,
+        "different seeds should give different runs"
+    );
 }
