@@ -1,0 +1,124 @@
+//! The directory's identity (`meta.json`: format version, cluster id, node id) and its lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use raft_core::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::OpenError;
+use crate::record::FORMAT_VERSION;
+use crate::vfs::Vfs;
+
+/// The name of the metadata file.
+pub const META_FILE: &str = "meta.json";
+/// The name of the lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    format_version: u32,
+    cluster_id: String,
+    node_id: NodeId,
+}
+
+/// Holds the directory's `flock` for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+/// Takes the directory's lock, failing at once if another process holds it.
+pub(crate) fn lock(dir: &Path) -> Result<DirLock, OpenError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io {
+            op: "open lock file",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(TryLockError::WouldBlock) => Err(OpenError::Locked(dir.to_path_buf())),
+        Err(TryLockError::Error(source)) => Err(OpenError::Io {
+            op: "lock",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Checks the directory's identity, or records it if the directory is new.
+pub(crate) fn check_or_create(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    cluster_id: &str,
+    node_id: NodeId,
+    is_empty: bool,
+) -> Result<(), OpenError> {
+    let path: PathBuf = dir.join(META_FILE);
+    let bytes = match vfs.read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_empty => {
+            let meta = Meta {
+                format_version: FORMAT_VERSION,
+                cluster_id: cluster_id.to_string(),
+                node_id,
+            };
+            let data = serde_json::to_vec_pretty(&meta).map_err(|e| OpenError::BadMetadata {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            return vfs
+                .write_atomic(&path, &data)
+                .map_err(|source| OpenError::Io {
+                    op: "write",
+                    path,
+                    source,
+                });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(OpenError::BadMetadata {
+                path,
+                reason: "missing, but the directory holds log segments".into(),
+            })
+        }
+        Err(source) => {
+            return Err(OpenError::Io {
+                op: "read",
+                path,
+                source,
+            })
+        }
+    };
+    let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| OpenError::BadMetadata {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if meta.format_version > FORMAT_VERSION {
+        return Err(OpenError::NewerFormat {
+            dir: dir.to_path_buf(),
+            found: meta.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if meta.cluster_id != cluster_id {
+        return Err(OpenError::WrongCluster {
+            dir: dir.to_path_buf(),
+            found: meta.cluster_id,
+            expected: cluster_id.to_string(),
+        });
+    }
+    if meta.node_id != node_id {
+        return Err(OpenError::WrongNode {
+            dir: dir.to_path_buf(),
+            found: meta.node_id,
+            expected: node_id,
+        });
+    }
+    Ok(())
+}

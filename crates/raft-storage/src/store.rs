@@ -1,0 +1,579 @@
+//! The durable log: opening and recovering a data directory, group-committed writes,
+//! reads for the core, and prefix purge.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raft_core::{Entry, HardState, LogIndex, LogStore, Ready, StorageError, Term};
+
+use crate::cache::Cache;
+use crate::config::{StorageConfig, SyncPolicy};
+use crate::error::{OpenError, WriteError};
+use crate::meta::{self, DirLock};
+use crate::record::{decode, encode_into, Frame, Record, RecordRef, FORMAT_VERSION};
+use crate::segment::{parse_segment_seq, scan, segment_path, ScanEnd};
+use crate::vfs::{StdVfs, Vfs, VfsFile};
+
+/// The name of the directory holding the segments, inside the data directory.
+pub const WAL_DIR: &str = "wal";
+
+/// Where an entry lives on disk.
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    seq: u64,
+    offset: u64,
+    len: u32,
+    term: Term,
+}
+
+struct Segment {
+    path: PathBuf,
+    file: Box<dyn VfsFile>,
+    size: u64,
+}
+
+/// A durable Raft log in a data directory: segmented, checksummed, group-committed.
+///
+/// Every [`write`](Self::write) is one append to the active segment and, under
+/// [`SyncPolicy::Always`], one `fdatasync`; it returns only once the data is durable. After
+/// any I/O failure the store refuses all further writes ([`WriteError::Failed`]).
+pub struct LogStorage {
+    cfg: StorageConfig,
+    vfs: Arc<dyn Vfs>,
+    _lock: DirLock,
+    wal_dir: PathBuf,
+    segments: BTreeMap<u64, Segment>,
+    active: u64,
+    /// Locations of entries `first..=last`.
+    index: VecDeque<Loc>,
+    first: LogIndex,
+    /// Index and term of the entry just before `first` (purged, or 0/0).
+    purged: (LogIndex, Term),
+    hard_state: HardState,
+    cache: Cache,
+    failed: bool,
+    buf: Vec<u8>,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
+    move |source| OpenError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl LogStorage {
+    /// Opens (or creates) the data directory on the real file system.
+    pub fn open(cfg: StorageConfig) -> Result<Self, OpenError> {
+        Self::open_with(cfg, Arc::new(StdVfs))
+    }
+
+    /// Opens (or creates) the data directory through `vfs`.
+    pub fn open_with(cfg: StorageConfig, vfs: Arc<dyn Vfs>) -> Result<Self, OpenError> {
+        let dir = cfg.dir.clone();
+        vfs.create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let lock = meta::lock(&dir)?;
+        let wal_dir = dir.join(WAL_DIR);
+        vfs.create_dir_all(&wal_dir)
+            .map_err(io_err("create", &wal_dir))?;
+        let mut seqs: Vec<u64> = vfs
+            .list(&wal_dir)
+            .map_err(io_err("list", &wal_dir))?
+            .iter()
+            .filter_map(|p| parse_segment_seq(p))
+            .collect();
+        seqs.sort_unstable();
+        meta::check_or_create(&*vfs, &dir, &cfg.cluster_id, cfg.node_id, seqs.is_empty())?;
+
+        let mut store = LogStorage {
+            cache: Cache::new(cfg.cache_bytes),
+            cfg,
+            vfs,
+            _lock: lock,
+            wal_dir,
+            segments: BTreeMap::new(),
+            active: 0,
+            index: VecDeque::new(),
+            first: 1,
+            purged: (0, 0),
+            hard_state: HardState::default(),
+            failed: false,
+            buf: Vec::new(),
+        };
+        if seqs.is_empty() {
+            store.start_segment(1).map_err(|e| match e {
+                WriteError::Io { op, path, source } => OpenError::Io { op, path, source },
+                other => OpenError::BadMetadata {
+                    path: store.wal_dir.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
+        } else {
+            store.recover(&seqs)?;
+        }
+        Ok(store)
+    }
+
+    /// Replays every segment in order, rebuilding the index and hard state.
+    fn recover(&mut self, seqs: &[u64]) -> Result<(), OpenError> {
+        let max_len = self.cfg.max_record_bytes as usize;
+        let mut seen_entry = false;
+        for (i, &seq) in seqs.iter().enumerate() {
+            let path = segment_path(&self.wal_dir, seq);
+            if i > 0 && seq != seqs[i - 1] + 1 {
+                return Err(OpenError::Corrupt {
+                    file: path,
+                    offset: 0,
+                    reason: format!("segment {} is missing before it", seqs[i - 1] + 1),
+                });
+            }
+            let is_last = i + 1 == seqs.len();
+            let bytes = self.vfs.read(&path).map_err(io_err("read", &path))?;
+            let result = scan(&bytes, max_len);
+            let mut valid_len = bytes.len() as u64;
+            match result.end {
+                ScanEnd::Clean => {}
+                ScanEnd::Corrupt { offset } => {
+                    return Err(OpenError::Corrupt {
+                        file: path,
+                        offset,
+                        reason: "damaged record followed by valid records".into(),
+                    })
+                }
+                ScanEnd::Torn { offset } if !is_last => {
+                    return Err(OpenError::Corrupt {
+                        file: path,
+                        offset,
+                        reason: "damaged record in a closed segment".into(),
+                    })
+                }
+                ScanEnd::Torn { offset } => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset,
+                        dropped_bytes = bytes.len() as u64 - offset,
+                        "log ends with an unfinished write; cutting it off"
+                    );
+                    valid_len = offset;
+                }
+            }
+            if result.records.is_empty() && is_last && i > 0 {
+                // A segment whose creation did not finish: nothing in it was ever used.
+                tracing::warn!(file = %path.display(), "removing an unfinished new segment");
+                self.vfs.remove(&path).map_err(io_err("remove", &path))?;
+                self.vfs
+                    .sync_dir(&self.wal_dir)
+                    .map_err(io_err("sync", &self.wal_dir))?;
+                break;
+            }
+            for (n, (offset, record, size)) in result.records.into_iter().enumerate() {
+                let corrupt = |reason: String| OpenError::Corrupt {
+                    file: path.clone(),
+                    offset,
+                    reason,
+                };
+                match record {
+                    Record::SegmentHeader { format, seq: s } => {
+                        if n != 0 || s != seq {
+                            return Err(corrupt(format!("unexpected header of segment {s}")));
+                        }
+                        if format > FORMAT_VERSION {
+                            return Err(OpenError::NewerFormat {
+                                dir: self.cfg.dir.clone(),
+                                found: format,
+                                supported: FORMAT_VERSION,
+                            });
+                        }
+                    }
+                    _ if n == 0 => {
+                        return Err(corrupt("segment does not start with a header".into()))
+                    }
+                    Record::Entry(e) => {
+                        let expected = self.last_index() + 1;
+                        if !seen_entry && self.index.is_empty() {
+                            // The earliest segment may start after purged entries; a later
+                            // Purged record must then cover the gap (checked below).
+                            seen_entry = true;
+                            self.first = e.index;
+                        } else if e.index != expected {
+                            return Err(corrupt(format!(
+                                "entry {} where entry {expected} was expected",
+                                e.index
+                            )));
+                        }
+                        self.index.push_back(Loc {
+                            seq,
+                            offset,
+                            len: size as u32,
+                            term: e.term,
+                        });
+                    }
+                    Record::HardState(hs) => self.hard_state = hs,
+                    Record::Truncate { from } => {
+                        if from < self.first || from > self.last_index() + 1 {
+                            return Err(corrupt(format!("truncation at {from} outside the log")));
+                        }
+                        self.index.truncate((from - self.first) as usize);
+                    }
+                    Record::Purged { index, term } => {
+                        if index > self.purged.0 {
+                            self.drop_prefix(index, term);
+                        }
+                    }
+                }
+            }
+            let file = self.vfs.open(&path).map_err(io_err("open", &path))?;
+            let mut seg = Segment {
+                path: path.clone(),
+                file,
+                size: valid_len,
+            };
+            if valid_len < bytes.len() as u64 {
+                seg.file
+                    .set_len(valid_len)
+                    .map_err(io_err("truncate", &path))?;
+                seg.file.sync_data().map_err(io_err("sync", &path))?;
+            }
+            self.segments.insert(seq, seg);
+            self.active = seq;
+        }
+        if self.index.is_empty() {
+            self.first = self.purged.0 + 1;
+        } else if self.first != self.purged.0 + 1 {
+            return Err(OpenError::Corrupt {
+                file: segment_path(&self.wal_dir, seqs[0]),
+                offset: 0,
+                reason: format!(
+                    "the log starts at entry {} but only entries up to {} were purged",
+                    self.first, self.purged.0
+                ),
+            });
+        }
+        if self.segments.is_empty() {
+            return Err(OpenError::Corrupt {
+                file: self.wal_dir.clone(),
+                offset: 0,
+                reason: "no usable segment".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Forgets entries up to `index` in memory (they are purged).
+    fn drop_prefix(&mut self, index: LogIndex, term: Term) {
+        if index >= self.first {
+            let n = (index - self.first + 1).min(self.index.len() as u64) as usize;
+            self.index.drain(..n);
+            self.first = index + 1;
+        }
+        self.purged = (index, term);
+        self.cache.drop_through(index);
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+
+    /// The index of the last entry (`first_index() - 1` when empty).
+    pub fn last_index(&self) -> LogIndex {
+        self.first + self.index.len() as u64 - 1
+    }
+
+    /// Whether an earlier I/O failure stopped the store.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn fail<T>(
+        &mut self,
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    ) -> Result<T, WriteError> {
+        self.failed = true;
+        tracing::error!(op, path = %path.display(), error = %source, "storage I/O failed; the store is stopped");
+        Err(WriteError::Io { op, path, source })
+    }
+
+    /// Persists a [`Ready`]'s entries and hard state with one write and one sync.
+    pub fn persist(&mut self, rd: &Ready) -> Result<(), WriteError> {
+        if !rd.must_persist() {
+            return Ok(());
+        }
+        self.write(&rd.entries, rd.hard_state)
+    }
+
+    /// Appends `entries` (the first one replaces whatever the log holds at its index and
+    /// after) and records `hard_state`, durably, as one write and one sync.
+    pub fn write(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+    ) -> Result<(), WriteError> {
+        if self.failed {
+            return Err(WriteError::Failed);
+        }
+        let truncate_from = match entries.first() {
+            Some(f) if f.index <= self.purged.0 => return Err(WriteError::Purged(f.index)),
+            Some(f) if f.index > self.last_index() + 1 => {
+                return Err(WriteError::Gap {
+                    expected: self.last_index() + 1,
+                    got: f.index,
+                })
+            }
+            Some(f) if f.index <= self.last_index() => Some(f.index),
+            _ => None,
+        };
+        for w in entries.windows(2) {
+            if w[1].index != w[0].index + 1 {
+                return Err(WriteError::Gap {
+                    expected: w[0].index + 1,
+                    got: w[1].index,
+                });
+            }
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut locs = Vec::with_capacity(entries.len());
+        let base = self.segments.get(&self.active).map_or(0, |s| s.size);
+        let encoded = (|| -> Result<(), postcard::Error> {
+            if let Some(from) = truncate_from {
+                encode_into(&mut buf, &RecordRef::Truncate { from })?;
+            }
+            for e in entries {
+                let at = buf.len();
+                encode_into(&mut buf, &RecordRef::Entry(e))?;
+                locs.push(Loc {
+                    seq: self.active,
+                    offset: base + at as u64,
+                    len: (buf.len() - at) as u32,
+                    term: e.term,
+                });
+            }
+            if let Some(hs) = &hard_state {
+                encode_into(&mut buf, &RecordRef::HardState(hs))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = encoded {
+            self.buf = buf;
+            return Err(WriteError::Encode(e.to_string()));
+        }
+        let sync = self.cfg.sync == SyncPolicy::Always;
+        let Some(seg) = self.segments.get_mut(&self.active) else {
+            self.buf = buf;
+            return Err(WriteError::Failed);
+        };
+        let path = seg.path.clone();
+        if let Err(e) = seg.file.append(&buf) {
+            self.buf = buf;
+            return self.fail("append to", path, e);
+        }
+        seg.size += buf.len() as u64;
+        if sync {
+            if let Err(e) = seg.file.sync_data() {
+                self.buf = buf;
+                return self.fail("sync", path, e);
+            }
+        }
+        self.buf = buf;
+        // Durable: now the in-memory view may change.
+        if let Some(from) = truncate_from {
+            self.index.truncate((from - self.first) as usize);
+            self.cache.truncate_from(from);
+        }
+        self.index.extend(locs);
+        for e in entries {
+            self.cache.push(e.clone());
+        }
+        if let Some(hs) = hard_state {
+            self.hard_state = hs;
+        }
+        if self.segments.get(&self.active).map_or(0, |s| s.size) >= self.cfg.segment_bytes {
+            self.start_segment(self.active + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Creates segment `seq` with its header and the state carried over (hard state and
+    /// purge point), makes it and its directory entry durable, and makes it active.
+    fn start_segment(&mut self, seq: u64) -> Result<(), WriteError> {
+        let path = segment_path(&self.wal_dir, seq);
+        let mut buf = Vec::new();
+        let hs = self.hard_state;
+        let enc = (|| -> Result<(), postcard::Error> {
+            encode_into(
+                &mut buf,
+                &RecordRef::SegmentHeader {
+                    format: FORMAT_VERSION,
+                    seq,
+                },
+            )?;
+            encode_into(&mut buf, &RecordRef::HardState(&hs))?;
+            if self.purged.0 > 0 {
+                encode_into(
+                    &mut buf,
+                    &RecordRef::Purged {
+                        index: self.purged.0,
+                        term: self.purged.1,
+                    },
+                )?;
+            }
+            Ok(())
+        })();
+        enc.map_err(|e| WriteError::Encode(e.to_string()))?;
+        let mut file = match self.vfs.create(&path) {
+            Ok(f) => f,
+            Err(e) => return self.fail("create", path, e),
+        };
+        if let Err(e) = file.append(&buf).and_then(|_| file.sync_data()) {
+            return self.fail("write", path, e);
+        }
+        if let Err(e) = self.vfs.sync_dir(&self.wal_dir) {
+            return self.fail("sync", self.wal_dir.clone(), e);
+        }
+        self.segments.insert(
+            seq,
+            Segment {
+                path,
+                file,
+                size: buf.len() as u64,
+            },
+        );
+        self.active = seq;
+        Ok(())
+    }
+
+    /// Drops entries up to and including `index` (which must be applied and no longer
+    /// needed), deleting whole segments that hold nothing later. Crash-safe: the purge point
+    /// is made durable before any file is removed, and segments are removed oldest first.
+    pub fn purge_to(&mut self, index: LogIndex) -> Result<(), WriteError> {
+        if self.failed {
+            return Err(WriteError::Failed);
+        }
+        if index <= self.purged.0 {
+            return Ok(());
+        }
+        let index = index.min(self.last_index());
+        let Ok(term) = LogStore::term(self, index) else {
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &RecordRef::Purged { index, term })
+            .map_err(|e| WriteError::Encode(e.to_string()))?;
+        let Some(seg) = self.segments.get_mut(&self.active) else {
+            return Err(WriteError::Failed);
+        };
+        let path = seg.path.clone();
+        if let Err(e) = seg.file.append(&buf).and_then(|_| seg.file.sync_data()) {
+            return self.fail("append to", path, e);
+        }
+        seg.size += buf.len() as u64;
+        // The oldest segment still needed holds entry index+1 (or is the active one).
+        let keep_from = self
+            .index
+            .get((index + 1 - self.first) as usize)
+            .map_or(self.active, |l| l.seq);
+        self.drop_prefix(index, term);
+        let old: Vec<u64> = self.segments.range(..keep_from).map(|(&s, _)| s).collect();
+        for seq in old {
+            if let Some(seg) = self.segments.remove(&seq) {
+                if let Err(e) = self.vfs.remove(&seg.path) {
+                    return self.fail("remove", seg.path, e);
+                }
+            }
+        }
+        if let Err(e) = self.vfs.sync_dir(&self.wal_dir) {
+            return self.fail("sync", self.wal_dir.clone(), e);
+        }
+        Ok(())
+    }
+
+    fn read_entry(&self, index: LogIndex) -> Result<Entry, StorageError> {
+        if let Some(e) = self.cache.get(index) {
+            return Ok(e.clone());
+        }
+        let loc = self
+            .index
+            .get((index - self.first) as usize)
+            .ok_or(StorageError::Unavailable(index))?;
+        let seg = self.segments.get(&loc.seq).ok_or_else(|| {
+            StorageError::Io(format!("segment {} of entry {index} is gone", loc.seq))
+        })?;
+        let mut buf = vec![0u8; loc.len as usize];
+        seg.file
+            .read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| StorageError::Io(format!("read {}: {e}", seg.path.display())))?;
+        match decode(&buf, self.cfg.max_record_bytes as usize) {
+            Frame::Valid {
+                record: Record::Entry(e),
+                ..
+            } if e.index == index => Ok(e),
+            _ => Err(StorageError::Io(format!(
+                "entry {index} in {} at byte {} is damaged",
+                seg.path.display(),
+                loc.offset
+            ))),
+        }
+    }
+}
+
+impl LogStore for LogStorage {
+    fn hard_state(&self) -> Result<HardState, StorageError> {
+        Ok(self.hard_state)
+    }
+
+    fn first_index(&self) -> LogIndex {
+        self.first
+    }
+
+    fn last_index(&self) -> LogIndex {
+        LogStorage::last_index(self)
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        if index == self.purged.0 {
+            return Ok(self.purged.1);
+        }
+        if index < self.first {
+            return Err(StorageError::Compacted(index));
+        }
+        self.index
+            .get((index - self.first) as usize)
+            .map(|l| l.term)
+            .ok_or(StorageError::Unavailable(index))
+    }
+
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if lo < self.first {
+            return Err(StorageError::Compacted(lo));
+        }
+        if hi > self.last_index() + 1 {
+            return Err(StorageError::Unavailable(hi - 1));
+        }
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for i in lo..hi {
+            let e = self.read_entry(i)?;
+            size += e.size();
+            if size > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
