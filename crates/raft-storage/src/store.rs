@@ -211,8 +211,17 @@ impl LogStorage {
                         });
                     }
                     Record::HardState(hs) => self.hard_state = hs,
+                    Record::Truncate { .. } if !seen_entry => {
+                        // Before the first surviving entry: it concerned purged segments.
+                    }
+                    Record::Truncate { from } if from < self.first => {
+                        // Rewrites entries whose older copies sat in purged segments; the
+                        // final check verifies nothing unpurged is missing.
+                        self.index.clear();
+                        self.first = from;
+                    }
                     Record::Truncate { from } => {
-                        if from < self.first || from > self.last_index() + 1 {
+                        if from > self.last_index() + 1 {
                             return Err(corrupt(format!("truncation at {from} outside the log")));
                         }
                         self.index.truncate((from - self.first) as usize);
