@@ -8,7 +8,12 @@ use raft_storage::{LogStorage, StorageConfig, SyncPolicy};
 #[derive(Clone, Debug)]
 enum Op {
     /// Append `count` entries of `term` starting `back` entries before the end.
-    Append { back: u64, count: u64, term: u64, size: usize },
+    Append {
+        back: u64,
+        count: u64,
+        term: u64,
+        size: usize,
+    },
     HardState(u64),
     Purge(u64),
     Reopen,

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use raft_core::{
-    Config, Entry, EntryKind, LogIndex, MemStorage, Message, Node, NodeId, ReadState, Role, Term,
+    Config, Entry, EntryKind, LogIndex, MemStorage, Message, MessageBody, Node, NodeId, ReadState,
+    Ready, Role, Term,
 };
 
 /// Configuration used by the tests: pre-vote and check-quorum as given, small timeouts.
@@ -57,6 +58,26 @@ impl Cluster {
         Self::new_with(n, |_| {})
     }
 
+    /// One node per store, with ids 1..=n (node `i + 1` starts from `stores[i]`), each
+    /// configured by `tweak`.
+    pub fn with_storages(stores: Vec<MemStorage>, tweak: impl Fn(&mut Config)) -> Self {
+        let ids: Vec<NodeId> = (1..=stores.len() as u64).collect();
+        let nodes = ids
+            .iter()
+            .zip(stores)
+            .map(|(&id, store)| {
+                let mut c = config(id, &ids);
+                tweak(&mut c);
+                (id, TestNode::new(c, store))
+            })
+            .collect();
+        Cluster {
+            nodes,
+            in_flight: Vec::new(),
+            cut: BTreeSet::new(),
+        }
+    }
+
     pub fn node(&self, id: NodeId) -> &Node<MemStorage> {
         &self.nodes[&id].node
     }
@@ -86,6 +107,40 @@ impl Cluster {
             }
         }
         panic!("cluster did not settle");
+    }
+
+    /// Like [`settle`](Self::settle), but drops every message for which `keep` is false.
+    pub fn settle_filtered(&mut self, mut keep: impl FnMut(&Message) -> bool) {
+        for _ in 0..10_000 {
+            self.process_ready();
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let msgs = std::mem::take(&mut self.in_flight);
+            for m in msgs {
+                if keep(&m) {
+                    self.deliver(m);
+                }
+            }
+        }
+        panic!("cluster did not settle");
+    }
+
+    /// Carries out every node's `Ready` and returns the messages produced, undelivered.
+    pub fn take_messages(&mut self) -> Vec<Message> {
+        self.process_ready();
+        std::mem::take(&mut self.in_flight)
+    }
+
+    /// Crashes node `id` and restarts it from what it persisted (unsent messages and
+    /// volatile state are lost; entries it already applied are not delivered again).
+    pub fn restart(&mut self, id: NodeId) {
+        self.in_flight.retain(|m| m.from != id);
+        let tn = self.nodes.get_mut(&id).unwrap();
+        let mut cfg = tn.node.config().clone();
+        cfg.applied = tn.applied.last().map_or(0, |e| e.index);
+        let store = tn.node.storage().clone();
+        tn.node = Node::new(cfg, store).unwrap();
     }
 
     pub fn deliver(&mut self, m: Message) {
@@ -201,4 +256,99 @@ pub fn storage_with(terms: &[Term], term: Term, vote: Option<NodeId>) -> MemStor
         commit: 0,
     });
     s
+}
+
+/// The paper's basic algorithm: neither pre-vote nor check-quorum.
+pub fn plain(c: &mut Config) {
+    c.pre_vote = false;
+    c.check_quorum = false;
+}
+
+/// A lone node whose peers the test plays by hand.
+pub fn lone_node(
+    id: NodeId,
+    voters: &[NodeId],
+    store: MemStorage,
+    tweak: impl Fn(&mut Config),
+) -> Node<MemStorage> {
+    let mut c = config(id, voters);
+    tweak(&mut c);
+    Node::new(c, store).unwrap()
+}
+
+/// Carries out one `Ready` of a lone node (persist, then advance) and returns it.
+pub fn handle_ready(node: &mut Node<MemStorage>) -> Ready {
+    let rd = node.ready();
+    node.storage_mut().apply_ready(&rd).unwrap();
+    node.advance();
+    rd
+}
+
+/// What a lone node handed out over several `Ready`s.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Every message, in order (each `Ready`'s `messages`, then its `persisted_messages`).
+    pub messages: Vec<Message>,
+    pub committed: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+}
+
+/// Carries out `Ready`s until there is none; returns everything they held.
+pub fn drain_all(node: &mut Node<MemStorage>) -> Drained {
+    let mut out = Drained::default();
+    while node.has_ready() {
+        let rd = handle_ready(node);
+        out.messages.extend(rd.messages);
+        out.messages.extend(rd.persisted_messages);
+        out.committed.extend(rd.committed_entries);
+        out.read_states.extend(rd.read_states);
+    }
+    out
+}
+
+/// Carries out `Ready`s until there is none; returns every message produced, in order.
+pub fn drain(node: &mut Node<MemStorage>) -> Vec<Message> {
+    drain_all(node).messages
+}
+
+/// Makes a lone node leader by answering its (pre-)vote requests with grants from every
+/// peer. Messages are left in the node for the caller to drain.
+pub fn make_leader(node: &mut Node<MemStorage>) {
+    node.campaign();
+    let id = node.id();
+    let peers: Vec<NodeId> = node.voters().filter(|&p| p != id).collect();
+    if node.role() == Role::PreCandidate {
+        drain(node);
+        let term = node.term() + 1;
+        for &p in &peers {
+            if node.role() == Role::PreCandidate {
+                node.step(msg(
+                    p,
+                    id,
+                    term,
+                    MessageBody::PreVoteResponse { granted: true },
+                ));
+            }
+        }
+    }
+    drain(node);
+    let term = node.term();
+    for &p in &peers {
+        if node.role() == Role::Candidate {
+            node.step(msg(
+                p,
+                id,
+                term,
+                MessageBody::RequestVoteResponse { granted: true },
+            ));
+        }
+    }
+    assert_eq!(node.role(), Role::Leader, "node {id} did not win");
+}
+
+/// (index, term) of every entry in a node's log, durable or not.
+pub fn log_of(node: &Node<MemStorage>) -> Vec<(LogIndex, Term)> {
+    (1..=node.last_index())
+        .map(|i| (i, node.entry_term(i).unwrap()))
+        .collect()
 }
