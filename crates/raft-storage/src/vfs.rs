@@ -14,8 +14,6 @@ pub trait VfsFile: Send + Sync {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-    /// The file's length.
-    fn len(&self) -> io::Result<u64>;
     /// Cuts or extends the file to `len` bytes.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
 }
@@ -55,9 +53,6 @@ impl VfsFile for StdFile {
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.0.read_exact_at(buf, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)

@@ -2,6 +2,8 @@
 //! index; the parent kills it with SIGKILL at random moments and checks, after reopening,
 //! that every acknowledged index is present with its data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,6 +1,8 @@
 //! Property test: random appends (with truncation), hard-state updates, purges and reopens
 //! against a simple in-memory model of the log.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use proptest::prelude::*;
 use raft_core::{Entry, HardState, LogStore};
 use raft_storage::{LogStorage, StorageConfig, SyncPolicy};

@@ -1,6 +1,8 @@
 //! Recovery: torn tails are cut, damage in the middle stops the open, directories are
 //! checked for their owner.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
