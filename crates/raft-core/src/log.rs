@@ -333,4 +333,107 @@ mod tests {
             "store was not written in this test"
         );
     }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// A leader appends `n` entries of term `t` (terms never decrease at the tail).
+            LeaderAppend { bump: u64, n: u64 },
+            /// The leader's entries arrive at a follower: `back` entries behind the end,
+            /// matching the entry there, followed by entries with the given term bumps.
+            FollowerAppend {
+                back: u64,
+                bumps: Vec<u64>,
+                wrong_prev: bool,
+            },
+            /// The caller persists what is unstable and acknowledges it.
+            Persist,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u64..2, 1u64..4).prop_map(|(bump, n)| Op::LeaderAppend { bump, n }),
+                (
+                    0u64..6,
+                    proptest::collection::vec(0u64..2, 0..5),
+                    proptest::bool::weighted(0.2)
+                )
+                    .prop_map(|(back, bumps, wrong_prev)| Op::FollowerAppend {
+                        back,
+                        bumps,
+                        wrong_prev
+                    }),
+                Just(Op::Persist),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn log_matches_a_model_of_terms(ops in proptest::collection::vec(op(), 1..40)) {
+                let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+                let mut model: Vec<Term> = Vec::new(); // model[i - 1] = term of index i
+                for op in ops {
+                    match op {
+                        Op::LeaderAppend { bump, n } => {
+                            let t = model.last().copied().unwrap_or(1) + bump;
+                            for _ in 0..n {
+                                let index = model.len() as u64 + 1;
+                                log.append(Entry::normal(t, index, vec![]));
+                                model.push(t);
+                            }
+                        }
+                        Op::FollowerAppend { back, bumps, wrong_prev } => {
+                            let prev = (model.len() as u64).saturating_sub(back);
+                            let prev_term = if prev == 0 { 0 } else { model[prev as usize - 1] };
+                            let mut t = prev_term.max(1);
+                            let entries: Vec<Entry> = bumps.iter().enumerate().map(|(k, b)| {
+                                t += b;
+                                Entry::normal(t, prev + 1 + k as u64, vec![])
+                            }).collect();
+                            let asked_term = if wrong_prev { prev_term + 7 } else { prev_term };
+                            let before = model.clone();
+                            let persisted_before = log.persisted_index();
+                            let out = log.maybe_append(prev, asked_term, 0, &entries);
+                            if wrong_prev {
+                                prop_assert_eq!(out, AppendOutcome::Mismatch);
+                                prop_assert_eq!(&model, &before);
+                            } else {
+                                prop_assert_eq!(out, AppendOutcome::Matched(prev + entries.len() as u64));
+                                for e in &entries {
+                                    let i = e.index as usize;
+                                    if i <= model.len() && model[i - 1] == e.term {
+                                        continue; // identical entry: kept, never truncated
+                                    }
+                                    model.truncate(i - 1);
+                                    model.push(e.term);
+                                }
+                                if model == before {
+                                    // Nothing conflicted: nothing durable was thrown away.
+                                    prop_assert_eq!(log.persisted_index(), persisted_before);
+                                }
+                            }
+                        }
+                        Op::Persist => {
+                            let unsent = log.take_unsent();
+                            log.store.append(&unsent).unwrap();
+                            if let Some(last) = unsent.last() {
+                                log.stable_to(last.index, last.term);
+                            }
+                            prop_assert_eq!(log.persisted_index(), model.len() as u64);
+                        }
+                    }
+                    prop_assert_eq!(log.last_index(), model.len() as u64);
+                    for (k, t) in model.iter().enumerate() {
+                        prop_assert_eq!(log.term(k as u64 + 1), Ok(*t));
+                    }
+                    let all = log.entries(1, model.len() as u64 + 1, u64::MAX).unwrap();
+                    prop_assert_eq!(all.iter().map(|e| e.term).collect::<Vec<_>>(), model.clone());
+                    prop_assert!(log.persisted_index() <= log.last_index());
+                }
+            }
+        }
+    }
 }
