@@ -1,0 +1,162 @@
+//! One writer task per peer: owns the persistent connection, reconnects with backoff,
+//! drains its queue and flushes once per batch.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use raft_core::{Message, NodeId};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::NetConfig;
+use crate::error::ConnError;
+use crate::frame::{encode_message, length_codec, LENGTH_PREFIX_BYTES};
+use crate::handshake::{Hello, HelloReply};
+use crate::stats::PeerCounters;
+
+/// Messages written per flush at most.
+const MAX_BATCH: usize = 1024;
+
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
+
+/// Runs until cancelled or until the transport drops the queue's sender.
+pub(crate) async fn run_writer(
+    cfg: Arc<NetConfig>,
+    peer: NodeId,
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<Message>,
+    counters: Arc<PeerCounters>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(
+        cfg.backoff_initial,
+        cfg.backoff_max,
+        cfg.id.wrapping_mul(0x9E37_79B9) ^ peer.wrapping_mul(0x85EB_CA6B) ^ u64::from(addr.port()),
+    );
+    loop {
+        let connected = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = tokio::time::timeout(cfg.handshake_timeout, connect(&cfg, peer, addr)) => {
+                r.unwrap_or(Err(ConnError::Timeout))
+            }
+        };
+        let outcome = match connected {
+            Ok((writer, reader)) => {
+                backoff.reset();
+                PeerCounters::add(&counters.connects, 1);
+                tracing::info!(peer, %addr, "connected to peer");
+                match write_loop(&cfg, writer, reader, &mut rx, &counters, &cancel).await {
+                    Ok(()) => return, // cancelled or transport gone
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        PeerCounters::add(&counters.connect_failures, 1);
+        match &outcome {
+            ConnError::Refused(reason) => {
+                tracing::warn!(peer, %addr, %reason, "peer refused the connection")
+            }
+            e => tracing::debug!(peer, %addr, error = %e, "connection to peer failed"),
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn connect(
+    cfg: &NetConfig,
+    peer: NodeId,
+    addr: SocketAddr,
+) -> Result<(Writer, Reader), ConnError> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (r, w) = stream.into_split();
+    let mut writer = FramedWrite::new(w, length_codec(cfg.max_frame_bytes));
+    let mut reader = FramedRead::new(r, length_codec(cfg.max_frame_bytes));
+    let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer);
+    hello.credentials = cfg.authenticator.credentials(&hello);
+    let bytes = postcard::to_allocvec(&hello).map_err(|e| ConnError::Malformed(e.to_string()))?;
+    writer.send(bytes::Bytes::from(bytes)).await?;
+    let reply = reader.next().await.ok_or(ConnError::Closed)??;
+    match postcard::from_bytes::<HelloReply>(&reply) {
+        Ok(HelloReply::Welcome) => Ok((writer, reader)),
+        Ok(HelloReply::Refused(reason)) => Err(ConnError::Refused(reason)),
+        Err(e) => Err(ConnError::Malformed(e.to_string())),
+    }
+}
+
+/// Sends queued messages until cancelled (`Ok`) or the connection fails (`Err`).
+async fn write_loop(
+    cfg: &NetConfig,
+    mut writer: Writer,
+    reader: Reader,
+    rx: &mut mpsc::Receiver<Message>,
+    counters: &PeerCounters,
+    cancel: &CancellationToken,
+) -> Result<(), ConnError> {
+    // The acceptor never writes after its welcome: any read completing means the
+    // connection is gone (the peer closed or restarted), so reconnect at once.
+    let mut raw = reader.into_inner();
+    let mut probe = [0u8; 1];
+    let mut batch: Vec<Message> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = raw.read(&mut probe) => return Err(ConnError::Closed),
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+        };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        let mut too_big = 0u64;
+        let result = async {
+            for m in batch.drain(..) {
+                let frame = match encode_message(m) {
+                    Ok(f) if f.len() <= cfg.max_frame_bytes => f,
+                    _ => {
+                        too_big += 1;
+                        continue;
+                    }
+                };
+                let len = (frame.len() + LENGTH_PREFIX_BYTES) as u64;
+                writer.feed(frame).await?;
+                PeerCounters::add(&counters.bytes_sent, len);
+            }
+            SinkExt::<bytes::Bytes>::flush(&mut writer).await
+        }
+        .await;
+        PeerCounters::add(&counters.msgs_dropped, too_big);
+        if too_big > 0 {
+            tracing::warn!(
+                count = too_big,
+                limit = cfg.max_frame_bytes,
+                "dropped messages larger than the frame limit"
+            );
+        }
+        if let Err(e) = result {
+            batch.clear();
+            // What was written but not flushed may or may not have arrived: count it lost.
+            PeerCounters::add(&counters.msgs_dropped, n - too_big);
+            return Err(ConnError::Io(e));
+        }
+        PeerCounters::add(&counters.msgs_sent, n - too_big);
+    }
+}

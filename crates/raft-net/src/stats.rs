@@ -1,0 +1,54 @@
+//! Per-peer counters (exported as metrics by the layers above).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters for one peer.
+#[derive(Debug, Default)]
+pub(crate) struct PeerCounters {
+    pub(crate) msgs_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) msgs_received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) msgs_dropped: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
+}
+
+impl PeerCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> PeerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PeerStats {
+            msgs_sent: get(&self.msgs_sent),
+            bytes_sent: get(&self.bytes_sent),
+            msgs_received: get(&self.msgs_received),
+            bytes_received: get(&self.bytes_received),
+            msgs_dropped: get(&self.msgs_dropped),
+            connects: get(&self.connects),
+            connect_failures: get(&self.connect_failures),
+        }
+    }
+}
+
+/// A snapshot of one peer's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Messages written to the peer's connection.
+    pub msgs_sent: u64,
+    /// Frame bytes written to the peer (length prefixes included).
+    pub bytes_sent: u64,
+    /// Messages received from the peer.
+    pub msgs_received: u64,
+    /// Frame bytes received from the peer (length prefixes included).
+    pub bytes_received: u64,
+    /// Messages to the peer dropped: its queue was full, or its connection failed with
+    /// them unsent, or they could not be encoded.
+    pub msgs_dropped: u64,
+    /// Outbound connections established (handshake completed).
+    pub connects: u64,
+    /// Outbound connection attempts or connections that failed.
+    pub connect_failures: u64,
+}

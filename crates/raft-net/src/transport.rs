@@ -1,0 +1,172 @@
+//! The transport: a listener for peers' connections and one writer per peer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use raft_core::{Message, NodeId};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::NetConfig;
+use crate::error::NetError;
+use crate::inbound::run_acceptor;
+use crate::outbound::run_writer;
+use crate::stats::{PeerCounters, PeerStats};
+
+pub(crate) type Counters = Arc<BTreeMap<NodeId, Arc<PeerCounters>>>;
+
+/// Messages received from peers: `(sender, message)`, in order per connection.
+pub type Inbound = mpsc::Receiver<(NodeId, Message)>;
+
+/// Framed TCP between this node and its peers.
+///
+/// [`send`](Self::send) never blocks: each peer has a bounded queue drained by a writer task
+/// that owns one persistent connection; when the queue is full the message is dropped and
+/// counted (Raft tolerates loss). Received messages arrive on the [`Inbound`] channel.
+/// Dropping the transport, or [`shutdown`](Self::shutdown), ends every task and closes the
+/// listener.
+pub struct Transport {
+    id: NodeId,
+    local_addr: SocketAddr,
+    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    counters: Counters,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Transport {
+    /// Binds the listener and starts the tasks. Must be called within a tokio runtime.
+    pub async fn start(cfg: NetConfig) -> Result<(Transport, Inbound), NetError> {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| NetError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        Self::start_with_listener(cfg, listener)
+    }
+
+    /// Starts on an already bound listener (`cfg.listen` is then informational), for callers
+    /// that pick free ports before they know every peer's address.
+    pub fn start_on(
+        cfg: NetConfig,
+        listener: std::net::TcpListener,
+    ) -> Result<(Transport, Inbound), NetError> {
+        let addr = cfg.listen;
+        let bind_err = |source| NetError::Bind { addr, source };
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener =
+            TcpListener::from_std(listener).map_err(|source| NetError::Bind { addr, source })?;
+        Self::start_with_listener(cfg, listener)
+    }
+
+    fn start_with_listener(
+        cfg: NetConfig,
+        listener: TcpListener,
+    ) -> Result<(Transport, Inbound), NetError> {
+        if cfg.peers.contains_key(&cfg.id) {
+            return Err(NetError::Config(format!(
+                "node {} lists itself among its peers",
+                cfg.id
+            )));
+        }
+        if cfg.send_queue == 0 || cfg.recv_queue == 0 {
+            return Err(NetError::Config("queue sizes must be at least 1".into()));
+        }
+        let local_addr = listener.local_addr().map_err(|source| NetError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let counters: Counters = Arc::new(
+            cfg.peers
+                .keys()
+                .map(|&id| (id, Arc::new(PeerCounters::default())))
+                .collect(),
+        );
+        let cfg = Arc::new(cfg);
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue);
+        let mut queues = BTreeMap::new();
+        for (&peer, &addr) in &cfg.peers {
+            let (tx, rx) = mpsc::channel(cfg.send_queue);
+            queues.insert(peer, tx);
+            let c = counters.get(&peer).cloned().unwrap_or_default();
+            tracker.spawn(run_writer(cfg.clone(), peer, addr, rx, c, cancel.clone()));
+        }
+        tracker.spawn(run_acceptor(
+            cfg.clone(),
+            listener,
+            in_tx,
+            counters.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        tracing::info!(id = cfg.id, %local_addr, peers = cfg.peers.len(), "transport listening");
+        Ok((
+            Transport {
+                id: cfg.id,
+                local_addr,
+                queues,
+                counters,
+                cancel,
+                tracker,
+            },
+            in_rx,
+        ))
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Queues `msg` for `msg.to`. Returns false if it was dropped: unknown peer, or its
+    /// queue is full (counted in [`PeerStats::msgs_dropped`]).
+    pub fn send(&self, msg: Message) -> bool {
+        if msg.to == self.id {
+            return false;
+        }
+        let Some(q) = self.queues.get(&msg.to) else {
+            return false;
+        };
+        match q.try_send(msg) {
+            Ok(()) => true,
+            Err(e) => {
+                let to = match &e {
+                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
+                        m.to
+                    }
+                };
+                if let Some(c) = self.counters.get(&to) {
+                    PeerCounters::add(&c.msgs_dropped, 1);
+                }
+                false
+            }
+        }
+    }
+
+    /// Counters of every peer.
+    pub fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
+        self.counters
+            .iter()
+            .map(|(&id, c)| (id, c.snapshot()))
+            .collect()
+    }
+
+    /// Stops every task, closes the listener and connections, and waits for them.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
