@@ -1,0 +1,121 @@
+//! Settings of a node run by this crate.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raft_core::NodeId;
+use raft_storage::SyncPolicy;
+
+/// How to reach one node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The address its Raft transport listens on.
+    pub raft: SocketAddr,
+    /// The address clients use (for leader hints), if any.
+    pub api: Option<String>,
+}
+
+/// Everything needed to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (1 or more).
+    pub id: NodeId,
+    /// The cluster's id; the data directory and peers must belong to it.
+    pub cluster_id: String,
+    /// Every node of the cluster, this one included.
+    pub peers: BTreeMap<NodeId, Peer>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The length of one tick of the protocol. Default 10 ms.
+    pub tick: Duration,
+    /// Protocol tunables (election and heartbeat ticks, pre-vote, check-quorum, batching and
+    /// in-flight limits). `id`, `voters` and `applied` are filled in at start.
+    pub raft: raft_core::Config,
+    /// When the log is made durable. Default `SyncPolicy::Always`.
+    pub sync: SyncPolicy,
+    /// Log segment size. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Requests queued toward the node at most; past it, `submit` returns `Busy`.
+    /// Default 16,384.
+    pub request_queue: usize,
+    /// Submits waiting for their outcome at most. Default 65,536.
+    pub max_pending_submits: usize,
+    /// Bytes of submitted entries waiting for their outcome at most. Default 64 MiB.
+    pub max_pending_bytes: u64,
+    /// Entries returned by one `retrieve` at most. Default 10,000.
+    pub max_retrieve_entries: usize,
+    /// Bytes returned by one `retrieve` at most (one entry is always returned). Default 4 MiB.
+    pub max_retrieve_bytes: u64,
+    /// Transport tunables (frame limit, queues, backoff).
+    pub net: NetTuning,
+}
+
+/// Transport settings that `NodeConfig` passes on to `raft-net`.
+#[derive(Clone, Debug)]
+pub struct NetTuning {
+    /// The largest frame sent or accepted. Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Messages queued per peer. Default 4096.
+    pub send_queue: usize,
+    /// Messages queued from peers. Default 8192.
+    pub recv_queue: usize,
+    /// Longest reconnect delay. Default 1 s.
+    pub backoff_max: Duration,
+}
+
+impl Default for NetTuning {
+    fn default() -> Self {
+        NetTuning {
+            max_frame_bytes: 16 << 20,
+            send_queue: 4096,
+            recv_queue: 8192,
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Defaults for node `id` of a cluster whose nodes are `peers`, storing in `data_dir`.
+    pub fn new(
+        id: NodeId,
+        cluster_id: impl Into<String>,
+        peers: BTreeMap<NodeId, Peer>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
+        let voters: Vec<NodeId> = peers.keys().copied().collect();
+        NodeConfig {
+            id,
+            cluster_id: cluster_id.into(),
+            peers,
+            data_dir: data_dir.into(),
+            tick: Duration::from_millis(10),
+            raft: raft_core::Config::new(id, voters),
+            sync: SyncPolicy::Always,
+            segment_bytes: 64 << 20,
+            request_queue: 16_384,
+            max_pending_submits: 65_536,
+            max_pending_bytes: 64 << 20,
+            max_retrieve_entries: 10_000,
+            max_retrieve_bytes: 4 << 20,
+            net: NetTuning::default(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !self.peers.contains_key(&self.id) {
+            return Err(format!("node {} is not among the peers", self.id));
+        }
+        if self.tick.is_zero() {
+            return Err("tick must be longer than zero".into());
+        }
+        if self.request_queue == 0 || self.max_pending_submits == 0 {
+            return Err("request_queue and max_pending_submits must be at least 1".into());
+        }
+        if self.max_retrieve_entries == 0 {
+            return Err("max_retrieve_entries must be at least 1".into());
+        }
+        Ok(())
+    }
+}

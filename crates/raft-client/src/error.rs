@@ -1,0 +1,51 @@
+//! What can go wrong for a caller, and what to do about it.
+
+use raft_core::NodeId;
+use thiserror::Error;
+
+/// Why a submit or a read did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Error {
+    /// This node is not the leader: nothing was appended. Retry on the leader.
+    #[error("not the leader; retry on node {leader:?} at {address:?}")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+        /// That leader's client address, if configured.
+        address: Option<String>,
+    },
+    /// Leadership was lost while the entry was in flight: it may still commit or not.
+    /// Read the log (or retry idempotently) to find out.
+    #[error("leadership lost before the outcome was known; the entry may or may not commit")]
+    LeadershipLost,
+    /// Another leader's entry was committed at this entry's index: it will never commit.
+    /// Retry.
+    #[error("the entry was replaced by another leader's entry and will never commit; retry")]
+    Overwritten,
+    /// Too much is in flight; retry after a moment.
+    #[error("too many requests in flight; retry later")]
+    Busy,
+    /// The node is shutting down or has stopped.
+    #[error("the node is shut down")]
+    Shutdown,
+    /// The node's storage failed; it stopped acknowledging anything. Restart it.
+    #[error("storage failure, the node stopped: {0}")]
+    Storage(String),
+}
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Storage(#[from] raft_storage::OpenError),
+    /// The network could not start.
+    #[error(transparent)]
+    Net(#[from] raft_net::NetError),
+    /// The core refused the configuration.
+    #[error(transparent)]
+    Core(#[from] raft_core::ConfigError),
+}

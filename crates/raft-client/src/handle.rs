@@ -1,0 +1,228 @@
+//! [`RaftNode`]: the handle applications use. Cheap to clone; every clone talks to the same
+//! runtime task.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use raft_core::{Entry, LogIndex, NodeId, Status, Term};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeConfig;
+use crate::error::{Error, StartError};
+use crate::limits::{Limits, Permit};
+use crate::runtime;
+use crate::state_machine::StateMachine;
+
+/// A committed and applied entry, as `submit` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed<R> {
+    /// Where the entry is in the log.
+    pub index: LogIndex,
+    /// The term it was created in.
+    pub term: Term,
+    /// What the state machine returned for it.
+    pub response: R,
+}
+
+pub(crate) enum Command<R> {
+    Submit {
+        data: Bytes,
+        reply: oneshot::Sender<Result<Committed<R>, Error>>,
+        permit: Permit,
+    },
+    Read {
+        reply: oneshot::Sender<Result<LogIndex, Error>>,
+    },
+    Retrieve {
+        from: LogIndex,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Entry>, Error>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Campaign,
+    Isolate(bool),
+}
+
+/// Who leads, as this node knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaderInfo {
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+    /// The term this node is in.
+    pub term: Term,
+}
+
+struct Shared {
+    id: NodeId,
+    limits: Arc<Limits>,
+    leader: watch::Receiver<LeaderInfo>,
+    api_addrs: BTreeMap<NodeId, Option<String>>,
+    cancel: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+    max_retrieve: usize,
+}
+
+/// A running Raft node: the original's `New` + `Run` in one call, and its `Submit`,
+/// `Retrieve` and `Leader`, safe to use from many tasks at once.
+pub struct RaftNode<R> {
+    tx: mpsc::Sender<Command<R>>,
+    shared: Arc<Shared>,
+}
+
+impl<R> Clone for RaftNode<R> {
+    fn clone(&self) -> Self {
+        RaftNode {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<R: Send + 'static> RaftNode<R> {
+    /// Opens the data directory, starts the transport and the runtime task, and returns the
+    /// handle. Must be called within a multi-threaded tokio runtime.
+    pub async fn start<SM>(cfg: NodeConfig, state_machine: SM) -> Result<Self, StartError>
+    where
+        SM: StateMachine<Response = R>,
+    {
+        cfg.validate().map_err(StartError::Config)?;
+        let (tx, rx) = mpsc::channel(cfg.request_queue);
+        let (leader_tx, leader_rx) = watch::channel(LeaderInfo::default());
+        let cancel = CancellationToken::new();
+        let limits = Limits::new(cfg.max_pending_submits, cfg.max_pending_bytes);
+        let api_addrs = cfg
+            .peers
+            .iter()
+            .map(|(&id, p)| (id, p.api.clone()))
+            .collect();
+        let max_retrieve = cfg.max_retrieve_entries;
+        let id = cfg.id;
+        let task = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
+        Ok(RaftNode {
+            tx,
+            shared: Arc::new(Shared {
+                id,
+                limits,
+                leader: leader_rx,
+                api_addrs,
+                cancel,
+                task: Mutex::new(Some(task)),
+                max_retrieve,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// Appends `entry` to the replicated log and waits until it is committed and applied.
+    /// Errors say what happened and what to do (see [`Error`]).
+    pub async fn submit(&self, entry: impl Into<Bytes>) -> Result<Committed<R>, Error> {
+        let data = entry.into();
+        let permit = self
+            .shared
+            .limits
+            .try_acquire(data.len() as u64)
+            .ok_or(Error::Busy)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Command::Submit {
+                data,
+                reply,
+                permit,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Busy,
+                mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
+            })?;
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Committed entries from `from` on (1-based), in order, at most `limit` (and at most
+    /// the configured maximum) per call. No-op entries appear with their kind.
+    pub async fn retrieve(&self, from: LogIndex, limit: usize) -> Result<Vec<Entry>, Error> {
+        let limit = limit.clamp(1, self.shared.max_retrieve);
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Retrieve { from, limit, reply }).await?;
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// A linearizable read barrier (ReadIndex): once it returns `Ok(index)`, the state
+    /// machine has applied at least every write acknowledged before the call, so reading
+    /// it now is linearizable. Only the leader can serve it.
+    pub async fn read_barrier(&self) -> Result<LogIndex, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Read { reply }).await?;
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// The leader this node knows of, and its term (no round trip to the runtime).
+    pub fn leader(&self) -> LeaderInfo {
+        *self.shared.leader.borrow()
+    }
+
+    /// A receiver that sees every leader change.
+    pub fn watch_leader(&self) -> watch::Receiver<LeaderInfo> {
+        self.shared.leader.clone()
+    }
+
+    /// The client address configured for `node`, if any.
+    pub fn api_address(&self, node: NodeId) -> Option<String> {
+        self.shared.api_addrs.get(&node).cloned().flatten()
+    }
+
+    /// The node's id, role, term, leader, commit and applied index, last index and, on the
+    /// leader, every follower's progress.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Status { reply }).await?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Starts an election now (for leader transfer by hand and for tests).
+    pub async fn campaign(&self) -> Result<(), Error> {
+        self.send(Command::Campaign).await
+    }
+
+    /// Fault injection for tests and drills: while isolated, the node drops every message
+    /// it would send and every message it receives, as if its network were cut.
+    pub async fn set_isolated(&self, isolated: bool) -> Result<(), Error> {
+        self.send(Command::Isolate(isolated)).await
+    }
+
+    /// Submits waiting for their outcome now.
+    pub fn pending_submits(&self) -> usize {
+        self.shared.limits.in_flight()
+    }
+
+    /// Stops the node gracefully: callers still waiting get [`Error::Shutdown`], the
+    /// transport closes, the log is left durable and the data directory released.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        let task = self.shared.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops the node abruptly, as a crash would: the runtime task is aborted wherever it
+    /// is. What was synced stays durable; nothing else is flushed.
+    pub async fn abort(&self) {
+        let task = self.shared.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn send(&self, cmd: Command<R>) -> Result<(), Error> {
+        self.tx.send(cmd).await.map_err(|_| Error::Shutdown)
+    }
+}

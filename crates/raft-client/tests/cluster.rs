@@ -1,0 +1,411 @@
+//! Three-node clusters on loopback TCP with real files in temporary directories.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use raft_client::{Error, KvCommand, KvStore, NodeConfig, Peer, RaftNode, ReplicatedLog};
+use raft_core::{Entry, LogIndex, NodeId, Role};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    dirs: BTreeMap<NodeId, tempfile::TempDir>,
+    peers: BTreeMap<NodeId, Peer>,
+    nodes: BTreeMap<NodeId, RaftNode<LogIndex>>,
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Cluster {
+        let peers: BTreeMap<NodeId, Peer> = (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    Peer {
+                        raft: free_addr(),
+                        api: Some(format!("127.0.0.1:{}", 9000 + id)),
+                    },
+                )
+            })
+            .collect();
+        let dirs = (1..=n)
+            .map(|id| (id, tempfile::tempdir().unwrap()))
+            .collect();
+        let mut c = Cluster {
+            dirs,
+            peers,
+            nodes: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            c.start_node(id).await;
+        }
+        c
+    }
+
+    fn config(&self, id: NodeId) -> NodeConfig {
+        let mut cfg = NodeConfig::new(id, "client-test", self.peers.clone(), self.dirs[&id].path());
+        cfg.raft.election_ticks = 20; // 200-400 ms
+        cfg.raft.heartbeat_ticks = 3;
+        cfg.net.backoff_max = Duration::from_millis(200);
+        cfg
+    }
+
+    async fn start_node(&mut self, id: NodeId) {
+        let node = RaftNode::start(self.config(id), ReplicatedLog::new())
+            .await
+            .unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    /// Waits until every running node agrees on one leader in one term.
+    async fn leader(&self) -> NodeId {
+        let start = Instant::now();
+        loop {
+            let infos: BTreeSet<_> = self.nodes.values().map(|n| n.leader()).collect();
+            if infos.len() == 1 {
+                if let Some(l) = infos.iter().next().and_then(|i| i.leader) {
+                    if self.nodes.contains_key(&l) {
+                        return l;
+                    }
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "no agreed leader: {infos:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every running node has committed at least `index`; returns their logs.
+    async fn logs_through(&self, index: LogIndex) -> BTreeMap<NodeId, Vec<Entry>> {
+        let start = Instant::now();
+        'outer: loop {
+            let mut logs = BTreeMap::new();
+            for (&id, n) in &self.nodes {
+                let log = retrieve_all(n).await;
+                if log.last().map_or(0, |e| e.index) < index {
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "node {id} did not reach {index}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue 'outer;
+                }
+                logs.insert(id, log);
+            }
+            return logs;
+        }
+    }
+}
+
+async fn retrieve_all(n: &RaftNode<LogIndex>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    loop {
+        let next = out.last().map_or(1, |e: &Entry| e.index + 1);
+        let batch = n.retrieve(next, 10_000).await.unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch);
+    }
+}
+
+/// Submits until success, following leader changes; returns the committed index.
+async fn submit_somewhere(c: &Cluster, data: Vec<u8>) -> LogIndex {
+    let start = Instant::now();
+    loop {
+        let l = c.leader().await;
+        match c.nodes[&l].submit(data.clone()).await {
+            Ok(done) => return done.index,
+            Err(e) => {
+                assert!(start.elapsed() < DEADLINE, "submit keeps failing: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn assert_identical(logs: &BTreeMap<NodeId, Vec<Entry>>, through: LogIndex) {
+    let mut iter = logs.iter();
+    let (first_id, first) = iter.next().unwrap();
+    for (id, log) in iter {
+        let a: Vec<_> = first.iter().take_while(|e| e.index <= through).collect();
+        let b: Vec<_> = log.iter().take_while(|e| e.index <= through).collect();
+        assert_eq!(a, b, "logs of {first_id} and {id} differ");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_tasks_submit_ten_thousand_entries_and_every_node_agrees() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let node = c.nodes[&leader].clone();
+    let mut tasks = Vec::new();
+    for t in 0..64u64 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let count = 10_000 / 64 + u64::from(t < 10_000 % 64);
+            for k in 0..count {
+                let data = format!("task-{t}-entry-{k}").into_bytes();
+                loop {
+                    match node.submit(data.clone()).await {
+                        Ok(done) => {
+                            acked.push((done.index, data));
+                            break;
+                        }
+                        Err(Error::Busy) => tokio::task::yield_now().await,
+                        Err(e) => panic!("task {t}: unexpected {e}"),
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert_eq!(acked.len(), 10_000);
+    let distinct: BTreeSet<_> = acked.iter().map(|(i, _)| *i).collect();
+    assert_eq!(distinct.len(), 10_000, "every submit got its own index");
+    let max = *distinct.iter().next_back().unwrap();
+    let logs = c.logs_through(max).await;
+    assert_identical(&logs, max);
+    for log in logs.values() {
+        let by_index: BTreeMap<LogIndex, &Entry> = log.iter().map(|e| (e.index, e)).collect();
+        for (index, data) in &acked {
+            assert_eq!(by_index[index].data.as_ref(), data.as_slice());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_to_a_follower_names_the_leader_and_its_address() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    match c.nodes[&follower].submit(&b"x"[..]).await {
+        Err(Error::NotLeader {
+            leader: Some(l),
+            address,
+        }) => {
+            assert_eq!(l, leader);
+            assert_eq!(address, c.peers[&leader].api);
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    assert!(matches!(
+        c.nodes[&follower].read_barrier().await,
+        Err(Error::NotLeader { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leader_is_replaced_and_catches_up_after_restart() {
+    let mut c = Cluster::start(3).await;
+    let mut acked = Vec::new();
+    for k in 0..50 {
+        acked.push((
+            submit_somewhere(&c, format!("before-{k}").into_bytes()).await,
+            format!("before-{k}"),
+        ));
+    }
+    let old = c.leader().await;
+    c.nodes.remove(&old).unwrap().abort().await;
+    let new = c.leader().await;
+    assert_ne!(new, old);
+    for k in 0..50 {
+        acked.push((
+            submit_somewhere(&c, format!("after-{k}").into_bytes()).await,
+            format!("after-{k}"),
+        ));
+    }
+    c.start_node(old).await;
+    let max = acked.iter().map(|(i, _)| *i).max().unwrap();
+    let logs = c.logs_through(max).await;
+    assert_eq!(logs.len(), 3);
+    assert_identical(&logs, max);
+    for log in logs.values() {
+        let by_index: BTreeMap<LogIndex, &Entry> = log.iter().map(|e| (e.index, e)).collect();
+        for (index, data) in &acked {
+            assert_eq!(
+                by_index[index].data.as_ref(),
+                data.as_bytes(),
+                "acknowledged entry {index}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_restart_keeps_the_committed_log() {
+    let mut c = Cluster::start(3).await;
+    let mut max = 0;
+    for k in 0..100 {
+        max = submit_somewhere(&c, format!("entry-{k}").into_bytes()).await;
+    }
+    let before = c.logs_through(max).await;
+    for (_, n) in std::mem::take(&mut c.nodes) {
+        n.shutdown().await;
+    }
+    for id in 1..=3 {
+        c.start_node(id).await;
+    }
+    c.leader().await;
+    let after = c.logs_through(max).await;
+    for id in 1..=3 {
+        let a: Vec<_> = before[&id].iter().filter(|e| e.index <= max).collect();
+        let b: Vec<_> = after[&id].iter().filter(|e| e.index <= max).collect();
+        assert_eq!(a, b, "node {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_steps_down_and_its_callers_never_hang() {
+    let c = Cluster::start(3).await;
+    submit_somewhere(&c, b"warm-up".to_vec()).await;
+    let old = c.leader().await;
+    let node = c.nodes[&old].clone();
+    node.set_isolated(true).await.unwrap();
+    let waiting = tokio::spawn(async move { node.submit(&b"in-the-dark"[..]).await });
+    let outcome = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the caller is answered")
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::LeadershipLost) | Err(Error::NotLeader { .. })
+        ),
+        "got {outcome:?}"
+    );
+    // The other side elects a leader of its own.
+    let start = Instant::now();
+    loop {
+        let others: Vec<_> = c
+            .nodes
+            .iter()
+            .filter(|(&id, _)| id != old)
+            .map(|(_, n)| n.leader())
+            .collect();
+        if others
+            .iter()
+            .all(|i| i.leader.is_some_and(|l| l != old) && i.leader == others[0].leader)
+        {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "no new leader: {others:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_ne!(c.nodes[&old].status().await.unwrap().role, Role::Leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_submits_gets_busy_and_in_flight_work_stays_bounded() {
+    let peers: BTreeMap<NodeId, Peer> = BTreeMap::from([(
+        1,
+        Peer {
+            raft: free_addr(),
+            api: None,
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(1, "flood", peers, dir.path());
+    cfg.max_pending_submits = 100;
+    cfg.request_queue = 50;
+    let node = RaftNode::start(cfg, ReplicatedLog::new()).await.unwrap();
+    let start = Instant::now();
+    while node.leader().leader != Some(1) {
+        assert!(start.elapsed() < DEADLINE);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Fire 20,000 submits without waiting for any: most must be refused at once.
+    let mut handles = Vec::new();
+    let mut busy = 0;
+    for k in 0..20_000u32 {
+        let n = node.clone();
+        let h = tokio::spawn(async move { n.submit(k.to_le_bytes().to_vec()).await });
+        handles.push(h);
+        assert!(
+            node.pending_submits() <= 100,
+            "in-flight submits stay under the limit"
+        );
+    }
+    let mut ok = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::Busy) => busy += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(busy > 0, "overload is refused with Busy");
+    assert!(ok > 0, "some work still gets done");
+    assert_eq!(node.pending_submits(), 0);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_reads_see_every_write_acknowledged_before_them() {
+    let peers: BTreeMap<NodeId, Peer> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                Peer {
+                    raft: free_addr(),
+                    api: None,
+                },
+            )
+        })
+        .collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = BTreeMap::new();
+    let mut readers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let mut cfg = NodeConfig::new(id, "kv", peers.clone(), dirs[id as usize - 1].path());
+        cfg.raft.election_ticks = 20;
+        let kv = KvStore::new();
+        readers.insert(id, kv.reader());
+        nodes.insert(id, RaftNode::start(cfg, kv).await.unwrap());
+    }
+    let start = Instant::now();
+    let leader = loop {
+        let ls: BTreeSet<_> = nodes.values().map(|n| n.leader().leader).collect();
+        if ls.len() == 1 {
+            if let Some(Some(l)) = ls.into_iter().next() {
+                break l;
+            }
+        }
+        assert!(start.elapsed() < DEADLINE);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let node = &nodes[&leader];
+    for k in 0..200 {
+        let cmd = KvCommand::Put {
+            key: format!("k{}", k % 7),
+            value: format!("v{k}"),
+        };
+        let done = node.submit(cmd.encode().unwrap()).await.unwrap();
+        let index = node.read_barrier().await.unwrap();
+        assert!(
+            index >= done.index,
+            "read at {index} misses write {}",
+            done.index
+        );
+        assert_eq!(
+            readers[&leader].get(&format!("k{}", k % 7)),
+            Some(format!("v{k}"))
+        );
+    }
+    for n in nodes.values() {
+        n.shutdown().await;
+    }
+}
