@@ -1,7 +1,7 @@
 //! Runs a 3-node cluster in one process, in memory, driven tick by tick: elects a leader,
 //! commits a few entries, isolates the leader, shows the others elect a new one, heals.
 //!
-//! `cargo run -p raft-core --example local_cluster`
+//! `cargo run -p raft-core --example tick_by_tick`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
