@@ -44,6 +44,9 @@ pub(crate) enum Command<R> {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    NetStats {
+        reply: oneshot::Sender<BTreeMap<NodeId, raft_net::PeerStats>>,
+    },
     Campaign,
     Isolate(bool),
 }
@@ -183,6 +186,14 @@ impl<R: Send + 'static> RaftNode<R> {
     pub async fn status(&self) -> Result<Status, Error> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Status { reply }).await?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// The transport's counters for every peer (messages and bytes sent, received and
+    /// dropped; connects and failures).
+    pub async fn net_stats(&self) -> Result<BTreeMap<NodeId, raft_net::PeerStats>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::NetStats { reply }).await?;
         rx.await.map_err(|_| Error::Shutdown)
     }
 

@@ -58,4 +58,5 @@ mod storage;
 pub use config::{NetTuning, NodeConfig, Peer};
 pub use error::{Error, StartError};
 pub use handle::{Committed, LeaderInfo, RaftNode};
+pub use raft_net::PeerStats;
 pub use state_machine::{KvCommand, KvReader, KvResponse, KvStore, ReplicatedLog, StateMachine};

@@ -241,6 +241,9 @@ impl<SM: StateMachine> Runtime<SM> {
             Command::Status { reply } => {
                 let _ = reply.send(self.node.status());
             }
+            Command::NetStats { reply } => {
+                let _ = reply.send(self.transport.stats());
+            }
             Command::Campaign => self.node.campaign(),
             Command::Isolate(on) => self.isolated = on,
         }
@@ -390,6 +393,9 @@ fn reject<R>(cmd: Command<R>, why: Error) {
         Command::Retrieve { reply, .. } => {
             let _ = reply.send(Err(why));
         }
-        Command::Status { .. } | Command::Campaign | Command::Isolate(_) => {}
+        Command::Status { .. }
+        | Command::NetStats { .. }
+        | Command::Campaign
+        | Command::Isolate(_) => {}
     }
 }

@@ -1,0 +1,238 @@
+//! `httpraft`: one Raft node with an HTTP API, or (`httpraft dev`) a local 3-node cluster.
+
+mod settings;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use raft_client::{KvStore, Peer, RaftNode};
+use raft_http::AppState;
+use settings::{Cli, Command, NodeSettings, Options, PeersFile};
+use tokio::task::JoinHandle;
+use tracing_subscriber::EnvFilter;
+
+/// A node and its HTTP server.
+struct Running {
+    node: RaftNode<raft_client::KvResponse>,
+    stop_http: tokio::sync::watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, then stops the node (releasing the data
+    /// directory).
+    async fn stop(self) {
+        let _ = self.stop_http.send(true);
+        match self.server.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        self.node.shutdown().await;
+    }
+}
+
+async fn start_node(s: NodeSettings, api: Option<StdListener>) -> Result<Running, String> {
+    let listener = match api {
+        Some(l) => {
+            l.set_nonblocking(true)
+                .map_err(|e| format!("cannot use the API listener: {e}"))?;
+            tokio::net::TcpListener::from_std(l)
+                .map_err(|e| format!("cannot use the API listener: {e}"))?
+        }
+        None => tokio::net::TcpListener::bind(s.api_listen)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen for HTTP on {}: {e} (is the port in use?)",
+                    s.api_listen
+                )
+            })?,
+    };
+    let api_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let id = s.node.id;
+    let raft_addr = s.node.peers[&id].raft;
+    let data_dir = s.node.data_dir.clone();
+    let cluster = s.node.cluster_id.clone();
+    let kv = KvStore::new();
+    let reader = kv.reader();
+    let node = RaftNode::start(s.node, kv)
+        .await
+        .map_err(|e| e.to_string())?;
+    let app = raft_http::router(AppState::new(node.clone(), reader, s.http));
+    let (stop_http, mut stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(raft_http::serve(listener, app, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    tracing::info!(
+        node = id - 1,
+        raft_id = id,
+        raft = %raft_addr,
+        api = %api_addr,
+        data_dir = %data_dir.display(),
+        cluster = %cluster,
+        "httpraft node started"
+    );
+    Ok(Running {
+        node,
+        stop_http,
+        server,
+    })
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("signal received; shutting down");
+}
+
+async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
+    let peers_path = opts
+        .peers
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("peers.json"));
+    let pf = PeersFile::load(&peers_path)?;
+    let s = settings::node_settings(index, opts, &pf)?;
+    let running = start_node(s, None).await?;
+    wait_for_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+fn free_listener() -> Result<StdListener, String> {
+    StdListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+async fn run_dev(data_dir: Option<PathBuf>, opts: &Options) -> Result<(), String> {
+    let base = data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("httpraft-dev-{}", std::process::id()))
+    });
+    let mut apis = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let api = free_listener()?;
+        let api_addr = api.local_addr().map_err(|e| e.to_string())?;
+        // The Raft port is picked now and bound by the transport right after.
+        let raft = free_listener()?.local_addr().map_err(|e| e.to_string())?;
+        peers.insert(
+            id,
+            Peer {
+                raft,
+                api: Some(api_addr.to_string()),
+            },
+        );
+        apis.push((api, api_addr));
+    }
+    let mut running = Vec::new();
+    for (i, (api, api_addr)) in apis.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let mut node = raft_client::NodeConfig::new(
+            id,
+            opts.cluster_id
+                .clone()
+                .unwrap_or_else(|| "httpraft-dev".into()),
+            peers.clone(),
+            base.join(format!("node-{i}")),
+        );
+        settings::apply_tuning(&mut node, opts)?;
+        let mut http = raft_http::HttpConfig::default();
+        if let Some(b) = opts.max_body_bytes {
+            http.max_body_bytes = b;
+        }
+        running.push(
+            start_node(
+                NodeSettings {
+                    node,
+                    http,
+                    api_listen: api_addr,
+                },
+                Some(api),
+            )
+            .await?,
+        );
+    }
+    println!("httpraft dev: a local 3-node cluster");
+    println!("data directory: {}", base.display());
+    for (id, p) in &peers {
+        println!(
+            "node {}: http://{}  (raft {})",
+            id - 1,
+            p.api.as_deref().unwrap_or(""),
+            p.raft
+        );
+    }
+    let first = peers
+        .values()
+        .next()
+        .and_then(|p| p.api.clone())
+        .unwrap_or_default();
+    println!("try:");
+    println!("  curl -s -XPOST http://{first}/request -d '{{\"entry\": \"hello\"}}'");
+    println!("  curl -s 'http://{first}/log?index=1'");
+    println!("  curl -sL -XPUT http://{first}/v1/kv/greeting -d '{{\"value\": \"hi\"}}'");
+    println!("  curl -s http://{first}/v1/status");
+    println!("stop with Ctrl-C");
+    wait_for_signal().await;
+    for r in running {
+        r.stop().await;
+    }
+    println!("stopped; data kept in {}", base.display());
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let opts = match cli.opts.clone().with_config_file() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("httpraft: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or(opts.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match (cli.command, cli.id) {
+        (Some(Command::Dev { data_dir }), _) => run_dev(data_dir, &opts).await,
+        (None, Some(id)) => run_node(id, &opts).await,
+        (None, None) => Err(
+            "give the node's id (httpraft <id>), or run httpraft dev; see httpraft --help".into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("httpraft: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

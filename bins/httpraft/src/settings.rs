@@ -1,0 +1,263 @@
+//! Command line, optional config file and `peers.json`, merged into what a node needs.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use raft_client::{NodeConfig, Peer};
+use raft_http::HttpConfig;
+use raft_storage::SyncPolicy;
+use serde::Deserialize;
+
+/// Runs one node of a Raft cluster with an HTTP API.
+///
+/// `httpraft <id>` reads `peers.json` from the working directory, like the original:
+/// `{"peers": ["localhost:8000", ...], "apis": ["localhost:9000", ...]}`. Node `<id>` (0-based)
+/// speaks Raft on `peers[id]` and HTTP on `apis[id]`. `httpraft dev` starts a local
+/// 3-node cluster instead.
+#[derive(Debug, Parser)]
+#[command(name = "httpraft", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The node to run: its 0-based position in peers.json.
+    pub id: Option<usize>,
+    #[command(flatten)]
+    pub opts: Options,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a local 3-node cluster on free loopback ports (stops on Ctrl-C).
+    Dev {
+        /// Where the nodes keep their data [default: a new temporary directory].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Every option; each can also be set in the `--config` file (same names, with
+/// underscores). Flags win over the file; the file wins over defaults.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// A JSON file with any of these options.
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The peers file [default: peers.json].
+    #[arg(long)]
+    pub peers: Option<PathBuf>,
+    /// The HTTP listen address [default: apis[id] from the peers file].
+    #[arg(long)]
+    pub api: Option<String>,
+    /// The data directory [default: the peers file's "data_dir"/node-<id>, or ./data/node-<id>].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The cluster id [default: the peers file's "cluster_id", or "httpraft"].
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Milliseconds per protocol tick [default: 10].
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Election timeout base, in ticks; the timeout is random in [T, 2T) [default: 30].
+    #[arg(long)]
+    pub election_ticks: Option<u32>,
+    /// Heartbeat interval in ticks [default: 5].
+    #[arg(long)]
+    pub heartbeat_ticks: Option<u32>,
+    /// Largest accepted HTTP request body in bytes [default: 1048576].
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// Submits waiting for commit at most; past it requests get 429 [default: 65536].
+    #[arg(long)]
+    pub max_pending_submits: Option<usize>,
+    /// Bytes of submits waiting for commit at most [default: 67108864].
+    #[arg(long)]
+    pub max_pending_bytes: Option<u64>,
+    /// Entries returned by one log read at most [default: 10000].
+    #[arg(long)]
+    pub max_log_entries: Option<usize>,
+    /// Largest Raft network frame in bytes [default: 16777216].
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// When to fsync the log: always, or never (unsafe: for tests only) [default: always].
+    #[arg(long)]
+    pub sync: Option<String>,
+    /// Log level or filter, e.g. info, debug, raft_client=debug [default: info; RUST_LOG wins].
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl Options {
+    /// `self` with unset options taken from `other`.
+    fn or(self, other: Options) -> Options {
+        Options {
+            config: self.config.or(other.config),
+            peers: self.peers.or(other.peers),
+            api: self.api.or(other.api),
+            data_dir: self.data_dir.or(other.data_dir),
+            cluster_id: self.cluster_id.or(other.cluster_id),
+            tick_ms: self.tick_ms.or(other.tick_ms),
+            election_ticks: self.election_ticks.or(other.election_ticks),
+            heartbeat_ticks: self.heartbeat_ticks.or(other.heartbeat_ticks),
+            max_body_bytes: self.max_body_bytes.or(other.max_body_bytes),
+            max_pending_submits: self.max_pending_submits.or(other.max_pending_submits),
+            max_pending_bytes: self.max_pending_bytes.or(other.max_pending_bytes),
+            max_log_entries: self.max_log_entries.or(other.max_log_entries),
+            max_frame_bytes: self.max_frame_bytes.or(other.max_frame_bytes),
+            sync: self.sync.or(other.sync),
+            log_level: self.log_level.or(other.log_level),
+        }
+    }
+
+    /// Merges in the `--config` file, if any.
+    pub fn with_config_file(self) -> Result<Options, String> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read(&path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let file: Options = serde_json::from_slice(&text)
+            .map_err(|e| format!("config file {} is not valid: {e}", path.display()))?;
+        Ok(self.or(file))
+    }
+}
+
+/// The original's `peers.json`, with optional extras.
+#[derive(Debug, Deserialize)]
+pub struct PeersFile {
+    /// Raft addresses, indexed by node id.
+    pub peers: Vec<String>,
+    /// HTTP addresses, indexed by node id.
+    pub apis: Vec<String>,
+    /// Optional cluster id.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Optional base directory for node data (`<data_dir>/node-<id>`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl PeersFile {
+    pub fn load(path: &Path) -> Result<PeersFile, String> {
+        let text =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pf: PeersFile = serde_json::from_slice(&text)
+            .map_err(|e| format!("{} is not a valid peers file: {e}", path.display()))?;
+        if pf.peers.is_empty() {
+            return Err(format!("{} lists no peers", path.display()));
+        }
+        if pf.peers.len() != pf.apis.len() {
+            return Err(format!(
+                "{} lists {} peers but {} apis; they must pair up",
+                path.display(),
+                pf.peers.len(),
+                pf.apis.len()
+            ));
+        }
+        Ok(pf)
+    }
+}
+
+/// Resolves `host:port`, preferring IPv4 (so `localhost` means 127.0.0.1 everywhere).
+pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    let all: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+/// Everything needed to run one node.
+pub struct NodeSettings {
+    pub node: NodeConfig,
+    pub http: HttpConfig,
+    pub api_listen: SocketAddr,
+}
+
+/// Builds the settings of node `index` (0-based) from the merged options and peers file.
+pub fn node_settings(index: usize, opts: &Options, pf: &PeersFile) -> Result<NodeSettings, String> {
+    if index >= pf.peers.len() {
+        return Err(format!(
+            "id {index} is out of range: the peers file lists {} nodes (ids 0 to {})",
+            pf.peers.len(),
+            pf.peers.len() - 1
+        ));
+    }
+    let mut peers = BTreeMap::new();
+    for (i, (raft, api)) in pf.peers.iter().zip(&pf.apis).enumerate() {
+        peers.insert(
+            i as u64 + 1,
+            Peer {
+                raft: resolve(raft)?,
+                api: Some(api.clone()),
+            },
+        );
+    }
+    let id = index as u64 + 1;
+    let cluster_id = opts
+        .cluster_id
+        .clone()
+        .or(pf.cluster_id.clone())
+        .unwrap_or_else(|| "httpraft".into());
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| {
+        pf.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data"))
+            .join(format!("node-{index}"))
+    });
+    let mut node = NodeConfig::new(id, cluster_id, peers, data_dir);
+    apply_tuning(&mut node, opts)?;
+    let mut http = HttpConfig::default();
+    if let Some(b) = opts.max_body_bytes {
+        http.max_body_bytes = b;
+    }
+    if let Some(n) = opts.max_log_entries {
+        http.max_log_entries = n.max(1);
+        node.max_retrieve_entries = n.max(1);
+    }
+    let api = opts.api.clone().unwrap_or_else(|| pf.apis[index].clone());
+    Ok(NodeSettings {
+        node,
+        http,
+        api_listen: resolve(&api)?,
+    })
+}
+
+/// Applies timing and limit options to a node configuration.
+pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String> {
+    if let Some(ms) = opts.tick_ms {
+        if ms == 0 {
+            return Err("--tick-ms must be at least 1".into());
+        }
+        node.tick = Duration::from_millis(ms);
+    }
+    if let Some(t) = opts.election_ticks {
+        node.raft.election_ticks = t;
+    }
+    if let Some(t) = opts.heartbeat_ticks {
+        node.raft.heartbeat_ticks = t;
+    }
+    if let Some(n) = opts.max_pending_submits {
+        node.max_pending_submits = n;
+    }
+    if let Some(n) = opts.max_pending_bytes {
+        node.max_pending_bytes = n;
+    }
+    if let Some(n) = opts.max_frame_bytes {
+        node.net.max_frame_bytes = n;
+    }
+    node.sync = match opts.sync.as_deref() {
+        None | Some("always") => SyncPolicy::Always,
+        Some("never") => SyncPolicy::Never,
+        Some(other) => return Err(format!("--sync must be always or never, got {other:?}")),
+    };
+    node.raft.validate().map_err(|e| e.to_string())
+}

@@ -1,0 +1,106 @@
+//! The original httpraft API and its key-value companion, byte-compatible:
+//! `POST /request`, `GET /log?index=n`, `PUT /`, `GET /?key=k`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use raft_client::{Error, KvCommand};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::entry_json::entry_to_json;
+use crate::error::ApiError;
+use crate::state::{parse_json, AppState};
+
+#[derive(Deserialize)]
+struct RequestBody {
+    entry: String,
+}
+
+#[derive(Deserialize)]
+struct PutBody {
+    key: String,
+    value: String,
+}
+
+/// `POST /request {"entry": "..."}` → `{"success": bool, "leader": "<host:port>"}`.
+/// The leader answers once the entry is committed; any other node at once, with
+/// `success: false` and its leader hint.
+pub(crate) async fn post_request(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: RequestBody = parse_json(&body)?;
+    let outcome = st.submit(req.entry.into_bytes()).await;
+    let (success, leader) = match outcome {
+        Ok(_) => (true, Some(st.self_api())),
+        Err(Error::NotLeader { address, .. }) => (false, address),
+        Err(_) => (false, st.leader_api()),
+    };
+    Ok(Json(
+        json!({"success": success, "leader": leader.unwrap_or_default()}),
+    ))
+}
+
+/// `GET /log?index=n` → the committed entries from `n` on, as a JSON array (see
+/// [`crate::entry_json`] for their shape).
+pub(crate) async fn get_log(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let from = match q.get("index") {
+        None => 1,
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("index must be a number, got {s:?}")))?,
+    };
+    let entries = st
+        .node
+        .retrieve(from.max(1), st.cfg.max_log_entries)
+        .await
+        .map_err(|e| ApiError::from_node(e, st.leader_api()))?;
+    Ok(Json(Value::Array(
+        entries.iter().map(entry_to_json).collect(),
+    )))
+}
+
+/// `PUT / {"key","value"}` → `{"leader","key","value"}` once committed; a follower
+/// answers at once with only the leader hint.
+pub(crate) async fn put_kv(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: PutBody = parse_json(&body)?;
+    let cmd = KvCommand::Put {
+        key: req.key.clone(),
+        value: req.value.clone(),
+    };
+    let data = cmd
+        .encode()
+        .map_err(|e| ApiError::bad_request(format!("cannot encode the command: {e}")))?;
+    match st.submit(data).await {
+        Ok(_) => Ok(
+            Json(json!({"leader": st.self_api(), "key": req.key, "value": req.value}))
+                .into_response(),
+        ),
+        Err(Error::NotLeader { address, .. }) => {
+            Ok(Json(json!({"leader": address.unwrap_or_default()})).into_response())
+        }
+        Err(_) => Ok(Json(json!({"leader": st.leader_api().unwrap_or_default()})).into_response()),
+    }
+}
+
+/// `GET /?key=k` → `{"leader","key","value"}` from this node's map (empty value when the
+/// key is absent).
+pub(crate) async fn get_kv(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let key = q.get("key").ok_or_else(|| {
+        ApiError::bad_request("the key query parameter is required: GET /?key=<key>")
+    })?;
+    let value = st.kv.get(key).unwrap_or_default();
+    Ok(Json(
+        json!({"leader": st.leader_api().unwrap_or_default(), "key": key, "value": value}),
+    ))
+}

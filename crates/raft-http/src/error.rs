@@ -1,0 +1,113 @@
+//! JSON errors: `{"error": {"code": ..., "message": ..., "leader": ...}}` with a fitting
+//! status code.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What happened and what to do.
+    pub message: String,
+    /// The leader's API address, when known and useful.
+    pub leader: Option<String>,
+    /// Seconds after which a retry makes sense (sets `Retry-After`).
+    pub retry_after: Option<u32>,
+    /// Where to send the request instead (sets `Location`; used with 307).
+    pub location: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            leader: None,
+            retry_after: None,
+            location: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 503 with `Retry-After`: no leader is known right now.
+    pub fn no_leader() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "no leader is known right now; retry shortly",
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// Maps a node error to an HTTP error.
+    pub fn from_node(e: raft_client::Error, leader: Option<String>) -> Self {
+        use raft_client::Error as E;
+        let mut out = match &e {
+            E::NotLeader { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
+            }
+            E::LeadershipLost => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "leadership_lost",
+                e.to_string(),
+            ),
+            E::Overwritten => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overwritten",
+                e.to_string(),
+            ),
+            E::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
+            E::Shutdown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            E::Storage(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_failure",
+                e.to_string(),
+            ),
+        };
+        if out.status == StatusCode::SERVICE_UNAVAILABLE
+            || out.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            out.retry_after = Some(1);
+        }
+        out.leader = leader;
+        out
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "leader": self.leader,
+            }
+        });
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(loc) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            resp.headers_mut().insert(header::LOCATION, loc);
+        }
+        resp
+    }
+}

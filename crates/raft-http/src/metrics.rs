@@ -1,0 +1,179 @@
+//! Prometheus text exposition of the node's state and of request counters.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use raft_client::PeerStats;
+use raft_core::{Role, Status};
+
+/// Upper bounds (seconds) of the submit latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A network counter's name, help text and how to read it from the stats.
+type NetCounter = (&'static str, &'static str, fn(&PeerStats) -> u64);
+
+/// Counters kept by the HTTP layer.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    proposals_ok: AtomicU64,
+    proposals_failed: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl Metrics {
+    /// Records the outcome and latency of one proposal.
+    pub fn record_proposal(&self, ok: bool, took: Duration) {
+        if ok {
+            self.proposals_ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.proposals_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The exposition text.
+    pub fn render(
+        &self,
+        status: &Status,
+        net: &std::collections::BTreeMap<u64, PeerStats>,
+    ) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let role = match status.role {
+            Role::Follower => 0,
+            Role::PreCandidate => 1,
+            Role::Candidate => 2,
+            Role::Leader => 3,
+        };
+        gauge(
+            "raft_role",
+            "Role of this node: 0 follower, 1 pre-candidate, 2 candidate, 3 leader.",
+            role,
+        );
+        gauge("raft_term", "Current term.", status.term);
+        gauge(
+            "raft_commit_index",
+            "Highest index known committed.",
+            status.commit,
+        );
+        gauge(
+            "raft_applied_index",
+            "Highest index applied.",
+            status.applied,
+        );
+        gauge(
+            "raft_last_index",
+            "Index of the last log entry.",
+            status.last_index,
+        );
+        gauge(
+            "raft_leader_id",
+            "Id of the known leader (0 when none).",
+            status.leader.unwrap_or(0),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raft_proposals_total Proposals submitted through HTTP, by result.\n# TYPE raft_proposals_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "raft_proposals_total{{result=\"committed\"}} {}",
+            self.proposals_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "raft_proposals_total{{result=\"failed\"}} {}",
+            self.proposals_failed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raft_proposal_seconds Time from submit to commit and apply.\n# TYPE raft_proposal_seconds histogram"
+        );
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "raft_proposal_seconds_bucket{{le=\"{b}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "raft_proposal_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "raft_proposal_seconds_sum {}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "raft_proposal_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP raft_peer_replication_lag Entries a follower is behind the leader's last index (leader only).\n# TYPE raft_peer_replication_lag gauge"
+        );
+        for p in &status.progress {
+            let _ = writeln!(
+                out,
+                "raft_peer_replication_lag{{peer=\"{}\"}} {}",
+                p.id,
+                status.last_index.saturating_sub(p.match_index)
+            );
+        }
+        let counters: [NetCounter; 7] = [
+            (
+                "raft_net_messages_sent_total",
+                "Messages written to the peer.",
+                |s| s.msgs_sent,
+            ),
+            (
+                "raft_net_bytes_sent_total",
+                "Bytes written to the peer.",
+                |s| s.bytes_sent,
+            ),
+            (
+                "raft_net_messages_received_total",
+                "Messages received from the peer.",
+                |s| s.msgs_received,
+            ),
+            (
+                "raft_net_bytes_received_total",
+                "Bytes received from the peer.",
+                |s| s.bytes_received,
+            ),
+            (
+                "raft_net_messages_dropped_total",
+                "Messages to the peer dropped (queue full or connection lost).",
+                |s| s.msgs_dropped,
+            ),
+            (
+                "raft_net_connects_total",
+                "Connections established to the peer.",
+                |s| s.connects,
+            ),
+            (
+                "raft_net_connect_failures_total",
+                "Failed connections to the peer.",
+                |s| s.connect_failures,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (peer, s) in net {
+                let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", get(s));
+            }
+        }
+        out
+    }
+}

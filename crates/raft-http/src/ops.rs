@@ -1,0 +1,100 @@
+//! Status, health, readiness and metrics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use raft_core::Role;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre-candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
+    }
+}
+
+/// `GET /v1/status` → the node's state, and every follower's progress on the leader.
+pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let s = st
+        .node
+        .status()
+        .await
+        .map_err(|e| ApiError::from_node(e, None))?;
+    let progress: Vec<Value> = s
+        .progress
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "match_index": p.match_index,
+                "next_index": p.next_index,
+                "state": if p.replicating { "replicate" } else { "probe" },
+                "lag": s.last_index.saturating_sub(p.match_index),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": s.id,
+        "role": role_name(s.role),
+        "term": s.term,
+        "leader": s.leader,
+        "leader_api": st.leader_api(),
+        "commit_index": s.commit,
+        "applied_index": s.applied,
+        "last_index": s.last_index,
+        "persisted_index": s.persisted_index,
+        "progress": progress,
+    })))
+}
+
+/// `GET /healthz` → 200 while the node's runtime answers.
+pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
+    match st.node.status().await {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => ApiError::from_node(e, None).into_response(),
+    }
+}
+
+/// `GET /readyz` → 200 when a leader is known and everything committed is applied.
+pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
+    let s = match st.node.status().await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from_node(e, None).into_response(),
+    };
+    let ready = s.leader.is_some() && s.applied >= s.commit;
+    let body = Json(json!({
+        "ready": ready,
+        "leader": s.leader,
+        "commit_index": s.commit,
+        "applied_index": s.applied,
+    }));
+    if ready {
+        body.into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics` → Prometheus text format.
+pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
+    let (s, net) = match (st.node.status().await, st.node.net_stats().await) {
+        (Ok(s), Ok(n)) => (s, n),
+        (Err(e), _) | (_, Err(e)) => return ApiError::from_node(e, None).into_response(),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(&s, &net),
+    )
+        .into_response()
+}

@@ -1,0 +1,81 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use raft_client::{Committed, KvReader, KvResponse, RaftNode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Settings of the HTTP front end.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Request bodies larger than this are refused with 413. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Entries returned by `GET /log` and `GET /v1/log` at most per request. Default 10,000.
+    pub max_log_entries: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1 << 20,
+            max_log_entries: 10_000,
+        }
+    }
+}
+
+/// The node, its key-value view and the counters, shared by the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) node: RaftNode<KvResponse>,
+    pub(crate) kv: KvReader,
+    pub(crate) cfg: HttpConfig,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State for serving `node`, whose state machine is read through `kv`.
+    pub fn new(node: RaftNode<KvResponse>, kv: KvReader, cfg: HttpConfig) -> Self {
+        AppState {
+            node,
+            kv,
+            cfg,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// This node's own API address, as configured.
+    pub(crate) fn self_api(&self) -> String {
+        self.node.api_address(self.node.id()).unwrap_or_default()
+    }
+
+    /// The known leader's API address.
+    pub(crate) fn leader_api(&self) -> Option<String> {
+        self.node
+            .leader()
+            .leader
+            .and_then(|l| self.node.api_address(l))
+    }
+
+    /// Submits and records the outcome in the metrics.
+    pub(crate) async fn submit(
+        &self,
+        data: impl Into<Bytes>,
+    ) -> Result<Committed<KvResponse>, raft_client::Error> {
+        let t0 = Instant::now();
+        let r = self.node.submit(data).await;
+        self.metrics.record_proposal(r.is_ok(), t0.elapsed());
+        r
+    }
+}
+
+/// Parses a JSON body whatever its content type (the original's clients do not always set
+/// one), answering 400 with a JSON error when it is not what is expected.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}

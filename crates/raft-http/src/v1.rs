@@ -1,0 +1,200 @@
+//! The versioned API under `/v1`.
+//!
+//! Writes (and linearizable reads) must reach the leader. A follower answers them with
+//! `307 Temporary Redirect` to the same path on the leader's API address (the method and
+//! body are kept by clients that follow redirects, e.g. `curl -L`), with a JSON error body
+//! naming the leader. With no known leader the answer is `503` with `Retry-After: 1`.
+
+use std::collections::HashMap;
+
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use raft_client::{Error, KvCommand, KvResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::entry_json::entry_to_json;
+use crate::error::ApiError;
+use crate::state::{parse_json, AppState};
+
+#[derive(Deserialize)]
+struct AppendBody {
+    entry: String,
+}
+
+#[derive(Deserialize)]
+struct PutBody {
+    value: String,
+}
+
+/// Where a request that needs the leader goes instead of this node.
+fn elsewhere(st: &AppState, uri: &axum::http::Uri, err: Option<Error>) -> ApiError {
+    let leader = st.node.leader().leader;
+    if leader == Some(st.node.id()) {
+        // We are (still) the leader: the failure is something else.
+        return match err {
+            Some(e) => ApiError::from_node(e, st.leader_api()),
+            None => ApiError::no_leader(),
+        };
+    }
+    match leader.and_then(|l| st.node.api_address(l)) {
+        Some(api) => {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut e = ApiError::new(
+                StatusCode::TEMPORARY_REDIRECT,
+                "not_leader",
+                format!("this node is not the leader; send the request to {api}"),
+            );
+            e.location = Some(format!("http://{api}{path}"));
+            e.leader = Some(api);
+            e
+        }
+        None => ApiError::no_leader(),
+    }
+}
+
+fn is_leader(st: &AppState) -> bool {
+    st.node.leader().leader == Some(st.node.id())
+}
+
+async fn submit_here(
+    st: &AppState,
+    uri: &axum::http::Uri,
+    data: Bytes,
+) -> Result<raft_client::Committed<KvResponse>, ApiError> {
+    if !is_leader(st) {
+        return Err(elsewhere(st, uri, None));
+    }
+    match st.submit(data).await {
+        Ok(c) => Ok(c),
+        Err(e @ Error::NotLeader { .. }) => Err(elsewhere(st, uri, Some(e))),
+        Err(e) => Err(ApiError::from_node(e, st.leader_api())),
+    }
+}
+
+/// `POST /v1/log {"entry": "..."}` → `201 {"index", "term"}` once committed.
+pub(crate) async fn append(
+    State(st): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: AppendBody = parse_json(&body)?;
+    let c = submit_here(&st, &uri, Bytes::from(req.entry.into_bytes())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"index": c.index, "term": c.term})),
+    ))
+}
+
+/// `GET /v1/log?from=1&limit=100` → `{"entries": [...], "next": <index to ask next>}`.
+pub(crate) async fn read_log(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let num = |name: &str, default: u64| -> Result<u64, ApiError> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(s) => s
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("{name} must be a number, got {s:?}"))),
+        }
+    };
+    let from = num("from", 1)?.max(1);
+    let limit =
+        num("limit", st.cfg.max_log_entries as u64)?.clamp(1, st.cfg.max_log_entries as u64);
+    let entries = st
+        .node
+        .retrieve(from, limit as usize)
+        .await
+        .map_err(|e| ApiError::from_node(e, st.leader_api()))?;
+    let next = entries.last().map_or(from, |e| e.index + 1);
+    Ok(Json(json!({
+        "entries": entries.iter().map(entry_to_json).collect::<Vec<_>>(),
+        "next": next,
+    })))
+}
+
+/// `PUT /v1/kv/{key} {"value": "..."}` → `{"key", "value", "previous", "index", "term"}`.
+pub(crate) async fn put(
+    State(st): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: PutBody = parse_json(&body)?;
+    let cmd = KvCommand::Put {
+        key: key.clone(),
+        value: req.value.clone(),
+    };
+    let data = cmd
+        .encode()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let c = submit_here(&st, &uri, data).await?;
+    let previous = match c.response {
+        KvResponse::Applied { previous } => previous,
+        KvResponse::NotACommand => None,
+    };
+    Ok(Json(
+        json!({"key": key, "value": req.value, "previous": previous, "index": c.index, "term": c.term}),
+    ))
+}
+
+/// `DELETE /v1/kv/{key}` → `{"key", "previous", "index", "term"}`.
+pub(crate) async fn delete(
+    State(st): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let data = KvCommand::Delete { key: key.clone() }
+        .encode()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let c = submit_here(&st, &uri, data).await?;
+    let previous = match c.response {
+        KvResponse::Applied { previous } => previous,
+        KvResponse::NotACommand => None,
+    };
+    Ok(Json(
+        json!({"key": key, "previous": previous, "index": c.index, "term": c.term}),
+    ))
+}
+
+/// `GET /v1/kv/{key}?consistency=linearizable|local` → `{"key", "value", "applied"}`, 404
+/// when absent. `linearizable` (the default) confirms leadership through ReadIndex first and
+/// must reach the leader; `local` answers from this node's map, possibly stale.
+pub(crate) async fn get(
+    State(st): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    match q.get("consistency").map(String::as_str) {
+        None | Some("linearizable") => {
+            if !is_leader(&st) {
+                return Err(elsewhere(&st, &uri, None));
+            }
+            match st.node.read_barrier().await {
+                Ok(_) => {}
+                Err(e @ Error::NotLeader { .. }) => return Err(elsewhere(&st, &uri, Some(e))),
+                Err(e) => return Err(ApiError::from_node(e, st.leader_api())),
+            }
+        }
+        Some("local") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "consistency must be linearizable or local, got {other:?}"
+            )))
+        }
+    }
+    match st.kv.get(&key) {
+        Some(value) => Ok(Json(
+            json!({"key": key, "value": value, "applied": st.kv.applied()}),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no value for key {key:?}"),
+        )),
+    }
+}
