@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use raft_client::{Error, KvCommand};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState};
+use crate::state::{parse_json, AppState, Body};
 
 #[derive(Deserialize)]
 struct RequestBody {
@@ -31,7 +30,7 @@ struct PutBody {
 /// `success: false` and its leader hint.
 pub(crate) async fn post_request(
     State(st): State<AppState>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let req: RequestBody = parse_json(&body)?;
     let outcome = st.submit(req.entry.into_bytes()).await;
@@ -69,7 +68,10 @@ pub(crate) async fn get_log(
 
 /// `PUT / {"key","value"}` → `{"leader","key","value"}` once committed; a follower
 /// answers at once with only the leader hint.
-pub(crate) async fn put_kv(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn put_kv(
+    State(st): State<AppState>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let req: PutBody = parse_json(&body)?;
     let cmd = KvCommand::Put {
         key: req.key.clone(),

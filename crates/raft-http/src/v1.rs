@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState};
+use crate::state::{parse_json, AppState, Body};
 
 #[derive(Deserialize)]
 struct AppendBody {
@@ -78,7 +78,7 @@ async fn submit_here(
 pub(crate) async fn append(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: AppendBody = parse_json(&body)?;
     let c = submit_here(&st, &uri, Bytes::from(req.entry.into_bytes())).await?;
@@ -121,7 +121,7 @@ pub(crate) async fn put(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
     Path(key): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let req: PutBody = parse_json(&body)?;
     let cmd = KvCommand::Put {

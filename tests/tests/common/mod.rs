@@ -1,0 +1,245 @@
+//! Starts real `httpraft` processes with a `peers.json` on free loopback ports, as a user
+//! would, and talks to them over HTTP.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `httpraft` binary of this build. It is (re)built here with the same cargo and
+/// profile, so a stale binary is never tested; when `cargo test --workspace` already
+/// built it, this is a quick no-op.
+pub fn binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/e2e-... → target/<profile>/httpraft
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "httpraft", "--bin", "httpraft"]);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().unwrap();
+            assert!(status.success(), "building httpraft failed");
+            let bin = profile_dir.join("httpraft");
+            assert!(
+                bin.exists(),
+                "httpraft binary not found at {}",
+                bin.display()
+            );
+            bin
+        })
+        .clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub apis: Vec<String>,
+    procs: Vec<Option<Child>>,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Writes a peers.json for `n` nodes and starts them all.
+    pub async fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let peers: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let apis: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let json = serde_json::json!({"peers": peers, "apis": apis});
+        std::fs::write(dir.path().join("peers.json"), json.to_string()).unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut c = Cluster {
+            dir,
+            apis,
+            procs: (0..n).map(|_| None).collect(),
+            http,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_ready().await;
+        c
+    }
+
+    /// Starts node `i` as `httpraft <i>` in the cluster's directory (where peers.json is).
+    pub fn spawn(&mut self, i: usize) {
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.log"))).unwrap();
+        let child = Command::new(binary())
+            .arg(i.to_string())
+            .args(["--election-ticks", "20", "--heartbeat-ticks", "3"])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs[i] = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let ok = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let start = Instant::now();
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(
+                        status.success(),
+                        "node {i} exited with {status} after SIGTERM"
+                    );
+                    return;
+                }
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "node {i} did not stop after SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.procs.len())
+            .filter(|&i| self.procs[i].is_some())
+            .collect()
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.apis[i])
+    }
+
+    /// Waits until every running node reports ready (a leader known, everything applied).
+    pub async fn wait_ready(&self) {
+        let start = Instant::now();
+        for i in self.running() {
+            loop {
+                let ok = self
+                    .http
+                    .get(self.url(i, "/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "node {i} never became ready; see its log in {}",
+                    self.dir.path().display()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The original's client flow: post to `api`, follow the returned leader until success.
+    /// Returns whether it succeeded (false after the deadline).
+    pub async fn post_entry(&self, mut api: String, entry: &str) -> (bool, String) {
+        let start = Instant::now();
+        loop {
+            let r = self
+                .http
+                .post(format!("http://{api}/request"))
+                .header("Host", "me")
+                .json(&serde_json::json!({"entry": entry}))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["success"] == true {
+                        return (true, api);
+                    }
+                    if let Some(l) = v["leader"].as_str().filter(|l| !l.is_empty()) {
+                        api = l.to_string();
+                    }
+                }
+            }
+            if start.elapsed() > DEADLINE {
+                return (false, api);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The entries (`kind: entry`) node `i` returns from `GET /log?index=1`.
+    pub async fn log_texts(&self, i: usize) -> Option<Vec<String>> {
+        let r = self
+            .http
+            .get(self.url(i, "/log?index=1"))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        Some(
+            v.as_array()?
+                .iter()
+                .filter(|e| e["kind"] == "entry")
+                .filter_map(|e| e["entry"].as_str().map(String::from))
+                .collect(),
+        )
+    }
+
+    /// Waits until every running node's log contains all of `texts`; returns the logs.
+    pub async fn logs_containing(&self, texts: &[String]) -> Vec<Vec<String>> {
+        let start = Instant::now();
+        loop {
+            let mut all = Vec::new();
+            for i in self.running() {
+                match self.log_texts(i).await {
+                    Some(log) if texts.iter().all(|t| log.contains(t)) => all.push(log),
+                    _ => break,
+                }
+            }
+            if all.len() == self.running().len() {
+                return all;
+            }
+            assert!(start.elapsed() < DEADLINE, "not every node has every entry");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.procs.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! End-to-end: three `httpraft` processes started from a `peers.json`, driven over HTTP
+//! the way the original's Postman collection and key-value app drove them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, DEADLINE};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_postman_flow_commits_entries_visible_on_every_node_in_order() {
+    let c = Cluster::start(3).await;
+    let mut api = c.apis[0].clone();
+    let mut sent = Vec::new();
+    for k in 0..20 {
+        let text = format!("entry {k} with \"quotes\" and ünïcode");
+        let (ok, leader) = c.post_entry(api.clone(), &text).await;
+        assert!(ok, "entry {k} committed");
+        api = leader;
+        sent.push(text);
+    }
+    let logs = c.logs_containing(&sent).await;
+    for log in logs {
+        assert_eq!(
+            log, sent,
+            "every node returns the entries in order, as posted"
+        );
+    }
+    // The response shape of a follower: success false and a bare host:port leader.
+    let follower = (0..3).find(|&i| c.apis[i] != api).unwrap();
+    let v: Value = c
+        .http
+        .post(c.url(follower, "/request"))
+        .header("Host", "me")
+        .body(r#"{"entry": "x"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"success": false, "leader": api}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_value_flow_through_put_and_get() {
+    let c = Cluster::start(3).await;
+    let start = Instant::now();
+    let leader = loop {
+        let v: Value = c
+            .http
+            .put(c.url(0, "/"))
+            .json(&json!({"key": "k", "value": "v1"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v.get("key").is_some() {
+            assert_eq!(v["value"], "v1");
+            break v["leader"].as_str().unwrap().to_string();
+        }
+        let l = v["leader"].as_str().unwrap_or_default().to_string();
+        if !l.is_empty() {
+            let v: Value = c
+                .http
+                .put(format!("http://{l}/"))
+                .json(&json!({"key": "k", "value": "v1"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v.get("key").is_some() {
+                break l;
+            }
+        }
+        assert!(start.elapsed() < DEADLINE);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v: Value = c
+        .http
+        .put(format!("http://{leader}/"))
+        .json(&json!({"key": "k", "value": "v2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"leader": leader, "key": "k", "value": "v2"}));
+    for i in 0..3 {
+        let start = Instant::now();
+        loop {
+            let v: Value = c
+                .http
+                .get(c.url(i, "/?key=k"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["value"] == "v2" {
+                assert_eq!(v, json!({"leader": leader, "key": "k", "value": "v2"}));
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "node {i} never saw v2: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let v: Value = c
+        .http
+        .get(c.url(1, "/?key=absent"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["value"], "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_while_sixteen_clients_write_loses_no_acknowledged_entry() {
+    let mut c = Cluster::start(3).await;
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http = c.http.clone();
+    let apis = c.apis.clone();
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let (http, apis, acked, stop) = (http.clone(), apis.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut api = apis[w % apis.len()].clone();
+            let mut k = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each text is posted once: an ambiguous failure is never retried, so no
+                // entry can appear twice.
+                let text = format!("writer {w} entry {k}");
+                k += 1;
+                let r = http
+                    .post(format!("http://{api}/request"))
+                    .json(&json!({"entry": text}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) => match r.json::<Value>().await {
+                        Ok(v) if v["success"] == true => acked.lock().unwrap().push(text),
+                        Ok(v) => {
+                            if let Some(l) = v["leader"].as_str().filter(|l| !l.is_empty()) {
+                                api = l.to_string();
+                            } else {
+                                api = apis[(w + k) % apis.len()].clone();
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(_) => api = apis[(w + k) % apis.len()].clone(),
+                    },
+                    Err(_) => {
+                        api = apis[(w + k) % apis.len()].clone();
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }));
+    }
+    // Let some writes land, then SIGKILL the leader.
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < 200 {
+        assert!(start.elapsed() < DEADLINE, "writes are not landing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status: Value = c
+        .http
+        .get(c.url(0, "/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let leader_api = status["leader_api"].as_str().unwrap().to_string();
+    let leader = c.apis.iter().position(|a| *a == leader_api).unwrap();
+    c.kill(leader);
+    let before_kill = acked.lock().unwrap().len();
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < before_kill + 200 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no new leader took over the writes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.spawn(leader);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let logs = c.logs_containing(&acked).await;
+    assert_eq!(logs.len(), 3, "the killed node is back and caught up");
+    for log in &logs {
+        let unique: BTreeSet<&String> = log.iter().collect();
+        assert_eq!(unique.len(), log.len(), "every entry appears once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_and_restarting_the_whole_cluster_keeps_the_log_and_the_map() {
+    let mut c = Cluster::start(3).await;
+    let mut sent = Vec::new();
+    let mut api = c.apis[0].clone();
+    for k in 0..10 {
+        let text = format!("durable {k}");
+        let (ok, l) = c.post_entry(api.clone(), &text).await;
+        assert!(ok);
+        api = l;
+        sent.push(text);
+    }
+    let v: Value = c
+        .http
+        .put(format!("http://{api}/v1/kv/color"))
+        .json(&json!({"value": "blue"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["value"], "blue");
+    let before = c.logs_containing(&sent).await;
+    for i in 0..3 {
+        c.stop(i); // SIGTERM: clean exit 0
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    c.wait_ready().await;
+    let after = c.logs_containing(&sent).await;
+    assert_eq!(before, after, "the log is intact after a full restart");
+    for i in 0..3 {
+        let start = Instant::now();
+        loop {
+            let v: Value = c
+                .http
+                .get(c.url(i, "/v1/kv/color?consistency=local"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            if v["value"] == "blue" {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "node {i} lost the key: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_documented_status_codes_and_the_node_keeps_serving() {
+    let c = Cluster::start(3).await;
+    type Case = (
+        reqwest::Method,
+        &'static str,
+        Option<Vec<u8>>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            reqwest::Method::POST,
+            "/request",
+            Some(b"{not json".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            reqwest::Method::POST,
+            "/request",
+            Some(br#"{"entry": 5}"#.to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            reqwest::Method::GET,
+            "/request",
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/log",
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::POST,
+            "/request",
+            Some(vec![b'a'; 2 << 20]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            reqwest::Method::GET,
+            "/no/such/path",
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/log?index=abc",
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/",
+            Some(b"[]".to_vec()),
+            400,
+            "bad_request",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/kv/x?consistency=maybe",
+            None,
+            400,
+            "bad_request",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let mut req = c.http.request(method.clone(), c.url(0, path));
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let text = r.text().await.unwrap();
+        if !code.is_empty() {
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{method} {path}: JSON error body, got {text:?}"));
+            assert_eq!(v["error"]["code"], code, "{method} {path}");
+        }
+        // Still serving.
+        let ok = c.http.get(c.url(0, "/healthz")).send().await.unwrap();
+        assert!(ok.status().is_success());
+    }
+    let (ok, _) = c.post_entry(c.apis[0].clone(), "still works").await;
+    assert!(ok);
+}
