@@ -362,3 +362,222 @@ async fn bad_requests_get_documented_status_codes_and_the_node_keeps_serving() {
     let (ok, _) = c.post_entry(c.apis[0].clone(), "still works").await;
     assert!(ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_writes_on_a_follower_redirect_to_the_leader_and_ops_endpoints_report_state() {
+    let c = Cluster::start(3).await;
+    let status: Value = c
+        .http
+        .get(c.url(0, "/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let leader_api = status["leader_api"].as_str().unwrap().to_string();
+    let leader = c.apis.iter().position(|a| *a == leader_api).unwrap();
+    let follower = (leader + 1) % 3;
+
+    // A follower redirects writes (307 keeps method and body) to the same path on the leader.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .put(c.url(follower, "/v1/kv/city?x=1"))
+        .json(&json!({"value": "Oslo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(
+        r.headers()["location"],
+        format!("http://{leader_api}/v1/kv/city?x=1").as_str()
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_leader");
+    assert_eq!(v["error"]["leader"], leader_api.as_str());
+
+    // A client that follows redirects just succeeds.
+    let v: Value = c
+        .http
+        .put(c.url(follower, "/v1/kv/city"))
+        .json(&json!({"value": "Oslo"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["key"].as_str(), v["value"].as_str()),
+        (Some("city"), Some("Oslo"))
+    );
+    let index = v["index"].as_u64().unwrap();
+    let v: Value = c
+        .http
+        .get(c.url(leader, "/v1/kv/city"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["value"], "Oslo");
+    assert!(
+        v["applied"].as_u64().unwrap() >= index,
+        "a linearizable read sees the acknowledged write"
+    );
+    let r = c
+        .http
+        .get(c.url(leader, "/v1/kv/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = c
+        .http
+        .delete(c.url(leader, "/v1/kv/city"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["previous"], "Oslo");
+
+    // Appends and paginated reads of the log.
+    for k in 0..5 {
+        let r = c
+            .http
+            .post(c.url(leader, "/v1/log"))
+            .json(&json!({"entry": format!("v1-{k}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let v: Value = c
+        .http
+        .get(c.url(leader, "/v1/log?from=1&limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(v["next"], 3);
+
+    // Readiness, health and metrics.
+    assert!(c
+        .http
+        .get(c.url(follower, "/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    assert!(c
+        .http
+        .get(c.url(follower, "/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let m = c
+        .http
+        .get(c.url(leader, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "raft_role 3",
+        "raft_term ",
+        "raft_commit_index ",
+        "raft_applied_index ",
+        "raft_proposals_total{result=\"committed\"} ",
+        "raft_proposal_seconds_bucket",
+        "raft_peer_replication_lag{peer=",
+        "raft_net_messages_sent_total{peer=",
+    ] {
+        assert!(m.contains(name), "metrics lack {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httpraft_dev_starts_a_working_local_cluster_and_stops_cleanly_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::binary())
+        .args(["dev", "--data-dir"])
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut urls = Vec::new();
+    let start = Instant::now();
+    while urls.len() < 3 {
+        let line = rx.recv_timeout(DEADLINE).expect("dev prints its nodes");
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            if line.starts_with("node ") {
+                urls.push(url.to_string());
+            }
+        }
+        assert!(start.elapsed() < DEADLINE);
+    }
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let mut target = urls[0].trim_start_matches("http://").to_string();
+    loop {
+        let r = http
+            .post(format!("http://{target}/request"))
+            .json(&json!({"entry": "from dev"}))
+            .send()
+            .await;
+        if let Ok(v) = r.unwrap().json::<Value>().await {
+            if v["success"] == true {
+                break;
+            }
+            if let Some(l) = v["leader"].as_str().filter(|l| !l.is_empty()) {
+                target = l.to_string();
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the dev cluster never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < DEADLINE, "dev did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "dev exits 0 on Ctrl-C, got {status}");
+    assert!(
+        data.path().join("node-0").join("meta.json").exists(),
+        "data under the printed directory"
+    );
+}
