@@ -41,12 +41,20 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
+/// A port that is free now, from a range below the kernel's ephemeral ports (so outgoing
+/// connections of other tests cannot take it before the node binds it), never handed out
+/// twice by this process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = (std::process::id() % 100) as u16 * 100;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        let port = 20_000 + (base + offset) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Cluster {
@@ -158,11 +166,12 @@ impl Cluster {
                 if ok {
                     break;
                 }
-                assert!(
-                    start.elapsed() < DEADLINE,
-                    "node {i} never became ready; see its log in {}",
-                    self.dir.path().display()
-                );
+                if start.elapsed() > DEADLINE {
+                    let log =
+                        std::fs::read_to_string(self.dir.path().join(format!("node-{i}.log")))
+                            .unwrap_or_default();
+                    panic!("node {i} never became ready; its log:\n{log}");
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
