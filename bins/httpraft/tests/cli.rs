@@ -78,3 +78,41 @@ fn start_up_errors_are_one_readable_line_and_a_failure_exit() {
     .unwrap();
     assert!(start_error(dir.path(), &["0"]).contains("in use"));
 }
+
+#[test]
+fn a_data_directory_held_by_another_process_is_a_readable_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (raft, api) = (port(0), port(1));
+    std::fs::write(
+        dir.path().join("peers.json"),
+        format!(r#"{{"peers": ["{raft}"], "apis": ["{api}"]}}"#),
+    )
+    .unwrap();
+    let mut first = httpraft()
+        .arg("0")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first node holds its directory (its metadata is written after the lock).
+    let meta = dir.path().join("data/node-0/meta.json");
+    let start = std::time::Instant::now();
+    while !meta.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "first node never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let other_api = port(2);
+    let err = start_error(dir.path(), &["0", "--api", &other_api.to_string()]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(err.contains("in use by another process"), "{err}");
+}
