@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Side-by-side: a 3-node etcd (Debian's etcd-server) and a 3-node httpraft on loopback, data
+# in temporary directories, fsync on in both, driven by the same raft-bench at several
+# client counts with 64-byte values. Prints one table with the ratios. Stops everything it
+# started (by PID) on exit, failure or Ctrl-C, and removes its temporary directory.
+#
+# Usage: benchmarks/compare-etcd.sh            (CLIENTS="1 16 64 256" DURATION=10 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS="${CLIENTS:-1 16 64 256}"
+DURATION="${DURATION:-10}"
+VALUE_SIZE="${VALUE_SIZE:-64}"
+
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "installing etcd-server with apt..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+command -v python3 >/dev/null 2>&1 || { echo "python3 is needed for the table" >&2; exit 1; }
+
+echo "building httpraft and raft-bench (release)..." >&2
+cargo build --release --locked -q -p httpraft -p raft-bench
+BIN="$PWD/target/release"
+
+WORK="$(mktemp -d -t compare-etcd.XXXXXX)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_ports() { # prints N free loopback ports
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+wait_http() { # url, expected substring
+  for _ in $(seq 1 300); do
+    if curl -fsS "$1" 2>/dev/null | grep -q "$2"; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for $1" >&2; return 1
+}
+
+read -r -a P <<<"$(free_ports 12)"
+
+# --- etcd: 3 members, default fsync behaviour (every commit is synced) ---
+CLUSTER="e0=http://127.0.0.1:${P[3]},e1=http://127.0.0.1:${P[4]},e2=http://127.0.0.1:${P[5]}"
+ETCD_URLS=()
+for i in 0 1 2; do
+  c=${P[$i]}; p=${P[$((i + 3))]}
+  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+    --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+    --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token bench \
+    --logger zap --log-level error >"$WORK/etcd$i.log" 2>&1 &
+  PIDS+=($!); ETCD_PIDS[$i]=$!
+  ETCD_URLS+=("http://127.0.0.1:$c")
+done
+
+# --- httpraft: 3 nodes from a peers.json, fsync always (the default) ---
+mkdir -p "$WORK/httpraft"
+cat >"$WORK/httpraft/peers.json" <<JSON
+{"peers": ["127.0.0.1:${P[6]}", "127.0.0.1:${P[7]}", "127.0.0.1:${P[8]}"],
+ "apis":  ["127.0.0.1:${P[9]}", "127.0.0.1:${P[10]}", "127.0.0.1:${P[11]}"]}
+JSON
+HR_URLS=()
+for i in 0 1 2; do
+  (cd "$WORK/httpraft" && exec "$BIN/httpraft" "$i" --log-level warn >"$WORK/httpraft$i.log" 2>&1) &
+  PIDS+=($!); HR_PIDS[$i]=$!
+  HR_URLS+=("http://127.0.0.1:${P[$((i + 9))]}")
+done
+
+for u in "${ETCD_URLS[@]}"; do wait_http "$u/health" '"true"'; done
+for u in "${HR_URLS[@]}"; do wait_http "$u/readyz" '"ready":true'; done
+
+cpu_ticks() { # total utime+stime of the given PIDs, in clock ticks
+  local t=0
+  for p in "$@"; do
+    if [ -r "/proc/$p/stat" ]; then
+      t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    fi
+  done
+  echo "$t"
+}
+
+# The server processes themselves (the subshell for httpraft execs into the binary).
+ETCD_SRV=("${ETCD_PIDS[@]}")
+HR_SRV=("${HR_PIDS[@]}")
+
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+run() { # name, op, clients, pids...
+  local name=$1 op=$2 clients=$3; shift 3
+  local targets=()
+  if [ "$name" = etcd ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
+  else for u in "${HR_URLS[@]}"; do targets+=(--target "$u"); done; fi
+  local before after
+  before=$(cpu_ticks "$@")
+  local out
+  out=$("$BIN/raft-bench" "${targets[@]}" --op "$op" --clients "$clients" --duration "$DURATION" \
+        --value-size "$VALUE_SIZE" --leader-only --json --quiet)
+  after=$(cpu_ticks "$@")
+  echo "{\"system\": \"$name\", \"cpu_ticks\": $((after - before)), \"result\": $out}" >>"$RESULTS"
+  echo "  $name, $clients clients: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f req/s, p99 %.2f ms, errors %d" % (r["throughput"], r["latency_ms"]["p99"], r["errors"]))')" >&2
+}
+
+echo "running: ${DURATION}s per point, ${VALUE_SIZE}-byte values, clients: $CLIENTS" >&2
+for c in $CLIENTS; do
+  run etcd etcd-put "$c" "${ETCD_SRV[@]}"
+  run httpraft append "$c" "${HR_SRV[@]}"
+done
+
+python3 - "$RESULTS" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+hz = float(sys.argv[2])
+by = {}
+for r in rows:
+    by.setdefault(r["result"]["clients"], {})[r["system"]] = r
+def cpu_per_100k(r):
+    ok = r["result"]["ok"]
+    return (r["cpu_ticks"] / hz) / ok * 100000 if ok else float("nan")
+print()
+print("3-node clusters on loopback, fsync on, %d-byte values, same load generator (raft-bench)" % rows[0]["result"]["value_size"])
+hdr = "| clients | etcd req/s | httpraft req/s | ratio | etcd p50 ms | httpraft p50 ms | etcd p99 ms | httpraft p99 ms | errors e/h | CPU s per 100k writes e/h |"
+print(hdr)
+print("|" + "---|" * (hdr.count("|") - 1))
+for c in sorted(by):
+    e, h = by[c]["etcd"], by[c]["httpraft"]
+    er, hr = e["result"], h["result"]
+    ratio = hr["throughput"] / er["throughput"] if er["throughput"] else float("nan")
+    print("| %d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %d / %d | %.1f / %.1f |" % (
+        c, er["throughput"], hr["throughput"], ratio,
+        er["latency_ms"]["p50"], hr["latency_ms"]["p50"],
+        er["latency_ms"]["p99"], hr["latency_ms"]["p99"],
+        er["errors"], hr["errors"], cpu_per_100k(e), cpu_per_100k(h)))
+PY

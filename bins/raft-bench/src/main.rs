@@ -1,0 +1,351 @@
+//! `raft-bench`: drives httpraft (or etcd's JSON gateway) with a fixed number of keep-alive
+//! HTTP/1.1 clients and reports throughput, latency percentiles and errors by kind.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use clap::{Parser, ValueEnum};
+use serde_json::{json, Value};
+
+/// The operation each client repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Op {
+    /// POST /v1/log {"entry": value} (httpraft).
+    Append,
+    /// POST /request {"entry": value}, the original API, following leader hints (httpraft).
+    Request,
+    /// PUT /v1/kv/<key> {"value": value} (httpraft).
+    KvPut,
+    /// GET /v1/kv/<key>, linearizable (httpraft; keys are written first).
+    KvGet,
+    /// POST /v3/kv/put {"key", "value"} through etcd's JSON gateway.
+    EtcdPut,
+}
+
+/// HTTP load generator for httpraft and etcd.
+#[derive(Debug, Parser)]
+#[command(name = "raft-bench", version)]
+struct Args {
+    /// Base URL of an endpoint, e.g. http://127.0.0.1:9000 (repeat for several).
+    #[arg(long = "target", required = true)]
+    targets: Vec<String>,
+    /// What each request does.
+    #[arg(long, value_enum, default_value = "append")]
+    op: Op,
+    /// Concurrent clients, each with its own keep-alive connection.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long to run, in seconds (ignored when --requests is given).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many successful requests instead of after --duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Bytes of each written value.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+    /// Send only to the leader (found through /v1/status, or etcd's maintenance status)
+    /// instead of spreading clients over the targets and following hints.
+    #[arg(long)]
+    leader_only: bool,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    latencies_us: Vec<u32>,
+    errors: BTreeMap<String, u64>,
+    redirects: u64,
+}
+
+fn b64(s: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Finds the leader's base URL among the targets.
+async fn find_leader(client: &reqwest::Client, args: &Args) -> Result<String, String> {
+    for t in &args.targets {
+        if args.op == Op::EtcdPut {
+            let r = client
+                .post(format!("{t}/v3/maintenance/status"))
+                .json(&json!({}))
+                .send()
+                .await;
+            let Ok(r) = r else { continue };
+            let Ok(v) = r.json::<Value>().await else {
+                continue;
+            };
+            let member = v["header"]["member_id"].as_str().map(String::from);
+            let leader = v["leader"].as_str().map(String::from);
+            if member.is_some() && member == leader {
+                return Ok(t.clone());
+            }
+        } else {
+            let r = client.get(format!("{t}/v1/status")).send().await;
+            let Ok(r) = r else { continue };
+            let Ok(v) = r.json::<Value>().await else {
+                continue;
+            };
+            if let Some(api) = v["leader_api"].as_str() {
+                return Ok(format!("http://{api}"));
+            }
+        }
+    }
+    Err("no leader found among the targets".into())
+}
+
+async fn one_request(
+    client: &reqwest::Client,
+    op: Op,
+    target: &mut String,
+    key: &str,
+    value: &str,
+    redirects: &mut u64,
+) -> Result<(), String> {
+    for _ in 0..10 {
+        let resp = match op {
+            Op::Append => {
+                client
+                    .post(format!("{target}/v1/log"))
+                    .json(&json!({"entry": value}))
+                    .send()
+                    .await
+            }
+            Op::Request => {
+                client
+                    .post(format!("{target}/request"))
+                    .json(&json!({"entry": value}))
+                    .send()
+                    .await
+            }
+            Op::KvPut => {
+                client
+                    .put(format!("{target}/v1/kv/{key}"))
+                    .json(&json!({"value": value}))
+                    .send()
+                    .await
+            }
+            Op::KvGet => client.get(format!("{target}/v1/kv/{key}")).send().await,
+            Op::EtcdPut => {
+                client
+                    .post(format!("{target}/v3/kv/put"))
+                    .json(&json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())}))
+                    .send()
+                    .await
+            }
+        };
+        let resp = resp.map_err(|e| {
+            if e.is_timeout() {
+                "timeout".to_string()
+            } else if e.is_connect() {
+                "connect".to_string()
+            } else {
+                "transport".to_string()
+            }
+        })?;
+        let status = resp.status().as_u16();
+        if op == Op::Request {
+            let v: Value = resp.json().await.map_err(|_| "bad-body".to_string())?;
+            if v["success"] == true {
+                return Ok(());
+            }
+            match v["leader"].as_str().filter(|l| !l.is_empty()) {
+                Some(l) if format!("http://{l}") != *target => {
+                    *target = format!("http://{l}");
+                    *redirects += 1;
+                    continue;
+                }
+                _ => return Err("not-committed".into()),
+            }
+        }
+        // Drain the body so the connection is reused.
+        let _ = resp.bytes().await;
+        return match status {
+            200..=299 => Ok(()),
+            s => Err(format!("http-{s}")),
+        };
+    }
+    Err("too-many-redirects".into())
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients.max(1))
+        .timeout(Duration::from_secs_f64(args.timeout))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let leader = if args.leader_only {
+        Some(find_leader(&client, &args).await?)
+    } else {
+        None
+    };
+    let value = "v".repeat(args.value_size);
+    if args.op == Op::KvGet {
+        // Keys to read, written once through the leader.
+        let t = match &leader {
+            Some(l) => l.clone(),
+            None => find_leader(&client, &args).await?,
+        };
+        for w in 0..args.clients {
+            let mut target = t.clone();
+            let mut r = 0;
+            one_request(
+                &client,
+                Op::KvPut,
+                &mut target,
+                &format!("bench-{w}"),
+                &value,
+                &mut r,
+            )
+            .await?;
+        }
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let ok_count = Arc::new(AtomicU64::new(0));
+    let err_count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.clients {
+        let client = client.clone();
+        let mut target = leader
+            .clone()
+            .unwrap_or_else(|| args.targets[w % args.targets.len()].clone());
+        let (done, ok_count, err_count) = (done.clone(), ok_count.clone(), err_count.clone());
+        let value = value.clone();
+        let op = args.op;
+        workers.push(tokio::spawn(async move {
+            let mut res = WorkerResult::default();
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let key = if op == Op::KvGet {
+                    format!("bench-{w}")
+                } else {
+                    format!("bench-{w}-{n}")
+                };
+                n += 1;
+                let t0 = Instant::now();
+                match one_request(&client, op, &mut target, &key, &value, &mut res.redirects).await
+                {
+                    Ok(()) => {
+                        res.latencies_us
+                            .push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        ok_count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(kind) => {
+                        *res.errors.entry(kind).or_default() += 1;
+                        err_count.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            res
+        }));
+    }
+    // Progress, and the stop condition.
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let mut last_report = start;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ok = ok_count.load(Ordering::Relaxed);
+        let finished = match args.requests {
+            Some(n) => ok >= n,
+            None => Instant::now() >= deadline,
+        };
+        if !args.quiet && last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let secs = start.elapsed().as_secs_f64();
+            eprint!(
+                "\r{secs:6.1}s  ok {ok:>9}  errors {:>6}  {:>9.0} req/s   ",
+                err_count.load(Ordering::Relaxed),
+                ok as f64 / secs
+            );
+        }
+        if finished {
+            break;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut all = WorkerResult::default();
+    for w in workers {
+        let r = w.await.map_err(|e| e.to_string())?;
+        all.latencies_us.extend(r.latencies_us);
+        all.redirects += r.redirects;
+        for (k, v) in r.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+    }
+    if !args.quiet {
+        eprintln!();
+    }
+    all.latencies_us.sort_unstable();
+    let l = &all.latencies_us;
+    let ok = l.len() as u64;
+    let errors: u64 = all.errors.values().sum();
+    let throughput = ok as f64 / elapsed;
+    let (p50, p90, p99, p999) = (pct(l, 0.5), pct(l, 0.9), pct(l, 0.99), pct(l, 0.999));
+    let max = l.last().map_or(0.0, |m| f64::from(*m) / 1000.0);
+    if args.json {
+        let out = json!({
+            "op": format!("{:?}", args.op).to_lowercase(),
+            "targets": args.targets,
+            "clients": args.clients,
+            "value_size": args.value_size,
+            "seconds": elapsed,
+            "ok": ok,
+            "errors": errors,
+            "errors_by_kind": all.errors,
+            "redirects": all.redirects,
+            "throughput": throughput,
+            "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "op {:?}, {} clients, {}-byte values, {elapsed:.1} s, targets {:?}",
+            args.op, args.clients, args.value_size, args.targets
+        );
+        println!(
+            "ok {ok}, errors {errors} {:?}, redirects followed {}",
+            all.errors, all.redirects
+        );
+        println!("throughput {throughput:.1} req/s");
+        println!(
+            "latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  p99.9 {p999:.2}  max {max:.2}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raft-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
