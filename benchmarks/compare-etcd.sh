@@ -5,12 +5,22 @@
 # started (by PID) on exit, failure or Ctrl-C, and removes its temporary directory.
 #
 # Usage: benchmarks/compare-etcd.sh            (CLIENTS="1 16 64 256" DURATION=10 by default)
+#        THREADS=1 benchmarks/compare-etcd.sh  (both systems limited to 1 thread of parallelism
+#        per process: GOMAXPROCS for etcd, --worker-threads for httpraft; useful when 3 nodes
+#        and the client share a 2-core machine. Unset: each system's default.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLIENTS="${CLIENTS:-1 16 64 256}"
 DURATION="${DURATION:-10}"
 VALUE_SIZE="${VALUE_SIZE:-64}"
+THREADS="${THREADS:-}"
+ETCD_ENV=()
+HR_ARGS=()
+if [ -n "$THREADS" ]; then
+  ETCD_ENV=(GOMAXPROCS="$THREADS")
+  HR_ARGS=(--worker-threads "$THREADS")
+fi
 
 if ! command -v etcd >/dev/null 2>&1; then
   echo "installing etcd-server with apt..." >&2
@@ -58,7 +68,7 @@ CLUSTER="e0=http://127.0.0.1:${P[3]},e1=http://127.0.0.1:${P[4]},e2=http://127.0
 ETCD_URLS=()
 for i in 0 1 2; do
   c=${P[$i]}; p=${P[$((i + 3))]}
-  etcd --name "e$i" --data-dir "$WORK/etcd$i" \
+  env "${ETCD_ENV[@]}" etcd --name "e$i" --data-dir "$WORK/etcd$i" \
     --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
     --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
     --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token bench \
@@ -75,7 +85,7 @@ cat >"$WORK/httpraft/peers.json" <<JSON
 JSON
 HR_URLS=()
 for i in 0 1 2; do
-  (cd "$WORK/httpraft" && exec "$BIN/httpraft" "$i" --log-level warn >"$WORK/httpraft$i.log" 2>&1) &
+  (cd "$WORK/httpraft" && exec "$BIN/httpraft" "$i" --log-level warn "${HR_ARGS[@]}" >"$WORK/httpraft$i.log" 2>&1) &
   PIDS+=($!); HR_PIDS[$i]=$!
   HR_URLS+=("http://127.0.0.1:${P[$((i + 9))]}")
 done
@@ -114,13 +124,13 @@ run() { # name, op, clients, pids...
   echo "  $name, $clients clients: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f req/s, p99 %.2f ms, errors %d" % (r["throughput"], r["latency_ms"]["p99"], r["errors"]))')" >&2
 }
 
-echo "running: ${DURATION}s per point, ${VALUE_SIZE}-byte values, clients: $CLIENTS" >&2
+echo "running: ${DURATION}s per point, ${VALUE_SIZE}-byte values, clients: $CLIENTS, threads per process: ${THREADS:-default}" >&2
 for c in $CLIENTS; do
   run etcd etcd-put "$c" "${ETCD_SRV[@]}"
   run httpraft append "$c" "${HR_SRV[@]}"
 done
 
-python3 - "$RESULTS" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$RESULTS" "$(getconf CLK_TCK)" "$THREADS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 hz = float(sys.argv[2])
@@ -131,7 +141,7 @@ def cpu_per_100k(r):
     ok = r["result"]["ok"]
     return (r["cpu_ticks"] / hz) / ok * 100000 if ok else float("nan")
 print()
-print("3-node clusters on loopback, fsync on, %d-byte values, same load generator (raft-bench)" % rows[0]["result"]["value_size"])
+print("3-node clusters on loopback, fsync on, %d-byte values, same load generator (raft-bench), threads per process: %s" % (rows[0]["result"]["value_size"], sys.argv[3] or "default"))
 hdr = "| clients | etcd req/s | httpraft req/s | ratio | etcd p50 ms | httpraft p50 ms | etcd p99 ms | httpraft p99 ms | errors e/h | CPU s per 100k writes e/h |"
 print(hdr)
 print("|" + "---|" * (hdr.count("|") - 1))

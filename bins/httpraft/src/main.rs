@@ -14,6 +14,11 @@ use settings::{Cli, Command, NodeSettings, Options, PeersFile};
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the request path allocates per request (HTTP parsing, JSON, channels); a
+/// thread-caching allocator keeps that cheap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A node and its HTTP server.
 struct Running {
     node: RaftNode<raft_client::KvResponse>,
@@ -201,8 +206,7 @@ async fn run_dev(data_dir: Option<PathBuf>, opts: &Options) -> Result<(), String
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let opts = match cli.opts.clone().with_config_file() {
         Ok(o) => o,
@@ -211,6 +215,25 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let workers = opts
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("httpraft: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main(cli, opts))
+}
+
+async fn async_main(cli: Cli, opts: Options) -> ExitCode {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or(opts.log_level.clone())

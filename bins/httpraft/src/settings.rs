@@ -89,6 +89,10 @@ pub struct Options {
     /// Log level or filter, e.g. info, debug, raft_client=debug [default: info; RUST_LOG wins].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Async worker threads [default: the number of CPUs]. Lower it when several nodes share
+    /// a machine.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 impl Options {
@@ -110,6 +114,7 @@ impl Options {
             max_frame_bytes: self.max_frame_bytes.or(other.max_frame_bytes),
             sync: self.sync.or(other.sync),
             log_level: self.log_level.or(other.log_level),
+            worker_threads: self.worker_threads.or(other.worker_threads),
         }
     }
 
