@@ -581,3 +581,54 @@ async fn httpraft_dev_starts_a_working_local_cluster_and_stops_cleanly_on_ctrl_c
         "data under the printed directory"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_bench_drives_a_cluster_and_reports_what_it_measured() {
+    let c = Cluster::start(3).await;
+    let bench = common::bench_binary();
+    for op in ["request", "append", "kv-put", "kv-get"] {
+        let mut cmd = std::process::Command::new(&bench);
+        for api in &c.apis {
+            cmd.args(["--target", &format!("http://{api}")]);
+        }
+        let out = cmd
+            .args([
+                "--op",
+                op,
+                "--clients",
+                "8",
+                "--requests",
+                "200",
+                "--duration",
+                "60",
+                "--json",
+                "--quiet",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["ok"].as_u64().unwrap() >= 200, "{op}: {v}");
+        assert_eq!(v["errors"], 0, "{op}: {v}");
+        assert!(v["throughput"].as_f64().unwrap() > 0.0);
+        assert!(
+            v["latency_ms"]["p50"].as_f64().unwrap() <= v["latency_ms"]["max"].as_f64().unwrap()
+        );
+    }
+    // Entries written by `request` and `append` are in the log.
+    let log: Value = c
+        .http
+        .get(c.url(0, "/v1/log?from=1&limit=10000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    assert!(entries.iter().filter(|e| e["kind"] == "entry").count() >= 400);
+}

@@ -17,28 +17,34 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// built it, this is a quick no-op.
 pub fn binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            // target/<profile>/deps/e2e-... → target/<profile>/httpraft
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "httpraft", "--bin", "httpraft"]);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().unwrap();
-            assert!(status.success(), "building httpraft failed");
-            let bin = profile_dir.join("httpraft");
-            assert!(
-                bin.exists(),
-                "httpraft binary not found at {}",
-                bin.display()
-            );
-            bin
-        })
-        .clone()
+    BUILT.get_or_init(|| build("httpraft")).clone()
+}
+
+/// The `raft-bench` binary of this build, (re)built like [`binary`].
+pub fn bench_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build("raft-bench")).clone()
+}
+
+fn build(package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-... → target/<profile>/<package>
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", package]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "building {package} failed");
+    let bin = profile_dir.join(package);
+    assert!(
+        bin.exists(),
+        "{package} binary not found at {}",
+        bin.display()
+    );
+    bin
 }
 
 /// A port that is free now, from a range below the kernel's ephemeral ports (so outgoing
