@@ -619,10 +619,20 @@ async fn raft_bench_drives_a_cluster_and_reports_what_it_measured() {
             v["latency_ms"]["p50"].as_f64().unwrap() <= v["latency_ms"]["max"].as_f64().unwrap()
         );
     }
-    // Entries written by `request` and `append` are in the log.
+    // Entries written by `request` and `append` are in the leader's committed log.
+    let status: Value = c
+        .http
+        .get(c.url(0, "/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let leader = status["leader_api"].as_str().unwrap().to_string();
     let log: Value = c
         .http
-        .get(c.url(0, "/v1/log?from=1&limit=10000"))
+        .get(format!("http://{leader}/v1/log?from=1&limit=10000"))
         .send()
         .await
         .unwrap()
