@@ -562,8 +562,8 @@ async fn httpraft_dev_starts_a_working_local_cluster_and_stops_cleanly_on_ctrl_c
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ok = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
         .unwrap();
     assert!(ok.success());

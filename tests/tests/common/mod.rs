@@ -125,8 +125,9 @@ impl Cluster {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.procs[i].take() {
-            let ok = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
+            // The shell's own `kill`, so no extra package is needed.
+            let ok = Command::new("sh")
+                .args(["-c", &format!("kill -TERM {}", c.id())])
                 .status()
                 .unwrap();
             assert!(ok.success());
