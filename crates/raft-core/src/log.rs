@@ -16,6 +16,9 @@ pub(crate) enum AppendOutcome {
     /// The entries would overwrite a committed entry: the sender is not a legitimate leader
     /// of this log, and the message is ignored.
     WouldOverwriteCommitted,
+    /// The entries are not numbered `prev_index + 1, prev_index + 2, ...`: a malformed
+    /// message, ignored.
+    Malformed,
 }
 
 /// The log of one node.
@@ -199,10 +202,19 @@ impl<S: LogStore> RaftLog<S> {
         leader_commit: LogIndex,
         entries: &[Entry],
     ) -> AppendOutcome {
+        let numbered = entries
+            .iter()
+            .enumerate()
+            .all(|(k, e)| prev_index.checked_add(k as u64 + 1) == Some(e.index));
+        let Some(last_new) = prev_index.checked_add(entries.len() as u64) else {
+            return AppendOutcome::Malformed;
+        };
+        if !numbered {
+            return AppendOutcome::Malformed;
+        }
         if !self.match_term(prev_index, prev_term) {
             return AppendOutcome::Mismatch;
         }
-        let last_new = prev_index + entries.len() as u64;
         let conflict = self.find_conflict(entries);
         if conflict != 0 {
             if conflict <= self.committed {

@@ -107,7 +107,7 @@ impl Progress {
             self.probe_sent = false;
             self.stall_ticks = 0;
         }
-        self.next_index = self.next_index.max(index + 1);
+        self.next_index = self.next_index.max(index.saturating_add(1));
         updated
     }
 
@@ -149,7 +149,10 @@ impl Progress {
                 if self.next_index.saturating_sub(1) != rejected {
                     return false;
                 }
-                self.next_index = rejected.min(hint + 1).max(self.match_index + 1).max(1);
+                self.next_index = rejected
+                    .min(hint.saturating_add(1))
+                    .max(self.match_index + 1)
+                    .max(1);
                 self.probe_sent = false;
                 true
             }

@@ -138,6 +138,9 @@ impl<S: LogStore> Node<S> {
         index: LogIndex,
         reject: Option<RejectHint>,
     ) {
+        if reject.is_none() && index > self.log.last_index() {
+            return; // acknowledges entries this leader never sent: malformed, ignored
+        }
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
@@ -222,7 +225,7 @@ impl<S: LogStore> Node<S> {
                     },
                 );
             }
-            AppendOutcome::WouldOverwriteCommitted => {}
+            AppendOutcome::WouldOverwriteCommitted | AppendOutcome::Malformed => {}
         }
     }
 

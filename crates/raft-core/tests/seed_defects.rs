@@ -658,3 +658,53 @@ fn seed_defect_9_proposals_and_stale_messages_do_not_delay_election() {
         "the noise delayed the election past {timeout} ticks"
     );
 }
+
+/// Not a defect of the original but of any node trusting its input: an AppendEntries whose
+/// entries are not numbered right after `prev_index`, or whose indexes overflow, is ignored
+/// instead of crashing the node or corrupting its log.
+#[test]
+fn malformed_append_entries_are_ignored_not_obeyed() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let before = c.node(2).last_index();
+    let bad = [
+        (0, vec![Entry::normal(5, 5, &b"x"[..])]),
+        (u64::MAX, vec![Entry::normal(5, 0, &b"x"[..])]),
+        (
+            1,
+            vec![
+                Entry::normal(5, 2, &b"a"[..]),
+                Entry::normal(5, 4, &b"b"[..]),
+            ],
+        ),
+    ];
+    for (prev_index, entries) in bad {
+        let prev_term = c.node(2).entry_term(prev_index).unwrap_or(0);
+        let term = c.node(1).term();
+        c.node_mut(2).step(msg(
+            1,
+            2,
+            term,
+            MessageBody::AppendEntries {
+                prev_index,
+                prev_term,
+                entries,
+                commit: 0,
+            },
+        ));
+        assert_eq!(c.node(2).last_index(), before);
+    }
+    // A success answer acknowledging entries the leader never had is ignored too.
+    let term = c.node(1).term();
+    c.node_mut(1).step(msg(
+        2,
+        1,
+        term,
+        MessageBody::AppendEntriesResponse {
+            index: u64::MAX,
+            reject: None,
+        },
+    ));
+    let st = c.node(1).status();
+    assert!(st.progress.iter().all(|p| p.match_index <= st.last_index));
+}
