@@ -8,6 +8,9 @@ use std::time::Duration;
 use raft_core::NodeId;
 use raft_storage::SyncPolicy;
 
+/// Bytes reserved in a frame for the message envelope and per-entry framing.
+pub const FRAME_HEADROOM: usize = 64 << 10;
+
 /// How to reach one node of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -48,6 +51,10 @@ pub struct NodeConfig {
     pub max_retrieve_entries: usize,
     /// Bytes returned by one `retrieve` at most (one entry is always returned). Default 4 MiB.
     pub max_retrieve_bytes: u64,
+    /// The largest entry `submit` accepts, in bytes; larger ones get
+    /// [`crate::Error::TooLarge`]. It must leave room, within the transport's frame limit, for
+    /// a full batch (`raft.max_bytes_per_msg`) plus this entry. Default 4 MiB.
+    pub max_entry_bytes: usize,
     /// Transport tunables (frame limit, queues, backoff).
     pub net: NetTuning,
 }
@@ -99,6 +106,7 @@ impl NodeConfig {
             max_pending_bytes: 64 << 20,
             max_retrieve_entries: 10_000,
             max_retrieve_bytes: 4 << 20,
+            max_entry_bytes: 4 << 20,
             net: NetTuning::default(),
         }
     }
@@ -115,6 +123,18 @@ impl NodeConfig {
         }
         if self.max_retrieve_entries == 0 {
             return Err("max_retrieve_entries must be at least 1".into());
+        }
+        // An append carries up to max_bytes_per_msg of entries plus one more entry, each
+        // with some framing; it must always fit in a network frame, or the entry could
+        // never reach a follower and the log would stall behind it.
+        let needed = self.raft.max_bytes_per_msg as u128
+            + self.max_entry_bytes as u128
+            + FRAME_HEADROOM as u128;
+        if needed > self.net.max_frame_bytes as u128 {
+            return Err(format!(
+                "max_frame_bytes ({}) must be at least max_bytes_per_msg ({}) + max_entry_bytes ({}) + {FRAME_HEADROOM} bytes of framing",
+                self.net.max_frame_bytes, self.raft.max_bytes_per_msg, self.max_entry_bytes
+            ));
         }
         Ok(())
     }

@@ -25,6 +25,14 @@ pub enum Error {
     /// Too much is in flight; retry after a moment.
     #[error("too many requests in flight; retry later")]
     Busy,
+    /// The entry is larger than the configured maximum; nothing was appended.
+    #[error("the entry is {size} bytes; the maximum is {max}")]
+    TooLarge {
+        /// The entry's size.
+        size: usize,
+        /// The maximum entry size.
+        max: usize,
+    },
     /// The node is shutting down or has stopped.
     #[error("the node is shut down")]
     Shutdown,

@@ -68,6 +68,7 @@ struct Shared {
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
     max_retrieve: usize,
+    max_entry: usize,
 }
 
 /// A running Raft node: the original's `New` + `Run` in one call, and its `Submit`,
@@ -104,6 +105,7 @@ impl<R: Send + 'static> RaftNode<R> {
             .map(|(&id, p)| (id, p.api.clone()))
             .collect();
         let max_retrieve = cfg.max_retrieve_entries;
+        let max_entry = cfg.max_entry_bytes;
         let id = cfg.id;
         let task = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
         Ok(RaftNode {
@@ -116,6 +118,7 @@ impl<R: Send + 'static> RaftNode<R> {
                 cancel,
                 task: Mutex::new(Some(task)),
                 max_retrieve,
+                max_entry,
             }),
         })
     }
@@ -129,6 +132,12 @@ impl<R: Send + 'static> RaftNode<R> {
     /// Errors say what happened and what to do (see [`Error`]).
     pub async fn submit(&self, entry: impl Into<Bytes>) -> Result<Committed<R>, Error> {
         let data = entry.into();
+        if data.len() > self.shared.max_entry {
+            return Err(Error::TooLarge {
+                size: data.len(),
+                max: self.shared.max_entry,
+            });
+        }
         let permit = self
             .shared
             .limits

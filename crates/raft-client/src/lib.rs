@@ -55,7 +55,7 @@ mod runtime;
 mod state_machine;
 mod storage;
 
-pub use config::{NetTuning, NodeConfig, Peer};
+pub use config::{NetTuning, NodeConfig, Peer, FRAME_HEADROOM};
 pub use error::{Error, StartError};
 pub use handle::{Committed, LeaderInfo, RaftNode};
 pub use raft_net::PeerStats;

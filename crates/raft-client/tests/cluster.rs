@@ -418,3 +418,37 @@ async fn linearizable_reads_see_every_write_acknowledged_before_them() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_could_never_cross_the_network_are_refused() {
+    let peers: BTreeMap<NodeId, Peer> = BTreeMap::from([(
+        1,
+        Peer {
+            raft: free_addr(),
+            api: None,
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    // A frame limit too small for a batch plus the largest entry is refused at start.
+    let mut cfg = NodeConfig::new(1, "sizes", peers.clone(), dir.path());
+    cfg.net.max_frame_bytes = 1 << 20;
+    match RaftNode::start(cfg, ReplicatedLog::new()).await {
+        Err(raft_client::StartError::Config(msg)) => {
+            assert!(msg.contains("max_frame_bytes"), "{msg}")
+        }
+        Err(e) => panic!("expected a configuration error, got {e}"),
+        Ok(_) => panic!("expected a configuration error"),
+    }
+    let mut cfg = NodeConfig::new(1, "sizes", peers, dir.path());
+    cfg.max_entry_bytes = 1000;
+    let node = RaftNode::start(cfg, ReplicatedLog::new()).await.unwrap();
+    match node.submit(vec![0u8; 1001]).await {
+        Err(Error::TooLarge {
+            size: 1001,
+            max: 1000,
+        }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(node.pending_submits(), 0);
+    node.shutdown().await;
+}

@@ -70,6 +70,11 @@ impl ApiError {
                 e.to_string(),
             ),
             E::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
+            E::TooLarge { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
             E::Shutdown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

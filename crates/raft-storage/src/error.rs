@@ -102,6 +102,17 @@ pub enum WriteError {
     /// The entries would overwrite purged entries.
     #[error("cannot overwrite index {0}: it was purged")]
     Purged(LogIndex),
+    /// An entry's record would exceed the configured maximum record size; nothing was
+    /// written.
+    #[error("entry {index} would make a {size}-byte record; the maximum is {max}")]
+    TooLarge {
+        /// The entry's index.
+        index: LogIndex,
+        /// The record's size.
+        size: usize,
+        /// The maximum record size.
+        max: u64,
+    },
     /// A record could not be encoded.
     #[error("cannot encode a record: {0}")]
     Encode(String),

@@ -353,6 +353,7 @@ impl LogStorage {
         buf.clear();
         let mut locs = Vec::with_capacity(entries.len());
         let base = self.segments.get(&self.active).map_or(0, |s| s.size);
+        let mut too_large = None;
         let encoded = (|| -> Result<(), postcard::Error> {
             if let Some(from) = truncate_from {
                 encode_into(&mut buf, &RecordRef::Truncate { from })?;
@@ -360,6 +361,10 @@ impl LogStorage {
             for e in entries {
                 let at = buf.len();
                 encode_into(&mut buf, &RecordRef::Entry(e))?;
+                if (buf.len() - at) as u64 > self.cfg.max_record_bytes {
+                    too_large = Some((e.index, buf.len() - at));
+                    return Ok(());
+                }
                 locs.push(Loc {
                     seq: self.active,
                     offset: base + at as u64,
@@ -375,6 +380,14 @@ impl LogStorage {
         if let Err(e) = encoded {
             self.buf = buf;
             return Err(WriteError::Encode(e.to_string()));
+        }
+        if let Some((index, size)) = too_large {
+            self.buf = buf;
+            return Err(WriteError::TooLarge {
+                index,
+                size,
+                max: self.cfg.max_record_bytes,
+            });
         }
         let sync = self.cfg.sync == SyncPolicy::Always;
         let Some(seg) = self.segments.get_mut(&self.active) else {

@@ -231,3 +231,26 @@ fn a_directory_in_use_is_refused_until_released() {
     drop(first);
     LogStorage::open(cfg(dir.path())).unwrap();
 }
+
+#[test]
+fn an_entry_over_the_record_limit_is_refused_without_stopping_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.max_record_bytes = 1024;
+    let mut log = LogStorage::open(c.clone()).unwrap();
+    log.write(&[entry(1, 1)], None).unwrap();
+    let big = Entry::normal(1, 2, vec![0u8; 4096]);
+    match log.write(&[big], None) {
+        Err(raft_storage::WriteError::TooLarge {
+            index: 2,
+            max: 1024,
+            ..
+        }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(!log.has_failed());
+    log.write(&[entry(1, 2)], None).unwrap();
+    drop(log);
+    let log = LogStorage::open(c).unwrap();
+    assert_entries(&log, 2);
+}
