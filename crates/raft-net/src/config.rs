@@ -35,6 +35,9 @@ pub struct NetConfig {
     pub backoff_max: Duration,
     /// Time allowed to connect and complete the handshake. Default 3 s.
     pub handshake_timeout: Duration,
+    /// Time allowed to write and flush one batch to a peer; past it the connection is
+    /// considered dead (a peer that stopped reading) and is replaced. Default 10 s.
+    pub write_timeout: Duration,
     /// Inbound connections open at once at most (further ones wait). Default 256.
     pub max_inbound_connections: usize,
     /// Adds and checks credentials in the handshake. Default: none.
@@ -60,6 +63,7 @@ impl NetConfig {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(10),
             max_inbound_connections: 256,
             authenticator: Arc::new(NoAuth),
         }

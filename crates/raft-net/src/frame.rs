@@ -9,6 +9,10 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 
+/// The frame limit until the handshake completes: a hello or its reply is small, so an
+/// unauthenticated connection never gets a large buffer.
+pub const HANDSHAKE_FRAME_BYTES: usize = 64 << 10;
+
 pub(crate) fn length_codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .length_field_length(LENGTH_PREFIX_BYTES)

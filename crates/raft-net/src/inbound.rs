@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::NetConfig;
 use crate::error::ConnError;
-use crate::frame::{decode_message, length_codec, LENGTH_PREFIX_BYTES};
+use crate::frame::{decode_message, length_codec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
 use crate::handshake::{Hello, HelloReply};
 use crate::stats::PeerCounters;
 use crate::transport::Counters;
@@ -68,7 +68,7 @@ async fn serve(
     cancel: &CancellationToken,
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
-    let mut framed = Framed::new(stream, length_codec(cfg.max_frame_bytes));
+    let mut framed = Framed::new(stream, length_codec(HANDSHAKE_FRAME_BYTES));
     let first = tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
         f = tokio::time::timeout(cfg.handshake_timeout, framed.next()) => f,
@@ -91,6 +91,8 @@ async fn serve(
     let welcome = postcard::to_allocvec(&HelloReply::Welcome)
         .map_err(|e| ConnError::Malformed(e.to_string()))?;
     framed.send(bytes::Bytes::from(welcome)).await?;
+    // Authenticated: from now on, frames up to the configured limit.
+    framed.codec_mut().set_max_frame_length(cfg.max_frame_bytes);
     let from = hello.from;
     let Some(peer_counters) = counters.get(&from) else {
         return Err(ConnError::Refused(format!(

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::NetConfig;
 use crate::error::ConnError;
-use crate::frame::{encode_message, length_codec, LENGTH_PREFIX_BYTES};
+use crate::frame::{encode_message, length_codec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
 use crate::handshake::{Hello, HelloReply};
 use crate::stats::PeerCounters;
 
@@ -82,7 +82,7 @@ async fn connect(
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
     let mut writer = FramedWrite::new(w, length_codec(cfg.max_frame_bytes));
-    let mut reader = FramedRead::new(r, length_codec(cfg.max_frame_bytes));
+    let mut reader = FramedRead::new(r, length_codec(HANDSHAKE_FRAME_BYTES));
     let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer);
     hello.credentials = cfg.authenticator.credentials(&hello);
     let bytes = postcard::to_allocvec(&hello).map_err(|e| ConnError::Malformed(e.to_string()))?;
@@ -127,23 +127,33 @@ async fn write_loop(
         }
         let n = batch.len() as u64;
         let mut too_big = 0u64;
-        let result = async {
+        let mut fed = 0u64;
+        let write = async {
             for m in batch.drain(..) {
                 let frame = match encode_message(m) {
                     Ok(f) if f.len() <= cfg.max_frame_bytes => f,
                     _ => {
+                        // Counted at once, before any later message is written.
+                        PeerCounters::add(&counters.msgs_dropped, 1);
                         too_big += 1;
                         continue;
                     }
                 };
                 let len = (frame.len() + LENGTH_PREFIX_BYTES) as u64;
                 writer.feed(frame).await?;
+                fed += 1;
+                PeerCounters::add(&counters.msgs_sent, 1);
                 PeerCounters::add(&counters.bytes_sent, len);
             }
             SinkExt::<bytes::Bytes>::flush(&mut writer).await
-        }
-        .await;
-        PeerCounters::add(&counters.msgs_dropped, too_big);
+        };
+        // A peer that stops reading must not hold this task (and shutdown) forever.
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = tokio::time::timeout(cfg.write_timeout, write) => r.unwrap_or_else(|_| {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write to peer timed out"))
+            }),
+        };
         if too_big > 0 {
             tracing::warn!(
                 count = too_big,
@@ -153,10 +163,10 @@ async fn write_loop(
         }
         if let Err(e) = result {
             batch.clear();
-            // What was written but not flushed may or may not have arrived: count it lost.
-            PeerCounters::add(&counters.msgs_dropped, n - too_big);
+            // Messages never handed to the connection are lost; those handed to it may or
+            // may not have arrived (they stay counted as sent).
+            PeerCounters::add(&counters.msgs_dropped, n - too_big - fed);
             return Err(ConnError::Io(e));
         }
-        PeerCounters::add(&counters.msgs_sent, n - too_big);
     }
 }

@@ -36,7 +36,8 @@ impl PeerCounters {
 /// A snapshot of one peer's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerStats {
-    /// Messages written to the peer's connection.
+    /// Messages handed to the peer's connection (the last ones before a connection failure
+    /// may still be lost).
     pub msgs_sent: u64,
     /// Frame bytes written to the peer (length prefixes included).
     pub bytes_sent: u64,

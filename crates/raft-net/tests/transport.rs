@@ -353,3 +353,62 @@ async fn shutdown_closes_the_listener() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_while_a_peer_has_stopped_reading() {
+    // A fake peer 2: completes the handshake, then never reads again.
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let (stream, _) = fake.accept().await.unwrap();
+        let mut framed = Framed::new(stream, LengthDelimitedCodec::new());
+        let _hello = framed.next().await.unwrap().unwrap();
+        framed
+            .send(Bytes::from(
+                postcard::to_allocvec(&HelloReply::Welcome).unwrap(),
+            ))
+            .await
+            .unwrap();
+        framed // keep the connection open, unread
+    });
+    let l1 = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a1 = l1.local_addr().unwrap();
+    let cfg = NetConfig::new(1, CLUSTER, a1, BTreeMap::from([(2, fake_addr)]));
+    let (t1, _in1) = Transport::start_on(cfg, l1).unwrap();
+    let big = Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::AppendEntries {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![Entry::normal(1, 1, vec![1u8; 1 << 20])],
+            commit: 0,
+        },
+    };
+    for _ in 0..64 {
+        t1.send(big.clone());
+    }
+    // Wait until the writer is stuck: bytes sent stop growing.
+    let start = Instant::now();
+    let mut last = u64::MAX;
+    let mut still = 0;
+    while still < 5 {
+        let now = t1.stats()[&2].bytes_sent;
+        still = if now == last && now > 0 { still + 1 } else { 0 };
+        last = now;
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "writer never stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        last < 64 << 20,
+        "the peer is not reading, so not everything was written"
+    );
+    tokio::time::timeout(Duration::from_secs(10), t1.shutdown())
+        .await
+        .expect("shutdown must not wait for a peer that stopped reading");
+    drop(held);
+}
