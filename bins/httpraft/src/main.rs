@@ -19,6 +19,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long in-flight HTTP requests may take to finish at shutdown.
+const HTTP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A node and its HTTP server.
 struct Running {
     node: RaftNode<raft_client::KvResponse>,
@@ -29,12 +32,21 @@ struct Running {
 impl Running {
     /// Stops accepting, finishes in-flight requests, then stops the node (releasing the data
     /// directory).
-    async fn stop(self) {
+    async fn stop(mut self) {
         let _ = self.stop_http.send(true);
-        match self.server.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
-            Ok(Ok(())) => {}
+        // In-flight requests get a bounded time to finish; then the node stops anyway (its
+        // waiting callers are answered with an error as it shuts down).
+        match tokio::time::timeout(HTTP_DRAIN, &mut self.server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                tracing::warn!(
+                    seconds = HTTP_DRAIN.as_secs(),
+                    "HTTP requests still in flight after the drain period; stopping anyway"
+                );
+                self.server.abort();
+            }
         }
         self.node.shutdown().await;
     }
