@@ -341,6 +341,13 @@ async fn bad_requests_get_documented_status_codes_and_the_node_keeps_serving() {
             400,
             "bad_request",
         ),
+        (
+            reqwest::Method::GET,
+            "/v1/kv/%ff%fe?consistency=local",
+            None,
+            400,
+            "bad_request",
+        ),
     ];
     for (method, path, body, status, code) in cases {
         let mut req = c.http.request(method.clone(), c.url(0, path));

@@ -1,9 +1,7 @@
 //! The original httpraft API and its key-value companion, byte-compatible:
 //! `POST /request`, `GET /log?index=n`, `PUT /`, `GET /?key=k`.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use raft_client::{Error, KvCommand};
@@ -12,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState, Body};
+use crate::state::{parse_json, AppState, Body, Params};
 
 #[derive(Deserialize)]
 struct RequestBody {
@@ -48,7 +46,7 @@ pub(crate) async fn post_request(
 /// [`crate::entry_json`] for their shape).
 pub(crate) async fn get_log(
     State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params,
 ) -> Result<Json<Value>, ApiError> {
     let from = match q.get("index") {
         None => 1,
@@ -96,7 +94,7 @@ pub(crate) async fn put_kv(
 /// key is absent).
 pub(crate) async fn get_kv(
     State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params,
 ) -> Result<Json<Value>, ApiError> {
     let key = q.get("key").ok_or_else(|| {
         ApiError::bad_request("the key query parameter is required: GET /?key=<key>")

@@ -101,3 +101,39 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
         }
     }
 }
+
+/// Query parameters; a malformed query string is a JSON 400 error.
+pub(crate) struct Params(pub(crate) std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        use axum::extract::Query;
+        <Query<std::collections::HashMap<String, String>> as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text()))
+    }
+}
+
+/// The `{key}` path segment; an undecodable one is a JSON 400 error.
+pub(crate) struct KeyPath(pub(crate) String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        use axum::extract::Path;
+        <Path<String> as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(k)| KeyPath(k))
+            .map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text()))
+    }
+}

@@ -5,9 +5,7 @@
 //! body are kept by clients that follow redirects, e.g. `curl -L`), with a JSON error body
 //! naming the leader. With no known leader the answer is `503` with `Retry-After: 1`.
 
-use std::collections::HashMap;
-
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
@@ -17,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState, Body};
+use crate::state::{parse_json, AppState, Body, KeyPath, Params};
 
 #[derive(Deserialize)]
 struct AppendBody {
@@ -91,7 +89,7 @@ pub(crate) async fn append(
 /// `GET /v1/log?from=1&limit=100` → `{"entries": [...], "next": <index to ask next>}`.
 pub(crate) async fn read_log(
     State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params,
 ) -> Result<Json<Value>, ApiError> {
     let num = |name: &str, default: u64| -> Result<u64, ApiError> {
         match q.get(name) {
@@ -120,7 +118,7 @@ pub(crate) async fn read_log(
 pub(crate) async fn put(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let req: PutBody = parse_json(&body)?;
@@ -145,7 +143,7 @@ pub(crate) async fn put(
 pub(crate) async fn delete(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    Path(key): Path<String>,
+    KeyPath(key): KeyPath,
 ) -> Result<Json<Value>, ApiError> {
     let data = KvCommand::Delete { key: key.clone() }
         .encode()
@@ -166,8 +164,8 @@ pub(crate) async fn delete(
 pub(crate) async fn get(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    Path(key): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    KeyPath(key): KeyPath,
+    Params(q): Params,
 ) -> Result<Json<Value>, ApiError> {
     match q.get("consistency").map(String::as_str) {
         None | Some("linearizable") => {
