@@ -54,7 +54,7 @@ pub enum OpenError {
         supported: u32,
     },
     /// Data that may have been acknowledged is damaged.
-    #[error("corrupt log: {file} at byte {offset}: {reason}. The node must not start with this log; keep it stopped and see "After a corruption error" in docs/operations.md (do not wipe it and rejoin under the same id)")]
+    #[error("corrupt log: {file} at byte {offset}: {reason}. The node must not start with this log; keep it stopped and see the section on corruption in docs/operations.md (do not wipe it and rejoin under the same id)")]
     Corrupt {
         /// The damaged file.
         file: PathBuf,
