@@ -67,6 +67,10 @@ struct Shared {
     api_addrs: BTreeMap<NodeId, Option<String>>,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Aborts the runtime task itself (for `abort`).
+    runtime_abort: tokio::task::AbortHandle,
+    /// Cancelled once the runtime has fully stopped (or was aborted).
+    stopped: CancellationToken,
     max_retrieve: usize,
     max_entry: usize,
 }
@@ -107,7 +111,14 @@ impl<R: Send + 'static> RaftNode<R> {
         let max_retrieve = cfg.max_retrieve_entries;
         let max_entry = cfg.max_entry_bytes;
         let id = cfg.id;
-        let task = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
+        let runtime = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
+        let runtime_abort = runtime.abort_handle();
+        let stopped = CancellationToken::new();
+        let done = stopped.clone();
+        let task = tokio::spawn(async move {
+            let _ = runtime.await;
+            done.cancel();
+        });
         Ok(RaftNode {
             tx,
             shared: Arc::new(Shared {
@@ -117,6 +128,8 @@ impl<R: Send + 'static> RaftNode<R> {
                 api_addrs,
                 cancel,
                 task: Mutex::new(Some(task)),
+                runtime_abort,
+                stopped,
                 max_retrieve,
                 max_entry,
             }),
@@ -226,20 +239,19 @@ impl<R: Send + 'static> RaftNode<R> {
     /// transport closes, the log is left durable and the data directory released.
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
-        let task = self.shared.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        // Every caller, not just the first, returns only once the node has stopped.
+        self.shared.stopped.cancelled().await;
     }
 
     /// Stops the node abruptly, as a crash would: the runtime task is aborted wherever it
     /// is. What was synced stays durable; nothing else is flushed.
     pub async fn abort(&self) {
+        self.shared.runtime_abort.abort();
         let task = self.shared.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
-            task.abort();
             let _ = task.await;
         }
+        self.shared.stopped.cancelled().await;
     }
 
     async fn send(&self, cmd: Command<R>) -> Result<(), Error> {

@@ -452,3 +452,45 @@ async fn entries_that_could_never_cross_the_network_are_refused() {
     assert_eq!(node.pending_submits(), 0);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_concurrent_shutdown_returns_only_once_the_directory_is_released() {
+    let peers: BTreeMap<NodeId, Peer> = BTreeMap::from([(
+        1,
+        Peer {
+            raft: free_addr(),
+            api: None,
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let node = RaftNode::start(
+        NodeConfig::new(1, "stop", peers, dir.path()),
+        ReplicatedLog::new(),
+    )
+    .await
+    .unwrap();
+    let (a, b) = (node.clone(), node.clone());
+    let mut first = tokio::spawn(async move { a.shutdown().await });
+    let mut second = tokio::spawn(async move { b.shutdown().await });
+    // Whichever returns first, the node must already be fully stopped at that moment.
+    let reopen = || {
+        raft_storage::LogStorage::open(raft_storage::StorageConfig::new(dir.path(), "stop", 1))
+            .map(drop)
+    };
+    tokio::select! {
+        r = &mut first => {
+            r.unwrap();
+            assert!(reopen().is_ok(), "a shutdown returned while the directory was held");
+            second.await.unwrap();
+        }
+        r = &mut second => {
+            r.unwrap();
+            assert!(reopen().is_ok(), "a shutdown returned while the directory was held");
+            first.await.unwrap();
+        }
+    }
+    assert!(matches!(
+        node.submit(&b"late"[..]).await,
+        Err(Error::Shutdown)
+    ));
+}
