@@ -268,13 +268,13 @@ impl<SM: StateMachine> Runtime<SM> {
     /// Carries out everything the core has for us, in the order the core requires.
     async fn process_ready(&mut self) -> Result<(), Error> {
         while self.node.has_ready() {
-            let rd = self.node.ready();
+            let mut rd = self.node.ready();
             if let Some(ss) = rd.soft_state {
                 self.on_soft_state(ss.role, ss.leader);
             }
-            self.send_all(&rd.messages);
-            let rd = self.persist(rd).await?;
-            self.send_all(&rd.persisted_messages);
+            self.send_all(std::mem::take(&mut rd.messages));
+            let mut rd = self.persist(rd).await?;
+            self.send_all(std::mem::take(&mut rd.persisted_messages));
             self.apply(rd.committed_entries).await;
             for rs in rd.read_states {
                 let Some(reply) = self.reads.remove(&rs.id) else {
@@ -306,12 +306,13 @@ impl<SM: StateMachine> Runtime<SM> {
         tracing::info!(id = self.cfg.id, ?role, ?leader, term, "role changed");
     }
 
-    fn send_all(&self, msgs: &[Message]) {
+    /// Hands the messages to the transport (moved, not copied: this is the hot path).
+    fn send_all(&self, msgs: Vec<Message>) {
         if self.isolated {
             return;
         }
         for m in msgs {
-            self.transport.send(m.clone());
+            self.transport.send(m);
         }
     }
 

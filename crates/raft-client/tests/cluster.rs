@@ -6,10 +6,44 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use raft_client::{Error, KvCommand, KvStore, NodeConfig, Peer, RaftNode, ReplicatedLog};
+use raft_client::{
+    Error, KvCommand, KvStore, LeaderInfo, NodeConfig, Peer, RaftNode, ReplicatedLog,
+};
 use raft_core::{Entry, LogIndex, NodeId, Role};
 
 const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits until `view` of the nodes' leader information gives an answer, re-checking each
+/// time any node's view of the leader changes (no polling); fails after [`DEADLINE`].
+async fn when_leaders<R: Send + 'static, T>(
+    nodes: &[&RaftNode<R>],
+    what: &str,
+    mut view: impl FnMut(&[LeaderInfo]) -> Option<T>,
+) -> T {
+    let mut rxs: Vec<_> = nodes.iter().map(|n| n.watch_leader()).collect();
+    let start = Instant::now();
+    loop {
+        let infos: Vec<LeaderInfo> = rxs.iter_mut().map(|r| *r.borrow_and_update()).collect();
+        if let Some(t) = view(&infos) {
+            return t;
+        }
+        let Some(left) = DEADLINE.checked_sub(start.elapsed()) else {
+            panic!("{what}: {infos:?}");
+        };
+        let changes = rxs.iter_mut().map(|r| Box::pin(r.changed()));
+        let _ = tokio::time::timeout(left, futures_util::future::select_all(changes)).await;
+    }
+}
+
+/// The one leader all `infos` agree on, if they do.
+fn agreed(infos: &[LeaderInfo]) -> Option<NodeId> {
+    let first = infos.first()?;
+    infos
+        .iter()
+        .all(|i| i == first)
+        .then_some(first.leader)
+        .flatten()
+}
 
 struct Cluster {
     dirs: BTreeMap<NodeId, tempfile::TempDir>,
@@ -77,19 +111,11 @@ impl Cluster {
 
     /// Waits until every running node agrees on one leader in one term.
     async fn leader(&self) -> NodeId {
-        let start = Instant::now();
-        loop {
-            let infos: BTreeSet<_> = self.nodes.values().map(|n| n.leader()).collect();
-            if infos.len() == 1 {
-                if let Some(l) = infos.iter().next().and_then(|i| i.leader) {
-                    if self.nodes.contains_key(&l) {
-                        return l;
-                    }
-                }
-            }
-            assert!(start.elapsed() < DEADLINE, "no agreed leader: {infos:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let nodes: Vec<_> = self.nodes.values().collect();
+        when_leaders(&nodes, "no agreed leader", |infos| {
+            agreed(infos).filter(|l| self.nodes.contains_key(l))
+        })
+        .await
     }
 
     /// Waits until every running node has committed at least `index`; returns their logs.
@@ -297,23 +323,16 @@ async fn an_isolated_leader_steps_down_and_its_callers_never_hang() {
         "got {outcome:?}"
     );
     // The other side elects a leader of its own.
-    let start = Instant::now();
-    loop {
-        let others: Vec<_> = c
-            .nodes
-            .iter()
-            .filter(|(&id, _)| id != old)
-            .map(|(_, n)| n.leader())
-            .collect();
-        if others
-            .iter()
-            .all(|i| i.leader.is_some_and(|l| l != old) && i.leader == others[0].leader)
-        {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "no new leader: {others:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let others: Vec<_> = c
+        .nodes
+        .iter()
+        .filter(|(&id, _)| id != old)
+        .map(|(_, n)| n)
+        .collect();
+    when_leaders(&others, "no new leader", |infos| {
+        agreed(infos).filter(|&l| l != old)
+    })
+    .await;
     assert_ne!(c.nodes[&old].status().await.unwrap().role, Role::Leader);
 }
 
@@ -331,11 +350,10 @@ async fn flooding_submits_gets_busy_and_in_flight_work_stays_bounded() {
     cfg.max_pending_submits = 100;
     cfg.request_queue = 50;
     let node = RaftNode::start(cfg, ReplicatedLog::new()).await.unwrap();
-    let start = Instant::now();
-    while node.leader().leader != Some(1) {
-        assert!(start.elapsed() < DEADLINE);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    when_leaders(&[&node], "the single node never led", |i| {
+        (i[0].leader == Some(1)).then_some(())
+    })
+    .await;
     // Fire 20,000 submits without waiting for any: most must be refused at once.
     let mut handles = Vec::new();
     let mut busy = 0;
@@ -385,17 +403,8 @@ async fn linearizable_reads_see_every_write_acknowledged_before_them() {
         readers.insert(id, kv.reader());
         nodes.insert(id, RaftNode::start(cfg, kv).await.unwrap());
     }
-    let start = Instant::now();
-    let leader = loop {
-        let ls: BTreeSet<_> = nodes.values().map(|n| n.leader().leader).collect();
-        if ls.len() == 1 {
-            if let Some(Some(l)) = ls.into_iter().next() {
-                break l;
-            }
-        }
-        assert!(start.elapsed() < DEADLINE);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let all: Vec<_> = nodes.values().collect();
+    let leader = when_leaders(&all, "no agreed leader", agreed).await;
     let node = &nodes[&leader];
     for k in 0..200 {
         let cmd = KvCommand::Put {

@@ -15,8 +15,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{
-    drain, drain_all, entries_with_terms, handle_ready, log_of, lone_node, make_leader, msg, plain,
-    storage_with, Cluster,
+    ack, append, drain, drain_all, entries_with_terms, handle_ready, ids, log_of, lone_node,
+    make_leader, msg, plain, storage_with, Cluster,
 };
 use raft_core::{
     Entry, EntryKind, HardState, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
@@ -25,31 +25,6 @@ use raft_core::{
 
 /// The election timeout `T` of the test configuration.
 const T: u32 = 10;
-
-fn ids(n: u64) -> Vec<NodeId> {
-    (1..=n).collect()
-}
-
-fn append(
-    prev_index: LogIndex,
-    prev_term: Term,
-    entries: Vec<Entry>,
-    commit: LogIndex,
-) -> MessageBody {
-    MessageBody::AppendEntries {
-        prev_index,
-        prev_term,
-        entries,
-        commit,
-    }
-}
-
-fn ack(index: LogIndex) -> MessageBody {
-    MessageBody::AppendEntriesResponse {
-        index,
-        reject: None,
-    }
-}
 
 fn vote_req(last_log_index: LogIndex, last_log_term: Term) -> MessageBody {
     MessageBody::RequestVote {

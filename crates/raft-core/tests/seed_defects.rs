@@ -6,36 +6,14 @@
 
 mod common;
 
-use common::{drain, drain_all, log_of, lone_node, make_leader, msg, plain, storage_with, Cluster};
+use common::{
+    ack, append, drain, drain_all, ids, log_of, lone_node, make_leader, msg, plain, storage_with,
+    Cluster,
+};
 use raft_core::{
     Entry, EntryKind, LogIndex, LogStore, MemStorage, Message, MessageBody, Node, NodeId,
     PeerProgress, ProposeError, ReadError, RejectHint, Role, Term,
 };
-
-fn ids(n: u64) -> Vec<NodeId> {
-    (1..=n).collect()
-}
-
-fn append(
-    prev_index: LogIndex,
-    prev_term: Term,
-    entries: Vec<Entry>,
-    commit: LogIndex,
-) -> MessageBody {
-    MessageBody::AppendEntries {
-        prev_index,
-        prev_term,
-        entries,
-        commit,
-    }
-}
-
-fn ack(index: LogIndex) -> MessageBody {
-    MessageBody::AppendEntriesResponse {
-        index,
-        reject: None,
-    }
-}
 
 fn reject(index: LogIndex, hint_index: LogIndex, hint_term: Term) -> MessageBody {
     MessageBody::AppendEntriesResponse {

@@ -360,7 +360,7 @@ impl Sim {
         }
         if self.rng.chance(self.faults.crash_per_mille) {
             let id = self.ids[self.rng.below(self.ids.len() as u64) as usize];
-            self.crash(id, false);
+            self.crash(id);
         }
     }
 
@@ -407,7 +407,7 @@ impl Sim {
         }
     }
 
-    fn crash(&mut self, id: NodeId, _why: bool) {
+    fn crash(&mut self, id: NodeId) {
         let down = (1 + self.rng.below(40)) * STEPS_PER_TICK;
         let now = self.now;
         let n = self.nodes.get_mut(&id).expect("known node");
@@ -562,12 +562,12 @@ impl Sim {
         if crash_before && !rd.must_persist() {
             // Nothing to lose here; crash at the next chance instead.
         } else if crash_before {
-            self.crash(id, true);
+            self.crash(id);
             return;
         }
         self.persist(id, &rd);
         if crash_after {
-            self.crash(id, true);
+            self.crash(id);
             return;
         }
         for m in rd.persisted_messages.iter().cloned() {

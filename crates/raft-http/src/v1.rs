@@ -72,6 +72,24 @@ async fn submit_here(
     }
 }
 
+/// Submits a key-value command on the leader; returns the commit and the key's previous
+/// value.
+async fn submit_kv(
+    st: &AppState,
+    uri: &axum::http::Uri,
+    cmd: &KvCommand,
+) -> Result<(raft_client::Committed<KvResponse>, Option<String>), ApiError> {
+    let data = cmd
+        .encode()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let c = submit_here(st, uri, data).await?;
+    let previous = match &c.response {
+        KvResponse::Applied { previous } => previous.clone(),
+        KvResponse::NotACommand => None,
+    };
+    Ok((c, previous))
+}
+
 /// `POST /v1/log {"entry": "..."}` → `201 {"index", "term"}` once committed.
 pub(crate) async fn append(
     State(st): State<AppState>,
@@ -122,18 +140,11 @@ pub(crate) async fn put(
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let req: PutBody = parse_json(&body)?;
-    let cmd = KvCommand::Put {
+    let put = KvCommand::Put {
         key: key.clone(),
         value: req.value.clone(),
     };
-    let data = cmd
-        .encode()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let c = submit_here(&st, &uri, data).await?;
-    let previous = match c.response {
-        KvResponse::Applied { previous } => previous,
-        KvResponse::NotACommand => None,
-    };
+    let (c, previous) = submit_kv(&st, &uri, &put).await?;
     Ok(Json(
         json!({"key": key, "value": req.value, "previous": previous, "index": c.index, "term": c.term}),
     ))
@@ -145,14 +156,7 @@ pub(crate) async fn delete(
     OriginalUri(uri): OriginalUri,
     KeyPath(key): KeyPath,
 ) -> Result<Json<Value>, ApiError> {
-    let data = KvCommand::Delete { key: key.clone() }
-        .encode()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let c = submit_here(&st, &uri, data).await?;
-    let previous = match c.response {
-        KvResponse::Applied { previous } => previous,
-        KvResponse::NotACommand => None,
-    };
+    let (c, previous) = submit_kv(&st, &uri, &KvCommand::Delete { key: key.clone() }).await?;
     Ok(Json(
         json!({"key": key, "previous": previous, "index": c.index, "term": c.term}),
     ))

@@ -352,3 +352,31 @@ pub fn log_of(node: &Node<MemStorage>) -> Vec<(LogIndex, Term)> {
         .map(|i| (i, node.entry_term(i).unwrap()))
         .collect()
 }
+
+/// Node ids 1..=n.
+pub fn ids(n: u64) -> Vec<NodeId> {
+    (1..=n).collect()
+}
+
+/// An AppendEntries body.
+pub fn append(
+    prev_index: LogIndex,
+    prev_term: Term,
+    entries: Vec<Entry>,
+    commit: LogIndex,
+) -> raft_core::MessageBody {
+    raft_core::MessageBody::AppendEntries {
+        prev_index,
+        prev_term,
+        entries,
+        commit,
+    }
+}
+
+/// A successful AppendEntriesResponse body.
+pub fn ack(index: LogIndex) -> raft_core::MessageBody {
+    raft_core::MessageBody::AppendEntriesResponse {
+        index,
+        reject: None,
+    }
+}
