@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub max_retrieve_entries: usize,
     /// Bytes returned by one `retrieve` at most (one entry is always returned). Default 4 MiB.
     pub max_retrieve_bytes: u64,
+    /// `retrieve` calls running at once at most; past it, `retrieve` answers
+    /// [`crate::Error::Busy`]. Default 16.
+    pub max_concurrent_reads: usize,
     /// The largest entry `submit` accepts, in bytes; larger ones get
     /// [`crate::Error::TooLarge`]. It must leave room, within the transport's frame limit, for
     /// a full batch (`raft.max_bytes_per_msg`) plus this entry. Default 4 MiB.
@@ -106,6 +109,7 @@ impl NodeConfig {
             max_pending_bytes: 64 << 20,
             max_retrieve_entries: 10_000,
             max_retrieve_bytes: 4 << 20,
+            max_concurrent_reads: 16,
             max_entry_bytes: 4 << 20,
             net: NetTuning::default(),
         }
@@ -121,8 +125,8 @@ impl NodeConfig {
         if self.request_queue == 0 || self.max_pending_submits == 0 {
             return Err("request_queue and max_pending_submits must be at least 1".into());
         }
-        if self.max_retrieve_entries == 0 {
-            return Err("max_retrieve_entries must be at least 1".into());
+        if self.max_retrieve_entries == 0 || self.max_concurrent_reads == 0 {
+            return Err("max_retrieve_entries and max_concurrent_reads must be at least 1".into());
         }
         // An append carries up to max_bytes_per_msg of entries plus one more entry, each
         // with some framing; it must always fit in a network frame, or the entry could

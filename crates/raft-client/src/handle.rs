@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use raft_core::{Entry, LogIndex, NodeId, Status, Term};
+use raft_core::{Entry, EntryKind, LogIndex, NodeId, Status, Term};
+use raft_storage::{StatsSnapshot, StorageStats, SyncPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
 use crate::limits::{Limits, Permit};
+use crate::log_reader::LogReader;
 use crate::runtime;
 use crate::state_machine::StateMachine;
 
@@ -29,17 +31,13 @@ pub struct Committed<R> {
 
 pub(crate) enum Command<R> {
     Submit {
+        kind: EntryKind,
         data: Bytes,
         reply: oneshot::Sender<Result<Committed<R>, Error>>,
         permit: Permit,
     },
     Read {
         reply: oneshot::Sender<Result<LogIndex, Error>>,
-    },
-    Retrieve {
-        from: LogIndex,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Entry>, Error>>,
     },
     Status {
         reply: oneshot::Sender<Status>,
@@ -73,6 +71,9 @@ struct Shared {
     stopped: CancellationToken,
     max_retrieve: usize,
     max_entry: usize,
+    reader: LogReader,
+    storage_stats: Arc<StorageStats>,
+    sync: SyncPolicy,
 }
 
 /// A running Raft node: the original's `New` + `Run` in one call, and its `Submit`,
@@ -111,7 +112,9 @@ impl<R: Send + 'static> RaftNode<R> {
         let max_retrieve = cfg.max_retrieve_entries;
         let max_entry = cfg.max_entry_bytes;
         let id = cfg.id;
-        let runtime = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
+        let sync = cfg.sync;
+        let spawned = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
+        let runtime = spawned.task;
         let runtime_abort = runtime.abort_handle();
         let stopped = CancellationToken::new();
         let done = stopped.clone();
@@ -132,6 +135,9 @@ impl<R: Send + 'static> RaftNode<R> {
                 stopped,
                 max_retrieve,
                 max_entry,
+                reader: spawned.reader,
+                storage_stats: spawned.storage_stats,
+                sync,
             }),
         })
     }
@@ -144,7 +150,18 @@ impl<R: Send + 'static> RaftNode<R> {
     /// Appends `entry` to the replicated log and waits until it is committed and applied.
     /// Errors say what happened and what to do (see [`Error`]).
     pub async fn submit(&self, entry: impl Into<Bytes>) -> Result<Committed<R>, Error> {
-        let data = entry.into();
+        self.submit_kind(EntryKind::Normal, entry.into()).await
+    }
+
+    /// Like [`submit`](Self::submit), for a command encoded for the state machine: the
+    /// entry gets the kind [`EntryKind::Command`], so that the state machine tells commands
+    /// from plain entries by the entry's kind, never by its payload (a plain entry can hold
+    /// any bytes). [`crate::KvStore`] applies only commands.
+    pub async fn submit_command(&self, command: impl Into<Bytes>) -> Result<Committed<R>, Error> {
+        self.submit_kind(EntryKind::Command, command.into()).await
+    }
+
+    async fn submit_kind(&self, kind: EntryKind, data: Bytes) -> Result<Committed<R>, Error> {
         if data.len() > self.shared.max_entry {
             return Err(Error::TooLarge {
                 size: data.len(),
@@ -159,6 +176,7 @@ impl<R: Send + 'static> RaftNode<R> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Command::Submit {
+                kind,
                 data,
                 reply,
                 permit,
@@ -172,11 +190,24 @@ impl<R: Send + 'static> RaftNode<R> {
 
     /// Committed entries from `from` on (1-based), in order, at most `limit` (and at most
     /// the configured maximum) per call. No-op entries appear with their kind.
+    ///
+    /// Served without the runtime (the read runs on the blocking pool), so read load never
+    /// delays the protocol; entries appear once they are committed and applied here. At
+    /// most [`crate::NodeConfig::max_concurrent_reads`] run at once: past it, the answer is
+    /// [`Error::Busy`] at once.
     pub async fn retrieve(&self, from: LogIndex, limit: usize) -> Result<Vec<Entry>, Error> {
         let limit = limit.clamp(1, self.shared.max_retrieve);
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Retrieve { from, limit, reply }).await?;
-        rx.await.unwrap_or(Err(Error::Shutdown))
+        self.shared.reader.retrieve(from, limit).await
+    }
+
+    /// The storage's write and sync counters (no round trip to the runtime).
+    pub fn storage_stats(&self) -> StatsSnapshot {
+        self.shared.storage_stats.snapshot()
+    }
+
+    /// When this node syncs its log.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.shared.sync
     }
 
     /// A linearizable read barrier (ReadIndex): once it returns `Ok(index)`, the state

@@ -3,10 +3,11 @@
 //! applies; answers callers.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use raft_core::{
-    Entry, LogIndex, LogStore, Message, Node, ProposeError, ReadError, ReadOutcome, Ready, Role,
+    Entry, EntryKind, LogIndex, Message, Node, ProposeError, ReadError, ReadOutcome, Ready, Role,
     Term,
 };
 use raft_net::{Inbound, NetConfig, Transport};
@@ -20,6 +21,7 @@ use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
 use crate::handle::{Command, Committed, LeaderInfo};
 use crate::limits::Permit;
+use crate::log_reader::LogReader;
 use crate::state_machine::StateMachine;
 use crate::storage::SharedStorage;
 
@@ -51,7 +53,16 @@ struct Runtime<SM: StateMachine> {
     parked_reads: Vec<(LogIndex, ReadReply)>,
     next_read_id: u64,
     applied: LogIndex,
+    /// Published `applied`: what log readers may read (see [`LogReader`]).
+    readable: Arc<AtomicU64>,
     isolated: bool,
+}
+
+/// What `spawn` hands back: the runtime task and what the handle reads without it.
+pub(crate) struct Spawned {
+    pub(crate) task: JoinHandle<()>,
+    pub(crate) reader: LogReader,
+    pub(crate) storage_stats: Arc<raft_storage::StorageStats>,
 }
 
 /// Opens storage and network, builds the core node, and spawns the runtime.
@@ -61,14 +72,31 @@ pub(crate) async fn spawn<SM: StateMachine>(
     cmds: mpsc::Receiver<Command<SM::Response>>,
     leader_tx: watch::Sender<LeaderInfo>,
     cancel: CancellationToken,
-) -> Result<JoinHandle<()>, StartError> {
+) -> Result<Spawned, StartError> {
+    let (rt, reader, storage_stats) = build(cfg, sm, cmds, leader_tx).await?;
+    Ok(Spawned {
+        task: tokio::spawn(rt.run(cancel)),
+        reader,
+        storage_stats,
+    })
+}
+
+/// Opens storage and network and builds the runtime, without starting it.
+async fn build<SM: StateMachine>(
+    cfg: NodeConfig,
+    sm: SM,
+    cmds: mpsc::Receiver<Command<SM::Response>>,
+    leader_tx: watch::Sender<LeaderInfo>,
+) -> Result<(Runtime<SM>, LogReader, Arc<raft_storage::StorageStats>), StartError> {
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
     scfg.segment_bytes = cfg.segment_bytes;
     let log = tokio::task::spawn_blocking(move || LogStorage::open(scfg))
         .await
         .map_err(|e| StartError::Config(format!("storage open task failed: {e}")))??;
-    let storage = SharedStorage(Arc::new(Mutex::new(log)));
+    let segments = log.reader();
+    let storage_stats = log.stats();
+    let storage = SharedStorage::new(log);
 
     let mut rcfg = cfg.raft.clone();
     rcfg.id = cfg.id;
@@ -82,6 +110,20 @@ pub(crate) async fn spawn<SM: StateMachine>(
     }
     let applied = rcfg.applied;
     let node = Node::new(rcfg, storage.clone())?;
+    let readable = Arc::new(AtomicU64::new(applied));
+    let reader = LogReader::new(
+        storage.clone(),
+        segments,
+        readable.clone(),
+        cfg.max_concurrent_reads,
+        cfg.max_retrieve_bytes,
+    );
+    if cfg.sync == raft_storage::SyncPolicy::Never {
+        tracing::warn!(
+            id = cfg.id,
+            "sync is off (--sync never): a crash of the machine can lose acknowledged writes and votes; use it only for tests"
+        );
+    }
 
     let me = &cfg.peers[&cfg.id];
     let peers = cfg
@@ -120,9 +162,10 @@ pub(crate) async fn spawn<SM: StateMachine>(
         parked_reads: Vec::new(),
         next_read_id: 0,
         applied,
+        readable,
         isolated: false,
     };
-    Ok(tokio::spawn(rt.run(cancel)))
+    Ok((rt, reader, storage_stats))
 }
 
 impl<SM: StateMachine> Runtime<SM> {
@@ -199,10 +242,11 @@ impl<SM: StateMachine> Runtime<SM> {
     fn on_command(&mut self, cmd: Command<SM::Response>) {
         match cmd {
             Command::Submit {
+                kind,
                 data,
                 reply,
                 permit,
-            } => match self.node.propose(data) {
+            } => match propose(&mut self.node, kind, data) {
                 Ok((index, term)) => {
                     self.pending.insert(
                         index,
@@ -222,6 +266,9 @@ impl<SM: StateMachine> Runtime<SM> {
                 Err(ProposeError::UnsupportedKind) => {
                     let _ = reply.send(Err(Error::Busy));
                 }
+                Err(ProposeError::Stopped(e)) => {
+                    let _ = reply.send(Err(Error::Storage(e.to_string())));
+                }
             },
             Command::Read { reply } => {
                 self.next_read_id += 1;
@@ -233,10 +280,10 @@ impl<SM: StateMachine> Runtime<SM> {
                     Err(ReadError::NotLeader { leader }) => {
                         let _ = reply.send(Err(self.not_leader(leader)));
                     }
+                    Err(ReadError::Stopped(e)) => {
+                        let _ = reply.send(Err(Error::Storage(e.to_string())));
+                    }
                 }
-            }
-            Command::Retrieve { from, limit, reply } => {
-                let _ = reply.send(self.retrieve(from, limit));
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.node.status());
@@ -249,26 +296,14 @@ impl<SM: StateMachine> Runtime<SM> {
         }
     }
 
-    fn retrieve(&self, from: LogIndex, limit: usize) -> Result<Vec<Entry>, Error> {
-        let store = self
-            .storage
-            .lock()
-            .map_err(|e| Error::Storage(e.to_string()))?;
-        let from = from.max(store.first_index());
-        let last = self.node.commit_index().min(LogStore::last_index(&*store));
-        if from > last {
-            return Ok(Vec::new());
-        }
-        let hi = (last + 1).min(from.saturating_add(limit as u64));
-        store
-            .entries(from, hi, self.cfg.max_retrieve_bytes)
-            .map_err(|e| Error::Storage(e.to_string()))
-    }
-
     /// Carries out everything the core has for us, in the order the core requires.
     async fn process_ready(&mut self) -> Result<(), Error> {
         while self.node.has_ready() {
             let mut rd = self.node.ready();
+            if let Some(e) = rd.storage_error.take() {
+                tracing::error!(id = self.cfg.id, error = %e, "storage failed; stopping the node");
+                return Err(Error::Storage(e.to_string()));
+            }
             if let Some(ss) = rd.soft_state {
                 self.on_soft_state(ss.role, ss.leader);
             }
@@ -276,6 +311,9 @@ impl<SM: StateMachine> Runtime<SM> {
             let mut rd = self.persist(rd).await?;
             self.send_all(std::mem::take(&mut rd.persisted_messages));
             self.apply(rd.committed_entries).await;
+            if rd.soft_state.is_some_and(|ss| ss.role != Role::Leader) {
+                self.fail_pending_submits();
+            }
             for rs in rd.read_states {
                 let Some(reply) = self.reads.remove(&rs.id) else {
                     continue;
@@ -296,14 +334,16 @@ impl<SM: StateMachine> Runtime<SM> {
     fn on_soft_state(&mut self, role: Role, leader: Option<raft_core::NodeId>) {
         let term = self.node.term();
         self.leader_tx.send_replace(LeaderInfo { leader, term });
-        if role != Role::Leader && !self.pending.is_empty() {
-            // The entries may still commit under the next leader, or not: the outcome is
-            // unknown, and waiting for it could take forever. Say so now.
-            for (_, p) in std::mem::take(&mut self.pending) {
-                let _ = p.reply.send(Err(Error::LeadershipLost));
-            }
-        }
         tracing::info!(id = self.cfg.id, ?role, ?leader, term, "role changed");
+    }
+
+    /// Leadership ended: submits still waiting (their entries were not among those just
+    /// applied) may commit under the next leader, or not. The outcome is unknown, and
+    /// waiting for it could take forever: say so now.
+    fn fail_pending_submits(&mut self) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            let _ = p.reply.send(Err(Error::LeadershipLost));
+        }
     }
 
     /// Hands the messages to the transport (moved, not copied: this is the hot path).
@@ -323,7 +363,7 @@ impl<SM: StateMachine> Runtime<SM> {
         }
         let storage = self.storage.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let result = match storage.lock() {
+            let result = match storage.write() {
                 Ok(mut s) => s.persist(&rd).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
@@ -366,6 +406,7 @@ impl<SM: StateMachine> Runtime<SM> {
         }
         if let Some(last) = entries.last() {
             self.applied = last.index;
+            self.readable.store(last.index, Ordering::Release);
         }
     }
 
@@ -383,6 +424,18 @@ impl<SM: StateMachine> Runtime<SM> {
     }
 }
 
+/// Proposes an entry of the submit's kind.
+fn propose(
+    node: &mut Node<SharedStorage>,
+    kind: EntryKind,
+    data: bytes::Bytes,
+) -> Result<(LogIndex, Term), ProposeError> {
+    match kind {
+        EntryKind::Command => node.propose_command(data),
+        _ => node.propose(data),
+    }
+}
+
 fn reject<R>(cmd: Command<R>, why: Error) {
     match cmd {
         Command::Submit { reply, .. } => {
@@ -391,12 +444,116 @@ fn reject<R>(cmd: Command<R>, why: Error) {
         Command::Read { reply } => {
             let _ = reply.send(Err(why));
         }
-        Command::Retrieve { reply, .. } => {
-            let _ = reply.send(Err(why));
-        }
         Command::Status { .. }
         | Command::NetStats { .. }
         | Command::Campaign
         | Command::Isolate(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use raft_core::{MessageBody, Role};
+
+    use super::*;
+    use crate::config::Peer;
+    use crate::limits::Limits;
+    use crate::state_machine::ReplicatedLog;
+
+    fn unused_addr() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// Node 1 of {1, 2, 3}, built but not running: the test steps it by hand, as the
+    /// runtime loop would, with peers that never answer on their own.
+    async fn runtime(dir: &std::path::Path) -> Runtime<ReplicatedLog> {
+        let peers: BTreeMap<u64, Peer> = (1..=3)
+            .map(|id| {
+                let p = Peer {
+                    raft: unused_addr(),
+                    api: None,
+                };
+                (id, p)
+            })
+            .collect();
+        let cfg = NodeConfig::new(1, "t", peers, dir);
+        let (_tx, rx) = mpsc::channel(16);
+        let (leader_tx, _) = watch::channel(LeaderInfo::default());
+        let (rt, _, _) = build(cfg, ReplicatedLog::new(), rx, leader_tx)
+            .await
+            .unwrap();
+        rt
+    }
+
+    fn msg(from: u64, term: Term, body: MessageBody) -> Message {
+        Message {
+            from,
+            to: 1,
+            term,
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_committed_in_the_same_turn_as_a_step_down_is_reported_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = runtime(dir.path()).await;
+        rt.node.campaign();
+        rt.process_ready().await.unwrap();
+        let t = rt.node.term() + 1;
+        rt.on_message(msg(2, t, MessageBody::PreVoteResponse { granted: true }));
+        rt.process_ready().await.unwrap();
+        rt.on_message(msg(
+            2,
+            t,
+            MessageBody::RequestVoteResponse { granted: true },
+        ));
+        rt.process_ready().await.unwrap();
+        assert_eq!(rt.node.role(), Role::Leader);
+        let noop = rt.node.last_index();
+
+        let limits = Limits::new(10, 1 << 20);
+        let (reply, outcome) = oneshot::channel();
+        rt.on_command(Command::Submit {
+            kind: EntryKind::Normal,
+            data: bytes::Bytes::from_static(b"x"),
+            reply,
+            permit: limits.try_acquire(1).unwrap(),
+        });
+        rt.process_ready().await.unwrap();
+        let index = rt.node.last_index();
+        assert_eq!(index, noop + 1);
+
+        // One turn: node 2 acknowledges the entry (it commits), then node 3 speaks from a
+        // newer term (the leader steps down). Both arrive before the Ready is processed.
+        rt.on_message(msg(
+            2,
+            t,
+            MessageBody::AppendEntriesResponse {
+                index,
+                reject: None,
+            },
+        ));
+        rt.on_message(msg(
+            3,
+            t + 1,
+            MessageBody::AppendEntriesResponse {
+                index: 0,
+                reject: None,
+            },
+        ));
+        assert_ne!(rt.node.role(), Role::Leader);
+        rt.process_ready().await.unwrap();
+        match outcome.await.unwrap() {
+            Ok(c) => assert_eq!(c.index, index),
+            Err(e) => panic!("the entry committed, yet the submit was told: {e}"),
+        }
     }
 }

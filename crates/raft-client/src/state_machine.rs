@@ -79,20 +79,27 @@ pub enum KvCommand {
     },
 }
 
-/// The prefix that marks an entry's payload as a key-value command (plain log entries
-/// never start with a zero byte when they are text).
-const KV_TAG: &[u8; 4] = b"\0KV\x01";
-
 impl KvCommand {
-    /// The entry payload for this command.
+    /// The entry payload for this command; submit it with
+    /// [`crate::RaftNode::submit_command`].
     pub fn encode(&self) -> Result<Bytes, postcard::Error> {
-        postcard::to_extend(self, KV_TAG.to_vec()).map(Bytes::from)
+        postcard::to_allocvec(self).map(Bytes::from)
     }
 
-    /// The command in an entry payload, if it holds one.
+    /// The command in an entry payload, if it decodes as one. Only entries of kind
+    /// [`EntryKind::Command`] hold commands: use [`KvCommand::from_entry`] on entries.
     pub fn decode(data: &[u8]) -> Option<KvCommand> {
-        let body = data.strip_prefix(KV_TAG.as_slice())?;
-        postcard::from_bytes(body).ok()
+        postcard::from_bytes(data).ok()
+    }
+
+    /// The command an entry holds: only a [`EntryKind::Command`] entry holds one, whatever
+    /// the payload of other entries looks like.
+    pub fn from_entry(e: &Entry) -> Option<KvCommand> {
+        if e.kind == EntryKind::Command {
+            Self::decode(&e.data)
+        } else {
+            None
+        }
     }
 }
 
@@ -104,12 +111,15 @@ pub enum KvResponse {
         /// The value before the command.
         previous: Option<String>,
     },
-    /// The entry was not a key-value command (a no-op, or a plain log entry).
+    /// The entry was not a key-value command (a no-op, a plain log entry, or a command
+    /// entry that does not decode as one).
     NotACommand,
 }
 
 /// An in-memory key-value map whose commands are puts and deletes, as the original's
-/// companion app had. Read it through a [`KvReader`].
+/// companion app had. Commands are entries of kind [`EntryKind::Command`] (submitted with
+/// [`crate::RaftNode::submit_command`]); plain entries are never taken for commands. Read
+/// it through a [`KvReader`].
 #[derive(Debug, Default)]
 pub struct KvStore {
     map: Arc<RwLock<BTreeMap<String, String>>>,
@@ -177,19 +187,14 @@ impl StateMachine for KvStore {
         };
         let out = entries
             .iter()
-            .map(|e| {
-                let cmd = (e.kind == EntryKind::Normal)
-                    .then(|| KvCommand::decode(&e.data))
-                    .flatten();
-                match cmd {
-                    Some(KvCommand::Put { key, value }) => KvResponse::Applied {
-                        previous: map.insert(key, value),
-                    },
-                    Some(KvCommand::Delete { key }) => KvResponse::Applied {
-                        previous: map.remove(&key),
-                    },
-                    None => KvResponse::NotACommand,
-                }
+            .map(|e| match KvCommand::from_entry(e) {
+                Some(KvCommand::Put { key, value }) => KvResponse::Applied {
+                    previous: map.insert(key, value),
+                },
+                Some(KvCommand::Delete { key }) => KvResponse::Applied {
+                    previous: map.remove(&key),
+                },
+                None => KvResponse::NotACommand,
             })
             .collect();
         if let Some(last) = entries.last() {
@@ -203,6 +208,15 @@ impl StateMachine for KvStore {
 mod tests {
     use super::*;
 
+    fn command(index: LogIndex, cmd: &KvCommand) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Command,
+            data: cmd.encode().unwrap(),
+        }
+    }
+
     #[tokio::test]
     async fn kv_commands_round_trip_and_plain_entries_are_ignored() {
         let put = KvCommand::Put {
@@ -215,13 +229,9 @@ mod tests {
         let r = kv.reader();
         let out = kv
             .apply(&[
-                Entry::normal(1, 1, put.encode().unwrap()),
+                command(1, &put),
                 Entry::normal(1, 2, &b"plain"[..]),
-                Entry::normal(
-                    1,
-                    3,
-                    KvCommand::Delete { key: "k".into() }.encode().unwrap(),
-                ),
+                command(3, &KvCommand::Delete { key: "k".into() }),
             ])
             .await;
         assert_eq!(
@@ -236,5 +246,21 @@ mod tests {
         );
         assert_eq!(r.get("k"), None);
         assert_eq!(r.applied(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_plain_entry_holding_a_command_payload_is_not_applied_as_one() {
+        let put = KvCommand::Put {
+            key: "k".into(),
+            value: "forged".into(),
+        };
+        let mut kv = KvStore::new();
+        let r = kv.reader();
+        // Byte for byte a command, but submitted as a plain entry: it is plain data.
+        let out = kv
+            .apply(&[Entry::normal(1, 1, put.encode().unwrap())])
+            .await;
+        assert_eq!(out, vec![KvResponse::NotACommand]);
+        assert_eq!(r.get("k"), None);
     }
 }

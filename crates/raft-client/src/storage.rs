@@ -1,36 +1,53 @@
-//! The durable log shared between the core (which reads it) and the persistence step
-//! (which writes it off the async threads).
+//! The durable log shared between the core (which reads it), the persistence step (which
+//! writes it off the async threads) and log readers (which read committed entries without
+//! going through the runtime).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use raft_core::{Entry, HardState, LogIndex, LogStore, StorageError, Term};
 use raft_storage::LogStorage;
 
-/// A [`LogStorage`] behind a mutex. The runtime never reads through the core while a
-/// write is in progress, so the lock is uncontended.
+/// A [`LogStorage`] behind a read-write lock. Writes (persisting a `Ready`) take it
+/// exclusively; the core's reads and the planning of log reads share it.
 #[derive(Clone)]
-pub(crate) struct SharedStorage(pub(crate) Arc<Mutex<LogStorage>>);
+pub(crate) struct SharedStorage(pub(crate) Arc<RwLock<LogStorage>>);
+
+fn poisoned<T>(_: T) -> StorageError {
+    StorageError::Io("storage lock poisoned by a panic".into())
+}
 
 impl SharedStorage {
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, LogStorage>, StorageError> {
-        self.0
-            .lock()
-            .map_err(|_| StorageError::Io("storage lock poisoned by a panic".into()))
+    pub(crate) fn new(log: LogStorage) -> Self {
+        SharedStorage(Arc::new(RwLock::new(log)))
+    }
+
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, LogStorage>, StorageError> {
+        self.0.read().map_err(poisoned)
+    }
+
+    pub(crate) fn write(&self) -> Result<RwLockWriteGuard<'_, LogStorage>, StorageError> {
+        self.0.write().map_err(poisoned)
+    }
+
+    /// A reference that does not keep the store open: the store (and the lock on its
+    /// directory) goes away with the runtime, whoever else still reads.
+    pub(crate) fn downgrade(&self) -> Weak<RwLock<LogStorage>> {
+        Arc::downgrade(&self.0)
     }
 }
 
 impl LogStore for SharedStorage {
     fn hard_state(&self) -> Result<HardState, StorageError> {
-        self.lock()?.hard_state()
+        self.read()?.hard_state()
     }
     fn first_index(&self) -> LogIndex {
-        self.lock().map(|s| s.first_index()).unwrap_or(1)
+        self.read().map(|s| s.first_index()).unwrap_or(1)
     }
     fn last_index(&self) -> LogIndex {
-        self.lock().map(|s| LogStore::last_index(&*s)).unwrap_or(0)
+        self.read().map(|s| LogStore::last_index(&*s)).unwrap_or(0)
     }
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        self.lock()?.term(index)
+        self.read()?.term(index)
     }
     fn entries(
         &self,
@@ -38,6 +55,6 @@ impl LogStore for SharedStorage {
         hi: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.lock()?.entries(lo, hi, max_bytes)
+        self.read()?.entries(lo, hi, max_bytes)
     }
 }

@@ -411,7 +411,7 @@ async fn linearizable_reads_see_every_write_acknowledged_before_them() {
             key: format!("k{}", k % 7),
             value: format!("v{k}"),
         };
-        let done = node.submit(cmd.encode().unwrap()).await.unwrap();
+        let done = node.submit_command(cmd.encode().unwrap()).await.unwrap();
         let index = node.read_barrier().await.unwrap();
         assert!(
             index >= done.index,

@@ -59,9 +59,13 @@ impl<S: LogStore> Node<S> {
             && self.election_elapsed < self.cfg.election_ticks
     }
 
-    /// Starts an election: a pre-vote round first when enabled.
+    /// Starts an election: a pre-vote round first when enabled. A node at term `u64::MAX`
+    /// cannot start a new term and never campaigns.
     pub fn campaign(&mut self) {
-        if self.role == Role::Leader || !self.voters.contains(&self.id) {
+        if self.role == Role::Leader
+            || !self.voters.contains(&self.id)
+            || self.next_term().is_none()
+        {
             return;
         }
         if self.cfg.pre_vote {
@@ -85,7 +89,10 @@ impl<S: LogStore> Node<S> {
     }
 
     pub(crate) fn become_candidate(&mut self) {
-        self.reset(self.term + 1);
+        let Some(term) = self.next_term() else {
+            return;
+        };
+        self.reset(term);
         self.role = Role::Candidate;
         self.vote = Some(self.id);
         self.votes.insert(self.id, true);
@@ -99,7 +106,14 @@ impl<S: LogStore> Node<S> {
     fn request_votes(&mut self, pre: bool) {
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
-        let term = if pre { self.term + 1 } else { self.term };
+        let term = if pre {
+            match self.next_term() {
+                Some(t) => t,
+                None => return,
+            }
+        } else {
+            self.term
+        };
         let peers: Vec<NodeId> = self
             .voters
             .iter()
@@ -125,6 +139,11 @@ impl<S: LogStore> Node<S> {
                 body,
             });
         }
+    }
+
+    /// The term a new election would use; none at `u64::MAX`.
+    fn next_term(&self) -> Option<Term> {
+        self.term.checked_add(1)
     }
 
     fn votes_won(&self) -> bool {
@@ -179,7 +198,7 @@ impl<S: LogStore> Node<S> {
     ) {
         match (self.role, pre) {
             (Role::PreCandidate, true) => {
-                if granted && term != self.term + 1 {
+                if granted && Some(term) != self.next_term() {
                     return;
                 }
             }

@@ -16,6 +16,10 @@ pub enum EntryKind {
     /// A cluster configuration change. The payload is an encoded configuration; the core
     /// reserves the kind so that membership changes fit without reshaping the log.
     Config,
+    /// Application data of a second kind, proposed with [`crate::Node::propose_command`]:
+    /// typically commands encoded for the state machine, told apart from plain
+    /// [`Normal`](Self::Normal) entries by this kind and never by their payload.
+    Command,
 }
 
 /// One entry of the replicated log.

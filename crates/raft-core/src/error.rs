@@ -36,6 +36,9 @@ pub enum ProposeError {
     /// Entries of this kind cannot be proposed through `propose`.
     #[error("entries of this kind cannot be proposed directly")]
     UnsupportedKind,
+    /// The node stopped after a storage failure; restart it once storage is repaired.
+    #[error("the node stopped after a storage failure ({0}); restart it once storage is repaired")]
+    Stopped(StorageError),
 }
 
 /// Why a linearizable read could not start.
@@ -47,6 +50,9 @@ pub enum ReadError {
         /// The leader this node knows of, if any.
         leader: Option<NodeId>,
     },
+    /// The node stopped after a storage failure; restart it once storage is repaired.
+    #[error("the node stopped after a storage failure ({0}); restart it once storage is repaired")]
+    Stopped(StorageError),
 }
 
 /// Errors of the log-reading interface that storage implements.

@@ -59,4 +59,5 @@ pub use node::{Node, PeerProgress, Status};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadOutcome, ReadState, Ready};
 pub use storage::{LogStore, MemStorage};
-pub use types::{HardState, LogIndex, NodeId, Role, SoftState, Term};
+pub use types::plausible_term;
+pub use types::{HardState, LogIndex, NodeId, Role, SoftState, Term, MAX_TERM_JUMP, TERM_LIMIT};

@@ -346,6 +346,177 @@ mod tests {
         );
     }
 
+    fn persist(log: &mut RaftLog<MemStorage>) -> Vec<Entry> {
+        let unsent = log.take_unsent();
+        log.store.append(&unsent).unwrap();
+        if let Some(last) = unsent.last() {
+            log.stable_to(last.index, last.term);
+        }
+        unsent
+    }
+
+    #[test]
+    fn stable_to_a_middle_index_keeps_the_rest_unstable() {
+        let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+        for i in 1..=5 {
+            log.append(Entry::normal(1, i, vec![i as u8]));
+        }
+        let handed = log.take_unsent();
+        assert_eq!(handed.len(), 5);
+        // The caller made only the first three durable.
+        log.store.append(&handed[..3]).unwrap();
+        log.stable_to(3, 1);
+        assert_eq!(log.persisted_index(), 3);
+        assert_eq!(log.last_index(), 5);
+        assert_eq!(log.term(4), Ok(1));
+        let all = log.entries(1, 6, u64::MAX).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert!(!log.has_unsent(), "4 and 5 were handed out already");
+        log.store.append(&handed[3..]).unwrap();
+        log.stable_to(5, 1);
+        assert_eq!(log.persisted_index(), 5);
+    }
+
+    #[test]
+    fn stable_to_an_index_already_stable_changes_nothing() {
+        let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+        log.append(Entry::normal(1, 1, vec![1]));
+        persist(&mut log);
+        log.append(Entry::normal(1, 2, vec![2]));
+        log.take_unsent();
+        log.stable_to(1, 1);
+        assert_eq!(log.persisted_index(), 1, "entry 2 is still unstable");
+        assert_eq!(log.term(2), Ok(1));
+    }
+
+    #[test]
+    fn entries_replaced_between_hand_out_and_persist_are_not_marked_stable() {
+        let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+        log.append(Entry::normal(1, 1, vec![1]));
+        persist(&mut log);
+        // Entries 2..=3 of term 1 are handed out for persistence...
+        for i in 2..=3 {
+            log.append(Entry::normal(1, i, vec![i as u8]));
+        }
+        let handed = log.take_unsent();
+        // ...and before they are durable, a new leader replaces them from index 2.
+        assert_eq!(
+            log.maybe_append(1, 1, 0, &[Entry::normal(2, 2, vec![9])]),
+            AppendOutcome::Matched(2)
+        );
+        log.store.append(&handed).unwrap();
+        log.stable_to(3, 1); // the old batch is durable, but no longer the log
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(log.term(2), Ok(2), "the replacement stays");
+        assert!(
+            log.persisted_index() < 2,
+            "the replacement is not durable yet"
+        );
+        assert!(log.has_unsent());
+        let again = persist(&mut log);
+        assert_eq!(
+            again.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+            vec![(2, 2)]
+        );
+        assert_eq!(log.persisted_index(), 2);
+        assert_eq!(
+            log.store.last_index(),
+            2,
+            "the storage truncated the old entry 3"
+        );
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_byte_limit_travels_alone() {
+        let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+        log.append(Entry::normal(1, 1, vec![0; 100]));
+        log.append(Entry::normal(1, 2, vec![0; 10]));
+        log.append(Entry::normal(1, 3, vec![0; 10]));
+        // Unstable entries.
+        let first = log.entries(1, 4, 50).unwrap();
+        assert_eq!(first.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1]);
+        let rest = log.entries(2, 4, 50).unwrap();
+        assert_eq!(rest.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2]);
+        let both = log.entries(2, 4, 68).unwrap();
+        assert_eq!(both.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
+        // The same from storage, and across the boundary.
+        persist(&mut log);
+        log.append(Entry::normal(1, 4, vec![0; 10]));
+        assert_eq!(log.entries(1, 5, 50).unwrap().len(), 1);
+        let span = log.entries(3, 5, 68).unwrap();
+        assert_eq!(span.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(log.entries(3, 5, 67).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unsent_and_applicable_entries_are_reported_until_taken() {
+        let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+        assert!(!log.has_unsent());
+        assert!(!log.has_committed_to_apply());
+        log.append(Entry::normal(1, 1, vec![1]));
+        log.append(Entry::normal(1, 2, vec![2]));
+        assert!(log.has_unsent());
+        assert!(log.commit_to(2));
+        assert!(
+            !log.has_committed_to_apply(),
+            "committed but not durable: not yet applicable"
+        );
+        assert_eq!(log.take_unsent().len(), 2);
+        assert!(!log.has_unsent());
+        assert!(log.take_unsent().is_empty());
+        log.store.append(&log.unstable.clone()).unwrap();
+        log.stable_to(2, 1);
+        assert!(log.has_committed_to_apply());
+        let c = log.take_committed(u64::MAX).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(!log.has_committed_to_apply(), "handed out once");
+        assert_eq!(log.applying(), 2);
+        assert_eq!(log.applied, 0, "not acknowledged yet");
+        log.applied_to(2);
+        assert_eq!(log.applied, 2);
+    }
+
+    #[test]
+    fn commit_only_moves_forward_and_never_past_the_last_entry() {
+        let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+        log.append(Entry::normal(1, 1, vec![1]));
+        log.append(Entry::normal(1, 2, vec![2]));
+        assert!(log.commit_to(5));
+        assert_eq!(log.committed, 2);
+        assert!(!log.commit_to(1));
+        assert_eq!(log.committed, 2);
+        assert!(!log.commit_to(2));
+    }
+
+    #[test]
+    fn committed_entries_are_handed_out_within_the_byte_budget() {
+        let mut log = RaftLog::new(MemStorage::new(), 0, 0);
+        for i in 1..=3 {
+            log.append(Entry::normal(1, i, vec![0; 10]));
+        }
+        persist(&mut log);
+        log.commit_to(3);
+        let first = log.take_committed(40).unwrap();
+        assert_eq!(first.len(), 1);
+        let rest = log.take_committed(u64::MAX).unwrap();
+        assert_eq!(rest.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_restarted_log_resumes_after_the_applied_index() {
+        let mut s = MemStorage::new();
+        s.append(&ents(&[1, 1, 1, 1])).unwrap();
+        let mut log = RaftLog::new(s, 3, 2);
+        assert_eq!(log.committed, 3);
+        let c = log.take_committed(u64::MAX).unwrap();
+        assert_eq!(c.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+        let capped = RaftLog::new(MemStorage::new(), 7, 5);
+        assert_eq!((capped.committed, capped.applied), (0, 0));
+    }
+
     mod model {
         use super::*;
         use proptest::prelude::*;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::entry::{Entry, EntryKind};
-use crate::error::{ConfigError, ProposeError};
+use crate::error::{ConfigError, ProposeError, StorageError};
 use crate::log::RaftLog;
 use crate::message::{Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
@@ -15,7 +15,7 @@ use crate::read_index::ReadQueue;
 use crate::ready::Ready;
 use crate::rng::Rng;
 use crate::storage::LogStore;
-use crate::types::{HardState, LogIndex, NodeId, Role, SoftState, Term};
+use crate::types::{plausible_term, HardState, LogIndex, NodeId, Role, SoftState, Term};
 
 /// One Raft node as a deterministic state machine. It performs no I/O: the caller feeds it
 /// ticks, messages, proposals and read requests, then takes a [`Ready`] and carries it out.
@@ -48,6 +48,12 @@ pub struct Node<S: LogStore> {
     prev_soft_state: SoftState,
     /// The persistence point of the last `Ready` handed out and not yet advanced.
     pending_stable: Option<(LogIndex, Term)>,
+    /// Set when storage failed to give the node something it needs: the node is stopped.
+    failure: Option<StorageError>,
+    /// Whether `failure` was handed out in a `Ready` already.
+    failure_reported: bool,
+    /// Messages dropped because they could not be valid (see [`Status::rejected_messages`]).
+    pub(crate) rejected_messages: u64,
 }
 
 /// A snapshot of a node's state for display and monitoring.
@@ -71,6 +77,12 @@ pub struct Status {
     pub persisted_index: LogIndex,
     /// Leader only: for each follower, (id, match index, next index, replicating?).
     pub progress: Vec<PeerProgress>,
+    /// Messages dropped since start because no correct peer could have sent them (a term
+    /// that is not [`plausible`](crate::plausible_term), entries misnumbered,
+    /// acknowledgements of entries never sent, reads never asked about).
+    pub rejected_messages: u64,
+    /// The storage failure that stopped the node, if any.
+    pub failure: Option<StorageError>,
 }
 
 /// A leader's view of one follower, as reported by [`Node::status`].
@@ -94,7 +106,9 @@ impl<S: LogStore> Node<S> {
         let hs = store.hard_state()?;
         let mut rng = Rng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let randomized = rng.range(cfg.election_ticks, cfg.election_ticks * 2);
-        let log = RaftLog::new(store, hs.commit, cfg.applied);
+        // Entries the application applied were committed, whether or not the commit index
+        // that said so reached the disk (commit-only changes are written without a sync).
+        let log = RaftLog::new(store, hs.commit.max(cfg.applied), cfg.applied);
         let commit = log.committed;
         Ok(Node {
             id: cfg.id,
@@ -127,6 +141,9 @@ impl<S: LogStore> Node<S> {
                 leader: None,
             },
             pending_stable: None,
+            failure: None,
+            failure_reported: false,
+            rejected_messages: 0,
         })
     }
 
@@ -206,6 +223,22 @@ impl<S: LogStore> Node<S> {
                     replicating: p.state == ProgressState::Replicate,
                 })
                 .collect(),
+            rejected_messages: self.rejected_messages,
+            failure: self.failure.clone(),
+        }
+    }
+
+    /// The storage failure that stopped this node, if any. A stopped node ignores every
+    /// input and hands out nothing but the failure; restart it once storage is repaired.
+    pub fn failure(&self) -> Option<&StorageError> {
+        self.failure.as_ref()
+    }
+
+    /// Records a storage failure: from now on the node is stopped. Errors that only mean
+    /// "not here" (compacted, past the end) are not failures.
+    pub(crate) fn storage_failed(&mut self, e: StorageError) {
+        if self.failure.is_none() {
+            self.failure = Some(e);
         }
     }
 
@@ -213,6 +246,9 @@ impl<S: LogStore> Node<S> {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -226,17 +262,30 @@ impl<S: LogStore> Node<S> {
         self.propose_entry(EntryKind::Normal, data.into())
     }
 
+    /// Like [`propose`](Self::propose), for an entry of kind [`EntryKind::Command`]: data
+    /// the application encoded for its state machine, told apart from plain entries by the
+    /// entry's kind rather than by its payload.
+    pub fn propose_command(
+        &mut self,
+        data: impl Into<Bytes>,
+    ) -> Result<(LogIndex, Term), ProposeError> {
+        self.propose_entry(EntryKind::Command, data.into())
+    }
+
     pub(crate) fn propose_entry(
         &mut self,
         kind: EntryKind,
         data: Bytes,
     ) -> Result<(LogIndex, Term), ProposeError> {
+        if let Some(e) = &self.failure {
+            return Err(ProposeError::Stopped(e.clone()));
+        }
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
             });
         }
-        if kind == EntryKind::Config {
+        if !matches!(kind, EntryKind::Normal | EntryKind::Command) {
             return Err(ProposeError::UnsupportedKind);
         }
         let entry = Entry {
@@ -247,11 +296,11 @@ impl<S: LogStore> Node<S> {
         };
         let size = entry.size();
         if self.uncommitted_bytes > 0
-            && self.uncommitted_bytes + size > self.cfg.max_uncommitted_bytes
+            && self.uncommitted_bytes.saturating_add(size) > self.cfg.max_uncommitted_bytes
         {
             return Err(ProposeError::Busy);
         }
-        self.uncommitted_bytes += size;
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_add(size);
         let at = (entry.index, entry.term);
         self.log.append(entry);
         self.pending_broadcast = true;
@@ -259,9 +308,18 @@ impl<S: LogStore> Node<S> {
     }
 
     /// Feeds a message received from a peer. Messages from unknown nodes, for another
-    /// node, or that are stale are ignored (Raft tolerates their loss).
+    /// node, or that are stale are ignored (Raft tolerates their loss). Messages no correct
+    /// peer could send (a term that is not [`plausible`](crate::plausible_term), for one)
+    /// are dropped and counted in [`Status::rejected_messages`].
     pub fn step(&mut self, m: Message) {
+        if self.failure.is_some() {
+            return;
+        }
         if m.to != self.id || m.from == self.id || !self.voters.contains(&m.from) {
+            return;
+        }
+        if !plausible_term(self.term, m.term) {
+            self.rejected_messages += 1;
             return;
         }
         if m.term > self.term {
@@ -368,6 +426,9 @@ impl<S: LogStore> Node<S> {
 
     /// Whether [`ready`](Self::ready) has anything for the caller.
     pub fn has_ready(&self) -> bool {
+        if self.failure.is_some() {
+            return !self.failure_reported;
+        }
         !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
             || self.log.has_unsent()
@@ -382,9 +443,34 @@ impl<S: LogStore> Node<S> {
     /// Takes what the caller must now persist, send and apply (see [`Ready`] for the order).
     /// Call [`advance`](Self::advance) once it is all done; `advance` acknowledges every
     /// `Ready` taken before it.
+    ///
+    /// If storage failed to give the node what it needed, the `Ready` holds only
+    /// [`Ready::storage_error`]: the node is stopped and the caller must stop using it.
     pub fn ready(&mut self) -> Ready {
-        if self.role == Role::Leader {
+        if self.failure.is_none() && self.role == Role::Leader {
             self.flush_broadcasts();
+        }
+        let committed_entries = if self.failure.is_none() {
+            match self
+                .log
+                .take_committed(self.cfg.max_committed_bytes_per_ready)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    self.storage_failed(e);
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        if let Some(e) = &self.failure {
+            // Nothing else leaves a stopped node: none of it could be relied on.
+            self.failure_reported = true;
+            return Ready {
+                storage_error: Some(e.clone()),
+                ..Ready::default()
+            };
         }
         let hs = self.hard_state();
         let ss = self.soft_state();
@@ -392,11 +478,6 @@ impl<S: LogStore> Node<S> {
         if let Some(last) = entries.last() {
             self.pending_stable = Some((last.index, last.term));
         }
-        // A failed read leaves the entries unmarked: the next `ready` tries again.
-        let committed_entries = self
-            .log
-            .take_committed(self.cfg.max_committed_bytes_per_ready)
-            .unwrap_or_default();
         if self.role == Role::Leader && !committed_entries.is_empty() {
             let bytes: u64 = committed_entries
                 .iter()
@@ -405,9 +486,17 @@ impl<S: LogStore> Node<S> {
                 .sum();
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
         }
+        // Only what a vote or an acknowledgement promises must reach the disk before they
+        // leave: new entries, the term and the vote. A commit index alone is recoverable
+        // (from the leader, or from the applied index) and is written without a sync.
+        let must_sync = !entries.is_empty()
+            || hs.term != self.prev_hard_state.term
+            || hs.vote != self.prev_hard_state.vote;
         let rd = Ready {
             soft_state: (ss != self.prev_soft_state).then_some(ss),
             hard_state: (hs != self.prev_hard_state).then_some(hs),
+            must_sync,
+            storage_error: None,
             entries,
             messages: std::mem::take(&mut self.msgs),
             persisted_messages: std::mem::take(&mut self.msgs_after_persist),
@@ -495,7 +584,7 @@ impl<S: LogStore> Node<S> {
         }
         // §5.4.2: commit entries of earlier terms by committing one of this term.
         let noop = Entry::noop(self.term, next);
-        self.uncommitted_bytes += noop.size();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_add(noop.size());
         self.log.append(noop);
         self.pending_broadcast = true;
     }

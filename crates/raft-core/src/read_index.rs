@@ -64,6 +64,9 @@ impl<S: LogStore> Node<S> {
     /// Starts a linearizable read identified by `id` (the caller's choice). Its outcome
     /// arrives in [`crate::Ready::read_states`].
     pub fn read_index(&mut self, id: u64) -> Result<(), ReadError> {
+        if let Some(e) = self.failure() {
+            return Err(ReadError::Stopped(e.clone()));
+        }
         if self.role != Role::Leader {
             return Err(ReadError::NotLeader {
                 leader: self.leader,

@@ -1,6 +1,7 @@
 //! What the core hands its caller after each batch of inputs.
 
 use crate::entry::Entry;
+use crate::error::StorageError;
 use crate::message::Message;
 use crate::types::{HardState, LogIndex, SoftState};
 
@@ -29,19 +30,30 @@ pub struct ReadState {
 ///
 /// 1. send [`messages`](Self::messages) (they do not depend on this `Ready`'s persistence;
 ///    sending them while persisting is allowed);
-/// 2. durably persist [`hard_state`](Self::hard_state) and [`entries`](Self::entries)
-///    (an entry at index `i` replaces whatever the log holds at `i` and after);
+/// 2. persist [`hard_state`](Self::hard_state) and [`entries`](Self::entries) (an entry
+///    at index `i` replaces whatever the log holds at `i` and after), and make them durable
+///    (fsync) when [`must_sync`](Self::must_sync) says so — otherwise writing them is enough;
 /// 3. only then send [`persisted_messages`](Self::persisted_messages) (votes and
 ///    acknowledgements that promise the persisted state);
 /// 4. apply [`committed_entries`](Self::committed_entries) and answer
 ///    [`read_states`](Self::read_states) once the applied index reaches each read's index;
 /// 5. call [`crate::Node::advance`].
+///
+/// When [`storage_error`](Self::storage_error) is set, everything else is empty: storage
+/// failed, the node stopped, and the caller must stop it too.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Set when the role or the known leader changed.
     pub soft_state: Option<SoftState>,
     /// Set when the hard state changed and must be persisted.
     pub hard_state: Option<HardState>,
+    /// Whether the write must be synced before `persisted_messages` leave: true when there
+    /// are entries, or the term or vote changed. A change of the commit index alone needs
+    /// no sync.
+    pub must_sync: bool,
+    /// Set when storage failed to return what the node needed (a committed entry, an entry
+    /// for a follower): the node is stopped. Nothing else in this `Ready` is set.
+    pub storage_error: Option<StorageError>,
     /// Entries to append durably.
     pub entries: Vec<Entry>,
     /// Messages that may leave at once.

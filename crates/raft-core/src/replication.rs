@@ -1,6 +1,7 @@
 //! Log replication (§5.3) and commitment (§5.4.2): the leader's side and the follower's.
 
 use crate::entry::Entry;
+use crate::error::StorageError;
 use crate::log::AppendOutcome;
 use crate::message::{MessageBody, RejectHint};
 use crate::node::Node;
@@ -55,20 +56,23 @@ impl<S: LogStore> Node<S> {
         }
     }
 
-    /// Sends one AppendEntries to `to` from its `next_index`. Returns false if the entries
-    /// could not be read (compacted: a snapshot would be needed).
+    /// Sends one AppendEntries to `to` from its `next_index`. Returns false if nothing was
+    /// sent: the entries were compacted (a snapshot would be needed), or storage failed to
+    /// read them, which stops the node (a follower must never silently stop receiving).
     fn send_append(&mut self, to: NodeId) -> bool {
         let Some(pr) = self.progress.get(&to) else {
             return false;
         };
         let next = pr.next_index;
-        let prev_index = next - 1;
-        let Ok(prev_term) = self.log.term(prev_index) else {
-            return false;
+        let prev_index = next.saturating_sub(1);
+        let prev_term = match self.log.term(prev_index) {
+            Ok(t) => t,
+            Err(e) => return self.append_unreadable(e),
         };
         let hi = next.saturating_add(self.cfg.max_entries_per_msg as u64);
-        let Ok(entries) = self.log.entries(next, hi, self.cfg.max_bytes_per_msg) else {
-            return false;
+        let entries = match self.log.entries(next, hi, self.cfg.max_bytes_per_msg) {
+            Ok(e) => e,
+            Err(e) => return self.append_unreadable(e),
         };
         let last = entries.last().map_or(prev_index, |e| e.index);
         let bytes: u64 = entries.iter().map(Entry::size).sum();
@@ -87,6 +91,15 @@ impl<S: LogStore> Node<S> {
             },
         );
         true
+    }
+
+    /// What to do when the entries for an append cannot be read: a compacted prefix is not a
+    /// failure (a snapshot is needed); anything else is, and stops the node.
+    fn append_unreadable(&mut self, e: StorageError) -> bool {
+        if !matches!(e, StorageError::Compacted(_)) {
+            self.storage_failed(e);
+        }
+        false
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
@@ -139,7 +152,9 @@ impl<S: LogStore> Node<S> {
         reject: Option<RejectHint>,
     ) {
         if reject.is_none() && index > self.log.last_index() {
-            return; // acknowledges entries this leader never sent: malformed, ignored
+            // Acknowledges entries this leader never sent: malformed, dropped.
+            self.rejected_messages += 1;
+            return;
         }
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
@@ -225,7 +240,8 @@ impl<S: LogStore> Node<S> {
                     },
                 );
             }
-            AppendOutcome::WouldOverwriteCommitted | AppendOutcome::Malformed => {}
+            AppendOutcome::WouldOverwriteCommitted => {}
+            AppendOutcome::Malformed => self.rejected_messages += 1,
         }
     }
 
@@ -238,6 +254,12 @@ impl<S: LogStore> Node<S> {
 
     /// Leader: a follower's answer to a heartbeat.
     pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, read_seq: u64) {
+        if read_seq > self.reads.last_seq() {
+            // Confirms a read this leader never asked about: malformed, dropped (counting it
+            // could confirm reads that no majority has seen).
+            self.rejected_messages += 1;
+            return;
+        }
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
             return;

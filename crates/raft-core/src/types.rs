@@ -8,6 +8,24 @@ pub type NodeId = u64;
 /// A Raft term: a logical clock that increases with every election.
 pub type Term = u64;
 
+/// A node accepts any term up to this one plus [`MAX_TERM_JUMP`]. A cluster electing a
+/// leader every millisecond would need over a hundred million years to get here; a node
+/// pushed here by a faulty or forged message still has room for billions of billions of
+/// elections, and every node accepts the terms that bring it along.
+pub const TERM_LIMIT: Term = 1 << 62;
+
+/// How far past [`TERM_LIMIT`], or past its own term when that is higher, a node accepts a
+/// term.
+pub const MAX_TERM_JUMP: Term = 1 << 32;
+
+/// Whether a node at term `own` accepts a message of term `term`: at most
+/// `max(own, TERM_LIMIT) + MAX_TERM_JUMP`. Anything higher could only come from a faulty or
+/// forged peer, and adopting it could leave the node at a term it can never campaign past
+/// (`u64::MAX`).
+pub fn plausible_term(own: Term, term: Term) -> bool {
+    term <= own.max(TERM_LIMIT).saturating_add(MAX_TERM_JUMP)
+}
+
 /// The 1-based position of an entry in the log. Index 0 means "before the first entry".
 pub type LogIndex = u64;
 

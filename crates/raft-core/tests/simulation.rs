@@ -15,8 +15,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use raft_core::{
-    Config, Entry, EntryKind, LogIndex, LogStore, MemStorage, Message, Node, NodeId, ReadOutcome,
-    Ready, Role, Term,
+    Config, Entry, EntryKind, HardState, LogIndex, LogStore, MemStorage, Message, Node, NodeId,
+    ReadOutcome, Ready, Role, Term,
 };
 
 /// Micro-steps per tick: messages are delivered between ticks with sub-tick delays.
@@ -65,6 +65,9 @@ struct SimNode {
     /// `None` while crashed; the persisted state then lives in `disk`.
     node: Option<Node<MemStorage>>,
     disk: MemStorage,
+    /// The hard state as of the last synced write: a crash may lose later unsynced ones
+    /// (commit-only changes are written without a sync).
+    synced_hs: HardState,
     down_until: u64,
     /// The highest commit index seen in this incarnation.
     last_commit: LogIndex,
@@ -169,6 +172,7 @@ impl Sim {
                 SimNode {
                     node: Some(node),
                     disk: MemStorage::new(),
+                    synced_hs: HardState::default(),
                     down_until: 0,
                     last_commit: 0,
                     applied: 0,
@@ -409,6 +413,7 @@ impl Sim {
 
     fn crash(&mut self, id: NodeId) {
         let down = (1 + self.rng.below(40)) * STEPS_PER_TICK;
+        let lose_unsynced = self.rng.chance(500);
         let now = self.now;
         let n = self.nodes.get_mut(&id).expect("known node");
         let Some(node) = n.node.take() else {
@@ -416,6 +421,18 @@ impl Sim {
         };
         // Whatever was not persisted is lost: the disk is what the storage holds.
         n.disk = node.storage().clone();
+        // Writes since the last sync may or may not have reached the disk.
+        let hs = n.disk.hard_state().expect("in-memory hard state");
+        if hs != n.synced_hs {
+            assert!(
+                hs.term == n.synced_hs.term && hs.vote == n.synced_hs.vote,
+                "seed {}: node {id}'s term or vote changed without a sync",
+                self.seed
+            );
+            if lose_unsynced {
+                n.disk.set_hard_state(n.synced_hs);
+            }
+        }
         n.down_until = now + down;
         n.pending.clear();
         n.reads.clear();
@@ -426,6 +443,7 @@ impl Sim {
         let disk = self.nodes[&id].disk.clone();
         let node = self.start_node(id, disk);
         let n = self.nodes.get_mut(&id).expect("known node");
+        n.synced_hs = n.disk.hard_state().expect("in-memory hard state");
         n.node = Some(node);
         n.last_commit = 0;
         n.applied = 0;
@@ -545,9 +563,17 @@ impl Sim {
             return;
         };
         if !node.has_ready() {
+            // What `has_ready` denies, `ready` must not hold (a runtime would never ask).
+            let rd = node.ready();
+            if rd != Ready::default() {
+                self.fail(format!(
+                    "node {id}: has_ready() is false but ready() holds {rd:?}"
+                ));
+            }
             return;
         }
         let rd = node.ready();
+        let empty = rd == Ready::default();
         format!("{:?}", rd.hard_state).hash(&mut self.digest);
         (rd.entries.len(), rd.committed_entries.len()).hash(&mut self.digest);
         if let Some(ss) = rd.soft_state {
@@ -576,6 +602,12 @@ impl Sim {
         self.apply(id, &rd);
         if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
             node.advance();
+            if empty && node.has_ready() {
+                // A runtime loops while has_ready() holds: this would spin forever.
+                self.fail(format!(
+                    "node {id}: has_ready() stays true though ready() hands out nothing"
+                ));
+            }
         }
     }
 
@@ -636,6 +668,12 @@ impl Sim {
         node.storage_mut()
             .apply_ready(rd)
             .unwrap_or_else(|e| panic!("in-memory storage refused a Ready: {e}"));
+        if rd.must_sync {
+            let hs = node.storage().hard_state().expect("in-memory hard state");
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.synced_hs = hs;
+            }
+        }
     }
 
     fn on_new_leader(&mut self, id: NodeId, term: Term) {

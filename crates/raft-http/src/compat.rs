@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState, Body, Params};
+use crate::state::{parse_json, AppState, Body, Params, SubmitKvError};
 
 #[derive(Deserialize)]
 struct RequestBody {
@@ -75,18 +75,18 @@ pub(crate) async fn put_kv(
         key: req.key.clone(),
         value: req.value.clone(),
     };
-    let data = cmd
-        .encode()
-        .map_err(|e| ApiError::bad_request(format!("cannot encode the command: {e}")))?;
-    match st.submit(data).await {
+    match st.submit_kv(&cmd).await {
         Ok(_) => Ok(
             Json(json!({"leader": st.self_api(), "key": req.key, "value": req.value}))
                 .into_response(),
         ),
-        Err(Error::NotLeader { address, .. }) => {
+        Err(SubmitKvError::Encode(e)) => Err(e),
+        Err(SubmitKvError::Node(Error::NotLeader { address, .. })) => {
             Ok(Json(json!({"leader": address.unwrap_or_default()})).into_response())
         }
-        Err(_) => Ok(Json(json!({"leader": st.leader_api().unwrap_or_default()})).into_response()),
+        Err(SubmitKvError::Node(_)) => {
+            Ok(Json(json!({"leader": st.leader_api().unwrap_or_default()})).into_response())
+        }
     }
 }
 

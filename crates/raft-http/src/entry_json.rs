@@ -3,7 +3,11 @@
 //! - a submitted text: `{"index": 3, "term": 1, "kind": "entry", "entry": "<text as posted>"}`
 //! - a leader's no-op: `{"index": 1, "term": 1, "kind": "noop"}`
 //! - a key-value command: `{"index": 5, "term": 1, "kind": "kv", "command": {"op": "put", "key": "k", "value": "v"}}`
-//!   (or `{"op": "delete", "key": "k"}`)
+//!   (or `{"op": "delete", "key": "k"}`); a command entry that does not decode is shown as
+//!   bytes
+//!
+//! An entry's kind decides its shape: a submitted text is always an `entry`, whatever it
+//! holds.
 //! - a payload that is not UTF-8 text: `{"index": 7, "term": 1, "kind": "bytes", "hex": "00ff..."}`
 //! - a configuration entry: `{"index": 9, "term": 2, "kind": "config"}`
 
@@ -16,25 +20,28 @@ pub fn entry_to_json(e: &Entry) -> Value {
     match e.kind {
         EntryKind::Noop => json!({"index": e.index, "term": e.term, "kind": "noop"}),
         EntryKind::Config => json!({"index": e.index, "term": e.term, "kind": "config"}),
-        EntryKind::Normal => {
-            if let Some(cmd) = KvCommand::decode(&e.data) {
+        EntryKind::Command => match KvCommand::from_entry(e) {
+            Some(cmd) => {
                 let command = match cmd {
                     KvCommand::Put { key, value } => {
                         json!({"op": "put", "key": key, "value": value})
                     }
                     KvCommand::Delete { key } => json!({"op": "delete", "key": key}),
                 };
-                return json!({"index": e.index, "term": e.term, "kind": "kv", "command": command});
+                json!({"index": e.index, "term": e.term, "kind": "kv", "command": command})
             }
-            match std::str::from_utf8(&e.data) {
-                Ok(text) => {
-                    json!({"index": e.index, "term": e.term, "kind": "entry", "entry": text})
-                }
-                Err(_) => {
-                    let hex: String = e.data.iter().map(|b| format!("{b:02x}")).collect();
-                    json!({"index": e.index, "term": e.term, "kind": "bytes", "hex": hex})
-                }
+            None => bytes_json(e),
+        },
+        EntryKind::Normal => match std::str::from_utf8(&e.data) {
+            Ok(text) => {
+                json!({"index": e.index, "term": e.term, "kind": "entry", "entry": text})
             }
-        }
+            Err(_) => bytes_json(e),
+        },
     }
+}
+
+fn bytes_json(e: &Entry) -> Value {
+    let hex: String = e.data.iter().map(|b| format!("{b:02x}")).collect();
+    json!({"index": e.index, "term": e.term, "kind": "bytes", "hex": hex})
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use raft_client::{Committed, KvReader, KvResponse, RaftNode};
+use raft_client::{Committed, KvCommand, KvReader, KvResponse, RaftNode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -61,7 +61,7 @@ impl AppState {
             .and_then(|l| self.node.api_address(l))
     }
 
-    /// Submits and records the outcome in the metrics.
+    /// Submits a plain entry and records the outcome in the metrics.
     pub(crate) async fn submit(
         &self,
         data: impl Into<Bytes>,
@@ -71,6 +71,30 @@ impl AppState {
         self.metrics.record_proposal(r.is_ok(), t0.elapsed());
         r
     }
+
+    /// Submits a key-value command and records the outcome in the metrics.
+    pub(crate) async fn submit_kv(
+        &self,
+        cmd: &KvCommand,
+    ) -> Result<Committed<KvResponse>, SubmitKvError> {
+        let data = cmd.encode().map_err(|e| {
+            SubmitKvError::Encode(ApiError::bad_request(format!(
+                "cannot encode the command: {e}"
+            )))
+        })?;
+        let t0 = Instant::now();
+        let r = self.node.submit_command(data).await;
+        self.metrics.record_proposal(r.is_ok(), t0.elapsed());
+        r.map_err(SubmitKvError::Node)
+    }
+}
+
+/// Why a key-value submit failed.
+pub(crate) enum SubmitKvError {
+    /// The command could not be encoded (answered as 400).
+    Encode(ApiError),
+    /// The node refused or failed it.
+    Node(raft_client::Error),
 }
 
 /// Parses a JSON body whatever its content type (the original's clients do not always set

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState, Body, KeyPath, Params};
+use crate::state::{parse_json, AppState, Body, KeyPath, Params, SubmitKvError};
 
 #[derive(Deserialize)]
 struct AppendBody {
@@ -79,10 +79,17 @@ async fn submit_kv(
     uri: &axum::http::Uri,
     cmd: &KvCommand,
 ) -> Result<(raft_client::Committed<KvResponse>, Option<String>), ApiError> {
-    let data = cmd
-        .encode()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let c = submit_here(st, uri, data).await?;
+    if !is_leader(st) {
+        return Err(elsewhere(st, uri, None));
+    }
+    let c = match st.submit_kv(cmd).await {
+        Ok(c) => c,
+        Err(SubmitKvError::Encode(e)) => return Err(e),
+        Err(SubmitKvError::Node(e @ Error::NotLeader { .. })) => {
+            return Err(elsewhere(st, uri, Some(e)))
+        }
+        Err(SubmitKvError::Node(e)) => return Err(ApiError::from_node(e, st.leader_api())),
+    };
     let previous = match &c.response {
         KvResponse::Applied { previous } => previous.clone(),
         KvResponse::NotACommand => None,

@@ -8,9 +8,15 @@
 //! - **Records**: `len | crc32c | postcard payload`. Entries, hard-state updates,
 //!   truncations and purge points are all records of the log, so one write and one
 //!   `fdatasync` make a whole `Ready` durable (group commit).
-//! - **Recovery**: segments are replayed in order. An unfinished record at the very end is
-//!   cut off with a warning; a damaged record followed by valid ones stops the open with
-//!   [`OpenError::Corrupt`], naming the file and byte offset.
+//! - **Recovery**: segments are replayed in order. An unfinished write at the very end (the
+//!   last record runs past the end of the file, or one of its 512-byte sectors reads as
+//!   zeros) is cut off with a warning: a crash interrupted it, so it was never synced nor
+//!   acknowledged. A last record that is complete but fails its checksum, or a damaged
+//!   record followed by valid ones, stops the open with [`OpenError::Corrupt`], naming the
+//!   file and byte offset: that is damage to data that may have been acknowledged.
+//! - **Syncs**: entries, term and vote are synced before a write returns; a commit index
+//!   alone is written without a sync ([`LogStorage::persist`] follows
+//!   [`raft_core::Ready::must_sync`]). [`LogStorage::stats`] counts writes and syncs.
 //! - **Failures**: after any I/O error the store refuses every further write; it never
 //!   reports a write done that is not durable.
 //!
@@ -34,15 +40,19 @@ mod cache;
 mod config;
 mod error;
 mod meta;
+mod reader;
 mod record;
 mod segment;
+mod stats;
 mod store;
 mod vfs;
 
 pub use config::{StorageConfig, SyncPolicy};
 pub use error::{OpenError, WriteError};
 pub use meta::{LOCK_FILE, META_FILE};
+pub use reader::{ReadPlan, SegmentReader};
 pub use record::FORMAT_VERSION;
 pub use segment::SEGMENT_EXT;
+pub use stats::{StatsSnapshot, StorageStats, SYNC_BUCKETS};
 pub use store::{LogStorage, WAL_DIR};
 pub use vfs::{StdVfs, Vfs, VfsFile};

@@ -21,13 +21,23 @@ pub(crate) fn parse_segment_seq(path: &Path) -> Option<u64> {
     path.file_stem()?.to_str()?.parse().ok()
 }
 
+/// The unit a disk writes atomically: a crash leaves each sector of a write either all
+/// new or as it was before (zeros, past the old end of an appended file).
+pub(crate) const SECTOR_BYTES: usize = 512;
+
 /// How a scan ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ScanEnd {
     /// Every byte belonged to a valid record.
     Clean,
-    /// From `offset` on, the bytes hold no valid record: an unfinished write.
+    /// From `offset` on, the bytes hold no valid record, and they look like a write that a
+    /// crash interrupted: the last record runs past the end of the file, or part of it
+    /// never reached the disk (a sector of it reads as zeros).
     Torn { offset: u64 },
+    /// The last record at `offset` is complete but fails its checksum, and no sector of
+    /// it is missing: that is damage to data that may have been acknowledged, not an
+    /// interrupted write.
+    DamagedTail { offset: u64 },
     /// The record at `offset` is damaged but valid records follow it.
     Corrupt { offset: u64 },
 }
@@ -38,9 +48,25 @@ pub(crate) struct Scan {
     pub(crate) end: ScanEnd,
 }
 
+/// Whether the bytes from `at` to the end look like an interrupted write: some sector's
+/// share of them is all zeros (it never reached the disk). `at` is a file offset.
+fn has_missing_sector(bytes: &[u8], at: usize) -> bool {
+    let mut start = at;
+    while start < bytes.len() {
+        let sector_end = (start / SECTOR_BYTES + 1) * SECTOR_BYTES;
+        let end = sector_end.min(bytes.len());
+        if bytes[start..end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = end;
+    }
+    false
+}
+
 /// Reads every record of `bytes`. At the first bad frame, looks for any valid frame after
-/// it: if one exists the damage is in the middle of the log (corruption); otherwise it is
-/// a torn tail.
+/// it: if one exists the damage is in the middle of the log (corruption). Otherwise the
+/// bad frame is the last one: a torn write when it is incomplete or has a sector missing,
+/// and damage otherwise.
 pub(crate) fn scan(bytes: &[u8], max_len: usize) -> Scan {
     let mut records = Vec::new();
     let mut at = 0usize;
@@ -50,13 +76,16 @@ pub(crate) fn scan(bytes: &[u8], max_len: usize) -> Scan {
                 records.push((at as u64, record, size));
                 at += size;
             }
-            Frame::Incomplete | Frame::Damaged => {
+            bad @ (Frame::Incomplete | Frame::Damaged) => {
                 let later_valid = (at + 1..bytes.len())
                     .any(|p| matches!(decode(&bytes[p..], max_len), Frame::Valid { .. }));
+                let offset = at as u64;
                 let end = if later_valid {
-                    ScanEnd::Corrupt { offset: at as u64 }
+                    ScanEnd::Corrupt { offset }
+                } else if bad == Frame::Incomplete || has_missing_sector(bytes, at) {
+                    ScanEnd::Torn { offset }
                 } else {
-                    ScanEnd::Torn { offset: at as u64 }
+                    ScanEnd::DamagedTail { offset }
                 };
                 return Scan { records, end };
             }
@@ -78,5 +107,19 @@ mod tests {
         assert_eq!(parse_segment_seq(&p), Some(42));
         assert!(segment_path(Path::new("/d"), 9) < segment_path(Path::new("/d"), 10));
         assert_eq!(parse_segment_seq(Path::new("/d/meta.json")), None);
+    }
+
+    #[test]
+    fn a_missing_sector_is_a_zeroed_share_of_any_sector() {
+        let mut b = vec![7u8; 2048];
+        assert!(!has_missing_sector(&b, 1000));
+        b[1000..1024].fill(0); // the rest of sector 1 after the record's start
+        assert!(has_missing_sector(&b, 1000));
+        assert!(!has_missing_sector(&b, 1024), "starts after the zeros");
+        let mut c = vec![7u8; 2048];
+        c[1536..].fill(0); // the last sector
+        assert!(has_missing_sector(&c, 1000));
+        c[1536] = 1;
+        assert!(!has_missing_sector(&c, 1000));
     }
 }

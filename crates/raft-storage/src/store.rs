@@ -11,12 +11,23 @@ use crate::cache::Cache;
 use crate::config::{StorageConfig, SyncPolicy};
 use crate::error::{OpenError, WriteError};
 use crate::meta::{self, DirLock};
+use crate::reader::{PlanItem, ReadPlan, SegmentReader};
 use crate::record::{decode, encode_into, Frame, Record, RecordRef, FORMAT_VERSION};
 use crate::segment::{parse_segment_seq, scan, segment_path, ScanEnd};
+use crate::stats::StorageStats;
 use crate::vfs::{StdVfs, Vfs, VfsFile};
 
 /// The name of the directory holding the segments, inside the data directory.
 pub const WAL_DIR: &str = "wal";
+
+/// What recovery found.
+#[derive(Debug, PartialEq, Eq)]
+enum Recovered {
+    /// A log to continue.
+    Log,
+    /// Only a segment whose creation never finished (removed): nothing was ever written.
+    NeverUsed,
+}
 
 /// Where an entry lives on disk.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +65,16 @@ pub struct LogStorage {
     cache: Cache,
     failed: bool,
     buf: Vec<u8>,
+    stats: Arc<StorageStats>,
+    reader: SegmentReader,
+}
+
+/// Syncs `file`, counting the call and its latency in `stats`.
+fn timed_sync(file: &mut dyn VfsFile, stats: &StorageStats) -> std::io::Result<()> {
+    let t0 = std::time::Instant::now();
+    let r = file.sync_data();
+    stats.synced(t0.elapsed());
+    r
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
@@ -86,6 +107,9 @@ impl LogStorage {
             .collect();
         seqs.sort_unstable();
         meta::check_or_create(&*vfs, &dir, &cfg.cluster_id, cfg.node_id, seqs.is_empty())?;
+        let vfs_for_reader = vfs.clone();
+        let wal_dir_for_reader = wal_dir.clone();
+        let max_record_for_reader = cfg.max_record_bytes as usize;
 
         let mut store = LogStorage {
             cache: Cache::new(cfg.cache_bytes),
@@ -101,8 +125,11 @@ impl LogStorage {
             hard_state: HardState::default(),
             failed: false,
             buf: Vec::new(),
+            stats: Arc::new(StorageStats::default()),
+            reader: SegmentReader::new(vfs_for_reader, wal_dir_for_reader, max_record_for_reader),
         };
-        if seqs.is_empty() {
+        let fresh = seqs.is_empty() || store.recover(&seqs)? == Recovered::NeverUsed;
+        if fresh {
             store.start_segment(1).map_err(|e| match e {
                 WriteError::Io { op, path, source } => OpenError::Io { op, path, source },
                 other => OpenError::BadMetadata {
@@ -110,14 +137,12 @@ impl LogStorage {
                     reason: other.to_string(),
                 },
             })?;
-        } else {
-            store.recover(&seqs)?;
         }
         Ok(store)
     }
 
     /// Replays every segment in order, rebuilding the index and hard state.
-    fn recover(&mut self, seqs: &[u64]) -> Result<(), OpenError> {
+    fn recover(&mut self, seqs: &[u64]) -> Result<Recovered, OpenError> {
         let max_len = self.cfg.max_record_bytes as usize;
         let mut seen_entry = false;
         for (i, &seq) in seqs.iter().enumerate() {
@@ -142,6 +167,16 @@ impl LogStorage {
                         reason: "damaged record followed by valid records".into(),
                     })
                 }
+                ScanEnd::DamagedTail { offset } => {
+                    return Err(OpenError::Corrupt {
+                        file: path,
+                        offset,
+                        reason: "the last record is complete but fails its checksum; an \
+                                 interrupted write cannot explain that (none of its sectors \
+                                 is missing), and the record may have been acknowledged"
+                            .into(),
+                    })
+                }
                 ScanEnd::Torn { offset } if !is_last => {
                     return Err(OpenError::Corrupt {
                         file: path,
@@ -159,13 +194,29 @@ impl LogStorage {
                     valid_len = offset;
                 }
             }
-            if result.records.is_empty() && is_last && i > 0 {
-                // A segment whose creation did not finish: nothing in it was ever used.
+            if result.records.is_empty() && is_last {
+                // A segment whose creation did not finish (not even its header is there):
+                // nothing in it was ever used. Only segment 1 may be alone like that: a
+                // later one always follows its predecessor, which holds the state it
+                // carries over (hard state, purge point).
+                if i == 0 && seq != 1 {
+                    return Err(OpenError::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: "the only segment has no header, and earlier segments are \
+                                 gone: the hard state cannot be recovered"
+                            .into(),
+                    });
+                }
                 tracing::warn!(file = %path.display(), "removing an unfinished new segment");
                 self.vfs.remove(&path).map_err(io_err("remove", &path))?;
                 self.vfs
                     .sync_dir(&self.wal_dir)
                     .map_err(io_err("sync", &self.wal_dir))?;
+                if i == 0 {
+                    // The very first start crashed while creating the log: start afresh.
+                    return Ok(Recovered::NeverUsed);
+                }
                 break;
             }
             for (n, (offset, record, size)) in result.records.into_iter().enumerate() {
@@ -267,7 +318,7 @@ impl LogStorage {
                 reason: "no usable segment".into(),
             });
         }
-        Ok(())
+        Ok(Recovered::Log)
     }
 
     /// Forgets entries up to `index` in memory (they are purged).
@@ -312,12 +363,18 @@ impl LogStorage {
         Err(WriteError::Io { op, path, source })
     }
 
-    /// Persists a [`Ready`]'s entries and hard state with one write and one sync.
+    /// The counters of this store's writes and syncs (shared; read them at any time).
+    pub fn stats(&self) -> Arc<StorageStats> {
+        self.stats.clone()
+    }
+
+    /// Persists a [`Ready`]'s entries and hard state with one write, and one sync when
+    /// [`Ready::must_sync`] asks for it (a commit index alone is written without a sync).
     pub fn persist(&mut self, rd: &Ready) -> Result<(), WriteError> {
         if !rd.must_persist() {
             return Ok(());
         }
-        self.write(&rd.entries, rd.hard_state)
+        self.write_batch(&rd.entries, rd.hard_state, rd.must_sync)
     }
 
     /// Appends `entries` (the first one replaces whatever the log holds at its index and
@@ -326,6 +383,17 @@ impl LogStorage {
         &mut self,
         entries: &[Entry],
         hard_state: Option<HardState>,
+    ) -> Result<(), WriteError> {
+        self.write_batch(entries, hard_state, true)
+    }
+
+    /// Like [`write`](Self::write); with `sync` false the data is written but not synced
+    /// (it becomes durable with the next sync, or may be lost in a crash before it).
+    pub fn write_batch(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+        sync: bool,
     ) -> Result<(), WriteError> {
         if self.failed {
             return Err(WriteError::Failed);
@@ -389,7 +457,7 @@ impl LogStorage {
                 max: self.cfg.max_record_bytes,
             });
         }
-        let sync = self.cfg.sync == SyncPolicy::Always;
+        let sync = sync && self.cfg.sync == SyncPolicy::Always;
         let Some(seg) = self.segments.get_mut(&self.active) else {
             self.buf = buf;
             return Err(WriteError::Failed);
@@ -399,9 +467,10 @@ impl LogStorage {
             self.buf = buf;
             return self.fail("append to", path, e);
         }
+        self.stats.wrote(buf.len());
         seg.size += buf.len() as u64;
         if sync {
-            if let Err(e) = seg.file.sync_data() {
+            if let Err(e) = timed_sync(&mut *seg.file, &self.stats) {
                 self.buf = buf;
                 return self.fail("sync", path, e);
             }
@@ -456,9 +525,13 @@ impl LogStorage {
             Ok(f) => f,
             Err(e) => return self.fail("create", path, e),
         };
-        if let Err(e) = file.append(&buf).and_then(|_| file.sync_data()) {
+        if let Err(e) = file
+            .append(&buf)
+            .and_then(|_| timed_sync(&mut *file, &self.stats))
+        {
             return self.fail("write", path, e);
         }
+        self.stats.wrote(buf.len());
         if let Err(e) = self.vfs.sync_dir(&self.wal_dir) {
             return self.fail("sync", self.wal_dir.clone(), e);
         }
@@ -495,9 +568,14 @@ impl LogStorage {
             return Err(WriteError::Failed);
         };
         let path = seg.path.clone();
-        if let Err(e) = seg.file.append(&buf).and_then(|_| seg.file.sync_data()) {
+        if let Err(e) = seg
+            .file
+            .append(&buf)
+            .and_then(|_| timed_sync(&mut *seg.file, &self.stats))
+        {
             return self.fail("append to", path, e);
         }
+        self.stats.wrote(buf.len());
         seg.size += buf.len() as u64;
         // The oldest segment still needed holds entry index+1 (or is the active one).
         let keep_from = self
@@ -506,6 +584,7 @@ impl LogStorage {
             .map_or(self.active, |l| l.seq);
         self.drop_prefix(index, term);
         let old: Vec<u64> = self.segments.range(..keep_from).map(|(&s, _)| s).collect();
+        self.reader.forget_before(keep_from);
         for seq in old {
             if let Some(seg) = self.segments.remove(&seq) {
                 if let Err(e) = self.vfs.remove(&seg.path) {
@@ -517,6 +596,56 @@ impl LogStorage {
             return self.fail("sync", self.wal_dir.clone(), e);
         }
         Ok(())
+    }
+
+    /// A reader of this store's segments, to carry out plans made by
+    /// [`plan_read`](Self::plan_read) without holding the store.
+    pub fn reader(&self) -> SegmentReader {
+        self.reader.clone()
+    }
+
+    /// Plans a read of the entries in `[lo, hi)`, stopping once their records pass
+    /// `max_bytes` (at least one entry when the range is not empty). Fast: it copies
+    /// locations and cached entries, and reads nothing from disk. The caller must only ask
+    /// for entries that cannot be overwritten (committed ones).
+    pub fn plan_read(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<ReadPlan, StorageError> {
+        if lo < self.first {
+            return Err(StorageError::Compacted(lo));
+        }
+        let hi = hi.min(self.last_index().saturating_add(1));
+        let mut items = Vec::new();
+        let mut size = 0u64;
+        for index in lo..hi {
+            let item = match self.cache.get(index) {
+                Some(e) => {
+                    size += e.size();
+                    PlanItem::Cached(e.clone())
+                }
+                None => {
+                    let loc = self
+                        .index
+                        .get((index - self.first) as usize)
+                        .ok_or(StorageError::Unavailable(index))?;
+                    size += u64::from(loc.len);
+                    PlanItem::Disk {
+                        index,
+                        seq: loc.seq,
+                        offset: loc.offset,
+                        len: loc.len,
+                    }
+                }
+            };
+            if size > max_bytes && !items.is_empty() {
+                break;
+            }
+            items.push(item);
+        }
+        Ok(ReadPlan { items })
     }
 
     fn read_entry(&self, index: LogIndex) -> Result<Entry, StorageError> {

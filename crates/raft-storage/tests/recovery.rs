@@ -114,7 +114,9 @@ fn a_damaged_record_followed_by_valid_ones_stops_the_open_naming_file_and_offset
 }
 
 #[test]
-fn a_damaged_last_record_is_treated_as_torn() {
+fn a_complete_last_record_with_a_flipped_bit_refuses_to_open() {
+    // A crash cannot flip a bit in a record it wrote whole: the record may have been
+    // acknowledged, so cutting it would silently lose it.
     let dir = tempfile::tempdir().unwrap();
     let (start, end) = write_log(dir.path(), 5);
     let seg = only_segment(dir.path());
@@ -122,13 +124,89 @@ fn a_damaged_last_record_is_treated_as_torn() {
     let at = (start + (end - start) / 2) as usize;
     bytes[at] ^= 0x01;
     fs::write(&seg, &bytes).unwrap();
+    match LogStorage::open(cfg(dir.path())) {
+        Err(OpenError::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(file, seg);
+            assert_eq!(offset, start);
+            assert!(reason.contains("may have been acknowledged"), "{reason}");
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("a damaged complete record must not be cut silently"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn a_last_record_with_a_sector_that_never_reached_the_disk_is_cut_as_torn() {
+    // The file grew, but a sector of the last write still reads as zeros: a crash
+    // interrupted the write before its sync, so it was never acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogStorage::open(cfg(dir.path())).unwrap();
+    for i in 1..=3 {
+        log.write(&[entry(1, i)], None).unwrap();
+    }
+    let seg = only_segment(dir.path());
+    let start = fs::metadata(&seg).unwrap().len();
+    log.write(&[Entry::normal(1, 4, vec![0x5a; 1500])], None)
+        .unwrap();
+    drop(log);
+    let mut bytes = fs::read(&seg).unwrap();
+    let sector = (start as usize / 512 + 1) * 512; // the first sector boundary inside it
+    bytes[sector..sector + 512].fill(0);
+    fs::write(&seg, &bytes).unwrap();
     let log = LogStorage::open(cfg(dir.path())).unwrap();
-    assert_entries(&log, 4);
+    assert_entries(&log, 3);
     assert_eq!(
         fs::metadata(&seg).unwrap().len(),
         start,
-        "the damaged tail was cut off"
+        "the torn write was cut"
     );
+}
+
+#[test]
+fn a_crash_while_creating_the_first_segment_is_recovered_by_starting_afresh() {
+    for kept in [0usize, 5, 12] {
+        let dir = tempfile::tempdir().unwrap();
+        drop(LogStorage::open(cfg(dir.path())).unwrap());
+        // The header (and the initial hard state) only partly reached the disk.
+        let seg = only_segment(dir.path());
+        let bytes = fs::read(&seg).unwrap();
+        fs::write(&seg, &bytes[..kept]).unwrap();
+        let mut log = LogStorage::open(cfg(dir.path())).unwrap();
+        log.write(&[entry(1, 1)], None).unwrap();
+        drop(log);
+        // The next start finds a proper log: header first, then the entry.
+        let log = LogStorage::open(cfg(dir.path()))
+            .unwrap_or_else(|e| panic!("after keeping {kept} bytes: {e}"));
+        assert_entries(&log, 1);
+    }
+}
+
+#[test]
+fn a_lone_later_segment_without_a_header_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.segment_bytes = 200;
+    {
+        let mut log = LogStorage::open(c.clone()).unwrap();
+        for i in 1..=20 {
+            log.write(&[entry(1, i)], None).unwrap();
+        }
+        log.purge_to(20).unwrap();
+    }
+    let seg = only_segment(dir.path());
+    fs::write(&seg, b"").unwrap();
+    match LogStorage::open(c) {
+        Err(OpenError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("hard state"), "{reason}")
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("a log that lost its hard state must not open as new"),
+    }
 }
 
 #[test]
