@@ -69,10 +69,22 @@ pub struct NetTuning {
     pub max_frame_bytes: usize,
     /// Messages queued per peer. Default 4096.
     pub send_queue: usize,
+    /// Bytes of messages queued per peer. Default 64 MiB.
+    pub send_queue_bytes: u64,
     /// Messages queued from peers. Default 8192.
     pub recv_queue: usize,
+    /// Frame bytes queued from peers (at least `max_frame_bytes`). Default 64 MiB.
+    pub recv_queue_bytes: usize,
     /// Longest reconnect delay. Default 1 s.
     pub backoff_max: Duration,
+    /// Inbound connections in their handshake at most; more are closed at once. Default 64.
+    pub max_pending_handshakes: usize,
+    /// Time allowed to connect and complete the handshake. Default 3 s.
+    pub handshake_timeout: Duration,
+    /// An inbound peer connection silent this long is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// TCP keepalive time and interval on peer connections. Default 10 s.
+    pub keepalive: Duration,
 }
 
 impl Default for NetTuning {
@@ -80,8 +92,14 @@ impl Default for NetTuning {
         NetTuning {
             max_frame_bytes: 16 << 20,
             send_queue: 4096,
+            send_queue_bytes: 64 << 20,
             recv_queue: 8192,
+            recv_queue_bytes: 64 << 20,
             backoff_max: Duration::from_secs(1),
+            max_pending_handshakes: 64,
+            handshake_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(60),
+            keepalive: Duration::from_secs(10),
         }
     }
 }

@@ -135,8 +135,14 @@ async fn build<SM: StateMachine>(
     let mut ncfg = NetConfig::new(cfg.id, cfg.cluster_id.clone(), me.raft, peers);
     ncfg.max_frame_bytes = cfg.net.max_frame_bytes;
     ncfg.send_queue = cfg.net.send_queue;
+    ncfg.send_queue_bytes = cfg.net.send_queue_bytes;
     ncfg.recv_queue = cfg.net.recv_queue;
+    ncfg.recv_queue_bytes = cfg.net.recv_queue_bytes;
     ncfg.backoff_max = cfg.net.backoff_max;
+    ncfg.max_pending_handshakes = cfg.net.max_pending_handshakes;
+    ncfg.handshake_timeout = cfg.net.handshake_timeout;
+    ncfg.idle_timeout = cfg.net.idle_timeout;
+    ncfg.keepalive = cfg.net.keepalive;
     let (transport, inbound) = Transport::start(ncfg).await?;
 
     tracing::info!(

@@ -120,6 +120,20 @@ pub struct RejectHint {
     pub term: Term,
 }
 
+impl Message {
+    /// Roughly the bytes this message takes on the wire and in queues: its entries' sizes
+    /// (as [`Entry::size`] counts them) plus a fixed overhead. For byte-bounded queues.
+    pub fn size_hint(&self) -> u64 {
+        const OVERHEAD: u64 = 64;
+        match &self.body {
+            MessageBody::AppendEntries { entries, .. } => entries
+                .iter()
+                .fold(OVERHEAD, |n, e| n.saturating_add(e.size())),
+            _ => OVERHEAD,
+        }
+    }
+}
+
 impl MessageBody {
     /// A short name for logs and counters.
     pub fn name(&self) -> &'static str {

@@ -27,8 +27,16 @@ pub struct NetConfig {
     /// Messages queued per peer; when full, further messages to it are dropped and counted.
     /// Default 4096.
     pub send_queue: usize,
+    /// Bytes of messages queued per peer (as [`raft_core::Message::size_hint`] counts them);
+    /// past it, further messages to the peer are dropped and counted (one message is always
+    /// accepted into an empty queue). Default 64 MiB.
+    pub send_queue_bytes: u64,
     /// Messages queued from all peers toward the node. Default 8192.
     pub recv_queue: usize,
+    /// Frame bytes queued from all peers toward the node; past it, readers stop reading
+    /// until the node catches up (TCP pushes back on the peers). At least
+    /// `max_frame_bytes`. Default 64 MiB.
+    pub recv_queue_bytes: usize,
     /// The first reconnect delay; it doubles per failure, with jitter. Default 10 ms.
     pub backoff_initial: Duration,
     /// The longest reconnect delay. Default 1 s.
@@ -38,8 +46,16 @@ pub struct NetConfig {
     /// Time allowed to write and flush one batch to a peer; past it the connection is
     /// considered dead (a peer that stopped reading) and is replaced. Default 10 s.
     pub write_timeout: Duration,
-    /// Inbound connections open at once at most (further ones wait). Default 256.
-    pub max_inbound_connections: usize,
+    /// Inbound connections still in their handshake at most; past it, new connections are
+    /// closed at once (and counted). A peer's accepted connection does not count against it
+    /// (each peer has one live inbound connection: a new one replaces the old). Default 64.
+    pub max_pending_handshakes: usize,
+    /// An inbound connection on which nothing arrives for this long is closed (the peer
+    /// reconnects when it next has something to send). Default 60 s.
+    pub idle_timeout: Duration,
+    /// TCP keepalive probes start after this much silence, and repeat at this interval,
+    /// so that a peer that vanished is noticed. Default 10 s.
+    pub keepalive: Duration,
     /// Adds and checks credentials in the handshake. Default: none.
     pub authenticator: Arc<dyn Authenticator>,
 }
@@ -59,12 +75,16 @@ impl NetConfig {
             peers,
             max_frame_bytes: 16 << 20,
             send_queue: 4096,
+            send_queue_bytes: 64 << 20,
             recv_queue: 8192,
+            recv_queue_bytes: 64 << 20,
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(3),
             write_timeout: Duration::from_secs(10),
-            max_inbound_connections: 256,
+            max_pending_handshakes: 64,
+            idle_timeout: Duration::from_secs(60),
+            keepalive: Duration::from_secs(10),
             authenticator: Arc::new(NoAuth),
         }
     }
@@ -80,6 +100,10 @@ impl std::fmt::Debug for NetConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("send_queue", &self.send_queue)
             .field("recv_queue", &self.recv_queue)
+            .field("recv_queue_bytes", &self.recv_queue_bytes)
+            .field("send_queue_bytes", &self.send_queue_bytes)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }

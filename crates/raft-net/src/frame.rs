@@ -1,10 +1,11 @@
-//! Framing: a 4-byte big-endian length prefix (tokio-util's length-delimited codec) around
-//! a `postcard`-encoded [`Envelope`]. A length above the limit is refused as soon as the
-//! prefix is read, before anything is allocated for the frame.
+//! Framing: a 4-byte big-endian length prefix around a `postcard`-encoded [`Envelope`].
+//! A length above the limit is refused as soon as the prefix is read, and nothing is
+//! reserved for a frame ahead of its bytes: the read buffer grows with the bytes actually
+//! received, so a peer that announces a large frame and sends nothing costs nothing.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_core::{Envelope, Message};
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -13,11 +14,70 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// unauthenticated connection never gets a large buffer.
 pub const HANDSHAKE_FRAME_BYTES: usize = 64 << 10;
 
-pub(crate) fn length_codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(LENGTH_PREFIX_BYTES)
-        .max_frame_length(max_frame_bytes)
-        .new_codec()
+/// Length-prefixed frames of at most `max_frame_bytes` (prefix excluded).
+#[derive(Clone, Debug)]
+pub struct FrameCodec {
+    max_frame_bytes: usize,
+}
+
+impl FrameCodec {
+    /// A codec refusing frames above `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        FrameCodec { max_frame_bytes }
+    }
+
+    /// Changes the limit (raised once a peer is authenticated).
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
+    fn too_large(&self, len: usize) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "frame of {len} bytes exceeds the limit of {}",
+                self.max_frame_bytes
+            ),
+        )
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        if src.len() < LENGTH_PREFIX_BYTES {
+            return Ok(None);
+        }
+        let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+        prefix.copy_from_slice(&src[..LENGTH_PREFIX_BYTES]);
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > self.max_frame_bytes {
+            return Err(self.too_large(len));
+        }
+        if src.len() - LENGTH_PREFIX_BYTES < len {
+            // Wait for more bytes; the reader grows the buffer as they arrive.
+            return Ok(None);
+        }
+        src.advance(LENGTH_PREFIX_BYTES);
+        Ok(Some(src.split_to(len)))
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, data: Bytes, dst: &mut BytesMut) -> Result<(), std::io::Error> {
+        if data.len() > self.max_frame_bytes {
+            return Err(self.too_large(data.len()));
+        }
+        let len = u32::try_from(data.len()).map_err(|_| self.too_large(data.len()))?;
+        dst.reserve(LENGTH_PREFIX_BYTES + data.len());
+        dst.put_u32(len);
+        dst.extend_from_slice(&data);
+        Ok(())
+    }
 }
 
 /// Why bytes could not be decoded into messages.
@@ -49,14 +109,14 @@ pub fn decode_message(frame: &[u8]) -> Result<Message, postcard::Error> {
 
 /// A decoder from bytes to messages, with the frame limit enforced.
 pub struct MessageDecoder {
-    inner: LengthDelimitedCodec,
+    inner: FrameCodec,
 }
 
 impl MessageDecoder {
     /// A decoder refusing frames above `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
         MessageDecoder {
-            inner: length_codec(max_frame_bytes),
+            inner: FrameCodec::new(max_frame_bytes),
         }
     }
 }
@@ -76,5 +136,38 @@ impl Decoder for MessageDecoder {
                     .map_err(FrameError::Decode)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_announced_frame_reserves_nothing_ahead_of_its_bytes() {
+        let mut codec = FrameCodec::new(16 << 20);
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_u32(15 << 20); // announces 15 MiB...
+        buf.put_slice(b"abc"); // ...and sends three bytes
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() < 1024, "capacity {}", buf.capacity());
+    }
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused_on_the_prefix() {
+        let mut codec = FrameCodec::new(8);
+        let mut buf = BytesMut::new();
+        codec
+            .encode(Bytes::from_static(b"12345678"), &mut buf)
+            .unwrap();
+        codec.encode(Bytes::from_static(b""), &mut buf).unwrap();
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"12345678");
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"");
+        assert!(codec
+            .encode(Bytes::from_static(b"123456789"), &mut buf)
+            .is_err());
+        let mut big = BytesMut::new();
+        big.put_u32(9);
+        assert!(codec.decode(&mut big).is_err());
     }
 }

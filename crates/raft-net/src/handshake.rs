@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 /// The bytes every hello starts with.
 pub const MAGIC: [u8; 8] = *b"RAFTNET\x01";
 
+/// The only reason an acceptor gives a refused dialer. The real reason (wrong cluster,
+/// unknown node, ...) would tell an outsider this node's cluster id and its peers' ids; it
+/// goes to the acceptor's log instead.
+pub const REFUSED: &str = "refused; the peer's log says why";
+
 /// The first frame on a connection, from the dialer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -31,7 +36,7 @@ pub struct Hello {
 pub enum HelloReply {
     /// The connection is accepted; messages may follow.
     Welcome,
-    /// The connection is refused, with the reason; the acceptor closes it.
+    /// The connection is refused; the acceptor closes it. The text is always [`REFUSED`].
     Refused(String),
 }
 

@@ -1,56 +1,109 @@
 //! The accept loop and one reader task per connection.
+//!
+//! Limits: at most `max_pending_handshakes` connections in their handshake (more are closed
+//! at once), each with `handshake_timeout`; one live connection per peer (a new one
+//! replaces the old); `idle_timeout` on a connection that delivers nothing; frame buffers
+//! that grow only with the bytes received; a byte budget on what waits for the node; and
+//! an accept loop that backs off when `accept` fails (out of descriptors, say).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use raft_core::{Message, NodeId};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::NetConfig;
 use crate::error::ConnError;
-use crate::frame::{decode_message, length_codec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
-use crate::handshake::{Hello, HelloReply};
-use crate::stats::PeerCounters;
+use crate::frame::{decode_message, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
+use crate::handshake::{Hello, HelloReply, REFUSED};
+use crate::stats::{ListenerCounters, PeerCounters};
 use crate::transport::Counters;
 
-pub(crate) async fn run_acceptor(
-    cfg: Arc<NetConfig>,
-    listener: TcpListener,
-    inbound: mpsc::Sender<(NodeId, Message)>,
-    counters: Counters,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let slots = Arc::new(Semaphore::new(cfg.max_inbound_connections.max(1)));
+/// A received message on its way to the node, holding its share of the byte budget until
+/// the node takes it.
+pub(crate) struct Delivery {
+    pub(crate) from: NodeId,
+    pub(crate) msg: Message,
+    pub(crate) _budget: OwnedSemaphorePermit,
+}
+
+/// The live inbound connection of each peer: (connection number, its cancellation).
+type Live = Mutex<BTreeMap<NodeId, (u64, CancellationToken)>>;
+
+/// What every reader shares.
+pub(crate) struct Shared {
+    pub(crate) cfg: Arc<NetConfig>,
+    pub(crate) inbound: mpsc::Sender<Delivery>,
+    pub(crate) budget: Arc<Semaphore>,
+    pub(crate) counters: Counters,
+    pub(crate) listener: Arc<ListenerCounters>,
+    pub(crate) cancel: CancellationToken,
+    live: Live,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        cfg: Arc<NetConfig>,
+        inbound: mpsc::Sender<Delivery>,
+        counters: Counters,
+        listener: Arc<ListenerCounters>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let budget = Arc::new(Semaphore::new(cfg.recv_queue_bytes));
+        Shared {
+            cfg,
+            inbound,
+            budget,
+            counters,
+            listener,
+            cancel,
+            live: Mutex::new(BTreeMap::new()),
+            next_conn: AtomicU64::new(0),
+        }
+    }
+}
+
+pub(crate) async fn run_acceptor(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTracker) {
+    let handshakes = Arc::new(Semaphore::new(shared.cfg.max_pending_handshakes.max(1)));
+    let mut backoff = Duration::ZERO;
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let (stream, addr) = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = shared.cancel.cancelled() => return,
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff = Duration::ZERO;
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors, typically: retrying at once would spin.
+                    PeerCounters::add(&shared.listener.accept_errors, 1);
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tracing::warn!(error = %e, retry_in = ?backoff, "accept failed");
+                    tokio::select! {
+                        _ = shared.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     continue;
                 }
             },
         };
-        let cfg = cfg.clone();
-        let inbound = inbound.clone();
-        let counters = counters.clone();
-        let cancel = cancel.clone();
+        let Ok(handshake_slot) = handshakes.clone().try_acquire_owned() else {
+            PeerCounters::add(&shared.listener.over_limit, 1);
+            tracing::debug!(%addr, "too many handshakes in progress; closing the connection");
+            drop(stream);
+            continue;
+        };
+        let shared = shared.clone();
         tracker.spawn(async move {
-            let _permit = permit;
-            match serve(&cfg, stream, &inbound, &counters, &cancel).await {
+            match serve(&shared, stream, handshake_slot).await {
                 Ok(()) => {}
                 Err(ConnError::Closed) => tracing::debug!(%addr, "peer closed its connection"),
                 Err(e) => tracing::warn!(%addr, reason = %e, "closed inbound connection"),
@@ -59,18 +112,27 @@ pub(crate) async fn run_acceptor(
     }
 }
 
-/// Handshake, then read messages until the connection ends or is found bad.
+/// Turns TCP keepalive on, so that a peer that vanished is noticed.
+pub(crate) fn keepalive(stream: &TcpStream, every: Duration) -> std::io::Result<()> {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(every)
+        .with_interval(every);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&ka)
+}
+
+/// Handshake, then read messages until the connection ends, is found bad, idles out or is
+/// replaced by a newer connection from the same peer.
 async fn serve(
-    cfg: &NetConfig,
+    shared: &Shared,
     stream: TcpStream,
-    inbound: &mpsc::Sender<(NodeId, Message)>,
-    counters: &Counters,
-    cancel: &CancellationToken,
+    handshake_slot: OwnedSemaphorePermit,
 ) -> Result<(), ConnError> {
+    let cfg = &shared.cfg;
     stream.set_nodelay(true)?;
-    let mut framed = Framed::new(stream, length_codec(HANDSHAKE_FRAME_BYTES));
+    keepalive(&stream, cfg.keepalive)?;
+    let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
     let first = tokio::select! {
-        _ = cancel.cancelled() => return Ok(()),
+        _ = shared.cancel.cancelled() => return Ok(()),
         f = tokio::time::timeout(cfg.handshake_timeout, framed.next()) => f,
     };
     let first = first
@@ -80,37 +142,85 @@ async fn serve(
         Ok(h) => h,
         Err(e) => return Err(ConnError::Malformed(format!("not a hello: {e}"))),
     };
-    let known = |id: NodeId| counters.contains_key(&id);
+    let known = |id: NodeId| shared.counters.contains_key(&id);
     if let Err(reason) = hello.check(&cfg.cluster_id, cfg.id, known, &*cfg.authenticator) {
-        let reply = postcard::to_allocvec(&HelloReply::Refused(reason.clone()))
+        PeerCounters::add(&shared.listener.refused, 1);
+        // The dialer learns only that it was refused: the reason names this node's cluster
+        // and ids, which an outsider must not learn. It goes to the local log instead.
+        let reply = postcard::to_allocvec(&HelloReply::Refused(REFUSED.into()))
             .map_err(|e| ConnError::Malformed(e.to_string()))?;
-        // Best effort: the dialer logs the reason; the connection closes either way.
-        let _ = framed.send(bytes::Bytes::from(reply)).await;
+        let _ = tokio::time::timeout(
+            cfg.handshake_timeout,
+            framed.send(bytes::Bytes::from(reply)),
+        )
+        .await;
         return Err(ConnError::Refused(reason));
     }
     let welcome = postcard::to_allocvec(&HelloReply::Welcome)
         .map_err(|e| ConnError::Malformed(e.to_string()))?;
-    framed.send(bytes::Bytes::from(welcome)).await?;
+    tokio::time::timeout(
+        cfg.handshake_timeout,
+        framed.send(bytes::Bytes::from(welcome)),
+    )
+    .await
+    .map_err(|_| ConnError::Timeout)??;
+    drop(handshake_slot);
+    PeerCounters::add(&shared.listener.accepted, 1);
     // Authenticated: from now on, frames up to the configured limit.
-    framed.codec_mut().set_max_frame_length(cfg.max_frame_bytes);
+    framed.codec_mut().set_max_frame_bytes(cfg.max_frame_bytes);
     let from = hello.from;
-    let Some(peer_counters) = counters.get(&from) else {
+    let Some(peer_counters) = shared.counters.get(&from) else {
         return Err(ConnError::Refused(format!(
             "node {from} is not a known peer"
         )));
     };
+    // This connection is the peer's live one now; an older one is closed.
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let mine = shared.cancel.child_token();
+    let older = shared
+        .live
+        .lock()
+        .ok()
+        .and_then(|mut live| live.insert(from, (conn, mine.clone())));
+    if let Some((_, old)) = older {
+        PeerCounters::add(&shared.listener.replaced, 1);
+        old.cancel();
+    }
     tracing::debug!(peer = from, "accepted connection from peer");
+    let result = read_messages(shared, &mut framed, from, peer_counters, &mine).await;
+    if let Ok(mut live) = shared.live.lock() {
+        if live.get(&from).is_some_and(|(c, _)| *c == conn) {
+            live.remove(&from);
+        }
+    }
+    result
+}
+
+async fn read_messages(
+    shared: &Shared,
+    framed: &mut Framed<TcpStream, FrameCodec>,
+    from: NodeId,
+    peer_counters: &PeerCounters,
+    mine: &CancellationToken,
+) -> Result<(), ConnError> {
+    let cfg = &shared.cfg;
     loop {
         let frame = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            f = framed.next() => match f {
-                None => return Err(ConnError::Closed),
-                Some(Err(e)) => return Err(ConnError::Malformed(e.to_string())),
-                Some(Ok(f)) => f,
+            _ = mine.cancelled() => return Ok(()),
+            f = tokio::time::timeout(cfg.idle_timeout, framed.next()) => match f {
+                Err(_) => {
+                    PeerCounters::add(&shared.listener.idle_closed, 1);
+                    tracing::debug!(peer = from, "closing an idle connection");
+                    return Ok(());
+                }
+                Ok(None) => return Err(ConnError::Closed),
+                Ok(Some(Err(e))) => return Err(ConnError::Malformed(e.to_string())),
+                Ok(Some(Ok(f))) => f,
             },
         };
-        let size = (frame.len() + LENGTH_PREFIX_BYTES) as u64;
+        let size = frame.len() + LENGTH_PREFIX_BYTES;
         let msg = decode_message(&frame).map_err(|e| ConnError::Malformed(e.to_string()))?;
+        drop(frame);
         if msg.from != from || msg.to != cfg.id {
             return Err(ConnError::Malformed(format!(
                 "message from {} to {} on the connection of node {from} to node {}",
@@ -118,10 +228,25 @@ async fn serve(
             )));
         }
         PeerCounters::add(&peer_counters.msgs_received, 1);
-        PeerCounters::add(&peer_counters.bytes_received, size);
+        PeerCounters::add(&peer_counters.bytes_received, size as u64);
+        // Wait for room in the byte budget: a node that falls behind slows its peers down
+        // (TCP pushes back) instead of queueing without bound.
+        let want = u32::try_from(size.min(cfg.recv_queue_bytes)).unwrap_or(u32::MAX);
+        let budget = tokio::select! {
+            _ = mine.cancelled() => return Ok(()),
+            p = shared.budget.clone().acquire_many_owned(want) => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+        };
+        let delivery = Delivery {
+            from,
+            msg,
+            _budget: budget,
+        };
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = inbound.send((from, msg)) => if r.is_err() { return Ok(()) },
+            _ = mine.cancelled() => return Ok(()),
+            r = shared.inbound.send(delivery) => if r.is_err() { return Ok(()) },
         }
     }
 }

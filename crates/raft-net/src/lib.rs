@@ -47,7 +47,10 @@ mod transport;
 
 pub use config::NetConfig;
 pub use error::NetError;
-pub use frame::{decode_message, encode_message, FrameError, MessageDecoder, LENGTH_PREFIX_BYTES};
-pub use handshake::{Authenticator, Hello, HelloReply, NoAuth, MAGIC};
-pub use stats::PeerStats;
+pub use frame::{
+    decode_message, encode_message, FrameCodec, FrameError, MessageDecoder, HANDSHAKE_FRAME_BYTES,
+    LENGTH_PREFIX_BYTES,
+};
+pub use handshake::{Authenticator, Hello, HelloReply, NoAuth, MAGIC, REFUSED};
+pub use stats::{ListenerStats, PeerStats};
 pub use transport::{Inbound, Transport};

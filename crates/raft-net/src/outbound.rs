@@ -1,7 +1,10 @@
-//! One writer task per peer: owns the persistent connection, reconnects with backoff,
-//! drains its queue and flushes once per batch.
+//! One writer task per peer: owns the persistent connection, drains its queue and flushes
+//! once per batch. It connects when it has something to send: after a failure it retries
+//! with backoff; after the peer closed an idle connection it reconnects at its next
+//! message.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -9,28 +12,48 @@ use raft_core::{Message, NodeId};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::NetConfig;
 use crate::error::ConnError;
-use crate::frame::{encode_message, length_codec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
+use crate::frame::{encode_message, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
 use crate::handshake::{Hello, HelloReply};
+use crate::inbound::keepalive;
 use crate::stats::PeerCounters;
 
 /// Messages written per flush at most.
 const MAX_BATCH: usize = 1024;
 
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, LengthDelimitedCodec>;
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>;
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>;
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>;
+
+/// A message in a peer's queue, with the bytes it holds of the queue's byte bound.
+pub(crate) struct Queued {
+    pub(crate) msg: Message,
+    pub(crate) bytes: u64,
+}
+
+/// Takes the next message from the queue, giving its bytes back to the bound.
+async fn next(rx: &mut mpsc::Receiver<Queued>, counters: &PeerCounters) -> Option<Message> {
+    let q = rx.recv().await?;
+    counters.queued_bytes.fetch_sub(q.bytes, Ordering::AcqRel);
+    Some(q.msg)
+}
+
+fn try_next(rx: &mut mpsc::Receiver<Queued>, counters: &PeerCounters) -> Option<Message> {
+    let q = rx.try_recv().ok()?;
+    counters.queued_bytes.fetch_sub(q.bytes, Ordering::AcqRel);
+    Some(q.msg)
+}
 
 /// Runs until cancelled or until the transport drops the queue's sender.
 pub(crate) async fn run_writer(
     cfg: Arc<NetConfig>,
     peer: NodeId,
     addr: SocketAddr,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Queued>,
     counters: Arc<PeerCounters>,
     cancel: CancellationToken,
 ) {
@@ -39,7 +62,19 @@ pub(crate) async fn run_writer(
         cfg.backoff_max,
         cfg.id.wrapping_mul(0x9E37_79B9) ^ peer.wrapping_mul(0x85EB_CA6B) ^ u64::from(addr.port()),
     );
+    // The message that made the writer (re)connect, sent first once connected.
+    let mut carried: Option<Message> = None;
     loop {
+        if carried.is_none() {
+            // Connect only when there is something to send: an idle link costs nothing.
+            carried = tokio::select! {
+                _ = cancel.cancelled() => return,
+                m = next(&mut rx, &counters) => match m {
+                    Some(m) => Some(m),
+                    None => return,
+                },
+            };
+        }
         let connected = tokio::select! {
             _ = cancel.cancelled() => return,
             r = tokio::time::timeout(cfg.handshake_timeout, connect(&cfg, peer, addr)) => {
@@ -51,8 +86,24 @@ pub(crate) async fn run_writer(
                 backoff.reset();
                 PeerCounters::add(&counters.connects, 1);
                 tracing::info!(peer, %addr, "connected to peer");
-                match write_loop(&cfg, writer, reader, &mut rx, &counters, &cancel).await {
+                match write_loop(
+                    &cfg,
+                    writer,
+                    reader,
+                    &mut rx,
+                    carried.take(),
+                    &counters,
+                    &cancel,
+                )
+                .await
+                {
                     Ok(()) => return, // cancelled or transport gone
+                    Err(ConnError::Closed) => {
+                        // The peer closed the connection (idle, or restarting): connect again
+                        // at the next message, without waiting.
+                        tracing::debug!(peer, %addr, "peer closed the connection");
+                        continue;
+                    }
                     Err(e) => e,
                 }
             }
@@ -80,9 +131,10 @@ async fn connect(
 ) -> Result<(Writer, Reader), ConnError> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    keepalive(&stream, cfg.keepalive)?;
     let (r, w) = stream.into_split();
-    let mut writer = FramedWrite::new(w, length_codec(cfg.max_frame_bytes));
-    let mut reader = FramedRead::new(r, length_codec(HANDSHAKE_FRAME_BYTES));
+    let mut writer = FramedWrite::new(w, FrameCodec::new(cfg.max_frame_bytes));
+    let mut reader = FramedRead::new(r, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
     let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer);
     hello.credentials = cfg.authenticator.credentials(&hello);
     let bytes = postcard::to_allocvec(&hello).map_err(|e| ConnError::Malformed(e.to_string()))?;
@@ -95,12 +147,14 @@ async fn connect(
     }
 }
 
-/// Sends queued messages until cancelled (`Ok`) or the connection fails (`Err`).
+/// Sends `first`, then queued messages, until cancelled (`Ok`) or the connection fails or
+/// is closed by the peer (`Err`).
 async fn write_loop(
     cfg: &NetConfig,
     mut writer: Writer,
     reader: Reader,
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &mut mpsc::Receiver<Queued>,
+    mut first: Option<Message>,
     counters: &PeerCounters,
     cancel: &CancellationToken,
 ) -> Result<(), ConnError> {
@@ -110,19 +164,22 @@ async fn write_loop(
     let mut probe = [0u8; 1];
     let mut batch: Vec<Message> = Vec::with_capacity(MAX_BATCH);
     loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = raw.read(&mut probe) => return Err(ConnError::Closed),
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => return Ok(()),
+        let head = match first.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = raw.read(&mut probe) => return Err(ConnError::Closed),
+                m = next(rx, counters) => match m {
+                    Some(m) => m,
+                    None => return Ok(()),
+                },
             },
         };
-        batch.push(first);
+        batch.push(head);
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+            match try_next(rx, counters) {
+                Some(m) => batch.push(m),
+                None => break,
             }
         }
         let n = batch.len() as u64;

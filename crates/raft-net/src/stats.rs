@@ -12,6 +12,8 @@ pub(crate) struct PeerCounters {
     pub(crate) msgs_dropped: AtomicU64,
     pub(crate) connects: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
+    /// Bytes of messages waiting in the peer's send queue.
+    pub(crate) queued_bytes: AtomicU64,
 }
 
 impl PeerCounters {
@@ -31,6 +33,49 @@ impl PeerCounters {
             connect_failures: get(&self.connect_failures),
         }
     }
+}
+
+/// Live counters of the listener.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerCounters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) over_limit: AtomicU64,
+    pub(crate) replaced: AtomicU64,
+    pub(crate) idle_closed: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+}
+
+impl ListenerCounters {
+    pub(crate) fn snapshot(&self) -> ListenerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ListenerStats {
+            accepted: get(&self.accepted),
+            refused: get(&self.refused),
+            over_limit: get(&self.over_limit),
+            replaced: get(&self.replaced),
+            idle_closed: get(&self.idle_closed),
+            accept_errors: get(&self.accept_errors),
+        }
+    }
+}
+
+/// A snapshot of the listener's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Connections whose handshake was accepted.
+    pub accepted: u64,
+    /// Connections refused in the handshake (the reason is in the log, not told to the
+    /// dialer).
+    pub refused: u64,
+    /// Connections closed at once because too many handshakes were in progress.
+    pub over_limit: u64,
+    /// Live connections replaced by a newer one from the same peer.
+    pub replaced: u64,
+    /// Connections closed after the idle timeout.
+    pub idle_closed: u64,
+    /// Failed `accept` calls (the loop backs off after each).
+    pub accept_errors: u64,
 }
 
 /// A snapshot of one peer's counters.

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use raft_core::{Message, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -12,14 +14,31 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::NetConfig;
 use crate::error::NetError;
-use crate::inbound::run_acceptor;
-use crate::outbound::run_writer;
-use crate::stats::{PeerCounters, PeerStats};
+use crate::frame::LENGTH_PREFIX_BYTES;
+use crate::inbound::{run_acceptor, Delivery, Shared};
+use crate::outbound::{run_writer, Queued};
+use crate::stats::{ListenerCounters, ListenerStats, PeerCounters, PeerStats};
 
 pub(crate) type Counters = Arc<BTreeMap<NodeId, Arc<PeerCounters>>>;
 
-/// Messages received from peers: `(sender, message)`, in order per connection.
-pub type Inbound = mpsc::Receiver<(NodeId, Message)>;
+/// Messages received from peers: `(sender, message)`, in order per connection. Bounded in
+/// count ([`NetConfig::recv_queue`]) and in bytes ([`NetConfig::recv_queue_bytes`]): a
+/// message gives its bytes back when it is taken from here.
+pub struct Inbound {
+    rx: mpsc::Receiver<Delivery>,
+}
+
+impl Inbound {
+    /// The next message; `None` once the transport is shut down.
+    pub async fn recv(&mut self) -> Option<(NodeId, Message)> {
+        self.rx.recv().await.map(|d| (d.from, d.msg))
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Result<(NodeId, Message), mpsc::error::TryRecvError> {
+        self.rx.try_recv().map(|d| (d.from, d.msg))
+    }
+}
 
 /// Framed TCP between this node and its peers.
 ///
@@ -31,8 +50,10 @@ pub type Inbound = mpsc::Receiver<(NodeId, Message)>;
 pub struct Transport {
     id: NodeId,
     local_addr: SocketAddr,
-    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    queues: BTreeMap<NodeId, mpsc::Sender<Queued>>,
+    send_queue_bytes: u64,
     counters: Counters,
+    listener: Arc<ListenerCounters>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -76,6 +97,19 @@ impl Transport {
         if cfg.send_queue == 0 || cfg.recv_queue == 0 {
             return Err(NetError::Config("queue sizes must be at least 1".into()));
         }
+        if cfg.recv_queue_bytes < cfg.max_frame_bytes + LENGTH_PREFIX_BYTES {
+            return Err(NetError::Config(format!(
+                "recv_queue_bytes ({}) must hold at least one frame of max_frame_bytes ({}) + {LENGTH_PREFIX_BYTES}",
+                cfg.recv_queue_bytes, cfg.max_frame_bytes
+            )));
+        }
+        if cfg.recv_queue_bytes > u32::MAX as usize {
+            return Err(NetError::Config(format!(
+                "recv_queue_bytes ({}) must be at most {}",
+                cfg.recv_queue_bytes,
+                u32::MAX
+            )));
+        }
         let local_addr = listener.local_addr().map_err(|source| NetError::Bind {
             addr: cfg.listen,
             source,
@@ -89,6 +123,7 @@ impl Transport {
         let cfg = Arc::new(cfg);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let listener_counters = Arc::new(ListenerCounters::default());
         let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue);
         let mut queues = BTreeMap::new();
         for (&peer, &addr) in &cfg.peers {
@@ -97,25 +132,27 @@ impl Transport {
             let c = counters.get(&peer).cloned().unwrap_or_default();
             tracker.spawn(run_writer(cfg.clone(), peer, addr, rx, c, cancel.clone()));
         }
-        tracker.spawn(run_acceptor(
+        let shared = Arc::new(Shared::new(
             cfg.clone(),
-            listener,
             in_tx,
             counters.clone(),
+            listener_counters.clone(),
             cancel.clone(),
-            tracker.clone(),
         ));
+        tracker.spawn(run_acceptor(shared, listener, tracker.clone()));
         tracing::info!(id = cfg.id, %local_addr, peers = cfg.peers.len(), "transport listening");
         Ok((
             Transport {
                 id: cfg.id,
                 local_addr,
                 queues,
+                send_queue_bytes: cfg.send_queue_bytes,
                 counters,
+                listener: listener_counters,
                 cancel,
                 tracker,
             },
-            in_rx,
+            Inbound { rx: in_rx },
         ))
     }
 
@@ -125,25 +162,32 @@ impl Transport {
     }
 
     /// Queues `msg` for `msg.to`. Returns false if it was dropped: unknown peer, or its
-    /// queue is full (counted in [`PeerStats::msgs_dropped`]).
+    /// queue is full in messages or bytes (counted in [`PeerStats::msgs_dropped`]).
     pub fn send(&self, msg: Message) -> bool {
         if msg.to == self.id {
             return false;
         }
-        let Some(q) = self.queues.get(&msg.to) else {
+        let (Some(q), Some(c)) = (self.queues.get(&msg.to), self.counters.get(&msg.to)) else {
             return false;
         };
-        match q.try_send(msg) {
+        let bytes = msg.size_hint();
+        // One message always fits an empty queue; otherwise the byte bound holds.
+        let admitted = c
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued.saturating_add(bytes) <= self.send_queue_bytes)
+                    .then(|| queued.saturating_add(bytes))
+            })
+            .is_ok();
+        if !admitted {
+            PeerCounters::add(&c.msgs_dropped, 1);
+            return false;
+        }
+        match q.try_send(Queued { msg, bytes }) {
             Ok(()) => true,
-            Err(e) => {
-                let to = match &e {
-                    mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m) => {
-                        m.to
-                    }
-                };
-                if let Some(c) = self.counters.get(&to) {
-                    PeerCounters::add(&c.msgs_dropped, 1);
-                }
+            Err(_) => {
+                c.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                PeerCounters::add(&c.msgs_dropped, 1);
                 false
             }
         }
@@ -155,6 +199,12 @@ impl Transport {
             .iter()
             .map(|(&id, c)| (id, c.snapshot()))
             .collect()
+    }
+
+    /// The listener's counters: handshakes accepted and refused, connections over the
+    /// handshake limit, replaced or closed idle, failed accepts.
+    pub fn listener_stats(&self) -> ListenerStats {
+        self.listener.snapshot()
     }
 
     /// Stops every task, closes the listener and connections, and waits for them.
