@@ -52,7 +52,37 @@ impl Running {
     }
 }
 
-async fn start_node(s: NodeSettings, api: Option<StdListener>) -> Result<Running, String> {
+/// Raises the open-file limit to its hard maximum (as Go programs do at start), and lowers
+/// `max_connections` if the limit still cannot hold that many connections next to the log's
+/// segment files and peer connections.
+fn fit_open_files(s: &mut NodeSettings) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (lim.current, lim.maximum) {
+        if cur < max {
+            lim.current = Some(max);
+            if let Err(e) = setrlimit(Resource::Nofile, lim) {
+                tracing::debug!(error = %e, "cannot raise the open-file limit");
+            }
+        }
+    }
+    let Some(soft) = getrlimit(Resource::Nofile).current else {
+        return; // unlimited
+    };
+    let reserve = 512; // segments, peers, the blocking pool's files, the listener
+    let fits = soft.saturating_sub(reserve).max(64) as usize;
+    if s.http.limits.max_connections > fits {
+        tracing::warn!(
+            open_file_limit = soft,
+            max_connections = fits,
+            "the open-file limit is low: lowering the HTTP connection limit to keep descriptors for the log"
+        );
+        s.http.limits.max_connections = fits;
+    }
+}
+
+async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Running, String> {
+    fit_open_files(&mut s);
     let listener = match api {
         Some(l) => {
             l.set_nonblocking(true)
@@ -74,14 +104,17 @@ async fn start_node(s: NodeSettings, api: Option<StdListener>) -> Result<Running
     let raft_addr = s.node.peers[&id].raft;
     let data_dir = s.node.data_dir.clone();
     let cluster = s.node.cluster_id.clone();
+    let sync = s.node.sync;
     let kv = KvStore::new();
     let reader = kv.reader();
     let node = RaftNode::start(s.node, kv)
         .await
         .map_err(|e| e.to_string())?;
-    let app = raft_http::router(AppState::new(node.clone(), reader, s.http));
+    let state = AppState::new(node.clone(), reader, s.http);
+    let (limits, stats) = (state.limits(), state.server_stats());
+    let app = raft_http::router(state);
     let (stop_http, mut stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(raft_http::serve(listener, app, async move {
+    let server = tokio::spawn(raft_http::serve(listener, app, limits, stats, async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     tracing::info!(
@@ -91,6 +124,8 @@ async fn start_node(s: NodeSettings, api: Option<StdListener>) -> Result<Running
         api = %api_addr,
         data_dir = %data_dir.display(),
         cluster = %cluster,
+        sync = ?sync,
+        max_http_connections = limits.max_connections,
         "httpraft node started"
     );
     Ok(Running {
@@ -173,10 +208,7 @@ async fn run_dev(data_dir: Option<PathBuf>, opts: &Options) -> Result<(), String
             base.join(format!("node-{i}")),
         );
         settings::apply_tuning(&mut node, opts)?;
-        let mut http = raft_http::HttpConfig::default();
-        if let Some(b) = opts.max_body_bytes {
-            http.max_body_bytes = b;
-        }
+        let http = settings::http_config(opts)?;
         running.push(
             start_node(
                 NodeSettings {

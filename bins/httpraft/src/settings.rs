@@ -93,6 +93,26 @@ pub struct Options {
     /// a machine.
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// HTTP connections open at once at most; more are closed at once [default: 4096, lowered
+    /// to fit the open-file limit].
+    #[arg(long)]
+    pub http_max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request's headers, from connecting or from the
+    /// request's first byte [default: 10000].
+    #[arg(long)]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Milliseconds an HTTP keep-alive connection may sit idle before it is closed
+    /// [default: 60000].
+    #[arg(long)]
+    pub http_idle_timeout_ms: Option<u64>,
+    /// Milliseconds a request may take before it is answered 503 request_timeout
+    /// [default: 30000].
+    #[arg(long)]
+    pub http_request_timeout_ms: Option<u64>,
+    /// Log reads (GET /log, GET /v1/log) running at once at most; more get 429
+    /// [default: 16].
+    #[arg(long)]
+    pub max_concurrent_reads: Option<usize>,
 }
 
 impl Options {
@@ -115,6 +135,13 @@ impl Options {
             sync: self.sync.or(other.sync),
             log_level: self.log_level.or(other.log_level),
             worker_threads: self.worker_threads.or(other.worker_threads),
+            http_max_connections: self.http_max_connections.or(other.http_max_connections),
+            http_header_timeout_ms: self.http_header_timeout_ms.or(other.http_header_timeout_ms),
+            http_idle_timeout_ms: self.http_idle_timeout_ms.or(other.http_idle_timeout_ms),
+            http_request_timeout_ms: self
+                .http_request_timeout_ms
+                .or(other.http_request_timeout_ms),
+            max_concurrent_reads: self.max_concurrent_reads.or(other.max_concurrent_reads),
         }
     }
 
@@ -220,10 +247,7 @@ pub fn node_settings(index: usize, opts: &Options, pf: &PeersFile) -> Result<Nod
     });
     let mut node = NodeConfig::new(id, cluster_id, peers, data_dir);
     apply_tuning(&mut node, opts)?;
-    let mut http = HttpConfig::default();
-    if let Some(b) = opts.max_body_bytes {
-        http.max_body_bytes = b;
-    }
+    let mut http = http_config(opts)?;
     if let Some(n) = opts.max_log_entries {
         http.max_log_entries = n.max(1);
         node.max_retrieve_entries = n.max(1);
@@ -234,6 +258,44 @@ pub fn node_settings(index: usize, opts: &Options, pf: &PeersFile) -> Result<Nod
         http,
         api_listen: resolve(&api)?,
     })
+}
+
+/// The HTTP settings from the options.
+pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
+    let mut http = HttpConfig::default();
+    if let Some(b) = opts.max_body_bytes {
+        http.max_body_bytes = b;
+    }
+    let ms = |name: &str, v: Option<u64>, default: Duration| -> Result<Duration, String> {
+        match v {
+            None => Ok(default),
+            Some(0) => Err(format!("--{name} must be at least 1")),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        }
+    };
+    let l = &mut http.limits;
+    l.header_timeout = ms(
+        "http-header-timeout-ms",
+        opts.http_header_timeout_ms,
+        l.header_timeout,
+    )?;
+    l.idle_timeout = ms(
+        "http-idle-timeout-ms",
+        opts.http_idle_timeout_ms,
+        l.idle_timeout,
+    )?;
+    http.request_timeout = ms(
+        "http-request-timeout-ms",
+        opts.http_request_timeout_ms,
+        http.request_timeout,
+    )?;
+    if let Some(n) = opts.http_max_connections {
+        if n == 0 {
+            return Err("--http-max-connections must be at least 1".into());
+        }
+        http.limits.max_connections = n;
+    }
+    Ok(http)
 }
 
 /// Applies timing and limit options to a node configuration.
@@ -258,6 +320,14 @@ pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String>
     }
     if let Some(n) = opts.max_frame_bytes {
         node.net.max_frame_bytes = n;
+        // What waits for the node must hold at least one frame.
+        node.net.recv_queue_bytes = node.net.recv_queue_bytes.max(n.saturating_add(4));
+    }
+    if let Some(n) = opts.max_concurrent_reads {
+        if n == 0 {
+            return Err("--max-concurrent-reads must be at least 1".into());
+        }
+        node.max_concurrent_reads = n;
     }
     node.sync = match opts.sync.as_deref() {
         None | Some("always") => SyncPolicy::Always,

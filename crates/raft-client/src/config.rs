@@ -52,7 +52,7 @@ pub struct NodeConfig {
     /// Bytes returned by one `retrieve` at most (one entry is always returned). Default 4 MiB.
     pub max_retrieve_bytes: u64,
     /// `retrieve` calls running at once at most; past it, `retrieve` answers
-    /// [`crate::Error::Busy`]. Default 16.
+    /// [`crate::Error::TooManyReads`]. Default 16.
     pub max_concurrent_reads: usize,
     /// The largest entry `submit` accepts, in bytes; larger ones get
     /// [`crate::Error::TooLarge`]. It must leave room, within the transport's frame limit, for

@@ -25,6 +25,12 @@ pub enum Error {
     /// Too much is in flight; retry after a moment.
     #[error("too many requests in flight; retry later")]
     Busy,
+    /// Too many log reads run at once; retry after a moment.
+    #[error("{limit} log reads are already running (the limit, max_concurrent_reads); retry later")]
+    TooManyReads {
+        /// The limit.
+        limit: usize,
+    },
     /// The entry is larger than the configured maximum; nothing was appended.
     #[error("the entry is {size} bytes; the maximum is {max}")]
     TooLarge {

@@ -45,6 +45,9 @@ pub(crate) enum Command<R> {
     NetStats {
         reply: oneshot::Sender<BTreeMap<NodeId, raft_net::PeerStats>>,
     },
+    ListenerStats {
+        reply: oneshot::Sender<raft_net::ListenerStats>,
+    },
     Campaign,
     Isolate(bool),
 }
@@ -194,7 +197,7 @@ impl<R: Send + 'static> RaftNode<R> {
     /// Served without the runtime (the read runs on the blocking pool), so read load never
     /// delays the protocol; entries appear once they are committed and applied here. At
     /// most [`crate::NodeConfig::max_concurrent_reads`] run at once: past it, the answer is
-    /// [`Error::Busy`] at once.
+    /// [`Error::TooManyReads`] at once.
     pub async fn retrieve(&self, from: LogIndex, limit: usize) -> Result<Vec<Entry>, Error> {
         let limit = limit.clamp(1, self.shared.max_retrieve);
         self.shared.reader.retrieve(from, limit).await
@@ -247,6 +250,14 @@ impl<R: Send + 'static> RaftNode<R> {
     pub async fn net_stats(&self) -> Result<BTreeMap<NodeId, raft_net::PeerStats>, Error> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::NetStats { reply }).await?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// The transport listener's counters (handshakes accepted and refused, connections
+    /// over the handshake limit, replaced or closed idle).
+    pub async fn listener_stats(&self) -> Result<raft_net::ListenerStats, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ListenerStats { reply }).await?;
         rx.await.map_err(|_| Error::Shutdown)
     }
 

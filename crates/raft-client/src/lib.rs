@@ -59,6 +59,6 @@ mod storage;
 pub use config::{NetTuning, NodeConfig, Peer, FRAME_HEADROOM};
 pub use error::{Error, StartError};
 pub use handle::{Committed, LeaderInfo, RaftNode};
-pub use raft_net::PeerStats;
-pub use raft_storage::{StatsSnapshot, SyncPolicy};
+pub use raft_net::{ListenerStats, PeerStats};
+pub use raft_storage::{StatsSnapshot, SyncPolicy, SYNC_BUCKETS};
 pub use state_machine::{KvCommand, KvReader, KvResponse, KvStore, ReplicatedLog, StateMachine};

@@ -24,6 +24,7 @@ pub(crate) struct LogReader {
     /// it are final and can be read without the runtime. Published by the runtime.
     readable: Arc<AtomicU64>,
     slots: Arc<Semaphore>,
+    max_concurrent: usize,
     max_bytes: u64,
 }
 
@@ -40,6 +41,7 @@ impl LogReader {
             segments,
             readable,
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            max_concurrent,
             max_bytes,
         }
     }
@@ -50,7 +52,9 @@ impl LogReader {
             .slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Error::Busy)?;
+            .map_err(|_| Error::TooManyReads {
+                limit: self.max_concurrent,
+            })?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

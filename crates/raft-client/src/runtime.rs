@@ -297,6 +297,9 @@ impl<SM: StateMachine> Runtime<SM> {
             Command::NetStats { reply } => {
                 let _ = reply.send(self.transport.stats());
             }
+            Command::ListenerStats { reply } => {
+                let _ = reply.send(self.transport.listener_stats());
+            }
             Command::Campaign => self.node.campaign(),
             Command::Isolate(on) => self.isolated = on,
         }
@@ -452,6 +455,7 @@ fn reject<R>(cmd: Command<R>, why: Error) {
         }
         Command::Status { .. }
         | Command::NetStats { .. }
+        | Command::ListenerStats { .. }
         | Command::Campaign
         | Command::Isolate(_) => {}
     }

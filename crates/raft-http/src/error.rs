@@ -70,6 +70,11 @@ impl ApiError {
                 e.to_string(),
             ),
             E::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
+            E::TooManyReads { limit } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_reads",
+                format!("{limit} log reads are already running (--max-concurrent-reads); retry shortly"),
+            ),
             E::TooLarge { .. } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

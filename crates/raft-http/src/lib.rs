@@ -18,19 +18,21 @@ mod entry_json;
 mod error;
 mod metrics;
 mod ops;
+mod server;
 mod state;
 mod v1;
 
-use std::future::Future;
-
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
 pub use entry_json::entry_to_json;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use server::{serve, ServerLimits, ServerStats};
 pub use state::{AppState, HttpConfig};
 
 async fn not_found() -> ApiError {
@@ -49,6 +51,30 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Answers 503 `request_timeout` when a request takes longer than
+/// [`HttpConfig::request_timeout`].
+async fn request_timeout(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = st.cfg.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            st.server
+                .request_timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                format!(
+                    "the request did not complete within {} ms (--http-request-timeout-ms); a write may or may not have been applied: read before retrying",
+                    limit.as_millis()
+                ),
+            );
+            e.retry_after = Some(1);
+            e.into_response()
+        }
+    }
+}
+
 /// The router serving one node.
 pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
@@ -65,17 +91,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
-/// flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

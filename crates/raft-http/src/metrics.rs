@@ -4,8 +4,18 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use raft_client::PeerStats;
+use raft_client::{PeerStats, StatsSnapshot};
 use raft_core::{Role, Status};
+
+use crate::server::ServerStats;
+
+/// What `/metrics` shows besides the node's status and the per-peer counters.
+pub(crate) struct Extra<'a> {
+    pub(crate) storage: StatsSnapshot,
+    pub(crate) sync_always: bool,
+    pub(crate) server: &'a ServerStats,
+    pub(crate) listener: raft_client::ListenerStats,
+}
 
 /// Upper bounds (seconds) of the submit latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -45,15 +55,21 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         status: &Status,
         net: &std::collections::BTreeMap<u64, PeerStats>,
+        extra: &Extra<'_>,
     ) -> String {
         let mut out = String::with_capacity(4096);
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
+        gauge(
+            "raft_storage_sync_enabled",
+            "1 when the log is synced to disk (--sync always), 0 when it is not (--sync never: unsafe).",
+            u64::from(extra.sync_always),
+        );
         let role = match status.role {
             Role::Follower => 0,
             Role::PreCandidate => 1,
@@ -174,6 +190,91 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", get(s));
             }
         }
+        self.render_extra(&mut out, status, extra);
         out
+    }
+
+    fn render_extra(&self, out: &mut String, status: &Status, extra: &Extra<'_>) {
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        let st = &extra.storage;
+        counter(
+            "raft_storage_writes_total",
+            "Appends to the log's segments.",
+            st.writes,
+        );
+        counter(
+            "raft_storage_bytes_written_total",
+            "Bytes appended to the log's segments.",
+            st.bytes_written,
+        );
+        counter(
+            "raft_storage_syncs_total",
+            "fdatasync calls on the log (entries, term and vote are synced; a commit index alone is not).",
+            st.syncs,
+        );
+        counter(
+            "raft_messages_rejected_total",
+            "Peer messages dropped because no correct peer could have sent them.",
+            status.rejected_messages,
+        );
+        let sv = extra.server;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            "raft_http_connections_accepted_total",
+            "HTTP connections accepted.",
+            load(&sv.accepted),
+        );
+        counter(
+            "raft_http_connections_rejected_total",
+            "HTTP connections closed at once because the connection limit was reached.",
+            load(&sv.rejected),
+        );
+        counter(
+            "raft_http_header_timeouts_total",
+            "HTTP connections closed because a request's headers did not arrive in time.",
+            load(&sv.header_timeouts),
+        );
+        counter(
+            "raft_http_idle_closed_total",
+            "Idle HTTP keep-alive connections closed.",
+            load(&sv.idle_closed),
+        );
+        counter(
+            "raft_http_request_timeouts_total",
+            "HTTP requests answered 503 request_timeout.",
+            load(&sv.request_timeouts),
+        );
+        let ls = &extra.listener;
+        counter(
+            "raft_net_handshakes_refused_total",
+            "Peer connections refused in the handshake (the reasons are in the log).",
+            ls.refused,
+        );
+        counter(
+            "raft_net_connections_over_limit_total",
+            "Peer connections closed at once because too many handshakes were in progress.",
+            ls.over_limit,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raft_http_connections_open HTTP connections open now.\n# TYPE raft_http_connections_open gauge\nraft_http_connections_open {}",
+            sv.open()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raft_storage_sync_seconds Time of one fdatasync of the log.\n# TYPE raft_storage_sync_seconds histogram"
+        );
+        for (b, n) in raft_client::SYNC_BUCKETS.iter().zip(st.sync_buckets) {
+            let _ = writeln!(out, "raft_storage_sync_seconds_bucket{{le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "raft_storage_sync_seconds_bucket{{le=\"+Inf\"}} {}",
+            st.syncs
+        );
+        let _ = writeln!(out, "raft_storage_sync_seconds_sum {}", st.sync_seconds);
+        let _ = writeln!(out, "raft_storage_sync_seconds_count {}", st.syncs);
     }
 }

@@ -19,6 +19,13 @@ fn role_name(r: Role) -> &'static str {
     }
 }
 
+fn sync_name(p: raft_client::SyncPolicy) -> &'static str {
+    match p {
+        raft_client::SyncPolicy::Always => "always",
+        raft_client::SyncPolicy::Never => "never",
+    }
+}
+
 /// `GET /v1/status` → the node's state, and every follower's progress on the leader.
 pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let s = st
@@ -39,6 +46,7 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
             })
         })
         .collect();
+    let storage = st.node.storage_stats();
     Ok(Json(json!({
         "id": s.id,
         "role": role_name(s.role),
@@ -50,6 +58,9 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         "last_index": s.last_index,
         "persisted_index": s.persisted_index,
         "progress": progress,
+        "sync": sync_name(st.node.sync_policy()),
+        "storage": {"writes": storage.writes, "syncs": storage.syncs, "bytes_written": storage.bytes_written},
+        "rejected_messages": s.rejected_messages,
     })))
 }
 
@@ -88,13 +99,25 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
 
 /// `GET /metrics` → Prometheus text format.
 pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
-    let (s, net) = match (st.node.status().await, st.node.net_stats().await) {
-        (Ok(s), Ok(n)) => (s, n),
-        (Err(e), _) | (_, Err(e)) => return ApiError::from_node(e, None).into_response(),
+    let (s, net, listener) = match (
+        st.node.status().await,
+        st.node.net_stats().await,
+        st.node.listener_stats().await,
+    ) {
+        (Ok(s), Ok(n), Ok(l)) => (s, n, l),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return ApiError::from_node(e, None).into_response()
+        }
+    };
+    let extra = crate::metrics::Extra {
+        storage: st.node.storage_stats(),
+        sync_always: st.node.sync_policy() == raft_client::SyncPolicy::Always,
+        server: &st.server,
+        listener,
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&s, &net),
+        st.metrics.render(&s, &net, &extra),
     )
         .into_response()
 }

@@ -1,7 +1,7 @@
 //! What every handler shares.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_client::{Committed, KvCommand, KvReader, KvResponse, RaftNode};
@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::server::{ServerLimits, ServerStats};
 
 /// Settings of the HTTP front end.
 #[derive(Clone, Debug)]
@@ -17,6 +18,11 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Entries returned by `GET /log` and `GET /v1/log` at most per request. Default 10,000.
     pub max_log_entries: usize,
+    /// A request not answered within this time gets a 503 `request_timeout` (a write may
+    /// or may not have been applied). Default 30 s.
+    pub request_timeout: Duration,
+    /// Connection limits (count, header and idle timeouts).
+    pub limits: ServerLimits,
 }
 
 impl Default for HttpConfig {
@@ -24,6 +30,8 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 1 << 20,
             max_log_entries: 10_000,
+            request_timeout: Duration::from_secs(30),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -35,6 +43,7 @@ pub struct AppState {
     pub(crate) kv: KvReader,
     pub(crate) cfg: HttpConfig,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) server: Arc<ServerStats>,
 }
 
 impl AppState {
@@ -45,7 +54,18 @@ impl AppState {
             kv,
             cfg,
             metrics: Arc::new(Metrics::default()),
+            server: Arc::new(ServerStats::default()),
         }
+    }
+
+    /// The counters [`crate::serve`] keeps about connections, shown in `/metrics`.
+    pub fn server_stats(&self) -> Arc<ServerStats> {
+        self.server.clone()
+    }
+
+    /// The connection limits to give [`crate::serve`].
+    pub fn limits(&self) -> ServerLimits {
+        self.cfg.limits
     }
 
     /// This node's own API address, as configured.
