@@ -26,7 +26,9 @@ pub enum Error {
     #[error("too many requests in flight; retry later")]
     Busy,
     /// Too many log reads run at once; retry after a moment.
-    #[error("{limit} log reads are already running (the limit, max_concurrent_reads); retry later")]
+    #[error(
+        "{limit} log reads are already running (the limit, max_concurrent_reads); retry later"
+    )]
     TooManyReads {
         /// The limit.
         limit: usize,

@@ -199,8 +199,20 @@ impl<R: Send + 'static> RaftNode<R> {
     /// most [`crate::NodeConfig::max_concurrent_reads`] run at once: past it, the answer is
     /// [`Error::TooManyReads`] at once.
     pub async fn retrieve(&self, from: LogIndex, limit: usize) -> Result<Vec<Entry>, Error> {
+        self.retrieve_with(from, limit, |entries| entries).await
+    }
+
+    /// Like [`retrieve`](Self::retrieve), and passes the entries through `f` on the same
+    /// blocking thread, under the same read slot: to turn them into a response (JSON, say)
+    /// without loading the async threads.
+    pub async fn retrieve_with<T: Send + 'static>(
+        &self,
+        from: LogIndex,
+        limit: usize,
+        f: impl FnOnce(Vec<Entry>) -> T + Send + 'static,
+    ) -> Result<T, Error> {
         let limit = limit.clamp(1, self.shared.max_retrieve);
-        self.shared.reader.retrieve(from, limit).await
+        self.shared.reader.retrieve(from, limit, f).await
     }
 
     /// The storage's write and sync counters (no round trip to the runtime).

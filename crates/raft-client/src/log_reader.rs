@@ -46,8 +46,14 @@ impl LogReader {
         }
     }
 
-    /// Committed entries from `from` on, at most `limit` (and `max_bytes`; at least one).
-    pub(crate) async fn retrieve(&self, from: LogIndex, limit: usize) -> Result<Vec<Entry>, Error> {
+    /// Committed entries from `from` on, at most `limit` (and `max_bytes`; at least one),
+    /// passed through `f` on the same blocking thread and under the same read slot.
+    pub(crate) async fn retrieve<T: Send + 'static>(
+        &self,
+        from: LogIndex,
+        limit: usize,
+        f: impl FnOnce(Vec<Entry>) -> T + Send + 'static,
+    ) -> Result<T, Error> {
         let permit = self
             .slots
             .clone()
@@ -58,7 +64,7 @@ impl LogReader {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            this.read_blocking(from, limit as u64)
+            this.read_blocking(from, limit as u64).map(f)
         })
         .await
         .map_err(|e| Error::Storage(format!("log read task failed: {e}")))?

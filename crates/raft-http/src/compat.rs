@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState, Body, Params, SubmitKvError};
+use crate::state::{json_response, parse_json, AppState, Body, Params, SubmitKvError};
 
 #[derive(Deserialize)]
 struct RequestBody {
@@ -47,21 +47,20 @@ pub(crate) async fn post_request(
 pub(crate) async fn get_log(
     State(st): State<AppState>,
     Params(q): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let from = match q.get("index") {
         None => 1,
         Some(s) => s
             .parse::<u64>()
             .map_err(|_| ApiError::bad_request(format!("index must be a number, got {s:?}")))?,
     };
-    let entries = st
-        .node
-        .retrieve(from.max(1), st.cfg.max_log_entries)
+    // Read and serialise on a blocking thread, under the node's read limit.
+    st.node
+        .retrieve_with(from.max(1), st.cfg.max_log_entries, |entries| {
+            json_response(&Value::Array(entries.iter().map(entry_to_json).collect()))
+        })
         .await
-        .map_err(|e| ApiError::from_node(e, st.leader_api()))?;
-    Ok(Json(Value::Array(
-        entries.iter().map(entry_to_json).collect(),
-    )))
+        .map_err(|e| ApiError::from_node(e, st.leader_api()))
 }
 
 /// `PUT / {"key","value"}` → `{"leader","key","value"}` once committed; a follower

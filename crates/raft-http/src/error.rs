@@ -73,7 +73,9 @@ impl ApiError {
             E::TooManyReads { limit } => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_reads",
-                format!("{limit} log reads are already running (--max-concurrent-reads); retry shortly"),
+                format!(
+                    "{limit} log reads are already running (--max-concurrent-reads); retry shortly"
+                ),
             ),
             E::TooLarge { .. } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

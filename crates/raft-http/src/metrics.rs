@@ -196,7 +196,10 @@ impl Metrics {
 
     fn render_extra(&self, out: &mut String, status: &Status, extra: &Extra<'_>) {
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let st = &extra.storage;
         counter(

@@ -108,12 +108,9 @@ impl Activity {
         self.last_io.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Acquire) == 0 {
             // Bytes with no request in flight: the headers of the next one.
-            let _ = self.head_since.compare_exchange(
-                0,
-                now + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.head_since
+                    .compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
@@ -136,8 +133,8 @@ impl Activity {
     fn check(&self, limits: &ServerLimits) -> Due {
         let now = self.now();
         let head = self.head_since.load(Ordering::Acquire);
-        let header_deadline = (head != 0)
-            .then(|| (head - 1).saturating_add(limits.header_timeout.as_nanos() as u64));
+        let header_deadline =
+            (head != 0).then(|| (head - 1).saturating_add(limits.header_timeout.as_nanos() as u64));
         if header_deadline.is_some_and(|d| now >= d) {
             return Due::HeaderTimeout;
         }

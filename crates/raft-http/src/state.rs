@@ -117,6 +117,27 @@ pub(crate) enum SubmitKvError {
     Node(raft_client::Error),
 }
 
+/// A JSON response serialised now (on the caller's thread).
+pub(crate) fn json_response(v: &serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match serde_json::to_vec(v) {
+        Ok(body) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot serialise the response: {e}"),
+        )
+        .into_response(),
+    }
+}
+
 /// Parses a JSON body whatever its content type (the original's clients do not always set
 /// one), answering 400 with a JSON error when it is not what is expected.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

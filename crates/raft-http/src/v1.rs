@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{parse_json, AppState, Body, KeyPath, Params, SubmitKvError};
+use crate::state::{json_response, parse_json, AppState, Body, KeyPath, Params, SubmitKvError};
 
 #[derive(Deserialize)]
 struct AppendBody {
@@ -115,7 +115,7 @@ pub(crate) async fn append(
 pub(crate) async fn read_log(
     State(st): State<AppState>,
     Params(q): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let num = |name: &str, default: u64| -> Result<u64, ApiError> {
         match q.get(name) {
             None => Ok(default),
@@ -127,16 +127,17 @@ pub(crate) async fn read_log(
     let from = num("from", 1)?.max(1);
     let limit =
         num("limit", st.cfg.max_log_entries as u64)?.clamp(1, st.cfg.max_log_entries as u64);
-    let entries = st
-        .node
-        .retrieve(from, limit as usize)
+    // Read and serialise on a blocking thread, under the node's read limit.
+    st.node
+        .retrieve_with(from, limit as usize, move |entries| {
+            let next = entries.last().map_or(from, |e| e.index + 1);
+            json_response(&json!({
+                "entries": entries.iter().map(entry_to_json).collect::<Vec<_>>(),
+                "next": next,
+            }))
+        })
         .await
-        .map_err(|e| ApiError::from_node(e, st.leader_api()))?;
-    let next = entries.last().map_or(from, |e| e.index + 1);
-    Ok(Json(json!({
-        "entries": entries.iter().map(entry_to_json).collect::<Vec<_>>(),
-        "next": next,
-    })))
+        .map_err(|e| ApiError::from_node(e, st.leader_api()))
 }
 
 /// `PUT /v1/kv/{key} {"value": "..."}` → `{"key", "value", "previous", "index", "term"}`.

@@ -66,13 +66,42 @@ fn free_port() -> u16 {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub apis: Vec<String>,
+    /// The Raft addresses of the nodes (peers.json's "peers").
+    pub peers: Vec<String>,
     procs: Vec<Option<Child>>,
+    /// Extra command-line arguments of every node.
+    args: Vec<String>,
     pub http: reqwest::Client,
 }
 
 impl Cluster {
     /// Writes a peers.json for `n` nodes and starts them all.
     pub async fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[]).await
+    }
+
+    /// Like [`start`](Self::start), every node started with `args` added.
+    pub async fn start_with(n: usize, args: &[&str]) -> Cluster {
+        let mut c = Self::new(n, args);
+        c.launch().await;
+        c
+    }
+
+    /// Starts every node and waits until they are ready.
+    pub async fn launch(&mut self) {
+        for i in 0..self.procs.len() {
+            self.spawn(i);
+        }
+        self.wait_ready().await;
+    }
+
+    /// The data directory of node `i` (`httpraft`'s default under the cluster directory).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join("data").join(format!("node-{i}"))
+    }
+
+    /// Writes a peers.json for `n` nodes; starts nothing.
+    pub fn new(n: usize, args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let peers: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -86,17 +115,14 @@ impl Cluster {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();
-        let mut c = Cluster {
+        Cluster {
             dir,
             apis,
+            peers,
             procs: (0..n).map(|_| None).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             http,
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        c.wait_ready().await;
-        c
     }
 
     /// Starts node `i` as `httpraft <i>` in the cluster's directory (where peers.json is).
@@ -105,6 +131,7 @@ impl Cluster {
         let child = Command::new(binary())
             .arg(i.to_string())
             .args(["--election-ticks", "20", "--heartbeat-ticks", "3"])
+            .args(&self.args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -157,6 +184,72 @@ impl Cluster {
 
     pub fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.apis[i])
+    }
+
+    /// Node `i`'s `/v1/status`.
+    pub async fn status(&self, i: usize) -> Value {
+        self.http
+            .get(self.url(i, "/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The index of the node every running node names as leader (waits for agreement).
+    pub async fn leader(&self) -> usize {
+        let start = Instant::now();
+        loop {
+            let mut named = Vec::new();
+            for i in self.running() {
+                if let Ok(r) = self.http.get(self.url(i, "/v1/status")).send().await {
+                    if let Ok(v) = r.json::<Value>().await {
+                        named.push(v["leader_api"].as_str().map(String::from));
+                    }
+                }
+            }
+            if let Some(Some(api)) = named.first() {
+                if named.len() == self.running().len()
+                    && named.iter().all(|n| n.as_ref() == Some(api))
+                {
+                    if let Some(i) = self.apis.iter().position(|a| a == api) {
+                        return i;
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the nodes never agreed on a leader"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One metric's value from node `i`'s `/metrics` (the first sample of that name).
+    pub async fn metric(&self, i: usize, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url(i, "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (n, v) = l.rsplit_once(' ')?;
+                (n == name).then(|| v.parse().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// The log node `i` wrote to its standard error so far.
+    pub fn node_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{i}.log"))).unwrap_or_default()
     }
 
     /// Waits until every running node reports ready (a leader known, everything applied).
