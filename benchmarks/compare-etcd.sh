@@ -8,6 +8,9 @@
 #        THREADS=1 benchmarks/compare-etcd.sh  (both systems limited to 1 thread of parallelism
 #        per process: GOMAXPROCS for etcd, --worker-threads for httpraft; useful when 3 nodes
 #        and the client share a 2-core machine. Unset: each system's default.)
+#        BEFORE=<dir> benchmarks/compare-etcd.sh  (also runs the httpraft binary in <dir>, e.g.
+#        an older commit's release build, as "before", in the same run, and prints a second
+#        table: before vs after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,7 @@ CLIENTS="${CLIENTS:-1 16 64 256}"
 DURATION="${DURATION:-10}"
 VALUE_SIZE="${VALUE_SIZE:-64}"
 THREADS="${THREADS:-}"
+BEFORE="${BEFORE:-}"
 ETCD_ENV=()
 HR_ARGS=()
 if [ -n "$THREADS" ]; then
@@ -61,7 +65,7 @@ wait_http() { # url, expected substring
   echo "timed out waiting for $1" >&2; return 1
 }
 
-read -r -a P <<<"$(free_ports 12)"
+read -r -a P <<<"$(free_ports 18)"
 
 # --- etcd: 3 members, default fsync behaviour (every commit is synced) ---
 CLUSTER="e0=http://127.0.0.1:${P[3]},e1=http://127.0.0.1:${P[4]},e2=http://127.0.0.1:${P[5]}"
@@ -90,8 +94,24 @@ for i in 0 1 2; do
   HR_URLS+=("http://127.0.0.1:${P[$((i + 9))]}")
 done
 
+# --- optionally, the same for an older httpraft build ---
+BF_URLS=()
+BF_PIDS=()
+if [ -n "$BEFORE" ]; then
+  mkdir -p "$WORK/before"
+  cat >"$WORK/before/peers.json" <<JSON
+{"peers": ["127.0.0.1:${P[12]}", "127.0.0.1:${P[13]}", "127.0.0.1:${P[14]}"],
+ "apis":  ["127.0.0.1:${P[15]}", "127.0.0.1:${P[16]}", "127.0.0.1:${P[17]}"]}
+JSON
+  for i in 0 1 2; do
+    (cd "$WORK/before" && exec "$BEFORE/httpraft" "$i" --log-level warn "${HR_ARGS[@]}" >"$WORK/before$i.log" 2>&1) &
+    PIDS+=($!); BF_PIDS[$i]=$!
+    BF_URLS+=("http://127.0.0.1:${P[$((i + 15))]}")
+  done
+fi
+
 for u in "${ETCD_URLS[@]}"; do wait_http "$u/health" '"true"'; done
-for u in "${HR_URLS[@]}"; do wait_http "$u/readyz" '"ready":true'; done
+for u in "${HR_URLS[@]}" "${BF_URLS[@]}"; do wait_http "$u/readyz" '"ready":true'; done
 
 cpu_ticks() { # total utime+stime of the given PIDs, in clock ticks
   local t=0
@@ -113,6 +133,7 @@ run() { # name, op, clients, pids...
   local name=$1 op=$2 clients=$3; shift 3
   local targets=()
   if [ "$name" = etcd ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
+  elif [ "$name" = before ]; then for u in "${BF_URLS[@]}"; do targets+=(--target "$u"); done
   else for u in "${HR_URLS[@]}"; do targets+=(--target "$u"); done; fi
   local before after
   before=$(cpu_ticks "$@")
@@ -128,6 +149,7 @@ echo "running: ${DURATION}s per point, ${VALUE_SIZE}-byte values, clients: $CLIE
 for c in $CLIENTS; do
   run etcd etcd-put "$c" "${ETCD_SRV[@]}"
   run httpraft append "$c" "${HR_SRV[@]}"
+  if [ -n "$BEFORE" ]; then run before append "$c" "${BF_PIDS[@]}"; fi
 done
 
 python3 - "$RESULTS" "$(getconf CLK_TCK)" "$THREADS" <<'PY'
@@ -154,4 +176,19 @@ for c in sorted(by):
         er["latency_ms"]["p50"], hr["latency_ms"]["p50"],
         er["latency_ms"]["p99"], hr["latency_ms"]["p99"],
         er["errors"], hr["errors"], cpu_per_100k(e), cpu_per_100k(h)))
+if any("before" in v for v in by.values()):
+    print()
+    print("httpraft before vs after, same run")
+    hdr = "| clients | before req/s | after req/s | after/before | before p50 ms | after p50 ms | before p99 ms | after p99 ms | CPU s per 100k writes before/after |"
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for c in sorted(by):
+        b, h = by[c]["before"], by[c]["httpraft"]
+        br, hr = b["result"], h["result"]
+        ratio = hr["throughput"] / br["throughput"] if br["throughput"] else float("nan")
+        print("| %d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %.1f / %.1f |" % (
+            c, br["throughput"], hr["throughput"], ratio,
+            br["latency_ms"]["p50"], hr["latency_ms"]["p50"],
+            br["latency_ms"]["p99"], hr["latency_ms"]["p99"],
+            cpu_per_100k(b), cpu_per_100k(h)))
 PY

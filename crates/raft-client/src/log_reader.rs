@@ -1,7 +1,7 @@
 //! Reading the committed log without the runtime: `retrieve` plans the read under a shared
 //! lock on the store (copying entry locations, never touching the disk), then reads the
 //! entries on the blocking pool with its own file handles. A bounded number of reads run at
-//! once; past it, `retrieve` answers [`Error::Busy`] at once. No amount of read load can
+//! once; past it, `retrieve` answers [`Error::TooManyReads`] at once. No amount of read load can
 //! delay the runtime's ticks, heartbeats or elections.
 
 use std::sync::atomic::{AtomicU64, Ordering};

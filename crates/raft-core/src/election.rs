@@ -65,6 +65,7 @@ impl<S: LogStore> Node<S> {
         if self.role == Role::Leader
             || !self.voters.contains(&self.id)
             || self.next_term().is_none()
+            || self.failure().is_some()
         {
             return;
         }

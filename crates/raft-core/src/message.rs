@@ -6,7 +6,9 @@ use crate::entry::Entry;
 use crate::types::{LogIndex, NodeId, Term};
 
 /// The protocol version carried by [`Envelope`]. Transports refuse peers that speak another.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: entries may have the kind `Command`, which version 1 cannot decode.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The versioned form of a message as it crosses the network.
 ///

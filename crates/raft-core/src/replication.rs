@@ -203,6 +203,15 @@ impl<S: LogStore> Node<S> {
         commit: LogIndex,
     ) {
         self.election_elapsed = 0;
+        // A leader's log holds no term above its own, and terms never decrease along a log:
+        // entries that say otherwise were not sent by the leader of this term.
+        let terms_valid = prev_term <= self.term
+            && entries.iter().all(|e| e.term <= self.term)
+            && entries.windows(2).all(|w| w[0].term <= w[1].term);
+        if !terms_valid {
+            self.rejected_messages += 1;
+            return;
+        }
         if prev_index < self.log.committed {
             // Everything up to our commit index is known to match the leader's log.
             let index = self.log.committed;

@@ -840,7 +840,7 @@ fn paper_5_3_follower_rejects_append_with_mismatched_prev() {
         (1, 1, Ok(1)),
         (2, 2, Ok(2)),
         (2, 1, Err(RejectHint { index: 1, term: 1 })), // term mismatch at 2
-        (3, 3, Err(RejectHint { index: 2, term: 2 })), // no entry at 3
+        (3, 2, Err(RejectHint { index: 2, term: 2 })), // no entry at 3
     ];
     for (prev_index, prev_term, want) in cases {
         let mut n = lone_node(1, &ids(3), storage_with(&[1, 2], 2, None), plain);

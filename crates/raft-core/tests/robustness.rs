@@ -141,6 +141,60 @@ fn a_node_at_the_last_term_but_one_campaigns_once_without_pre_vote_overflow() {
         .all(|m| m.term == u64::MAX && matches!(m.body, MessageBody::PreVote { .. })));
 }
 
+#[test]
+fn entries_with_a_term_above_the_leaders_or_out_of_order_are_dropped() {
+    let mut node = lone_node(2, &ids(3), MemStorage::new(), |_| {});
+    let bad: [Vec<Entry>; 3] = [
+        vec![
+            Entry::normal(1, 1, &b"a"[..]),
+            Entry::normal(u64::MAX, 2, &b"b"[..]),
+        ],
+        vec![Entry::normal(2, 1, &b"a"[..])], // above the message's term 1
+        vec![
+            Entry::normal(1, 1, &b"a"[..]),
+            Entry::normal(0, 2, &b"b"[..]),
+        ],
+    ];
+    for (k, entries) in bad.into_iter().enumerate() {
+        node.step(msg(1, 2, 1, append(0, 0, entries, 0)));
+        assert_eq!(node.last_index(), 0, "case {k} appended");
+        assert_eq!(node.status().rejected_messages, k as u64 + 1);
+    }
+    node.step(msg(1, 2, 1, append(3, 5, vec![], 0)));
+    assert_eq!(
+        node.status().rejected_messages,
+        4,
+        "a prev_term above the message's term"
+    );
+    node.step(msg(1, 2, 1, append(0, 0, entries_with_terms(&[1, 1]), 0)));
+    assert_eq!(node.last_index(), 2, "a well-formed append is taken");
+}
+
+#[test]
+fn a_stopped_node_does_not_campaign() {
+    let mut node = Node::new(config(2, &ids(3)), FlakyStore::default()).unwrap();
+    node.step(msg(1, 2, 1, append(0, 0, entries_with_terms(&[1]), 0)));
+    carry_out(&mut node);
+    node.storage_mut().fail_entries = true;
+    node.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::Heartbeat {
+            commit: 1,
+            read_seq: 0,
+        },
+    ));
+    assert!(node.ready().storage_error.is_some());
+    let term = node.term();
+    node.campaign();
+    for _ in 0..100 {
+        node.tick();
+    }
+    assert_eq!(node.term(), term, "a stopped node changed its term");
+    assert_eq!(node.role(), Role::Follower);
+}
+
 // ----- forged confirmations -----
 
 #[test]

@@ -32,7 +32,7 @@ use axum::Router;
 pub use entry_json::entry_to_json;
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use server::{serve, ServerLimits, ServerStats};
+pub use server::{serve, ServerCounts, ServerLimits, ServerStats};
 pub use state::{AppState, HttpConfig};
 
 async fn not_found() -> ApiError {

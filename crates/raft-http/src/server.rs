@@ -12,7 +12,7 @@
 //! The request timeout is a layer of the router (see [`crate::router`]).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -75,17 +75,66 @@ impl ServerStats {
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ServerCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServerCounts {
+            open: get(&self.open),
+            accepted: get(&self.accepted),
+            rejected: get(&self.rejected),
+            header_timeouts: get(&self.header_timeouts),
+            idle_closed: get(&self.idle_closed),
+            accept_errors: get(&self.accept_errors),
+            request_timeouts: get(&self.request_timeouts),
+        }
+    }
+}
+
+/// A copy of [`ServerStats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerCounts {
+    /// Connections open.
+    pub open: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed at once because the connection limit was reached.
+    pub rejected: u64,
+    /// Connections closed because a request's headers did not arrive in time.
+    pub header_timeouts: u64,
+    /// Connections closed idle, or because a response stopped making progress.
+    pub idle_closed: u64,
+    /// Failed `accept` calls.
+    pub accept_errors: u64,
+    /// Requests answered 503 `request_timeout`.
+    pub request_timeouts: u64,
+}
+
+/// Nanoseconds in `d`, saturating (a timeout of centuries is as good as none).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A connection's clock: when it last moved bytes, whether a request is being served, and
 /// since when it waits for a request's headers.
+///
+/// A request is in flight from the moment its headers are parsed until its response has
+/// been written out (the response body's end, not the handler's return). Bytes read with no
+/// request in flight start the header clock; bytes read after the handler returned, while
+/// its response is still being written, are the next request's and start the header clock
+/// once that response is done.
 struct Activity {
     base: Instant,
     /// Nanoseconds since `base` of the last byte read or written.
     last_io: AtomicU64,
     /// Nanoseconds since `base` plus one when headers started arriving (0: not waiting).
     head_since: AtomicU64,
+    /// Like `head_since`, for bytes read while a response was still being written.
+    early_head: AtomicU64,
     in_flight: AtomicUsize,
+    handler_done: AtomicBool,
+    /// Wakes the connection's watchdog when a deadline may have moved earlier.
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -95,22 +144,32 @@ impl Activity {
             last_io: AtomicU64::new(0),
             // A new connection waits for its first request's headers from the start.
             head_since: AtomicU64::new(1),
+            early_head: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            handler_done: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
     fn now(&self) -> u64 {
-        self.base.elapsed().as_nanos().min(u128::from(u64::MAX - 1)) as u64
+        nanos(self.base.elapsed()).min(u64::MAX - 1)
     }
 
     fn read_some(&self) {
         let now = self.now();
         self.last_io.store(now, Ordering::Relaxed);
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            // Bytes with no request in flight: the headers of the next one.
-            let _ =
-                self.head_since
-                    .compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed);
+        let waiting = if self.in_flight.load(Ordering::Acquire) == 0 {
+            &self.head_since
+        } else if self.handler_done.load(Ordering::Acquire) {
+            &self.early_head
+        } else {
+            return; // the request's own body
+        };
+        if waiting
+            .compare_exchange(0, now + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.changed.notify_one();
         }
     }
 
@@ -119,47 +178,120 @@ impl Activity {
     }
 
     fn request_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.handler_done.store(false, Ordering::Release);
+        self.early_head.store(0, Ordering::Release);
         self.head_since.store(0, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn request_done(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    fn handler_returned(&self) {
+        self.handler_done.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    fn response_done(&self) {
         self.wrote_some();
+        if self.early_head.swap(0, Ordering::AcqRel) != 0 {
+            // The next request's bytes came while this response was written: its header
+            // clock starts now (the client is not to blame for a slow response).
+            let _ = self.head_since.compare_exchange(
+                0,
+                self.now() + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_one();
     }
 
-    /// What is due: the headers' deadline passed, the idle deadline passed, or the next
-    /// moment to look again.
-    fn check(&self, limits: &ServerLimits) -> Due {
+    /// What is due now, or the next moment to look again.
+    fn check(&self, limits: &ServerLimits, closing_since: Option<u64>) -> Due {
         let now = self.now();
+        let idle = nanos(limits.idle_timeout);
         let head = self.head_since.load(Ordering::Acquire);
         let header_deadline =
-            (head != 0).then(|| (head - 1).saturating_add(limits.header_timeout.as_nanos() as u64));
+            (head != 0).then(|| (head - 1).saturating_add(nanos(limits.header_timeout)));
         if header_deadline.is_some_and(|d| now >= d) {
             return Due::HeaderTimeout;
         }
-        let idle_deadline = (self.in_flight.load(Ordering::Acquire) == 0).then(|| {
-            self.last_io
-                .load(Ordering::Relaxed)
-                .saturating_add(limits.idle_timeout.as_nanos() as u64)
-        });
-        if idle_deadline.is_some_and(|d| now >= d) {
+        let quiet_deadline = self.last_io.load(Ordering::Relaxed).saturating_add(idle);
+        let in_flight = self.in_flight.load(Ordering::Acquire) > 0;
+        let writing = in_flight && self.handler_done.load(Ordering::Acquire);
+        if writing && now >= quiet_deadline {
+            return Due::Stalled; // a response nobody reads
+        }
+        if let Some(since) = closing_since {
+            if now >= since.saturating_add(idle) {
+                return Due::Stalled; // asked to close, and still not closed
+            }
+        }
+        if !in_flight && now >= quiet_deadline && closing_since.is_none() {
             return Due::Idle;
         }
-        let next = match (header_deadline, idle_deadline) {
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-            // A request is being served: look again after a while.
-            (None, None) => now.saturating_add(limits.idle_timeout.as_nanos() as u64),
+        // Nothing due yet: the next deadline. (While a handler runs, the request timeout
+        // bounds it; look again after a while.)
+        let mut next = match closing_since {
+            Some(since) => since.saturating_add(idle),
+            None if !in_flight || writing => quiet_deadline,
+            None => now.saturating_add(idle),
         };
-        Due::At(self.base + Duration::from_nanos(next))
+        if let Some(d) = header_deadline {
+            next = next.min(d);
+        }
+        let next = Duration::from_nanos(next.max(now.saturating_add(1)));
+        Due::At(
+            self.base
+                .checked_add(next)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+        )
     }
 }
 
 enum Due {
+    /// A request's headers did not arrive in time: close at once.
     HeaderTimeout,
+    /// Nothing in flight and no traffic: close gracefully.
     Idle,
+    /// No progress while a response is being written, or a graceful close that does not
+    /// finish: close at once.
+    Stalled,
     At(Instant),
+}
+
+/// Tells the connection's [`Activity`] when the response has been written (or dropped).
+struct ResponseGuard(Arc<Activity>);
+
+impl Drop for ResponseGuard {
+    fn drop(&mut self) {
+        self.0.response_done();
+    }
+}
+
+/// A response body that keeps its request in flight until it is fully written.
+struct Guarded {
+    inner: Body,
+    _guard: ResponseGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
 }
 
 /// A TCP stream that tells its connection's [`Activity`] when bytes move.
@@ -306,11 +438,17 @@ async fn serve_connection(
         let router = router.clone();
         let activity = served.clone();
         activity.request_started();
+        let guard = ResponseGuard(activity.clone());
         async move {
             let response = router.oneshot(req.map(Body::new)).await;
-            activity.request_done();
+            activity.handler_returned();
             Ok::<_, Infallible>(match response {
-                Ok(r) => r,
+                Ok(r) => r.map(|inner| {
+                    Body::new(Guarded {
+                        inner,
+                        _guard: guard,
+                    })
+                }),
                 Err(never) => match never {},
             })
         }
@@ -318,28 +456,27 @@ async fn serve_connection(
     let builder = hyper::server::conn::http1::Builder::new();
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
-    let mut closing = false;
+    // When a graceful close was asked for (idle, or the server stopping).
+    let mut closing_since: Option<u64> = None;
     loop {
-        let wake = match activity.check(&limits) {
+        let wake = match activity.check(&limits, closing_since) {
             Due::HeaderTimeout => {
                 ServerStats::add(&stats.header_timeouts, 1);
                 tracing::debug!("closing a connection whose headers did not arrive in time");
                 return; // dropping the connection closes it
             }
-            Due::Idle if !closing => {
+            Due::Stalled => {
+                ServerStats::add(&stats.idle_closed, 1);
+                tracing::debug!("closing a connection that stopped making progress");
+                return;
+            }
+            Due::Idle => {
                 ServerStats::add(&stats.idle_closed, 1);
                 conn.as_mut().graceful_shutdown();
-                closing = true;
-                None
+                closing_since = Some(activity.now());
+                continue;
             }
-            Due::Idle => None,
-            Due::At(t) => Some(t),
-        };
-        let sleep = async {
-            match wake {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
+            Due::At(t) => t,
         };
         tokio::select! {
             r = conn.as_mut() => {
@@ -348,11 +485,12 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = stop.cancelled(), if !closing => {
+            _ = stop.cancelled(), if closing_since.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing_since = Some(activity.now());
             }
-            _ = sleep => {}
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = activity.changed.notified() => {}
         }
     }
 }

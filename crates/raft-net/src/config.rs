@@ -46,10 +46,16 @@ pub struct NetConfig {
     /// Time allowed to write and flush one batch to a peer; past it the connection is
     /// considered dead (a peer that stopped reading) and is replaced. Default 10 s.
     pub write_timeout: Duration,
-    /// Inbound connections still in their handshake at most; past it, new connections are
-    /// closed at once (and counted). A peer's accepted connection does not count against it
-    /// (each peer has one live inbound connection: a new one replaces the old). Default 64.
+    /// Inbound connections still in their handshake at most, from addresses other than the
+    /// peers'; past it, new connections are closed at once (and counted). Connections from
+    /// a peer's IP address have their own slots (twice the number of peers, at least 8), so
+    /// that strangers cannot crowd the peers out. A peer's accepted connection does not
+    /// count against either (each peer has one live inbound connection: a new one replaces
+    /// the old). Default 64.
     pub max_pending_handshakes: usize,
+    /// Inbound connections in their handshake at once from one IP address that is not a
+    /// peer's. Default 8.
+    pub max_handshakes_per_ip: usize,
     /// An inbound connection on which nothing arrives for this long is closed (the peer
     /// reconnects when it next has something to send). Default 60 s.
     pub idle_timeout: Duration,
@@ -83,6 +89,7 @@ impl NetConfig {
             handshake_timeout: Duration::from_secs(3),
             write_timeout: Duration::from_secs(10),
             max_pending_handshakes: 64,
+            max_handshakes_per_ip: 8,
             idle_timeout: Duration::from_secs(60),
             keepalive: Duration::from_secs(10),
             authenticator: Arc::new(NoAuth),

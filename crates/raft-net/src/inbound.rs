@@ -6,7 +6,8 @@
 //! that grow only with the bytes received; a byte budget on what waits for the node; and
 //! an accept loop that backs off when `accept` fails (out of descriptors, say).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,8 +72,76 @@ impl Shared {
     }
 }
 
+/// Handshakes in progress per IP address (other than the peers').
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// Who may be in a handshake: connections from the peers' IP addresses have their own
+/// slots; any other address is limited overall and per address.
+struct Admission {
+    peer_ips: BTreeSet<IpAddr>,
+    peer_slots: Arc<Semaphore>,
+    other_slots: Arc<Semaphore>,
+    per_ip: PerIp,
+    max_per_ip: usize,
+}
+
+/// A connection's place in its handshake; given back when dropped.
+pub(crate) struct HandshakeSlot {
+    _slot: OwnedSemaphorePermit,
+    ip: Option<(IpAddr, PerIp)>,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        if let Some((ip, per_ip)) = self.ip.take() {
+            if let Ok(mut m) = per_ip.lock() {
+                if let Some(n) = m.get_mut(&ip) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(&ip);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Admission {
+    fn new(cfg: &NetConfig) -> Self {
+        let peer_ips: BTreeSet<IpAddr> = cfg.peers.values().map(|a| a.ip()).collect();
+        Admission {
+            peer_slots: Arc::new(Semaphore::new((2 * cfg.peers.len()).max(8))),
+            other_slots: Arc::new(Semaphore::new(cfg.max_pending_handshakes.max(1))),
+            peer_ips,
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            max_per_ip: cfg.max_handshakes_per_ip.max(1),
+        }
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<HandshakeSlot> {
+        if self.peer_ips.contains(&ip) {
+            let slot = self.peer_slots.clone().try_acquire_owned().ok()?;
+            return Some(HandshakeSlot {
+                _slot: slot,
+                ip: None,
+            });
+        }
+        let slot = self.other_slots.clone().try_acquire_owned().ok()?;
+        let mut m = self.per_ip.lock().ok()?;
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None; // the slot goes back as it drops
+        }
+        *n += 1;
+        Some(HandshakeSlot {
+            _slot: slot,
+            ip: Some((ip, self.per_ip.clone())),
+        })
+    }
+}
+
 pub(crate) async fn run_acceptor(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTracker) {
-    let handshakes = Arc::new(Semaphore::new(shared.cfg.max_pending_handshakes.max(1)));
+    let admission = Admission::new(&shared.cfg);
     let mut backoff = Duration::ZERO;
     loop {
         let (stream, addr) = tokio::select! {
@@ -95,7 +164,7 @@ pub(crate) async fn run_acceptor(shared: Arc<Shared>, listener: TcpListener, tra
                 }
             },
         };
-        let Ok(handshake_slot) = handshakes.clone().try_acquire_owned() else {
+        let Some(handshake_slot) = admission.admit(addr.ip()) else {
             PeerCounters::add(&shared.listener.over_limit, 1);
             tracing::debug!(%addr, "too many handshakes in progress; closing the connection");
             drop(stream);
@@ -125,7 +194,7 @@ pub(crate) fn keepalive(stream: &TcpStream, every: Duration) -> std::io::Result<
 async fn serve(
     shared: &Shared,
     stream: TcpStream,
-    handshake_slot: OwnedSemaphorePermit,
+    handshake_slot: HandshakeSlot,
 ) -> Result<(), ConnError> {
     let cfg = &shared.cfg;
     stream.set_nodelay(true)?;
@@ -221,6 +290,9 @@ async fn read_messages(
         let size = frame.len() + LENGTH_PREFIX_BYTES;
         let msg = decode_message(&frame).map_err(|e| ConnError::Malformed(e.to_string()))?;
         drop(frame);
+        // What the message takes in memory once decoded, which can be far more than its
+        // bytes on the wire (an empty entry is a few bytes there, a whole Entry here).
+        let held = size.max(memory_size(&msg));
         if msg.from != from || msg.to != cfg.id {
             return Err(ConnError::Malformed(format!(
                 "message from {} to {} on the connection of node {from} to node {}",
@@ -231,7 +303,7 @@ async fn read_messages(
         PeerCounters::add(&peer_counters.bytes_received, size as u64);
         // Wait for room in the byte budget: a node that falls behind slows its peers down
         // (TCP pushes back) instead of queueing without bound.
-        let want = u32::try_from(size.min(cfg.recv_queue_bytes)).unwrap_or(u32::MAX);
+        let want = u32::try_from(held.min(cfg.recv_queue_bytes)).unwrap_or(u32::MAX);
         let budget = tokio::select! {
             _ = mine.cancelled() => return Ok(()),
             p = shared.budget.clone().acquire_many_owned(want) => match p {
@@ -248,5 +320,19 @@ async fn read_messages(
             _ = mine.cancelled() => return Ok(()),
             r = shared.inbound.send(delivery) => if r.is_err() { return Ok(()) },
         }
+    }
+}
+
+/// Roughly the memory a decoded message holds: its entries and their payloads.
+fn memory_size(msg: &Message) -> usize {
+    const BASE: usize = std::mem::size_of::<Message>();
+    match &msg.body {
+        raft_core::MessageBody::AppendEntries { entries, .. } => {
+            entries.iter().fold(BASE, |n, e| {
+                n.saturating_add(std::mem::size_of::<raft_core::Entry>())
+                    .saturating_add(e.data.len())
+            })
+        }
+        _ => BASE,
     }
 }

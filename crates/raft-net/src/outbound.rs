@@ -48,13 +48,27 @@ fn try_next(rx: &mut mpsc::Receiver<Queued>, counters: &PeerCounters) -> Option<
     Some(q.msg)
 }
 
-/// Runs until cancelled or until the transport drops the queue's sender.
+/// Runs until cancelled or until the transport drops the queue's sender; what is still
+/// queued then is dropped and given back to the byte bound.
 pub(crate) async fn run_writer(
     cfg: Arc<NetConfig>,
     peer: NodeId,
     addr: SocketAddr,
     mut rx: mpsc::Receiver<Queued>,
     counters: Arc<PeerCounters>,
+    cancel: CancellationToken,
+) {
+    write_until_done(cfg, peer, addr, &mut rx, &counters, cancel).await;
+    rx.close();
+    while try_next(&mut rx, &counters).is_some() {}
+}
+
+async fn write_until_done(
+    cfg: Arc<NetConfig>,
+    peer: NodeId,
+    addr: SocketAddr,
+    rx: &mut mpsc::Receiver<Queued>,
+    counters: &PeerCounters,
     cancel: CancellationToken,
 ) {
     let mut backoff = Backoff::new(
@@ -69,7 +83,7 @@ pub(crate) async fn run_writer(
             // Connect only when there is something to send: an idle link costs nothing.
             carried = tokio::select! {
                 _ = cancel.cancelled() => return,
-                m = next(&mut rx, &counters) => match m {
+                m = next(rx, counters) => match m {
                     Some(m) => Some(m),
                     None => return,
                 },
@@ -86,16 +100,7 @@ pub(crate) async fn run_writer(
                 backoff.reset();
                 PeerCounters::add(&counters.connects, 1);
                 tracing::info!(peer, %addr, "connected to peer");
-                match write_loop(
-                    &cfg,
-                    writer,
-                    reader,
-                    &mut rx,
-                    carried.take(),
-                    &counters,
-                    &cancel,
-                )
-                .await
+                match write_loop(&cfg, writer, reader, rx, carried.take(), counters, &cancel).await
                 {
                     Ok(()) => return, // cancelled or transport gone
                     Err(ConnError::Closed) => {

@@ -103,6 +103,12 @@ impl Transport {
                 cfg.recv_queue_bytes, cfg.max_frame_bytes
             )));
         }
+        if cfg.keepalive.is_zero() || cfg.idle_timeout.is_zero() || cfg.handshake_timeout.is_zero()
+        {
+            return Err(NetError::Config(
+                "keepalive, idle_timeout and handshake_timeout must be longer than zero".into(),
+            ));
+        }
         if cfg.recv_queue_bytes > u32::MAX as usize {
             return Err(NetError::Config(format!(
                 "recv_queue_bytes ({}) must be at most {}",

@@ -97,23 +97,39 @@ async fn closed_by_peer(stream: &mut TcpStream, within: Duration) -> bool {
     )
 }
 
+/// A connection to `addr` from the loopback address `from` (any 127.x.y.z works on Linux).
+async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("a loopback source address");
+    socket.connect(addr).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_handshake_limit_are_closed_at_once_and_peers_still_get_in() {
+async fn strangers_past_the_handshake_limits_are_closed_at_once_and_peers_still_get_in() {
     let (t1, _i1, t2, mut i2, a2) = pair(|c| {
         c.max_pending_handshakes = 4;
+        c.max_handshakes_per_ip = 3;
         c.handshake_timeout = Duration::from_secs(30);
     });
-    // Four silent connections hold every handshake slot...
+    // Three silent strangers from one address hold that address's share...
     let mut silent = Vec::new();
-    for _ in 0..4 {
-        silent.push(TcpStream::connect(a2).await.unwrap());
+    for _ in 0..3 {
+        silent.push(connect_from([127, 0, 0, 2], a2).await);
     }
-    // ...so a fifth is closed at once instead of waiting.
-    let mut fifth = TcpStream::connect(a2).await.unwrap();
+    let mut fourth = connect_from([127, 0, 0, 2], a2).await;
+    assert!(closed_by_peer(&mut fourth, Duration::from_secs(5)).await);
+    // ...one from another address fills the strangers' slots...
+    silent.push(connect_from([127, 0, 0, 3], a2).await);
+    wait_until("the per-address refusal counted", || {
+        t2.listener_stats().over_limit >= 1
+    })
+    .await;
+    let mut fifth = connect_from([127, 0, 0, 4], a2).await;
     assert!(closed_by_peer(&mut fifth, Duration::from_secs(5)).await);
-    wait_until("counted", || t2.listener_stats().over_limit >= 1).await;
-    // Once they go away, the real peer connects.
-    drop(silent);
+    wait_until("counted", || t2.listener_stats().over_limit >= 2).await;
+    // ...and the real peer, from its own address, still gets in.
     let start = Instant::now();
     loop {
         t1.send(heartbeat(1, 2, 7));
@@ -127,6 +143,7 @@ async fn connections_past_the_handshake_limit_are_closed_at_once_and_peers_still
             "peer never got in"
         );
     }
+    drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,17 @@ pub enum OpenError {
         /// The newest version this build reads.
         supported: u32,
     },
+    /// The directory was written by an older release whose entries this build cannot
+    /// interpret safely.
+    #[error("data directory {dir} has format version {found}, written by an earlier release; this build opens format {oldest} and later (key-value commands changed encoding): export the data with the earlier release (GET /log, GET /v1/kv/...) and start this release from an empty directory")]
+    OldFormat {
+        /// The directory.
+        dir: PathBuf,
+        /// The version recorded in it.
+        found: u32,
+        /// The oldest version this build opens.
+        oldest: u32,
+    },
     /// Data that may have been acknowledged is damaged.
     #[error("corrupt log: {file} at byte {offset}: {reason}. The node must not start with this log; keep it stopped and see the section on corruption in docs/operations.md (do not wipe it and rejoin under the same id)")]
     Corrupt {

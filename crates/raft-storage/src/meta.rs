@@ -7,7 +7,7 @@ use raft_core::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::OpenError;
-use crate::record::FORMAT_VERSION;
+use crate::record::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::vfs::Vfs;
 
 /// The name of the metadata file.
@@ -104,6 +104,13 @@ pub(crate) fn check_or_create(
             dir: dir.to_path_buf(),
             found: meta.format_version,
             supported: FORMAT_VERSION,
+        });
+    }
+    if meta.format_version < OLDEST_FORMAT_VERSION {
+        return Err(OpenError::OldFormat {
+            dir: dir.to_path_buf(),
+            found: meta.format_version,
+            oldest: OLDEST_FORMAT_VERSION,
         });
     }
     if meta.cluster_id != cluster_id {

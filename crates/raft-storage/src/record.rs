@@ -9,7 +9,15 @@ use serde::{Deserialize, Serialize};
 pub(crate) const HEADER_LEN: usize = 8;
 
 /// The version of the on-disk format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: entries may have the kind `Command` (key-value commands are told apart from plain
+/// entries by their kind, no longer by a payload prefix). Format 1 directories are refused
+/// with [`crate::OpenError::OldFormat`]: their key-value commands are plain entries that
+/// this release would not apply, and an older release cannot read format 2.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest on-disk format this build opens.
+pub const OLDEST_FORMAT_VERSION: u32 = 2;
 
 /// What a record says. Variant order is part of the format: append new variants only.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

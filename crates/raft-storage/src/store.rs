@@ -67,6 +67,8 @@ pub struct LogStorage {
     buf: Vec<u8>,
     stats: Arc<StorageStats>,
     reader: SegmentReader,
+    /// The active segment holds writes not yet synced (commit-only hard states).
+    dirty: bool,
 }
 
 /// Syncs `file`, counting the call and its latency in `stats`.
@@ -126,6 +128,7 @@ impl LogStorage {
             failed: false,
             buf: Vec::new(),
             stats: Arc::new(StorageStats::default()),
+            dirty: false,
             reader: SegmentReader::new(vfs_for_reader, wal_dir_for_reader, max_record_for_reader),
         };
         let fresh = seqs.is_empty() || store.recover(&seqs)? == Recovered::NeverUsed;
@@ -474,6 +477,9 @@ impl LogStorage {
                 self.buf = buf;
                 return self.fail("sync", path, e);
             }
+            self.dirty = false;
+        } else {
+            self.dirty = true;
         }
         self.buf = buf;
         // Durable: now the in-memory view may change.
@@ -489,8 +495,27 @@ impl LogStorage {
             self.hard_state = hs;
         }
         if self.segments.get(&self.active).map_or(0, |s| s.size) >= self.cfg.segment_bytes {
+            // A segment that stops being the last must be wholly durable: recovery cuts an
+            // interrupted write only at the very end of the log.
+            self.sync_if_dirty()?;
             self.start_segment(self.active + 1)?;
         }
+        Ok(())
+    }
+
+    /// Syncs the active segment if it holds unsynced writes.
+    fn sync_if_dirty(&mut self) -> Result<(), WriteError> {
+        if !self.dirty || self.cfg.sync != SyncPolicy::Always {
+            return Ok(());
+        }
+        let Some(seg) = self.segments.get_mut(&self.active) else {
+            return Err(WriteError::Failed);
+        };
+        if let Err(e) = timed_sync(&mut *seg.file, &self.stats) {
+            let path = seg.path.clone();
+            return self.fail("sync", path, e);
+        }
+        self.dirty = false;
         Ok(())
     }
 
@@ -577,6 +602,7 @@ impl LogStorage {
         }
         self.stats.wrote(buf.len());
         seg.size += buf.len() as u64;
+        self.dirty = false;
         // The oldest segment still needed holds entry index+1 (or is the active one).
         let keep_from = self
             .index

@@ -288,13 +288,21 @@ fn a_directory_of_another_node_or_cluster_or_a_newer_format_is_refused() {
         other => panic!("expected WrongCluster, got {:?}", other.err()),
     }
     let meta = dir.path().join("meta.json");
-    let text = fs::read_to_string(&meta)
-        .unwrap()
-        .replace("\"format_version\": 1", "\"format_version\": 99");
-    fs::write(&meta, text).unwrap();
+    let original = fs::read_to_string(&meta).unwrap();
+    let current = format!("\"format_version\": {}", raft_storage::FORMAT_VERSION);
+    assert!(original.contains(&current), "{original}");
+    fs::write(&meta, original.replace(&current, "\"format_version\": 99")).unwrap();
     match LogStorage::open(cfg(dir.path())) {
         Err(OpenError::NewerFormat { found: 99, .. }) => {}
         other => panic!("expected NewerFormat, got {:?}", other.err()),
+    }
+    // Format 1 held key-value commands as plain entries: refused with what to do.
+    fs::write(&meta, original.replace(&current, "\"format_version\": 1")).unwrap();
+    match LogStorage::open(cfg(dir.path())) {
+        Err(e @ OpenError::OldFormat { found: 1, .. }) => {
+            assert!(e.to_string().contains("export the data"), "{e}")
+        }
+        other => panic!("expected OldFormat, got {:?}", other.err()),
     }
 }
 

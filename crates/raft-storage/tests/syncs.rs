@@ -88,3 +88,28 @@ fn with_sync_never_nothing_is_synced() {
         .unwrap();
     assert_eq!(log.stats().snapshot().syncs, before);
 }
+
+#[test]
+fn an_unsynced_write_is_synced_before_its_segment_stops_being_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = StorageConfig::new(dir.path(), "test-cluster", 1);
+    c.segment_bytes = 300;
+    let mut log = LogStorage::open(c).unwrap();
+    log.write(&[Entry::normal(1, 1, vec![7u8; 200])], Some(hs(1, None, 0)))
+        .unwrap();
+    let before = log.stats().snapshot().syncs;
+    // A commit-only hard state, unsynced, that fills the segment: the segment rolls.
+    let mut n = 0;
+    while log.segment_count() == 1 {
+        log.write_batch(&[], Some(hs(1, None, 1 + n)), false)
+            .unwrap();
+        n += 1;
+        assert!(n < 100, "the segment never rolled");
+    }
+    let syncs = log.stats().snapshot().syncs - before;
+    // One for the old segment's unsynced tail, one for the new segment.
+    assert_eq!(
+        syncs, 2,
+        "the old segment's unsynced writes were not synced first"
+    );
+}

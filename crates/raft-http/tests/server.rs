@@ -1,0 +1,202 @@
+//! The HTTP server loop's connection limits, on a small router: header timeout, idle
+//! timeout, stalled responses, slow but progressing responses, connection limit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use raft_http::{serve, ServerLimits, ServerStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const REQUEST: &[u8] = b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n";
+
+fn router() -> Router {
+    Router::new()
+        .route("/small", get(|| async { "ok" }))
+        .route("/big", get(|| async { vec![b'x'; 64 << 20] }))
+        .route(
+            "/slow",
+            get(|| async {
+                // A body that trickles out: one chunk every 100 ms, 2 s in all.
+                let chunks = futures_chunks();
+                axum::body::Body::from_stream(chunks)
+            }),
+        )
+}
+
+fn futures_chunks(
+) -> impl futures_core_stream::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    futures_core_stream::unfold(0u32, |n| async move {
+        if n == 20 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok(bytes::Bytes::from_static(b"chunk\n")), n + 1))
+    })
+}
+
+mod futures_core_stream {
+    pub use futures_util::stream::{unfold, Stream};
+}
+
+async fn start(limits: ServerLimits) -> (std::net::SocketAddr, Arc<ServerStats>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(ServerStats::default());
+    tokio::spawn(serve(
+        listener,
+        router(),
+        limits,
+        stats.clone(),
+        std::future::pending(),
+    ));
+    (addr, stats)
+}
+
+/// Reads until the server closes the connection; returns what was read and when it closed.
+async fn read_until_closed(s: &mut TcpStream, within: Duration) -> (Vec<u8>, Instant) {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (all, Instant::now()),
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was still open after {within:?}"),
+        }
+    }
+}
+
+fn limits(header_ms: u64, idle_ms: u64) -> ServerLimits {
+    ServerLimits {
+        max_connections: 64,
+        header_timeout: Duration::from_millis(header_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let (addr, stats) = start(limits(300, 60_000)).await;
+    let opened = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(closed - opened >= Duration::from_millis(300));
+    assert_eq!(stats.snapshot().header_timeouts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout() {
+    let (addr, _) = start(limits(200, 1_500)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(REQUEST).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(std::str::from_utf8(&buf[..n])
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(
+        closed - answered >= Duration::from_millis(1_400),
+        "closed after {:?}: the header timeout must not apply between requests",
+        closed - answered
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_headers_after_a_response_are_closed_after_the_header_timeout() {
+    let (addr, _) = start(limits(300, 60_000)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(REQUEST).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(std::str::from_utf8(&buf[..n])
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET /small HTTP/1.1\r\nHo").await.unwrap();
+    let sent = Instant::now();
+    read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "the idle timeout (60 s) applied instead of the header timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_headers_sent_during_a_slow_response_are_timed_from_its_end() {
+    let (addr, _) = start(limits(500, 60_000)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Wait for the response to start, then send half of the next request's headers.
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(std::str::from_utf8(&buf[..n])
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET /small HTTP/1.1\r\nHo").await.unwrap();
+    let (got, _) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string() + &String::from_utf8_lossy(&got);
+    // The slow response (2 s, well past the header timeout) was not cut...
+    assert_eq!(text.matches("chunk\n").count(), 20, "{text}");
+    // ...and the half-sent request then got the header timeout, not the idle one.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_nobody_reads_is_dropped_after_the_idle_timeout() {
+    let (addr, stats) = start(limits(1_000, 500)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the server's writes stall once the socket buffers are full.
+    let start = Instant::now();
+    while stats.open() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a stalled response kept its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_that_makes_progress_is_not_cut_by_the_timeouts() {
+    let (addr, _) = start(limits(300, 500)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The slow request, and right behind it the next one, whole.
+    let mut two = b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+    two.extend_from_slice(b"GET /small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(&two).await.unwrap();
+    let (got, _) = read_until_closed(&mut s, Duration::from_secs(20)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("chunk\n").count(), 20, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(text.trim_end().ends_with("ok"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_closed_at_once() {
+    let mut l = limits(30_000, 60_000);
+    l.max_connections = 2;
+    let (addr, stats) = start(l).await;
+    let a = TcpStream::connect(addr).await.unwrap();
+    let b = TcpStream::connect(addr).await.unwrap();
+    let start = Instant::now();
+    while stats.open() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    read_until_closed(&mut c, Duration::from_secs(5)).await;
+    assert_eq!(stats.snapshot().rejected, 1);
+    drop((a, b));
+}
