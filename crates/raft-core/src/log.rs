@@ -492,6 +492,41 @@ mod tests {
     }
 
     #[test]
+    fn entries_never_go_past_the_upper_bound() {
+        let mut s = MemStorage::new();
+        s.append(&ents(&[1, 1])).unwrap();
+        let mut log = RaftLog::new(s, 0, 0);
+        for i in 3..=6 {
+            log.append(Entry::normal(1, i, vec![i as u8]));
+        }
+        for (lo, hi) in [(1, 2), (1, 4), (3, 5), (4, 5), (2, 7)] {
+            let got: Vec<u64> = log
+                .entries(lo, hi, u64::MAX)
+                .unwrap()
+                .iter()
+                .map(|e| e.index)
+                .collect();
+            assert_eq!(got, (lo..hi).collect::<Vec<_>>(), "[{lo}, {hi})");
+        }
+    }
+
+    #[test]
+    fn entries_below_a_compacted_prefix_are_reported_compacted() {
+        let mut s = MemStorage::new();
+        s.append(&ents(&[1, 1, 2, 2])).unwrap();
+        s.compact(2).unwrap();
+        let log = RaftLog::new(s, 4, 0);
+        assert_eq!(log.first_index(), 3);
+        assert_eq!(log.entries(2, 5, u64::MAX), Err(StorageError::Compacted(2)));
+        assert_eq!(log.entries(3, 5, u64::MAX).unwrap().len(), 2);
+        assert_eq!(
+            log.term(2),
+            Ok(1),
+            "the term before the first entry is known"
+        );
+    }
+
+    #[test]
     fn committed_entries_are_handed_out_within_the_byte_budget() {
         let mut log = RaftLog::new(MemStorage::new(), 0, 0);
         for i in 1..=3 {

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use common::{
     ack, append, drain, drain_all, entries_with_terms, handle_ready, ids, log_of, lone_node,
-    make_leader, msg, plain, storage_with, Cluster,
+    make_leader, msg, plain, plain_with_pre_vote, storage_with, Cluster,
 };
 use raft_core::{
     Entry, EntryKind, HardState, LogIndex, MemStorage, Message, MessageBody, Node, NodeId,
@@ -1408,6 +1408,75 @@ fn paper_thesis_9_6_prevote_does_not_bump_term_of_partitioned_node() {
     c.isolate(3);
     c.tick_all(10 * T);
     assert!(c.node(3).term() > term);
+}
+
+/// Thesis §9.6: a pre-vote asks "would you vote for me in the next term"; a server answers
+/// it as it would answer the vote. A pre-vote for the server's own term (the asker is a term
+/// behind) is granted only when a vote in this term could be: not while it knows a leader
+/// or voted for another.
+#[test]
+fn paper_thesis_9_6_prevote_for_the_current_term_is_granted_only_as_a_vote_would_be() {
+    // Node 1 at term 2, following leader 2 (check-quorum off: no lease in the way).
+    let mut n = lone_node(1, &ids(3), storage_with(&[1], 2, None), plain_with_pre_vote);
+    n.step(msg(2, 1, 2, append(1, 1, vec![], 0)));
+    assert_eq!(n.leader(), Some(2));
+    drain(&mut n);
+    // Node 3, a term behind, asks to campaign in term 2: node 1 has a leader in term 2.
+    n.step(msg(
+        3,
+        1,
+        2,
+        MessageBody::PreVote {
+            last_log_index: 1,
+            last_log_term: 1,
+        },
+    ));
+    let answers: Vec<bool> = drain(&mut n)
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::PreVoteResponse { granted } => Some(granted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![false],
+        "a pre-vote for a term with a known leader"
+    );
+    // For the next term, the same log gets the pre-vote (the lease is off).
+    n.step(msg(
+        3,
+        1,
+        3,
+        MessageBody::PreVote {
+            last_log_index: 1,
+            last_log_term: 1,
+        },
+    ));
+    let answers: Vec<bool> = drain(&mut n)
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::PreVoteResponse { granted } => Some(granted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![true]);
+}
+
+/// §5.2: only followers and candidates start elections; a leader asked to campaign (for
+/// instance through the API's manual election) stays leader in its term.
+#[test]
+fn paper_5_2_a_leader_never_starts_an_election() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let term = c.node(1).term();
+    c.node_mut(1).campaign();
+    assert_eq!(c.node(1).role(), Role::Leader);
+    assert_eq!(c.node(1).term(), term);
+    assert!(c.take_messages().iter().all(|m| !matches!(
+        m.body,
+        MessageBody::PreVote { .. } | MessageBody::RequestVote { .. }
+    )));
 }
 
 /// Thesis §4.2.3: "if a server receives a RequestVote request within the minimum election

@@ -350,6 +350,32 @@ fn a_failed_read_of_entries_for_a_follower_stops_the_node() {
     assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty());
 }
 
+#[test]
+fn a_follower_needing_compacted_entries_is_not_a_storage_failure() {
+    let mut store = storage_with(&[1, 1, 1, 1], 1, None);
+    store.compact(3).unwrap();
+    let mut node = lone_node(1, &ids(3), store, |_| {});
+    make_leader(&mut node);
+    drain(&mut node);
+    // Follower 2 turns out to hold nothing: it needs entries from index 1, compacted.
+    let term = node.term();
+    node.step(msg(
+        2,
+        1,
+        term,
+        MessageBody::AppendEntriesResponse {
+            index: 4,
+            reject: Some(raft_core::RejectHint { index: 0, term: 0 }),
+        },
+    ));
+    let rd = node.ready();
+    assert!(rd.storage_error.is_none(), "{rd:?}");
+    assert!(
+        node.failure().is_none(),
+        "a snapshot is needed, the disk is fine"
+    );
+}
+
 // ----- what must be synced -----
 
 #[test]

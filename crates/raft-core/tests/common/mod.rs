@@ -264,6 +264,12 @@ pub fn plain(c: &mut Config) {
     c.check_quorum = false;
 }
 
+/// Pre-vote without check-quorum (no leader lease).
+pub fn plain_with_pre_vote(c: &mut Config) {
+    c.pre_vote = true;
+    c.check_quorum = false;
+}
+
 /// A lone node whose peers the test plays by hand.
 pub fn lone_node(
     id: NodeId,
