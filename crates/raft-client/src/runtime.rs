@@ -233,9 +233,21 @@ impl<SM: StateMachine> Runtime<SM> {
     }
 
     fn on_message(&mut self, msg: Message) {
-        if !self.isolated {
-            self.node.step(msg);
+        if self.isolated {
+            return;
         }
+        if let raft_core::MessageBody::InstallSnapshot { .. } = msg.body {
+            // A snapshot's metadata may only reach the core once its data has arrived, and
+            // this node does not receive snapshot data yet: drop it (the leader's transfer
+            // fails and it probes again).
+            tracing::debug!(
+                id = self.cfg.id,
+                from = msg.from,
+                "dropped a snapshot offer"
+            );
+            return;
+        }
+        self.node.step(msg);
     }
 
     fn not_leader(&self, leader: Option<raft_core::NodeId>) -> Error {
@@ -356,11 +368,17 @@ impl<SM: StateMachine> Runtime<SM> {
     }
 
     /// Hands the messages to the transport (moved, not copied: this is the hot path).
-    fn send_all(&self, msgs: Vec<Message>) {
+    fn send_all(&mut self, msgs: Vec<Message>) {
         if self.isolated {
             return;
         }
         for m in msgs {
+            if let raft_core::MessageBody::InstallSnapshot { .. } = m.body {
+                // This node takes no snapshots yet, so it has none to send.
+                self.node
+                    .report_snapshot(m.to, raft_core::SnapshotOutcome::Failed);
+                continue;
+            }
             self.transport.send(m);
         }
     }

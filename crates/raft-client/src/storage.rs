@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
-use raft_core::{Entry, HardState, LogIndex, LogStore, StorageError, Term};
+use raft_core::{Entry, HardState, LogIndex, LogStore, SnapshotMeta, StorageError, Term};
 use raft_storage::LogStorage;
 
 /// A [`LogStorage`] behind a read-write lock. Writes (persisting a `Ready`) take it
@@ -56,5 +56,8 @@ impl LogStore for SharedStorage {
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
         self.read()?.entries(lo, hi, max_bytes)
+    }
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        self.read()?.snapshot_meta()
     }
 }

@@ -19,6 +19,15 @@ pub enum ConfigError {
     /// The stored state could not be read at start-up.
     #[error("cannot read the initial state from storage: {0}")]
     Storage(#[from] StorageError),
+    /// The state machine has applied less than the log still holds: the entries in between
+    /// were compacted. Restore the state machine from the latest snapshot first.
+    #[error("the state machine has applied up to {applied} but the log starts at {first_index}: restore the state machine from the latest snapshot before starting the node")]
+    StateMachineBehind {
+        /// What the state machine has applied.
+        applied: LogIndex,
+        /// The first index the log holds.
+        first_index: LogIndex,
+    },
 }
 
 /// Why a proposal was not accepted. None of these appended anything.

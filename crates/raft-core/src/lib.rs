@@ -48,6 +48,7 @@ mod read_index;
 mod ready;
 mod replication;
 mod rng;
+mod snapshot;
 mod storage;
 mod types;
 
@@ -58,6 +59,7 @@ pub use message::{Envelope, Message, MessageBody, RejectHint, PROTOCOL_VERSION};
 pub use node::{Node, PeerProgress, Status};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadOutcome, ReadState, Ready};
+pub use snapshot::{SnapshotMeta, SnapshotOutcome};
 pub use storage::{LogStore, MemStorage};
 pub use types::plausible_term;
 pub use types::{HardState, LogIndex, NodeId, Role, SoftState, Term, MAX_TERM_JUMP, TERM_LIMIT};

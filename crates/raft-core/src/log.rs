@@ -3,6 +3,7 @@
 
 use crate::entry::Entry;
 use crate::error::StorageError;
+use crate::snapshot::SnapshotMeta;
 use crate::storage::LogStore;
 use crate::types::{LogIndex, Term};
 
@@ -36,6 +37,11 @@ pub(crate) struct RaftLog<S> {
     pub(crate) applied: LogIndex,
     /// The highest index handed to the caller for applying.
     applying: LogIndex,
+    /// A snapshot accepted from the leader and not yet installed by the caller: until it is,
+    /// the log is this snapshot plus the unstable entries after it, whatever `store` holds.
+    snapshot: Option<SnapshotMeta>,
+    /// Whether `snapshot` was handed out in a `Ready` (installed at the next `advance`).
+    snapshot_handed: bool,
 }
 
 impl<S: LogStore> RaftLog<S> {
@@ -52,17 +58,23 @@ impl<S: LogStore> RaftLog<S> {
             committed,
             applied,
             applying: applied,
+            snapshot: None,
+            snapshot_handed: false,
         }
     }
 
     pub(crate) fn first_index(&self) -> LogIndex {
-        self.store.first_index()
+        match &self.snapshot {
+            Some(s) => s.index + 1,
+            None => self.store.first_index(),
+        }
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
-        match self.unstable.last() {
-            Some(e) => e.index,
-            None => self.store.last_index(),
+        match (self.unstable.last(), &self.snapshot) {
+            (Some(e), _) => e.index,
+            (None, Some(s)) => s.index,
+            (None, None) => self.store.last_index(),
         }
     }
 
@@ -72,10 +84,11 @@ impl<S: LogStore> RaftLog<S> {
 
     /// The last index that is durable and agrees with this log.
     pub(crate) fn persisted_index(&self) -> LogIndex {
-        if self.unstable.is_empty() {
-            self.store.last_index()
-        } else {
-            self.offset - 1
+        match (self.unstable.is_empty(), &self.snapshot) {
+            (false, _) => self.offset - 1,
+            // Nothing past the snapshot is durable (what `store` holds there is replaced).
+            (true, Some(s)) => s.index,
+            (true, None) => self.store.last_index(),
         }
     }
 
@@ -86,6 +99,13 @@ impl<S: LogStore> RaftLog<S> {
                 .get((index - self.offset) as usize)
                 .map(|e| e.term)
                 .ok_or(StorageError::Unavailable(index));
+        }
+        if let Some(s) = &self.snapshot {
+            return match index.cmp(&s.index) {
+                std::cmp::Ordering::Equal => Ok(s.term),
+                std::cmp::Ordering::Less => Err(StorageError::Compacted(index)),
+                std::cmp::Ordering::Greater => Err(StorageError::Unavailable(index)),
+            };
         }
         if index == 0 {
             return Ok(0);
@@ -171,6 +191,42 @@ impl<S: LogStore> RaftLog<S> {
         }
         self.unstable.extend_from_slice(entries);
         self.unsent = self.unsent.min(at);
+    }
+
+    /// Replaces the log with a snapshot from the leader: everything up to its index is
+    /// committed and covered by it, nothing after it is kept.
+    pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
+        self.unstable.clear();
+        self.offset = meta.index + 1;
+        self.unsent = self.offset;
+        self.committed = meta.index;
+        self.applying = meta.index;
+        self.snapshot = Some(meta);
+        self.snapshot_handed = false;
+    }
+
+    pub(crate) fn has_snapshot_to_hand_out(&self) -> bool {
+        self.snapshot.is_some() && !self.snapshot_handed
+    }
+
+    /// The accepted snapshot, if not handed out yet; marks it handed out.
+    pub(crate) fn take_snapshot(&mut self) -> Option<SnapshotMeta> {
+        if self.snapshot_handed {
+            return None;
+        }
+        let s = self.snapshot.clone()?;
+        self.snapshot_handed = true;
+        Some(s)
+    }
+
+    /// The caller installed the snapshot it was handed: `store` now holds it.
+    pub(crate) fn snapshot_installed(&mut self) {
+        if self.snapshot_handed {
+            if let Some(s) = self.snapshot.take() {
+                self.applied = self.applied.max(s.index);
+            }
+            self.snapshot_handed = false;
+        }
     }
 
     /// The index of the first entry that is new or conflicts with the log (0 if none).

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::entry::Entry;
+use crate::snapshot::SnapshotMeta;
 use crate::types::{LogIndex, NodeId, Term};
 
 /// The protocol version carried by [`Envelope`]. Transports refuse peers that speak another.
@@ -109,6 +110,14 @@ pub enum MessageBody {
         /// Echo of the heartbeat's `read_seq`.
         read_seq: u64,
     },
+    /// A leader's snapshot (InstallSnapshot, §7), in place of entries the follower needs and
+    /// the leader no longer holds. Only the metadata travels here: the caller transfers the
+    /// data and steps this message into the follower once the data has arrived. Answered
+    /// with [`MessageBody::AppendEntriesResponse`].
+    InstallSnapshot {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+    },
 }
 
 /// A follower's hint for where its log may agree with the leader's, so the leader backs
@@ -148,6 +157,7 @@ impl MessageBody {
             MessageBody::AppendEntriesResponse { .. } => "AppendEntriesResponse",
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
+            MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
         }
     }
 }

@@ -75,6 +75,10 @@ pub struct Status {
     pub last_index: LogIndex,
     /// The last index that is durable.
     pub persisted_index: LogIndex,
+    /// The first index the log holds (entries before it are compacted).
+    pub first_index: LogIndex,
+    /// The index the latest snapshot in storage covers (0: none).
+    pub snapshot_index: LogIndex,
     /// Leader only: for each follower, (id, match index, next index, replicating?).
     pub progress: Vec<PeerProgress>,
     /// Messages dropped since start because no correct peer could have sent them (a term
@@ -96,6 +100,8 @@ pub struct PeerProgress {
     pub next_index: LogIndex,
     /// Whether the leader streams to it (replicate) or probes it.
     pub replicating: bool,
+    /// The index of the snapshot being sent to it, if one is.
+    pub pending_snapshot: Option<LogIndex>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -104,15 +110,33 @@ impl<S: LogStore> Node<S> {
     pub fn new(cfg: Config, store: S) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let hs = store.hard_state()?;
+        let snap = store.snapshot_meta()?;
+        if cfg.applied.saturating_add(1) < store.first_index() {
+            return Err(ConfigError::StateMachineBehind {
+                applied: cfg.applied,
+                first_index: store.first_index(),
+            });
+        }
         let mut rng = Rng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let randomized = rng.range(cfg.election_ticks, cfg.election_ticks * 2);
         // Entries the application applied were committed, whether or not the commit index
         // that said so reached the disk (commit-only changes are written without a sync).
-        let log = RaftLog::new(store, hs.commit.max(cfg.applied), cfg.applied);
+        let log = RaftLog::new(
+            store,
+            hs.commit.max(cfg.applied).max(snap.index),
+            cfg.applied,
+        );
+        // The latest snapshot knows the voters of its time; the configuration is the
+        // fallback for a log that has none.
+        let voters = if snap.voters.is_empty() {
+            cfg.voters.iter().copied().collect()
+        } else {
+            snap.voters.iter().copied().collect()
+        };
         let commit = log.committed;
         Ok(Node {
             id: cfg.id,
-            voters: cfg.voters.iter().copied().collect(),
+            voters,
             cfg,
             term: hs.term,
             vote: hs.vote,
@@ -213,6 +237,8 @@ impl<S: LogStore> Node<S> {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             persisted_index: self.log.persisted_index(),
+            first_index: self.log.first_index(),
+            snapshot_index: self.log.store.snapshot_meta().map_or(0, |m| m.index),
             progress: self
                 .progress
                 .iter()
@@ -221,6 +247,7 @@ impl<S: LogStore> Node<S> {
                     match_index: p.match_index,
                     next_index: p.next_index,
                     replicating: p.state == ProgressState::Replicate,
+                    pending_snapshot: p.pending_snapshot(),
                 })
                 .collect(),
             rejected_messages: self.rejected_messages,
@@ -334,14 +361,18 @@ impl<S: LogStore> Node<S> {
             match m.body {
                 MessageBody::PreVote { .. } => {}
                 MessageBody::PreVoteResponse { granted: true } => {}
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
                     self.become_follower(m.term, Some(m.from));
                 }
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
                     // Tell the stale leader about the newer term so that it steps down.
@@ -401,6 +432,11 @@ impl<S: LogStore> Node<S> {
                     self.handle_heartbeat_response(m.from, read_seq);
                 }
             }
+            MessageBody::InstallSnapshot { meta } => {
+                if self.accept_leader(m.from) {
+                    self.handle_snapshot(m.from, meta);
+                }
+            }
         }
     }
 
@@ -431,6 +467,7 @@ impl<S: LogStore> Node<S> {
         }
         !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
+            || self.log.has_snapshot_to_hand_out()
             || self.log.has_unsent()
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
@@ -474,6 +511,7 @@ impl<S: LogStore> Node<S> {
         }
         let hs = self.hard_state();
         let ss = self.soft_state();
+        let snapshot = self.log.take_snapshot();
         let entries = self.log.take_unsent();
         if let Some(last) = entries.last() {
             self.pending_stable = Some((last.index, last.term));
@@ -490,11 +528,13 @@ impl<S: LogStore> Node<S> {
         // leave: new entries, the term and the vote. A commit index alone is recoverable
         // (from the leader, or from the applied index) and is written without a sync.
         let must_sync = !entries.is_empty()
+            || snapshot.is_some()
             || hs.term != self.prev_hard_state.term
             || hs.vote != self.prev_hard_state.vote;
         let rd = Ready {
             soft_state: (ss != self.prev_soft_state).then_some(ss),
             hard_state: (hs != self.prev_hard_state).then_some(hs),
+            snapshot,
             must_sync,
             storage_error: None,
             entries,
@@ -511,6 +551,7 @@ impl<S: LogStore> Node<S> {
     /// Acknowledges that every `Ready` taken so far was carried out: its state is durable
     /// and its committed entries applied.
     pub fn advance(&mut self) {
+        self.log.snapshot_installed();
         if let Some((index, term)) = self.pending_stable.take() {
             self.log.stable_to(index, term);
             if self.role == Role::Leader && self.maybe_commit() {
@@ -542,7 +583,9 @@ impl<S: LogStore> Node<S> {
 
     pub(crate) fn push_message(&mut self, m: Message) {
         match m.body {
-            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => self.msgs.push(m),
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => self.msgs.push(m),
             _ => self.msgs_after_persist.push(m),
         }
     }

@@ -13,6 +13,12 @@ pub enum ProgressState {
     /// The follower's log matches up to `match_index`; the leader streams appends to it,
     /// up to the in-flight limits.
     Replicate,
+    /// The follower needs entries the leader compacted: a snapshot up to `pending` is being
+    /// sent, and nothing else until it is installed or its transfer failed.
+    Snapshot {
+        /// The index the snapshot covers.
+        pending: LogIndex,
+    },
 }
 
 /// The leader's knowledge of one follower.
@@ -59,6 +65,15 @@ impl Progress {
             ProgressState::Replicate => {
                 self.inflights.len() >= max_msgs || self.inflight_bytes >= max_bytes
             }
+            ProgressState::Snapshot { .. } => true,
+        }
+    }
+
+    /// The index of the snapshot being sent, if any.
+    pub fn pending_snapshot(&self) -> Option<LogIndex> {
+        match self.state {
+            ProgressState::Snapshot { pending } => Some(pending),
+            _ => None,
         }
     }
 
@@ -74,6 +89,23 @@ impl Progress {
         self.inflights.clear();
         self.inflight_bytes = 0;
         self.stall_ticks = 0;
+    }
+
+    /// A snapshot covering up to `pending` is on its way: send nothing else meanwhile.
+    pub(crate) fn become_snapshot(&mut self, pending: LogIndex) {
+        self.state = ProgressState::Snapshot { pending };
+        self.probe_sent = false;
+        self.inflights.clear();
+        self.inflight_bytes = 0;
+        self.stall_ticks = 0;
+    }
+
+    /// The snapshot up to `pending` arrived: probe from after it once the follower
+    /// acknowledges it (or a heartbeat answer unpauses the probe).
+    pub(crate) fn snapshot_delivered(&mut self, pending: LogIndex) {
+        self.become_probe();
+        self.next_index = self.match_index.max(pending) + 1;
+        self.probe_sent = true;
     }
 
     pub(crate) fn become_replicate(&mut self) {
@@ -96,6 +128,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot { .. } => {}
         }
     }
 
@@ -138,6 +171,8 @@ impl Progress {
     /// the logs may agree. Returns false if the rejection is stale.
     pub(crate) fn maybe_decrease_to(&mut self, rejected: LogIndex, hint: LogIndex) -> bool {
         match self.state {
+            // Answers to appends sent before the snapshot: stale.
+            ProgressState::Snapshot { .. } => false,
             ProgressState::Replicate => {
                 if rejected <= self.match_index {
                     return false;

@@ -3,6 +3,7 @@
 use crate::entry::Entry;
 use crate::error::StorageError;
 use crate::message::Message;
+use crate::snapshot::SnapshotMeta;
 use crate::types::{HardState, LogIndex, SoftState};
 
 /// The outcome of a linearizable read started with [`crate::Node::read_index`].
@@ -30,7 +31,9 @@ pub struct ReadState {
 ///
 /// 1. send [`messages`](Self::messages) (they do not depend on this `Ready`'s persistence;
 ///    sending them while persisting is allowed);
-/// 2. persist [`hard_state`](Self::hard_state) and [`entries`](Self::entries) (an entry
+/// 2. install [`snapshot`](Self::snapshot) if set (in storage, and restore the state
+///    machine from the data received for it), then persist
+///    [`hard_state`](Self::hard_state) and [`entries`](Self::entries) (an entry
 ///    at index `i` replaces whatever the log holds at `i` and after), and make them durable
 ///    (fsync) when [`must_sync`](Self::must_sync) says so — otherwise writing them is enough;
 /// 3. only then send [`persisted_messages`](Self::persisted_messages) (votes and
@@ -47,9 +50,12 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// Set when the hard state changed and must be persisted.
     pub hard_state: Option<HardState>,
+    /// A snapshot from the leader to install before the entries: the log is replaced by
+    /// it up to its index, and the state machine restored from its data.
+    pub snapshot: Option<SnapshotMeta>,
     /// Whether the write must be synced before `persisted_messages` leave: true when there
-    /// are entries, or the term or vote changed. A change of the commit index alone needs
-    /// no sync.
+    /// are entries or a snapshot, or the term or vote changed. A change of the commit index
+    /// alone needs no sync.
     pub must_sync: bool,
     /// Set when storage failed to return what the node needed (a committed entry, an entry
     /// for a follower): the node is stopped. Nothing else in this `Ready` is set.
@@ -69,6 +75,6 @@ pub struct Ready {
 impl Ready {
     /// Whether persisting this `Ready` requires a write.
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
     }
 }

@@ -56,9 +56,10 @@ impl<S: LogStore> Node<S> {
         }
     }
 
-    /// Sends one AppendEntries to `to` from its `next_index`. Returns false if nothing was
-    /// sent: the entries were compacted (a snapshot would be needed), or storage failed to
-    /// read them, which stops the node (a follower must never silently stop receiving).
+    /// Sends one AppendEntries to `to` from its `next_index`, or the latest snapshot when
+    /// those entries are compacted. Returns false if nothing was sent: no snapshot covers
+    /// the gap, or storage failed to read the entries, which stops the node (a follower must
+    /// never silently stop receiving).
     fn send_append(&mut self, to: NodeId) -> bool {
         let Some(pr) = self.progress.get(&to) else {
             return false;
@@ -67,12 +68,12 @@ impl<S: LogStore> Node<S> {
         let prev_index = next.saturating_sub(1);
         let prev_term = match self.log.term(prev_index) {
             Ok(t) => t,
-            Err(e) => return self.append_unreadable(e),
+            Err(e) => return self.append_unreadable(to, e),
         };
         let hi = next.saturating_add(self.cfg.max_entries_per_msg as u64);
         let entries = match self.log.entries(next, hi, self.cfg.max_bytes_per_msg) {
             Ok(e) => e,
-            Err(e) => return self.append_unreadable(e),
+            Err(e) => return self.append_unreadable(to, e),
         };
         let last = entries.last().map_or(prev_index, |e| e.index);
         let bytes: u64 = entries.iter().map(Entry::size).sum();
@@ -94,11 +95,12 @@ impl<S: LogStore> Node<S> {
     }
 
     /// What to do when the entries for an append cannot be read: a compacted prefix is not a
-    /// failure (a snapshot is needed); anything else is, and stops the node.
-    fn append_unreadable(&mut self, e: StorageError) -> bool {
-        if !matches!(e, StorageError::Compacted(_)) {
-            self.storage_failed(e);
+    /// failure (a snapshot is sent instead); anything else is, and stops the node.
+    fn append_unreadable(&mut self, to: NodeId, e: StorageError) -> bool {
+        if matches!(e, StorageError::Compacted(_)) {
+            return self.send_snapshot(to);
         }
+        self.storage_failed(e);
         false
     }
 
@@ -178,12 +180,23 @@ impl<S: LogStore> Node<S> {
                 }
             }
             None => {
+                let first = self.log.first_index();
+                let Some(pr) = self.progress.get_mut(&from) else {
+                    return;
+                };
                 if !pr.maybe_update(index) {
                     return; // stale or duplicate answer (seed defect 6)
                 }
                 match pr.state {
                     ProgressState::Probe => pr.become_replicate(),
                     ProgressState::Replicate => pr.free_inflights_to(index),
+                    // The snapshot is installed (or the follower caught up otherwise): stream
+                    // from there if the log still holds what follows.
+                    ProgressState::Snapshot { .. } => {
+                        if pr.match_index.saturating_add(1) >= first {
+                            pr.become_replicate();
+                        }
+                    }
                 }
                 if self.maybe_commit() {
                     self.commit_broadcast = true;

@@ -262,6 +262,9 @@ impl LogStore for FlakyStore {
         }
         self.mem.entries(lo, hi, max_bytes)
     }
+    fn snapshot_meta(&self) -> Result<raft_core::SnapshotMeta, StorageError> {
+        self.mem.snapshot_meta()
+    }
 }
 
 fn carry_out(node: &mut Node<FlakyStore>) -> Ready {
@@ -354,7 +357,7 @@ fn a_failed_read_of_entries_for_a_follower_stops_the_node() {
 fn a_follower_needing_compacted_entries_is_not_a_storage_failure() {
     let mut store = storage_with(&[1, 1, 1, 1], 1, None);
     store.compact(3).unwrap();
-    let mut node = lone_node(1, &ids(3), store, |_| {});
+    let mut node = lone_node(1, &ids(3), store, |c| c.applied = 3);
     make_leader(&mut node);
     drain(&mut node);
     // Follower 2 turns out to hold nothing: it needs entries from index 1, compacted.

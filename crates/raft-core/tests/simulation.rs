@@ -1,7 +1,10 @@
 //! A deterministic cluster simulator: 3- and 5-node clusters on a network that drops,
 //! delays, duplicates and reorders messages, with symmetric and one-way partitions and
-//! crashes that lose whatever was not persisted. After every step it checks the safety
-//! properties of Raft (§5.4, Figure 3); after healing, it checks liveness.
+//! crashes that lose whatever was not persisted. Most runs snapshot and compact their logs
+//! at tiny thresholds, so followers that fall behind catch up through snapshots, and
+//! crashes hit snapshot creation and installation. After every step it checks the safety
+//! properties of Raft (§5.4, Figure 3) and that state machines at the same applied index
+//! hold the same state; after healing, it checks liveness.
 //!
 //! `RAFT_SIM_SEEDS=N` runs N seeds per cluster size; `RAFT_SIM_SEED=S` replays seed S
 //! exactly. A failing run prints the seed to replay.
@@ -15,8 +18,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use raft_core::{
-    Config, Entry, EntryKind, HardState, LogIndex, LogStore, MemStorage, Message, Node, NodeId,
-    ReadOutcome, Ready, Role, Term,
+    Config, Entry, EntryKind, HardState, LogIndex, LogStore, MemStorage, Message, MessageBody,
+    Node, NodeId, ReadOutcome, Ready, Role, SnapshotOutcome, Term,
 };
 
 /// Micro-steps per tick: messages are delivered between ticks with sub-tick delays.
@@ -55,6 +58,31 @@ struct InFlight {
     msg: Message,
 }
 
+/// A state machine: what it has applied, as a running digest of every entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SmState {
+    applied: LogIndex,
+    digest: u64,
+}
+
+impl SmState {
+    fn apply(&mut self, e: &Entry) {
+        let mut h = DefaultHasher::new();
+        (self.digest, e.index, e.term, &e.data[..]).hash(&mut h);
+        self.digest = h.finish();
+        self.applied = e.index;
+    }
+}
+
+/// The leader learns how a snapshot transfer ended at `at`.
+struct Report {
+    at: u64,
+    leader: NodeId,
+    term: Term,
+    to: NodeId,
+    outcome: SnapshotOutcome,
+}
+
 /// A proposal awaiting its outcome on the node that accepted it.
 struct Pending {
     term: Term,
@@ -71,7 +99,7 @@ struct SimNode {
     down_until: u64,
     /// The highest commit index seen in this incarnation.
     last_commit: LogIndex,
-    applied: LogIndex,
+    sm: SmState,
     pending: BTreeMap<(LogIndex, Term), Pending>,
     /// Reads in progress: id → the highest acknowledged write index when the read began.
     reads: BTreeMap<u64, LogIndex>,
@@ -84,6 +112,11 @@ struct Faults {
     reorder_per_mille: u64,
     crash_per_mille: u64,
     partition_per_mille: u64,
+    /// Snapshot and compact once this many entries were applied since the last snapshot
+    /// (0: never).
+    snapshot_every: u64,
+    /// Entries kept before the snapshot index when compacting.
+    compact_tail: u64,
 }
 
 struct Sim {
@@ -115,6 +148,12 @@ struct Sim {
     link_last: BTreeMap<(NodeId, NodeId), u64>,
     /// Print every delivered message (`RAFT_SIM_TRACE=1`).
     trace: bool,
+    /// Snapshot data by what it covers (any node's snapshot at an index is the same state).
+    snapshots: BTreeMap<(LogIndex, Term), SmState>,
+    /// The state machine digest at each applied index, as the first node to reach it had it.
+    digests: BTreeMap<LogIndex, u64>,
+    reports: Vec<Report>,
+    snapshots_installed: u64,
 }
 
 impl Sim {
@@ -139,6 +178,12 @@ impl Sim {
             reorder_per_mille: rng.below(150),
             crash_per_mille: rng.below(4),
             partition_per_mille: rng.below(5),
+            snapshot_every: if rng.chance(800) {
+                3 + rng.below(40)
+            } else {
+                0
+            },
+            compact_tail: rng.below(6),
         };
         let mut sim = Sim {
             seed,
@@ -164,9 +209,13 @@ impl Sim {
             digest: DefaultHasher::new(),
             link_last: BTreeMap::new(),
             trace: std::env::var_os("RAFT_SIM_TRACE").is_some(),
+            snapshots: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            reports: Vec::new(),
+            snapshots_installed: 0,
         };
         for id in ids {
-            let node = sim.start_node(id, MemStorage::new());
+            let node = sim.start_node(id, MemStorage::new(), 0);
             sim.nodes.insert(
                 id,
                 SimNode {
@@ -175,7 +224,7 @@ impl Sim {
                     synced_hs: HardState::default(),
                     down_until: 0,
                     last_commit: 0,
-                    applied: 0,
+                    sm: SmState::default(),
                     pending: BTreeMap::new(),
                     reads: BTreeMap::new(),
                 },
@@ -184,11 +233,27 @@ impl Sim {
         sim
     }
 
-    fn start_node(&self, id: NodeId, disk: MemStorage) -> Node<MemStorage> {
+    fn start_node(&self, id: NodeId, disk: MemStorage, applied: LogIndex) -> Node<MemStorage> {
         let mut cfg = self.cfg.clone();
         cfg.id = id;
         cfg.seed = self.seed.wrapping_add(self.now);
+        cfg.applied = applied;
         Node::new(cfg, disk).expect("valid config")
+    }
+
+    /// The state machine a node restores from its latest snapshot on disk.
+    fn restored_state(&self, disk: &MemStorage) -> SmState {
+        let meta = disk.snapshot_meta().expect("in-memory snapshot meta");
+        if meta.index == 0 {
+            return SmState::default();
+        }
+        match self.snapshots.get(&(meta.index, meta.term)) {
+            Some(sm) => *sm,
+            None => self.fail(format!(
+                "no snapshot data for ({}, {}) on disk",
+                meta.index, meta.term
+            )),
+        }
     }
 
     fn fail(&self, what: String) -> ! {
@@ -441,12 +506,14 @@ impl Sim {
 
     fn restart(&mut self, id: NodeId) {
         let disk = self.nodes[&id].disk.clone();
-        let node = self.start_node(id, disk);
+        // An in-memory state machine: rebuilt from the latest local snapshot, then the log.
+        let sm = self.restored_state(&disk);
+        let node = self.start_node(id, disk, sm.applied);
         let n = self.nodes.get_mut(&id).expect("known node");
         n.synced_hs = n.disk.hard_state().expect("in-memory hard state");
         n.node = Some(node);
         n.last_commit = 0;
-        n.applied = 0;
+        n.sm = sm;
     }
 
     fn client_propose(&mut self) {
@@ -497,7 +564,24 @@ impl Sim {
     }
 
     fn send(&mut self, m: Message) {
-        if self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.faults.drop_per_mille) {
+        let lost =
+            self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.faults.drop_per_mille);
+        if let MessageBody::InstallSnapshot { .. } = m.body {
+            // The transfer's outcome reaches the leader's caller some time later.
+            let at = self.now + 1 + self.rng.below(4 * STEPS_PER_TICK);
+            self.reports.push(Report {
+                at,
+                leader: m.from,
+                term: m.term,
+                to: m.to,
+                outcome: if lost {
+                    SnapshotOutcome::Failed
+                } else {
+                    SnapshotOutcome::Delivered
+                },
+            });
+        }
+        if lost {
             return;
         }
         let copies = if self.rng.chance(self.faults.dup_per_mille) {
@@ -525,6 +609,20 @@ impl Sim {
 
     fn deliver_due(&mut self) {
         let now = self.now;
+        let due: Vec<Report> = {
+            let (due, later) = std::mem::take(&mut self.reports)
+                .into_iter()
+                .partition(|r| r.at <= now);
+            self.reports = later;
+            due
+        };
+        for r in due {
+            if let Some(node) = self.nodes.get_mut(&r.leader).and_then(|n| n.node.as_mut()) {
+                if node.term() == r.term {
+                    node.report_snapshot(r.to, r.outcome);
+                }
+            }
+        }
         let mut due: Vec<InFlight> = Vec::new();
         let mut i = 0;
         while i < self.net.len() {
@@ -600,6 +698,7 @@ impl Sim {
             self.send(m);
         }
         self.apply(id, &rd);
+        let crash_while_snapshotting = self.rng.chance(self.faults.crash_per_mille * 20);
         if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
             node.advance();
             if empty && node.has_ready() {
@@ -608,6 +707,46 @@ impl Sim {
                     "node {id}: has_ready() stays true though ready() hands out nothing"
                 ));
             }
+        }
+        self.maybe_snapshot(id, crash_while_snapshotting);
+    }
+
+    /// Snapshots the state machine and compacts the log once enough was applied since the
+    /// last snapshot; sometimes crashes between taking the snapshot and recording it.
+    fn maybe_snapshot(&mut self, id: NodeId, crash_midway: bool) {
+        let every = self.faults.snapshot_every;
+        let tail = self.faults.compact_tail;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let sm = n.sm;
+        let Some(node) = n.node.as_mut() else {
+            return;
+        };
+        let last = node.storage().snapshot_meta().expect("meta").index;
+        if every == 0 || sm.applied < last + every {
+            return;
+        }
+        let Ok(term) = node.storage().term(sm.applied) else {
+            return; // applied entries not persisted here yet cannot be snapshotted
+        };
+        // The state machine writes its snapshot...
+        self.snapshots.insert((sm.applied, term), sm);
+        if crash_midway {
+            // ...and the node dies before recording it: the log is untouched.
+            self.crash(id);
+            return;
+        }
+        let voters: Vec<NodeId> = node.voters().collect();
+        let storage = node.storage_mut();
+        storage
+            .create_snapshot(sm.applied, voters)
+            .unwrap_or_else(|e| panic!("snapshot at {}: {e}", sm.applied));
+        let compact_to = sm.applied.saturating_sub(tail);
+        if compact_to >= storage.first_index() {
+            storage
+                .compact(compact_to)
+                .unwrap_or_else(|e| panic!("compact to {compact_to}: {e}"));
         }
     }
 
@@ -620,12 +759,20 @@ impl Sim {
             .and_then(|n| n.node.as_mut())
             .expect("live node");
         if let Some(first) = rd.entries.first() {
-            let mut prev_term = node.storage().term(first.index - 1).unwrap_or_else(|e| {
-                panic!(
-                    "seed {}: entry {} has no predecessor on node {id}: {e}",
-                    self.seed, first.index
-                )
-            });
+            let snapshot_before = rd
+                .snapshot
+                .as_ref()
+                .filter(|s| s.index + 1 == first.index)
+                .map(|s| s.term);
+            let mut prev_term = match snapshot_before {
+                Some(t) => t,
+                None => node.storage().term(first.index - 1).unwrap_or_else(|e| {
+                    panic!(
+                        "seed {}: entry {} has no predecessor on node {id}: {e}",
+                        self.seed, first.index
+                    )
+                }),
+            };
             let mut violations = Vec::new();
             for e in &rd.entries {
                 let key = (e.index, e.term);
@@ -685,7 +832,11 @@ impl Sim {
         self.leaders.insert(term, id);
         // Leader Completeness: the new leader holds every committed entry.
         let node = self.nodes[&id].node.as_ref().expect("live node");
+        let first = node.status().first_index;
         for (&index, (t, _)) in &self.committed {
+            if index + 1 < first {
+                continue; // compacted: covered by the leader's snapshot (digests check it)
+            }
             if node.entry_term(index) != Some(*t) {
                 self.fail(format!(
                     "leader completeness: leader {id} of term {term} lacks committed entry {index} (term {t})"
@@ -695,18 +846,54 @@ impl Sim {
     }
 
     fn apply(&mut self, id: NodeId, rd: &Ready) {
+        if let Some(meta) = &rd.snapshot {
+            // The state machine restores from the snapshot's data.
+            let Some(sm) = self.snapshots.get(&(meta.index, meta.term)).copied() else {
+                self.fail(format!(
+                    "node {id} installs a snapshot ({}, {}) no node made",
+                    meta.index, meta.term
+                ));
+            };
+            let before = self.nodes[&id].sm.applied;
+            if sm.applied <= before {
+                self.fail(format!(
+                    "node {id} installs a snapshot at {} but applied {before} already",
+                    sm.applied
+                ));
+            }
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.sm = sm;
+            }
+            self.snapshots_installed += 1;
+        }
         for e in &rd.committed_entries {
             self.record_committed(id, e);
         }
         let n = self.nodes.get_mut(&id).expect("known node");
-        if let Some(last) = rd.committed_entries.last() {
-            if last.index != n.applied + rd.committed_entries.len() as u64 {
-                panic!("node {id} applied a gap or went backwards");
+        for e in &rd.committed_entries {
+            if e.index != n.sm.applied + 1 {
+                panic!(
+                    "seed {}: node {id} applied {} after {}: a gap or a step back",
+                    self.seed, e.index, n.sm.applied
+                );
             }
-            n.applied = last.index;
+            n.sm.apply(e);
         }
+        // State machines that applied the same prefix hold the same state.
+        let sm = n.sm;
+        match self.digests.get(&sm.applied) {
+            Some(&d) if d != sm.digest => self.fail(format!(
+                "node {id}'s state machine at {} differs from another node's at the same index",
+                sm.applied
+            )),
+            Some(_) => {}
+            None => {
+                self.digests.insert(sm.applied, sm.digest);
+            }
+        }
+        let n = self.nodes.get_mut(&id).expect("known node");
         // Resolve proposals whose index is now applied.
-        let applied = n.applied;
+        let applied = n.sm.applied;
         let resolved: Vec<(LogIndex, Term)> = n
             .pending
             .range(..=(applied, Term::MAX))
@@ -812,7 +999,8 @@ impl Sim {
                 .values()
                 .filter(|o| {
                     let disk = o.node.as_ref().map_or(&o.disk, |x| x.storage());
-                    disk.last_index() >= commit && disk.term(commit) == Ok(term)
+                    let covered = disk.snapshot_meta().is_ok_and(|m| m.index >= commit);
+                    covered || (disk.last_index() >= commit && disk.term(commit) == Ok(term))
                 })
                 .count();
             if holders < majority {
@@ -844,6 +1032,7 @@ fn seeds() -> Vec<u64> {
 }
 
 struct Outcome {
+    snapshots_installed: u64,
     acked: usize,
     reads: u64,
     leaders: usize,
@@ -855,6 +1044,7 @@ fn run_seed(seed: u64, nodes: u64) -> Outcome {
         let mut sim = Sim::new(seed, nodes);
         sim.run();
         Outcome {
+            snapshots_installed: sim.snapshots_installed,
             acked: sim.acked.len(),
             reads: sim.reads_done,
             leaders: sim.leaders.len(),
@@ -874,20 +1064,26 @@ fn simulate(nodes: u64) {
     let mut acked = 0;
     let mut reads = 0;
     let mut elections = 0;
+    let mut installed = 0;
     let seeds = seeds();
     for &seed in &seeds {
         let o = run_seed(seed, nodes);
+        installed += o.snapshots_installed;
         acked += o.acked;
         reads += o.reads;
         elections += o.leaders;
     }
     eprintln!(
-        "{} seeds, {nodes} nodes: {acked} acknowledged proposals, {reads} linearizable reads, {elections} leader terms",
+        "{} seeds, {nodes} nodes: {acked} acknowledged proposals, {reads} linearizable reads, {elections} leader terms, {installed} snapshots installed",
         seeds.len()
     );
     assert!(
         acked > 0 && elections > 0,
         "the simulation exercised nothing"
+    );
+    assert!(
+        seeds.len() < 20 || installed > 0,
+        "no follower ever caught up through a snapshot"
     );
 }
 

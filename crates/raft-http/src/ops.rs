@@ -41,7 +41,12 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
                 "id": p.id,
                 "match_index": p.match_index,
                 "next_index": p.next_index,
-                "state": if p.replicating { "replicate" } else { "probe" },
+                "state": match (p.pending_snapshot, p.replicating) {
+                    (Some(_), _) => "snapshot",
+                    (None, true) => "replicate",
+                    (None, false) => "probe",
+                },
+                "pending_snapshot": p.pending_snapshot,
                 "lag": s.last_index.saturating_sub(p.match_index),
             })
         })
@@ -57,6 +62,8 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         "applied_index": s.applied,
         "last_index": s.last_index,
         "persisted_index": s.persisted_index,
+        "first_index": s.first_index,
+        "snapshot_index": s.snapshot_index,
         "progress": progress,
         "sync": sync_name(st.node.sync_policy()),
         "storage": {"writes": storage.writes, "syncs": storage.syncs, "bytes_written": storage.bytes_written},

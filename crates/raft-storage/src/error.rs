@@ -113,6 +113,16 @@ pub enum WriteError {
     /// The entries would overwrite purged entries.
     #[error("cannot overwrite index {0}: it was purged")]
     Purged(LogIndex),
+    /// A snapshot was recorded for an index the log does not hold with that term.
+    #[error(
+        "the log does not hold entry {index} with term {term}: a snapshot of it cannot be recorded"
+    )]
+    SnapshotMismatch {
+        /// The snapshot's index.
+        index: LogIndex,
+        /// The snapshot's term.
+        term: raft_core::Term,
+    },
     /// An entry's record would exceed the configured maximum record size; nothing was
     /// written.
     #[error("entry {index} would make a {size}-byte record; the maximum is {max}")]

@@ -2,7 +2,7 @@
 //! payload is a `postcard`-encoded [`Record`] and `crc` is CRC32C over the length bytes and
 //! the payload (so a damaged length is caught too).
 
-use raft_core::{Entry, HardState, LogIndex, Term};
+use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 
 /// Bytes of the frame header.
@@ -32,6 +32,8 @@ pub(crate) enum Record {
     Truncate { from: LogIndex },
     /// Entries up to `index` (whose term was `term`) are purged.
     Purged { index: LogIndex, term: Term },
+    /// The latest snapshot from here on.
+    Snapshot(SnapshotMeta),
 }
 
 /// The encoding twin of [`Record`], borrowing what it writes.
@@ -42,6 +44,7 @@ pub(crate) enum RecordRef<'a> {
     HardState(&'a HardState),
     Truncate { from: LogIndex },
     Purged { index: LogIndex, term: Term },
+    Snapshot(&'a SnapshotMeta),
 }
 
 /// Appends one framed record to `buf`.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use raft_core::{Entry, HardState, LogIndex, LogStore, Ready, StorageError, Term};
+use raft_core::{Entry, HardState, LogIndex, LogStore, Ready, SnapshotMeta, StorageError, Term};
 
 use crate::cache::Cache;
 use crate::config::{StorageConfig, SyncPolicy};
@@ -61,6 +61,8 @@ pub struct LogStorage {
     first: LogIndex,
     /// Index and term of the entry just before `first` (purged, or 0/0).
     purged: (LogIndex, Term),
+    /// The latest snapshot recorded (index 0: none).
+    snapshot: SnapshotMeta,
     hard_state: HardState,
     cache: Cache,
     failed: bool,
@@ -124,6 +126,7 @@ impl LogStorage {
             index: VecDeque::new(),
             first: 1,
             purged: (0, 0),
+            snapshot: SnapshotMeta::default(),
             hard_state: HardState::default(),
             failed: false,
             buf: Vec::new(),
@@ -285,6 +288,11 @@ impl LogStorage {
                             self.drop_prefix(index, term);
                         }
                     }
+                    Record::Snapshot(meta) => {
+                        if meta.index > self.snapshot.index {
+                            self.snapshot = meta;
+                        }
+                    }
                 }
             }
             let file = self.vfs.open(&path).map_err(io_err("open", &path))?;
@@ -371,13 +379,120 @@ impl LogStorage {
         self.stats.clone()
     }
 
-    /// Persists a [`Ready`]'s entries and hard state with one write, and one sync when
-    /// [`Ready::must_sync`] asks for it (a commit index alone is written without a sync).
+    /// Persists a [`Ready`]'s snapshot (installed first, see
+    /// [`install_snapshot`](Self::install_snapshot)), entries and hard state with one write,
+    /// and one sync when [`Ready::must_sync`] asks for it (a commit index alone is written
+    /// without a sync).
     pub fn persist(&mut self, rd: &Ready) -> Result<(), WriteError> {
         if !rd.must_persist() {
             return Ok(());
         }
+        if let Some(meta) = &rd.snapshot {
+            self.install_snapshot(meta)?;
+        }
         self.write_batch(&rd.entries, rd.hard_state, rd.must_sync)
+    }
+
+    /// The latest snapshot recorded or installed.
+    pub fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    /// Records that the state machine made (and keeps) a snapshot covering the log up to
+    /// `meta.index`, durably. The entries stay until [`purge_to`](Self::purge_to) drops
+    /// them. An older snapshot than the one recorded is ignored.
+    pub fn record_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), WriteError> {
+        if meta.index <= self.snapshot.index {
+            return Ok(());
+        }
+        match LogStore::term(self, meta.index) {
+            Ok(t) if t == meta.term => {}
+            _ => {
+                return Err(WriteError::SnapshotMismatch {
+                    index: meta.index,
+                    term: meta.term,
+                })
+            }
+        }
+        self.append_synced(&[RecordRef::Snapshot(meta)])?;
+        self.snapshot = meta.clone();
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader: every entry is dropped (those up to its
+    /// index are covered by it; any after it may conflict with the leader's log), the log
+    /// continues after it, and segments that held only dropped entries are deleted. Durable
+    /// when it returns. An older snapshot than the one recorded is ignored.
+    pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), WriteError> {
+        if self.failed {
+            return Err(WriteError::Failed);
+        }
+        if meta.index <= self.snapshot.index || meta.index <= self.purged.0 {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let from = meta.index + 1;
+        if from >= self.first && from <= self.last_index() {
+            records.push(RecordRef::Truncate { from });
+        }
+        records.push(RecordRef::Purged {
+            index: meta.index,
+            term: meta.term,
+        });
+        records.push(RecordRef::Snapshot(meta));
+        self.append_synced(&records)?;
+        if from >= self.first && from <= self.last_index() {
+            self.index.truncate((from - self.first) as usize);
+            self.cache.truncate_from(from);
+        }
+        self.drop_prefix(meta.index, meta.term);
+        self.snapshot = meta.clone();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        let active = self.active;
+        self.remove_segments_before(active)
+    }
+
+    /// Appends `records` to the active segment and syncs it.
+    fn append_synced(&mut self, records: &[RecordRef<'_>]) -> Result<(), WriteError> {
+        if self.failed {
+            return Err(WriteError::Failed);
+        }
+        let mut buf = Vec::new();
+        for r in records {
+            encode_into(&mut buf, r).map_err(|e| WriteError::Encode(e.to_string()))?;
+        }
+        let Some(seg) = self.segments.get_mut(&self.active) else {
+            return Err(WriteError::Failed);
+        };
+        let path = seg.path.clone();
+        if let Err(e) = seg
+            .file
+            .append(&buf)
+            .and_then(|_| timed_sync(&mut *seg.file, &self.stats))
+        {
+            return self.fail("append to", path, e);
+        }
+        self.stats.wrote(buf.len());
+        seg.size += buf.len() as u64;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Deletes the segments before `keep_from` (oldest first) and syncs the directory.
+    fn remove_segments_before(&mut self, keep_from: u64) -> Result<(), WriteError> {
+        let old: Vec<u64> = self.segments.range(..keep_from).map(|(&s, _)| s).collect();
+        self.reader.forget_before(keep_from);
+        for seq in old {
+            if let Some(seg) = self.segments.remove(&seq) {
+                if let Err(e) = self.vfs.remove(&seg.path) {
+                    return self.fail("remove", seg.path, e);
+                }
+            }
+        }
+        if let Err(e) = self.vfs.sync_dir(&self.wal_dir) {
+            return self.fail("sync", self.wal_dir.clone(), e);
+        }
+        Ok(())
     }
 
     /// Appends `entries` (the first one replaces whatever the log holds at its index and
@@ -543,6 +658,9 @@ impl LogStorage {
                     },
                 )?;
             }
+            if self.snapshot.index > 0 {
+                encode_into(&mut buf, &RecordRef::Snapshot(&self.snapshot))?;
+            }
             Ok(())
         })();
         enc.map_err(|e| WriteError::Encode(e.to_string()))?;
@@ -586,42 +704,14 @@ impl LogStorage {
         let Ok(term) = LogStore::term(self, index) else {
             return Ok(());
         };
-        let mut buf = Vec::new();
-        encode_into(&mut buf, &RecordRef::Purged { index, term })
-            .map_err(|e| WriteError::Encode(e.to_string()))?;
-        let Some(seg) = self.segments.get_mut(&self.active) else {
-            return Err(WriteError::Failed);
-        };
-        let path = seg.path.clone();
-        if let Err(e) = seg
-            .file
-            .append(&buf)
-            .and_then(|_| timed_sync(&mut *seg.file, &self.stats))
-        {
-            return self.fail("append to", path, e);
-        }
-        self.stats.wrote(buf.len());
-        seg.size += buf.len() as u64;
-        self.dirty = false;
+        self.append_synced(&[RecordRef::Purged { index, term }])?;
         // The oldest segment still needed holds entry index+1 (or is the active one).
         let keep_from = self
             .index
             .get((index + 1 - self.first) as usize)
             .map_or(self.active, |l| l.seq);
         self.drop_prefix(index, term);
-        let old: Vec<u64> = self.segments.range(..keep_from).map(|(&s, _)| s).collect();
-        self.reader.forget_before(keep_from);
-        for seq in old {
-            if let Some(seg) = self.segments.remove(&seq) {
-                if let Err(e) = self.vfs.remove(&seg.path) {
-                    return self.fail("remove", seg.path, e);
-                }
-            }
-        }
-        if let Err(e) = self.vfs.sync_dir(&self.wal_dir) {
-            return self.fail("sync", self.wal_dir.clone(), e);
-        }
-        Ok(())
+        self.remove_segments_before(keep_from)
     }
 
     /// A reader of this store's segments, to carry out plans made by
@@ -727,6 +817,10 @@ impl LogStore for LogStorage {
             .get((index - self.first) as usize)
             .map(|l| l.term)
             .ok_or(StorageError::Unavailable(index))
+    }
+
+    fn snapshot_meta(&self) -> Result<SnapshotMeta, StorageError> {
+        Ok(self.snapshot.clone())
     }
 
     fn entries(
