@@ -168,18 +168,13 @@ impl Progress {
     }
 
     /// The follower rejected an append whose `prev_index` was `rejected`; `hint` is where
-    /// the logs may agree. Returns false if the rejection is stale.
+    /// the logs may agree. Returns false if the rejection is stale. In replicate state the
+    /// caller then moves the follower to probe, which restarts from `match_index + 1`.
     pub(crate) fn maybe_decrease_to(&mut self, rejected: LogIndex, hint: LogIndex) -> bool {
         match self.state {
             // Answers to appends sent before the snapshot: stale.
             ProgressState::Snapshot { .. } => false,
-            ProgressState::Replicate => {
-                if rejected <= self.match_index {
-                    return false;
-                }
-                self.next_index = self.match_index + 1;
-                true
-            }
+            ProgressState::Replicate => rejected > self.match_index,
             ProgressState::Probe => {
                 if self.next_index.saturating_sub(1) != rejected {
                     return false;
@@ -225,12 +220,41 @@ mod tests {
     fn inflight_window_pauses_and_frees() {
         let mut p = Progress::new(1);
         p.become_replicate();
-        p.sent(3, 30, true);
-        p.sent(6, 30, true);
+        p.sent(3, 40, true);
+        p.sent(6, 10, true);
+        assert_eq!(p.inflight_msgs(), 2);
         assert!(p.is_paused(2, u64::MAX));
-        assert!(p.is_paused(10, 60));
+        assert!(p.is_paused(10, 50));
         p.free_inflights_to(3);
-        assert!(!p.is_paused(2, 60));
+        assert_eq!(p.inflight_msgs(), 1, "only the append up to 3 is acknowledged");
+        assert!(!p.is_paused(2, 11), "10 bytes left in flight");
+        assert!(p.is_paused(10, 10), "10 bytes left in flight");
         assert_eq!(p.next_index, 7);
+        p.free_inflights_to(6);
+        assert_eq!(p.inflight_msgs(), 0);
+    }
+
+    #[test]
+    fn a_second_acknowledgement_of_the_same_index_is_stale() {
+        let mut p = Progress::new(1);
+        assert!(p.maybe_update(5));
+        assert!(!p.maybe_update(5));
+    }
+
+    #[test]
+    fn a_follower_is_stalled_only_after_the_limit_with_appends_in_flight() {
+        let mut p = Progress::new(1);
+        p.become_replicate();
+        for _ in 0..10 {
+            assert!(!p.tick_stalled(3), "nothing in flight: nothing can stall");
+        }
+        p.sent(4, 10, true);
+        assert!(!p.tick_stalled(3));
+        assert!(!p.tick_stalled(3));
+        assert!(p.tick_stalled(3), "three ticks without an answer");
+        p.become_probe();
+        for _ in 0..10 {
+            assert!(!p.tick_stalled(3), "a probing follower is never stalled");
+        }
     }
 }
