@@ -226,7 +226,11 @@ mod tests {
         assert!(p.is_paused(2, u64::MAX));
         assert!(p.is_paused(10, 50));
         p.free_inflights_to(3);
-        assert_eq!(p.inflight_msgs(), 1, "only the append up to 3 is acknowledged");
+        assert_eq!(
+            p.inflight_msgs(),
+            1,
+            "only the append up to 3 is acknowledged"
+        );
         assert!(!p.is_paused(2, 11), "10 bytes left in flight");
         assert!(p.is_paused(10, 10), "10 bytes left in flight");
         assert_eq!(p.next_index, 7);

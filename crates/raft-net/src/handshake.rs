@@ -14,6 +14,15 @@ pub const MAGIC: [u8; 8] = *b"RAFTNET\x01";
 /// goes to the acceptor's log instead.
 pub const REFUSED: &str = "refused; the peer's log says why";
 
+/// What a connection carries after its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Channel {
+    /// Raft messages, one way: from the dialer to the acceptor.
+    Messages,
+    /// A stream of frames both ways, for a bulk transfer (a snapshot) beside the messages.
+    Stream,
+}
+
 /// The first frame on a connection, from the dialer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -27,6 +36,8 @@ pub struct Hello {
     pub from: NodeId,
     /// The node the dialer means to reach.
     pub to: NodeId,
+    /// What the connection will carry.
+    pub channel: Channel,
     /// Credentials added by the dialer's [`Authenticator`] (empty without one).
     pub credentials: Vec<u8>,
 }
@@ -70,8 +81,15 @@ impl Hello {
             cluster_id: cluster_id.to_string(),
             from,
             to,
+            channel: Channel::Messages,
             credentials: Vec::new(),
         }
+    }
+
+    /// The same hello for a stream connection.
+    pub fn for_stream(mut self) -> Self {
+        self.channel = Channel::Stream;
+        self
     }
 
     /// Checks a received hello against this node's identity; `Err` carries the reason.

@@ -23,8 +23,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::NetConfig;
 use crate::error::ConnError;
 use crate::frame::{decode_message, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
-use crate::handshake::{Hello, HelloReply, REFUSED};
+use crate::handshake::{Channel, Hello, HelloReply, REFUSED};
 use crate::stats::{ListenerCounters, PeerCounters};
+use crate::stream::PeerStream;
 use crate::transport::Counters;
 
 /// A received message on its way to the node, holding its share of the byte budget until
@@ -42,6 +43,8 @@ type Live = Mutex<BTreeMap<NodeId, (u64, CancellationToken)>>;
 pub(crate) struct Shared {
     pub(crate) cfg: Arc<NetConfig>,
     pub(crate) inbound: mpsc::Sender<Delivery>,
+    /// Streams peers opened, for the node to take.
+    pub(crate) streams: mpsc::Sender<PeerStream>,
     pub(crate) budget: Arc<Semaphore>,
     pub(crate) counters: Counters,
     pub(crate) listener: Arc<ListenerCounters>,
@@ -54,6 +57,7 @@ impl Shared {
     pub(crate) fn new(
         cfg: Arc<NetConfig>,
         inbound: mpsc::Sender<Delivery>,
+        streams: mpsc::Sender<PeerStream>,
         counters: Counters,
         listener: Arc<ListenerCounters>,
         cancel: CancellationToken,
@@ -62,6 +66,7 @@ impl Shared {
         Shared {
             cfg,
             inbound,
+            streams,
             budget,
             counters,
             listener,
@@ -243,6 +248,15 @@ async fn serve(
             "node {from} is not a known peer"
         )));
     };
+    if hello.channel == Channel::Stream {
+        // A bulk transfer: the node takes the connection as it is. Too many waiting to be
+        // taken: this one is closed (the peer retries).
+        let stream = PeerStream::new(from, framed);
+        if shared.streams.try_send(stream).is_err() {
+            tracing::debug!(peer = from, "too many streams waiting; closing a new one");
+        }
+        return Ok(());
+    }
     // This connection is the peer's live one now; an older one is closed.
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mine = shared.cancel.child_token();

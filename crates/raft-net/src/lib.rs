@@ -17,6 +17,10 @@
 //! - **Inbound**: an accept loop and a reader per connection; messages reach the node
 //!   through one bounded channel. A malformed or oversized frame closes that connection
 //!   only.
+//! - **Streams**: besides the one-way message connections, a node can open a two-way
+//!   stream of frames to a peer ([`Transport::open_stream`]) for a bulk transfer such as a
+//!   snapshot, so that it never holds up the messages; the peer receives it through
+//!   [`Transport::take_streams`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), raft_net::NetError> {
@@ -43,6 +47,7 @@ mod handshake;
 mod inbound;
 mod outbound;
 mod stats;
+mod stream;
 mod transport;
 
 pub use config::NetConfig;
@@ -51,6 +56,7 @@ pub use frame::{
     decode_message, encode_message, FrameCodec, FrameError, MessageDecoder, HANDSHAKE_FRAME_BYTES,
     LENGTH_PREFIX_BYTES,
 };
-pub use handshake::{Authenticator, Hello, HelloReply, NoAuth, MAGIC, REFUSED};
+pub use handshake::{Authenticator, Channel, Hello, HelloReply, NoAuth, MAGIC, REFUSED};
 pub use stats::{ListenerStats, PeerStats};
+pub use stream::PeerStream;
 pub use transport::{Inbound, Transport};

@@ -129,6 +129,35 @@ async fn write_until_done(
     }
 }
 
+/// Dials `peer` for a stream and completes the handshake.
+pub(crate) async fn connect_stream(
+    cfg: &NetConfig,
+    peer: NodeId,
+    addr: SocketAddr,
+) -> std::io::Result<crate::stream::PeerStream> {
+    let refused = |why: String| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why);
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    keepalive(&stream, cfg.keepalive)?;
+    let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
+    let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer).for_stream();
+    hello.credentials = cfg.authenticator.credentials(&hello);
+    let bytes = postcard::to_allocvec(&hello).map_err(|e| refused(e.to_string()))?;
+    framed.send(bytes::Bytes::from(bytes)).await?;
+    let reply = framed
+        .next()
+        .await
+        .ok_or_else(|| refused("the peer closed the connection".into()))??;
+    match postcard::from_bytes::<HelloReply>(&reply) {
+        Ok(HelloReply::Welcome) => {
+            framed.codec_mut().set_max_frame_bytes(cfg.max_frame_bytes);
+            Ok(crate::stream::PeerStream::new(peer, framed))
+        }
+        Ok(HelloReply::Refused(reason)) => Err(refused(reason)),
+        Err(e) => Err(refused(e.to_string())),
+    }
+}
+
 async fn connect(
     cfg: &NetConfig,
     peer: NodeId,

@@ -18,6 +18,7 @@ use crate::frame::LENGTH_PREFIX_BYTES;
 use crate::inbound::{run_acceptor, Delivery, Shared};
 use crate::outbound::{run_writer, Queued};
 use crate::stats::{ListenerCounters, ListenerStats, PeerCounters, PeerStats};
+use crate::stream::PeerStream;
 
 pub(crate) type Counters = Arc<BTreeMap<NodeId, Arc<PeerCounters>>>;
 
@@ -54,6 +55,8 @@ pub struct Transport {
     send_queue_bytes: u64,
     counters: Counters,
     listener: Arc<ListenerCounters>,
+    cfg: Arc<NetConfig>,
+    streams: std::sync::Mutex<Option<mpsc::Receiver<PeerStream>>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -131,6 +134,7 @@ impl Transport {
         let tracker = TaskTracker::new();
         let listener_counters = Arc::new(ListenerCounters::default());
         let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue);
+        let (streams_tx, streams_rx) = mpsc::channel(4);
         let mut queues = BTreeMap::new();
         for (&peer, &addr) in &cfg.peers {
             let (tx, rx) = mpsc::channel(cfg.send_queue);
@@ -141,6 +145,7 @@ impl Transport {
         let shared = Arc::new(Shared::new(
             cfg.clone(),
             in_tx,
+            streams_tx,
             counters.clone(),
             listener_counters.clone(),
             cancel.clone(),
@@ -155,6 +160,8 @@ impl Transport {
                 send_queue_bytes: cfg.send_queue_bytes,
                 counters,
                 listener: listener_counters,
+                cfg: cfg.clone(),
+                streams: std::sync::Mutex::new(Some(streams_rx)),
                 cancel,
                 tracker,
             },
@@ -205,6 +212,36 @@ impl Transport {
             .iter()
             .map(|(&id, c)| (id, c.snapshot()))
             .collect()
+    }
+
+    /// Opens a stream to `peer` for a bulk transfer: a new connection, authenticated like
+    /// the message connections, carrying frames both ways.
+    pub async fn open_stream(&self, peer: NodeId) -> Result<PeerStream, std::io::Error> {
+        let addr = *self.cfg.peers.get(&peer).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("node {peer} is not a peer"),
+            )
+        })?;
+        let connect = crate::outbound::connect_stream(&self.cfg, peer, addr);
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the transport is shutting down",
+            )),
+            r = tokio::time::timeout(self.cfg.handshake_timeout, connect) => match r {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting a stream to node {peer} timed out"),
+                )),
+            },
+        }
+    }
+
+    /// The streams peers open to this node, once: the first call gets the receiver.
+    pub fn take_streams(&self) -> Option<mpsc::Receiver<PeerStream>> {
+        self.streams.lock().ok().and_then(|mut s| s.take())
     }
 
     /// The listener's counters: handshakes accepted and refused, connections over the

@@ -1,0 +1,46 @@
+//! Two-way streams of frames with a peer, beside the Raft message connections: for bulk
+//! transfers (snapshots), so that they never hold up heartbeats and appends.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use raft_core::NodeId;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::frame::FrameCodec;
+
+/// A connection with one peer, authenticated by the same handshake as message
+/// connections, carrying frames both ways (up to the transport's frame limit).
+pub struct PeerStream {
+    peer: NodeId,
+    framed: Framed<TcpStream, FrameCodec>,
+}
+
+impl PeerStream {
+    pub(crate) fn new(peer: NodeId, framed: Framed<TcpStream, FrameCodec>) -> Self {
+        PeerStream { peer, framed }
+    }
+
+    /// The peer at the other end.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Sends one frame (and flushes it).
+    pub async fn send(&mut self, frame: Bytes) -> std::io::Result<()> {
+        self.framed.send(frame).await
+    }
+
+    /// The next frame; `None` when the peer closed the stream.
+    pub async fn recv(&mut self) -> Option<std::io::Result<BytesMut>> {
+        self.framed.next().await
+    }
+}
+
+impl std::fmt::Debug for PeerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerStream")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
