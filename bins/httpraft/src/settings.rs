@@ -300,6 +300,10 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
 
 /// Applies timing and limit options to a node configuration.
 pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String> {
+    // `/log` serves the Raft log itself: compacting it would lose what `/log` promises to
+    // return, so httpraft keeps its whole log for now.
+    node.snapshot.every_entries = 0;
+    node.snapshot.every_wal_bytes = 0;
     if let Some(ms) = opts.tick_ms {
         if ms == 0 {
             return Err("--tick-ms must be at least 1".into());

@@ -60,6 +60,48 @@ pub struct NodeConfig {
     pub max_entry_bytes: usize,
     /// Transport tunables (frame limit, queues, backoff).
     pub net: NetTuning,
+    /// When to take snapshots and compact the log, and how to send them.
+    pub snapshot: SnapshotConfig,
+}
+
+/// When a node takes snapshots and compacts its log, and how snapshots travel.
+#[derive(Clone, Debug)]
+pub struct SnapshotConfig {
+    /// Take a snapshot once this many entries were applied since the last one (0: never
+    /// by count). Default 100,000.
+    pub every_entries: u64,
+    /// Take a snapshot once the log has grown by this many bytes since the last one (0:
+    /// never by size). Default 512 MiB.
+    pub every_wal_bytes: u64,
+    /// Entries kept in the log before a snapshot's index, so that followers slightly
+    /// behind catch up from the log rather than a snapshot. Default 10,000.
+    pub tail_entries: u64,
+    /// Bytes per chunk of a transfer. Default 1 MiB.
+    pub chunk_bytes: usize,
+    /// Chunks sent ahead of the receiver's acknowledgements. Default 4.
+    pub window: usize,
+    /// A transfer with no progress for this long fails (and is retried, resuming).
+    /// Installing the snapshot afterwards does not count. Default 30 s.
+    pub transfer_idle_timeout: Duration,
+    /// Transfers to followers running at once at most; more wait their turn. Default 2.
+    pub max_transfers: usize,
+    /// The largest snapshot this node accepts from a leader. Default 64 GiB.
+    pub max_bytes: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            every_entries: 100_000,
+            every_wal_bytes: 512 << 20,
+            tail_entries: 10_000,
+            chunk_bytes: 1 << 20,
+            window: 4,
+            transfer_idle_timeout: Duration::from_secs(30),
+            max_transfers: 2,
+            max_bytes: 64 << 30,
+        }
+    }
 }
 
 /// Transport settings that `NodeConfig` passes on to `raft-net`.
@@ -130,6 +172,7 @@ impl NodeConfig {
             max_concurrent_reads: 16,
             max_entry_bytes: 4 << 20,
             net: NetTuning::default(),
+            snapshot: SnapshotConfig::default(),
         }
     }
 
@@ -145,6 +188,15 @@ impl NodeConfig {
         }
         if self.max_retrieve_entries == 0 || self.max_concurrent_reads == 0 {
             return Err("max_retrieve_entries and max_concurrent_reads must be at least 1".into());
+        }
+        if self.snapshot.chunk_bytes == 0
+            || self.snapshot.chunk_bytes as u128 + FRAME_HEADROOM as u128
+                > self.net.max_frame_bytes as u128
+        {
+            return Err(format!(
+                "snapshot.chunk_bytes ({}) must be at least 1 and fit a frame (max_frame_bytes {} minus {FRAME_HEADROOM})",
+                self.snapshot.chunk_bytes, self.net.max_frame_bytes
+            ));
         }
         // An append carries up to max_bytes_per_msg of entries plus one more entry, each
         // with some framing; it must always fit in a network frame, or the entry could

@@ -77,6 +77,7 @@ struct Shared {
     reader: LogReader,
     storage_stats: Arc<StorageStats>,
     sync: SyncPolicy,
+    transfers: crate::snapshot_transfer::Transfers,
 }
 
 /// A running Raft node: the original's `New` + `Run` in one call, and its `Submit`,
@@ -141,6 +142,7 @@ impl<R: Send + 'static> RaftNode<R> {
                 reader: spawned.reader,
                 storage_stats: spawned.storage_stats,
                 sync,
+                transfers: spawned.transfers,
             }),
         })
     }
@@ -218,6 +220,11 @@ impl<R: Send + 'static> RaftNode<R> {
     /// The storage's write and sync counters (no round trip to the runtime).
     pub fn storage_stats(&self) -> StatsSnapshot {
         self.shared.storage_stats.snapshot()
+    }
+
+    /// The snapshot transfers running now, in and out, with their progress.
+    pub fn snapshot_transfers(&self) -> Vec<crate::TransferStatus> {
+        self.shared.transfers.list()
     }
 
     /// When this node syncs its log.

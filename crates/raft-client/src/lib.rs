@@ -53,12 +53,18 @@ mod handle;
 mod limits;
 mod log_reader;
 mod runtime;
+mod snapshot_store;
+mod snapshot_transfer;
+mod snapshots;
 mod state_machine;
 mod storage;
 
-pub use config::{NetTuning, NodeConfig, Peer, FRAME_HEADROOM};
+pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use error::{Error, StartError};
 pub use handle::{Committed, LeaderInfo, RaftNode};
 pub use raft_net::{ListenerStats, PeerStats};
 pub use raft_storage::{StatsSnapshot, SyncPolicy, SYNC_BUCKETS};
-pub use state_machine::{KvCommand, KvReader, KvResponse, KvStore, ReplicatedLog, StateMachine};
+pub use snapshot_transfer::TransferStatus;
+pub use state_machine::{
+    KvCommand, KvReader, KvResponse, KvStore, ReplicatedLog, SnapshotSource, StateMachine,
+};

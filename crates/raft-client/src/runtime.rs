@@ -22,6 +22,9 @@ use crate::error::{Error, StartError};
 use crate::handle::{Command, Committed, LeaderInfo};
 use crate::limits::Permit;
 use crate::log_reader::LogReader;
+use crate::snapshot_store::SnapshotStore;
+use crate::snapshot_transfer::Transfers;
+use crate::snapshots::{receive_streams, restore_at_start, Event, Snapshots};
 use crate::state_machine::StateMachine;
 use crate::storage::SharedStorage;
 
@@ -36,12 +39,12 @@ struct PendingSubmit<R> {
 
 type ReadReply = oneshot::Sender<Result<LogIndex, Error>>;
 
-struct Runtime<SM: StateMachine> {
-    cfg: NodeConfig,
-    node: Node<SharedStorage>,
-    storage: SharedStorage,
-    sm: SM,
-    transport: Transport,
+pub(crate) struct Runtime<SM: StateMachine> {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) node: Node<SharedStorage>,
+    pub(crate) storage: SharedStorage,
+    pub(crate) sm: SM,
+    pub(crate) transport: Arc<Transport>,
     inbound: Inbound,
     cmds: mpsc::Receiver<Command<SM::Response>>,
     leader_tx: watch::Sender<LeaderInfo>,
@@ -52,10 +55,13 @@ struct Runtime<SM: StateMachine> {
     /// Confirmed reads awaiting the state machine to reach their index.
     parked_reads: Vec<(LogIndex, ReadReply)>,
     next_read_id: u64,
-    applied: LogIndex,
+    pub(crate) applied: LogIndex,
     /// Published `applied`: what log readers may read (see [`LogReader`]).
     readable: Arc<AtomicU64>,
     isolated: bool,
+    pub(crate) snapshots: Snapshots,
+    events: mpsc::UnboundedReceiver<Event>,
+    storage_stats: Arc<raft_storage::StorageStats>,
 }
 
 /// What `spawn` hands back: the runtime task and what the handle reads without it.
@@ -63,6 +69,7 @@ pub(crate) struct Spawned {
     pub(crate) task: JoinHandle<()>,
     pub(crate) reader: LogReader,
     pub(crate) storage_stats: Arc<raft_storage::StorageStats>,
+    pub(crate) transfers: Transfers,
 }
 
 /// Opens storage and network, builds the core node, and spawns the runtime.
@@ -74,10 +81,12 @@ pub(crate) async fn spawn<SM: StateMachine>(
     cancel: CancellationToken,
 ) -> Result<Spawned, StartError> {
     let (rt, reader, storage_stats) = build(cfg, sm, cmds, leader_tx).await?;
+    let transfers = rt.snapshots.transfers.clone();
     Ok(Spawned {
         task: tokio::spawn(rt.run(cancel)),
         reader,
         storage_stats,
+        transfers,
     })
 }
 
@@ -96,12 +105,23 @@ async fn build<SM: StateMachine>(
         .map_err(|e| StartError::Config(format!("storage open task failed: {e}")))??;
     let segments = log.reader();
     let storage_stats = log.stats();
+    let last_snapshot = log.snapshot().clone();
     let storage = SharedStorage::new(log);
+    let store = SnapshotStore::open(&cfg.data_dir).map_err(|e| {
+        StartError::Config(format!(
+            "cannot open the snapshot directory in {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    // A state machine behind the compacted log restores from the latest snapshot first.
+    let (sm, sm_applied) = restore_at_start(sm, &store, &last_snapshot)
+        .await
+        .map_err(StartError::Config)?;
 
     let mut rcfg = cfg.raft.clone();
     rcfg.id = cfg.id;
     rcfg.voters = cfg.peers.keys().copied().collect();
-    rcfg.applied = sm.applied_index();
+    rcfg.applied = sm_applied;
     if rcfg.seed == 0 {
         rcfg.seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -144,6 +164,24 @@ async fn build<SM: StateMachine>(
     ncfg.idle_timeout = cfg.net.idle_timeout;
     ncfg.keepalive = cfg.net.keepalive;
     let (transport, inbound) = Transport::start(ncfg).await?;
+    let transport = Arc::new(transport);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let snapshots = Snapshots::new(
+        cfg.snapshot.clone(),
+        store.clone(),
+        last_snapshot,
+        storage_stats.snapshot().bytes_written,
+        events_tx.clone(),
+    );
+    if let Some(streams) = transport.take_streams() {
+        tokio::spawn(receive_streams(
+            streams,
+            store,
+            snapshots.settings(),
+            snapshots.transfers.clone(),
+            events_tx,
+        ));
+    }
 
     tracing::info!(
         id = cfg.id,
@@ -170,6 +208,9 @@ async fn build<SM: StateMachine>(
         applied,
         readable,
         isolated: false,
+        snapshots,
+        events,
+        storage_stats: storage_stats.clone(),
     };
     Ok((rt, reader, storage_stats))
 }
@@ -206,6 +247,13 @@ impl<SM: StateMachine> Runtime<SM> {
                     }
                     None => break Error::Shutdown, // every handle is gone
                 },
+                ev = self.events.recv() => {
+                    if let Some(ev) = ev {
+                        if let Err(e) = self.on_event(ev) {
+                            break e;
+                        }
+                    }
+                }
             }
             if let Err(e) = self.process_ready().await {
                 break e;
@@ -237,13 +285,12 @@ impl<SM: StateMachine> Runtime<SM> {
             return;
         }
         if let raft_core::MessageBody::InstallSnapshot { .. } = msg.body {
-            // A snapshot's metadata may only reach the core once its data has arrived, and
-            // this node does not receive snapshot data yet: drop it (the leader's transfer
-            // fails and it probes again).
+            // A snapshot's metadata reaches the core only once its data has arrived on a
+            // stream (see `snapshots.rs`); one on the message connection is dropped.
             tracing::debug!(
                 id = self.cfg.id,
                 from = msg.from,
-                "dropped a snapshot offer"
+                "dropped a snapshot offer without its data"
             );
             return;
         }
@@ -330,6 +377,12 @@ impl<SM: StateMachine> Runtime<SM> {
             }
             self.send_all(std::mem::take(&mut rd.messages));
             let mut rd = self.persist(rd).await?;
+            if let Some(meta) = &rd.snapshot {
+                // Storage holds the snapshot now; the state machine follows it.
+                self.restore_installed(meta)?;
+                self.applied = meta.index;
+                self.readable.store(meta.index, Ordering::Release);
+            }
             self.send_all(std::mem::take(&mut rd.persisted_messages));
             self.apply(rd.committed_entries).await;
             if rd.soft_state.is_some_and(|ss| ss.role != Role::Leader) {
@@ -349,6 +402,8 @@ impl<SM: StateMachine> Runtime<SM> {
             self.release_reads();
             self.node.advance();
         }
+        let written = self.storage_stats.snapshot().bytes_written;
+        self.maybe_take_snapshot(written).await;
         Ok(())
     }
 
@@ -373,10 +428,9 @@ impl<SM: StateMachine> Runtime<SM> {
             return;
         }
         for m in msgs {
-            if let raft_core::MessageBody::InstallSnapshot { .. } = m.body {
-                // This node takes no snapshots yet, so it has none to send.
-                self.node
-                    .report_snapshot(m.to, raft_core::SnapshotOutcome::Failed);
+            if let raft_core::MessageBody::InstallSnapshot { meta } = m.body {
+                // The data travels on a stream of its own; the core hears how it went.
+                self.send_snapshot_to(m.to, m.term, meta);
                 continue;
             }
             self.transport.send(m);

@@ -1,6 +1,6 @@
 //! The state machine the runtime applies committed entries to, and the two that ship.
 
-use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -9,6 +9,13 @@ use bytes::Bytes;
 use raft_core::{Entry, EntryKind, LogIndex};
 use serde::{Deserialize, Serialize};
 
+/// A point-in-time copy of a state machine's state, taken in a moment and written out on a
+/// blocking thread while the state machine goes on applying.
+pub trait SnapshotSource: Send + 'static {
+    /// Writes the state (any length: it is streamed) to `out`.
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
 /// What the application keeps up to date with the committed log.
 ///
 /// Contract: `apply` receives every committed entry exactly once per incarnation, in index
@@ -16,7 +23,13 @@ use serde::{Deserialize, Serialize};
 /// to the `submit` caller of that entry. At start the runtime asks
 /// [`applied_index`](Self::applied_index) and delivers only entries after it, so a
 /// state machine that persists its state together with its applied index never sees an
-/// entry twice across restarts; an in-memory one returns 0 and is rebuilt from the log.
+/// entry twice across restarts; an in-memory one returns 0 and is rebuilt from the latest
+/// snapshot and the log.
+///
+/// Snapshots let the log be compacted: [`snapshot`](Self::snapshot) takes a point-in-time
+/// copy as of the last applied entry, and [`restore`](Self::restore) replaces the state by
+/// one (at start, or when the leader sends one). A state machine that does not implement
+/// them keeps the whole log.
 #[async_trait]
 pub trait StateMachine: Send + 'static {
     /// What `submit` returns for an entry.
@@ -29,10 +42,32 @@ pub trait StateMachine: Send + 'static {
     fn applied_index(&self) -> LogIndex {
         0
     }
+
+    /// A point-in-time copy of the state as of the last applied entry. Must return quickly
+    /// (a copy-on-write view, a read transaction): the copy is written out elsewhere while
+    /// `apply` goes on. The default: snapshots are not supported, and the log is never
+    /// compacted.
+    async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this state machine takes no snapshots",
+        ))
+    }
+
+    /// Replaces the whole state by a snapshot's, which covers the log up to `index`; `data`
+    /// is what a [`SnapshotSource`] wrote. Runs on a thread that may block.
+    fn restore(&mut self, index: LogIndex, data: &mut dyn Read) -> std::io::Result<()> {
+        let _ = (index, data);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this state machine cannot restore snapshots",
+        ))
+    }
 }
 
 /// The plain replicated log, which is what the original offered: the log is the state;
-/// read it with [`crate::RaftNode::retrieve`]. Responses are the applied index.
+/// read it with [`crate::RaftNode::retrieve`]. Responses are the applied index. It takes no
+/// snapshots, since the log is all it has: a node running it keeps its whole log.
 #[derive(Clone, Debug, Default)]
 pub struct ReplicatedLog {
     applied: Arc<AtomicU64>,
@@ -116,21 +151,68 @@ pub enum KvResponse {
     NotACommand,
 }
 
+/// The map of a [`KvStore`]: a persistent (copy-on-write) ordered map, so that a snapshot
+/// is a copy taken in constant time.
+type KvMap = imbl::OrdMap<String, String>;
+
 /// An in-memory key-value map whose commands are puts and deletes, as the original's
 /// companion app had. Commands are entries of kind [`EntryKind::Command`] (submitted with
 /// [`crate::RaftNode::submit_command`]); plain entries are never taken for commands. Read
-/// it through a [`KvReader`].
+/// it through a [`KvReader`]. Snapshots are taken in constant time (the map is
+/// copy-on-write) and written out as the list of pairs.
 #[derive(Debug, Default)]
 pub struct KvStore {
-    map: Arc<RwLock<BTreeMap<String, String>>>,
+    map: Arc<RwLock<KvMap>>,
     applied: Arc<AtomicU64>,
 }
 
 /// A read handle on a [`KvStore`]'s map, usable while the store runs in the node.
 #[derive(Clone, Debug)]
 pub struct KvReader {
-    map: Arc<RwLock<BTreeMap<String, String>>>,
+    map: Arc<RwLock<KvMap>>,
     applied: Arc<AtomicU64>,
+}
+
+/// A [`KvStore`]'s state at one point, written as postcard pairs.
+struct KvSnapshot(KvMap);
+
+impl SnapshotSource for KvSnapshot {
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&(self.0.len() as u64).to_le_bytes())?;
+        let mut buf = Vec::new();
+        for (k, v) in self.0.iter() {
+            buf.clear();
+            let pair = postcard::to_extend(&(k, v), std::mem::take(&mut buf))
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            out.write_all(&(pair.len() as u32).to_le_bytes())?;
+            out.write_all(&pair)?;
+            buf = pair;
+        }
+        Ok(())
+    }
+}
+
+fn read_kv_snapshot(data: &mut dyn Read) -> std::io::Result<KvMap> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut n = [0u8; 8];
+    data.read_exact(&mut n)?;
+    let n = u64::from_le_bytes(n);
+    let mut map = KvMap::new();
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        let mut len = [0u8; 4];
+        data.read_exact(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > (1 << 30) {
+            return Err(bad("a key-value pair larger than 1 GiB in a snapshot"));
+        }
+        buf.resize(len, 0);
+        data.read_exact(&mut buf)?;
+        let (k, v): (String, String) =
+            postcard::from_bytes(&buf).map_err(|_| bad("a malformed key-value pair"))?;
+        map.insert(k, v);
+    }
+    Ok(map)
 }
 
 impl KvStore {
@@ -202,6 +284,24 @@ impl StateMachine for KvStore {
         }
         out
     }
+
+    async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
+        let map = match self.map.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Ok(Box::new(KvSnapshot(map)))
+    }
+
+    fn restore(&mut self, index: LogIndex, data: &mut dyn Read) -> std::io::Result<()> {
+        let restored = read_kv_snapshot(data)?;
+        match self.map.write() {
+            Ok(mut m) => *m = restored,
+            Err(poisoned) => *poisoned.into_inner() = restored,
+        }
+        self.applied.store(index, Ordering::Release);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -262,5 +362,42 @@ mod tests {
             .await;
         assert_eq!(out, vec![KvResponse::NotACommand]);
         assert_eq!(r.get("k"), None);
+    }
+
+    #[tokio::test]
+    async fn a_kv_snapshot_restores_the_same_map_and_later_writes_do_not_leak_into_it() {
+        let mut kv = KvStore::new();
+        let puts: Vec<Entry> = (1..=100)
+            .map(|i| {
+                command(
+                    i,
+                    &KvCommand::Put {
+                        key: format!("k{i}"),
+                        value: format!("v{i}"),
+                    },
+                )
+            })
+            .collect();
+        kv.apply(&puts).await;
+        let snap = kv.snapshot().await.unwrap();
+        // Applying goes on after the copy was taken.
+        kv.apply(&[command(101, &KvCommand::Delete { key: "k1".into() })])
+            .await;
+        let mut bytes = Vec::new();
+        snap.write_to(&mut bytes).unwrap();
+        let mut other = KvStore::new();
+        let r = other.reader();
+        other.restore(100, &mut &bytes[..]).unwrap();
+        assert_eq!(r.len(), 100);
+        assert_eq!(
+            r.get("k1"),
+            Some("v1".into()),
+            "the snapshot is as of index 100"
+        );
+        assert_eq!(r.applied(), 100);
+        assert!(
+            other.restore(5, &mut &bytes[..3]).is_err(),
+            "a cut snapshot"
+        );
     }
 }

@@ -3,13 +3,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use raft_client::{
     Error, KvCommand, KvStore, LeaderInfo, NodeConfig, Peer, RaftNode, ReplicatedLog,
 };
 use raft_core::{Entry, LogIndex, NodeId, Role};
+
+mod common;
+
+use common::free_addr;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -49,22 +52,6 @@ struct Cluster {
     dirs: BTreeMap<NodeId, tempfile::TempDir>,
     peers: BTreeMap<NodeId, Peer>,
     nodes: BTreeMap<NodeId, RaftNode<LogIndex>>,
-}
-
-/// A free loopback address from a range below the kernel's ephemeral ports, so that
-/// outgoing connections of concurrent tests cannot take it before the node binds it; never
-/// handed out twice by this process.
-fn free_addr() -> std::net::SocketAddr {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = (std::process::id() % 100) as u16 * 100;
-    loop {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
-        let port = 10_000 + (base + offset) % 10_000;
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().unwrap();
-        }
-    }
 }
 
 impl Cluster {

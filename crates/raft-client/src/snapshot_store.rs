@@ -1,0 +1,340 @@
+//! Snapshot files in the data directory: `snapshots/<index>-<term>.snap`.
+//!
+//! A file is the state machine's bytes followed by a trailer that names what they cover and
+//! checks them:
+//!
+//! ```text
+//! data (any length) | postcard(Trailer { meta, data_len, data_crc }) | trailer_len: u32 LE | "RAFTSNAP"
+//! ```
+//!
+//! Files are written to a temporary name, synced and renamed, so a file under its final name
+//! is always whole. Snapshots received from a leader arrive in `incoming-<index>-<term>.part`,
+//! synced chunk by chunk, so an interrupted transfer resumes where it stopped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use raft_core::{LogIndex, SnapshotMeta, Term};
+use serde::{Deserialize, Serialize};
+
+/// The directory of snapshot files, inside the data directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+const MAGIC: &[u8; 8] = b"RAFTSNAP";
+/// Bytes of the fixed end of a file: trailer length and magic.
+const END_BYTES: u64 = 12;
+/// The largest trailer accepted (it holds the metadata: a few voters).
+const MAX_TRAILER: u32 = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Trailer {
+    meta: SnapshotMeta,
+    data_len: u64,
+    data_crc: u32,
+}
+
+/// A complete, verified snapshot file.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotFile {
+    pub(crate) path: PathBuf,
+    pub(crate) meta: SnapshotMeta,
+    /// The whole file's length (what a transfer sends).
+    pub(crate) size: u64,
+    pub(crate) data_len: u64,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn file_name(index: LogIndex, term: Term) -> String {
+    format!("{index:020}-{term:020}.snap")
+}
+
+fn part_name(index: LogIndex, term: Term) -> String {
+    format!("incoming-{index:020}-{term:020}.part")
+}
+
+/// A writer that checksums and counts what goes through it.
+struct Checked<W> {
+    inner: W,
+    crc: u32,
+    len: u64,
+}
+
+impl<W: Write> Write for Checked<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The snapshot files of one data directory.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotStore {
+    dir: PathBuf,
+}
+
+impl SnapshotStore {
+    pub(crate) fn open(data_dir: &Path) -> io::Result<Self> {
+        let dir = data_dir.join(SNAPSHOT_DIR);
+        fs::create_dir_all(&dir)?;
+        Ok(SnapshotStore { dir })
+    }
+
+    pub(crate) fn path(&self, index: LogIndex, term: Term) -> PathBuf {
+        self.dir.join(file_name(index, term))
+    }
+
+    /// Writes a snapshot: `write` produces the data; the file appears under its final name
+    /// only once whole and durable.
+    pub(crate) fn create(
+        &self,
+        meta: &SnapshotMeta,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<SnapshotFile> {
+        let final_path = self.path(meta.index, meta.term);
+        let tmp = self
+            .dir
+            .join(format!("tmp-{}", file_name(meta.index, meta.term)));
+        let file = File::create(&tmp)?;
+        let mut out = Checked {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            crc: 0,
+            len: 0,
+        };
+        write(&mut out)?;
+        let (data_len, data_crc) = (out.len, out.crc);
+        let mut w = out.inner;
+        let trailer = postcard::to_allocvec(&Trailer {
+            meta: meta.clone(),
+            data_len,
+            data_crc,
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+        w.write_all(&trailer)?;
+        w.write_all(&(trailer.len() as u32).to_le_bytes())?;
+        w.write_all(MAGIC)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &final_path)?;
+        File::open(&self.dir)?.sync_all()?;
+        self.verify(&final_path)
+    }
+
+    /// Reads a file's trailer and checks its data against it.
+    pub(crate) fn verify(&self, path: &Path) -> io::Result<SnapshotFile> {
+        let mut f = File::open(path)?;
+        let size = f.metadata()?.len();
+        let (trailer, _) = read_trailer(&mut f, size)?;
+        f.seek(SeekFrom::Start(0))?;
+        let mut crc = 0u32;
+        let mut left = trailer.data_len;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let n = (left.min(buf.len() as u64)) as usize;
+            f.read_exact(&mut buf[..n])?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            left -= n as u64;
+        }
+        if crc != trailer.data_crc {
+            return Err(invalid(format!(
+                "snapshot {} fails its checksum",
+                path.display()
+            )));
+        }
+        Ok(SnapshotFile {
+            path: path.to_path_buf(),
+            meta: trailer.meta,
+            size,
+            data_len: trailer.data_len,
+        })
+    }
+
+    /// The snapshot file covering `meta`, if it is there and whole.
+    pub(crate) fn find(&self, meta: &SnapshotMeta) -> Option<SnapshotFile> {
+        let f = self.verify(&self.path(meta.index, meta.term)).ok()?;
+        (f.meta == *meta).then_some(f)
+    }
+
+    /// A reader of the state machine's bytes of a snapshot file.
+    pub(crate) fn data(&self, file: &SnapshotFile) -> io::Result<impl Read> {
+        Ok(io::BufReader::with_capacity(1 << 20, File::open(&file.path)?).take(file.data_len))
+    }
+
+    /// Removes every snapshot file but `keep` (and those in `busy`, being sent), and
+    /// temporary files left by a crash.
+    pub(crate) fn remove_others(&self, keep: &SnapshotMeta, busy: &[PathBuf]) {
+        let keep_name = file_name(keep.index, keep.term);
+        let Ok(list) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in list.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let is_snapshot = name.ends_with(".snap");
+            if (is_snapshot || name.starts_with("tmp-"))
+                && name != keep_name
+                && !busy.contains(&e.path())
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    // ----- receiving -----
+
+    /// Where a snapshot being received is kept, and how much of it is there already (a
+    /// part of another snapshot is removed: only one is received at a time).
+    pub(crate) fn incoming(&self, meta: &SnapshotMeta) -> io::Result<(PathBuf, u64)> {
+        let path = self.dir.join(part_name(meta.index, meta.term));
+        if let Ok(list) = fs::read_dir(&self.dir) {
+            for e in list.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("incoming-") && e.path() != path {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let have = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Ok((path, have))
+    }
+
+    /// Appends a chunk at `offset` of a part (cutting anything past it), durably.
+    pub(crate) fn write_part(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
+        f.set_len(offset)?;
+        f.seek(SeekFrom::Start(offset))?;
+        f.write_all(data)?;
+        f.sync_data()
+    }
+
+    /// A complete part: checked against what the leader said it was, then made a snapshot
+    /// file.
+    pub(crate) fn finish_part(
+        &self,
+        path: &Path,
+        meta: &SnapshotMeta,
+        size: u64,
+    ) -> io::Result<SnapshotFile> {
+        let have = fs::metadata(path)?.len();
+        if have != size {
+            return Err(invalid(format!(
+                "received {have} bytes of a {size}-byte snapshot"
+            )));
+        }
+        let f = self.verify(path)?;
+        if f.meta != *meta {
+            return Err(invalid(
+                "the snapshot received is not the one offered".into(),
+            ));
+        }
+        let final_path = self.path(meta.index, meta.term);
+        fs::rename(path, &final_path)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(SnapshotFile {
+            path: final_path,
+            ..f
+        })
+    }
+}
+
+fn read_trailer(f: &mut File, size: u64) -> io::Result<(Trailer, u64)> {
+    if size < END_BYTES {
+        return Err(invalid("not a snapshot file: too short".into()));
+    }
+    f.seek(SeekFrom::Start(size - END_BYTES))?;
+    let mut end = [0u8; END_BYTES as usize];
+    f.read_exact(&mut end)?;
+    if &end[4..] != MAGIC {
+        return Err(invalid("not a snapshot file: no end marker".into()));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&end[..4]);
+    let len = u32::from_le_bytes(len);
+    if len > MAX_TRAILER || u64::from(len) + END_BYTES > size {
+        return Err(invalid("not a snapshot file: bad trailer length".into()));
+    }
+    let at = size - END_BYTES - u64::from(len);
+    f.seek(SeekFrom::Start(at))?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf)?;
+    let trailer: Trailer =
+        postcard::from_bytes(&buf).map_err(|e| invalid(format!("bad trailer: {e}")))?;
+    if trailer.data_len != at {
+        return Err(invalid("not a snapshot file: data length mismatch".into()));
+    }
+    Ok((trailer, at))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index,
+            term: 2,
+            voters: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn a_written_snapshot_reads_back_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let f = store
+            .create(&meta(10), |w| w.write_all(&[7u8; 300_000]))
+            .unwrap();
+        assert_eq!(f.data_len, 300_000);
+        let mut data = Vec::new();
+        store.data(&f).unwrap().read_to_end(&mut data).unwrap();
+        assert_eq!(data, vec![7u8; 300_000]);
+        assert!(store.find(&meta(10)).is_some());
+        assert!(store.find(&meta(11)).is_none());
+        let mut bytes = fs::read(&f.path).unwrap();
+        bytes[1234] ^= 1;
+        fs::write(&f.path, bytes).unwrap();
+        assert!(store.verify(&f.path).is_err());
+        assert!(store.find(&meta(10)).is_none());
+    }
+
+    #[test]
+    fn a_part_received_in_chunks_becomes_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let src = store
+            .create(&meta(5), |w| w.write_all(b"hello, snapshot"))
+            .unwrap();
+        let bytes = fs::read(&src.path).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let rx = SnapshotStore::open(other.path()).unwrap();
+        let (part, have) = rx.incoming(&meta(5)).unwrap();
+        assert_eq!(have, 0);
+        rx.write_part(&part, 0, &bytes[..10]).unwrap();
+        // An interrupted transfer resumes where the part ends.
+        let (part, have) = rx.incoming(&meta(5)).unwrap();
+        assert_eq!(have, 10);
+        rx.write_part(&part, have, &bytes[10..]).unwrap();
+        let done = rx.finish_part(&part, &meta(5), bytes.len() as u64).unwrap();
+        assert_eq!(fs::read(&done.path).unwrap(), bytes);
+        assert!(rx.find(&meta(5)).is_some());
+        // A part of another snapshot is dropped when a new one starts.
+        let (p6, _) = rx.incoming(&meta(6)).unwrap();
+        rx.write_part(&p6, 0, b"xx").unwrap();
+        let (_, have) = rx.incoming(&meta(7)).unwrap();
+        assert_eq!(have, 0);
+        assert!(!p6.exists());
+    }
+}

@@ -1,0 +1,368 @@
+//! The runtime's snapshots: taking them (the state machine's copy written out off the
+//! runtime, then recorded and the log compacted), sending them to followers that need them,
+//! receiving them from the leader, and restoring the state machine from one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use raft_core::{LogIndex, Message, MessageBody, NodeId, SnapshotMeta, SnapshotOutcome, Term};
+use raft_net::{PeerStream, Transport};
+use tokio::sync::mpsc;
+
+use crate::config::SnapshotConfig;
+use crate::error::Error;
+use crate::runtime::Runtime;
+use crate::snapshot_store::{SnapshotFile, SnapshotStore};
+use crate::snapshot_transfer::{
+    receive_snapshot, send_snapshot, Received, TransferSettings, Transfers,
+};
+use crate::state_machine::StateMachine;
+use crate::storage::SharedStorage;
+
+/// What finished off the runtime and must be handled in it.
+pub(crate) enum Event {
+    /// A snapshot was written, recorded and the log compacted (or that failed).
+    SnapshotTaken(Result<SnapshotMeta, String>),
+    /// A transfer to a follower ended.
+    TransferDone {
+        to: NodeId,
+        outcome: SnapshotOutcome,
+    },
+    /// A snapshot from the leader arrived whole.
+    SnapshotReceived(Received),
+}
+
+/// The runtime's snapshot state.
+pub(crate) struct Snapshots {
+    pub(crate) cfg: SnapshotConfig,
+    pub(crate) store: SnapshotStore,
+    /// The latest snapshot recorded in storage.
+    pub(crate) last: SnapshotMeta,
+    /// Storage bytes written when `last` was taken (for the WAL-size trigger).
+    bytes_at_last: u64,
+    taking: bool,
+    /// The state machine cannot take snapshots: never try again.
+    unsupported: bool,
+    /// Transfers running, by follower: the file each sends (kept until it ends).
+    sending: BTreeMap<NodeId, PathBuf>,
+    /// Followers waiting for a transfer slot: (follower, term of the request, snapshot).
+    queued: VecDeque<(NodeId, Term, SnapshotMeta)>,
+    pub(crate) transfers: Transfers,
+    pub(crate) events_tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Snapshots {
+    pub(crate) fn new(
+        cfg: SnapshotConfig,
+        store: SnapshotStore,
+        last: SnapshotMeta,
+        bytes_written: u64,
+        events_tx: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        Snapshots {
+            cfg,
+            store,
+            last,
+            bytes_at_last: bytes_written,
+            taking: false,
+            unsupported: false,
+            sending: BTreeMap::new(),
+            queued: VecDeque::new(),
+            transfers: Transfers::default(),
+            events_tx,
+        }
+    }
+
+    pub(crate) fn settings(&self) -> TransferSettings {
+        TransferSettings {
+            chunk_bytes: self.cfg.chunk_bytes,
+            window: self.cfg.window,
+            idle_timeout: self.cfg.transfer_idle_timeout,
+            max_bytes: self.cfg.max_bytes,
+        }
+    }
+
+    fn busy(&self) -> Vec<PathBuf> {
+        self.sending.values().cloned().collect()
+    }
+}
+
+/// Restores `sm` from the latest snapshot in storage if it is behind it (a state machine
+/// kept in memory always is, at start). Returns the index the state machine is at.
+pub(crate) async fn restore_at_start<SM: StateMachine>(
+    sm: SM,
+    store: &SnapshotStore,
+    last: &SnapshotMeta,
+) -> Result<(SM, LogIndex), String> {
+    let applied = sm.applied_index();
+    if last.index <= applied {
+        return Ok((sm, applied));
+    }
+    let Some(file) = store.find(last) else {
+        return Err(format!(
+            "the log was compacted up to {} but its snapshot file is missing or damaged in {}; restore the node from a backup",
+            last.index,
+            store.path(last.index, last.term).display()
+        ));
+    };
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut sm = sm;
+        let mut data = store.data(&file).map_err(|e| e.to_string())?;
+        sm.restore(file.meta.index, &mut data)
+            .map_err(|e| format!("cannot restore the state machine from its snapshot: {e}"))?;
+        Ok((sm, file.meta.index))
+    })
+    .await
+    .map_err(|e| format!("the restore task failed: {e}"))?
+}
+
+/// Takes the snapshots peers stream to this node, one at a time, into `store`; each
+/// complete one becomes an [`Event::SnapshotReceived`].
+pub(crate) async fn receive_streams(
+    mut streams: mpsc::Receiver<PeerStream>,
+    store: SnapshotStore,
+    settings: TransferSettings,
+    transfers: Transfers,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some(mut stream) = streams.recv().await {
+        // One at a time: a second leader's offer waits behind the first (or is dropped
+        // with its connection if too many wait, and retried).
+        match receive_snapshot(&mut stream, &store, settings, &transfers).await {
+            Ok(received) => {
+                tracing::info!(
+                    from = received.from,
+                    index = received.file.meta.index,
+                    bytes = received.file.size,
+                    "snapshot received"
+                );
+                if events.send(Event::SnapshotReceived(received)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(from = stream.peer(), error = %e, "snapshot transfer in failed")
+            }
+        }
+    }
+}
+
+impl<SM: StateMachine> Runtime<SM> {
+    /// After applying: takes a snapshot when enough was applied or written since the last.
+    pub(crate) async fn maybe_take_snapshot(&mut self, bytes_written: u64) {
+        let s = &self.snapshots;
+        if s.taking || s.unsupported || self.applied <= s.last.index {
+            return;
+        }
+        let by_entries =
+            s.cfg.every_entries > 0 && self.applied - s.last.index >= s.cfg.every_entries;
+        let by_bytes = s.cfg.every_wal_bytes > 0
+            && bytes_written.saturating_sub(s.bytes_at_last) >= s.cfg.every_wal_bytes;
+        if !(by_entries || by_bytes) {
+            return;
+        }
+        let index = self.applied;
+        let Some(term) = self.node.entry_term(index) else {
+            return;
+        };
+        let source = match self.sm.snapshot().await {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::info!(
+                    id = self.cfg.id,
+                    "the state machine takes no snapshots: the log is kept whole"
+                );
+                self.snapshots.unsupported = true;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(id = self.cfg.id, error = %e, "the state machine could not start a snapshot");
+                return;
+            }
+        };
+        let meta = SnapshotMeta {
+            index,
+            term,
+            voters: self.node.voters().collect(),
+        };
+        self.snapshots.taking = true;
+        self.snapshots.bytes_at_last = bytes_written;
+        let store = self.snapshots.store.clone();
+        let storage = self.storage.clone();
+        let tail = self.snapshots.cfg.tail_entries;
+        let events = self.snapshots.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = take_snapshot(&store, &storage, &meta, source, tail);
+            let _ = events.send(Event::SnapshotTaken(result));
+        });
+    }
+
+    pub(crate) fn on_event(&mut self, ev: Event) -> Result<(), Error> {
+        match ev {
+            Event::SnapshotTaken(Ok(meta)) => {
+                tracing::info!(
+                    id = self.cfg.id,
+                    index = meta.index,
+                    "snapshot taken, log compacted"
+                );
+                self.snapshots.taking = false;
+                // A newer snapshot may have been installed from the leader meanwhile.
+                if meta.index > self.snapshots.last.index {
+                    self.snapshots.last = meta;
+                }
+                let busy = self.snapshots.busy();
+                self.snapshots
+                    .store
+                    .remove_others(&self.snapshots.last, &busy);
+            }
+            Event::SnapshotTaken(Err(e)) => {
+                self.snapshots.taking = false;
+                tracing::error!(id = self.cfg.id, error = %e, "taking a snapshot failed");
+                if e.starts_with("storage:") {
+                    return Err(Error::Storage(e));
+                }
+            }
+            Event::TransferDone { to, outcome } => {
+                self.snapshots.sending.remove(&to);
+                self.node.report_snapshot(to, outcome);
+                self.start_queued_transfers();
+            }
+            Event::SnapshotReceived(r) => {
+                // The data is here: the core may now see the leader's offer.
+                self.node.step(Message {
+                    from: r.from,
+                    to: self.cfg.id,
+                    term: r.term,
+                    body: MessageBody::InstallSnapshot {
+                        meta: r.file.meta.clone(),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The core asks to send `to` its snapshot `meta`.
+    pub(crate) fn send_snapshot_to(&mut self, to: NodeId, term: Term, meta: SnapshotMeta) {
+        if self.snapshots.sending.contains_key(&to)
+            || self.snapshots.queued.iter().any(|(p, _, _)| *p == to)
+        {
+            return; // already on its way (its outcome will be reported)
+        }
+        if self.snapshots.sending.len() >= self.snapshots.cfg.max_transfers.max(1) {
+            self.snapshots.queued.push_back((to, term, meta));
+            return;
+        }
+        self.start_transfer(to, term, meta);
+    }
+
+    fn start_queued_transfers(&mut self) {
+        while self.snapshots.sending.len() < self.snapshots.cfg.max_transfers.max(1) {
+            let Some((to, term, meta)) = self.snapshots.queued.pop_front() else {
+                return;
+            };
+            if term == self.node.term() && self.node.role() == raft_core::Role::Leader {
+                self.start_transfer(to, term, meta);
+            }
+        }
+    }
+
+    fn start_transfer(&mut self, to: NodeId, term: Term, meta: SnapshotMeta) {
+        let path = self.snapshots.store.path(meta.index, meta.term);
+        self.snapshots.sending.insert(to, path);
+        let store = self.snapshots.store.clone();
+        let transport: Arc<Transport> = self.transport.clone();
+        let settings = self.snapshots.settings();
+        let transfers = self.snapshots.transfers.clone();
+        let events = self.snapshots.events_tx.clone();
+        let id = self.cfg.id;
+        tokio::spawn(async move {
+            let outcome = async {
+                let file: SnapshotFile = tokio::task::spawn_blocking(move || store.find(&meta))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the snapshot file is gone")?;
+                let mut stream = transport.open_stream(to).await.map_err(|e| e.to_string())?;
+                send_snapshot(&mut stream, term, &file, settings, &transfers)
+                    .await
+                    .map(|resumed| {
+                        tracing::info!(
+                            id,
+                            to,
+                            index = file.meta.index,
+                            bytes = file.size,
+                            resumed,
+                            "snapshot sent"
+                        );
+                    })
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            let outcome = match outcome {
+                Ok(()) => SnapshotOutcome::Delivered,
+                Err(e) => {
+                    tracing::warn!(id, to, error = %e, "snapshot transfer out failed");
+                    SnapshotOutcome::Failed
+                }
+            };
+            let _ = events.send(Event::TransferDone { to, outcome });
+        });
+    }
+
+    /// A `Ready` installed `meta` in storage: the state machine now restores from its file.
+    pub(crate) fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
+        let Some(file) = self.snapshots.store.find(meta) else {
+            return Err(Error::Storage(format!(
+                "the snapshot file for index {} is missing or damaged",
+                meta.index
+            )));
+        };
+        let store = self.snapshots.store.clone();
+        let sm = &mut self.sm;
+        let mut restore = || -> std::io::Result<()> {
+            let mut data = store.data(&file)?;
+            sm.restore(file.meta.index, &mut data)
+        };
+        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(restore),
+            _ => restore(),
+        };
+        result.map_err(|e| {
+            Error::Storage(format!(
+                "cannot restore the state machine from the snapshot at {}: {e}",
+                meta.index
+            ))
+        })?;
+        self.snapshots.last = meta.clone();
+        let busy = self.snapshots.busy();
+        self.snapshots.store.remove_others(meta, &busy);
+        tracing::info!(id = self.cfg.id, index = meta.index, "snapshot installed");
+        Ok(())
+    }
+}
+
+/// Writes the state machine's copy to a file, records it in storage and compacts the log,
+/// keeping `tail` entries before it. Errors from storage start with `storage:` (they stop the
+/// node).
+fn take_snapshot(
+    store: &SnapshotStore,
+    storage: &SharedStorage,
+    meta: &SnapshotMeta,
+    source: Box<dyn crate::state_machine::SnapshotSource>,
+    tail: u64,
+) -> Result<SnapshotMeta, String> {
+    store
+        .create(meta, |out| source.write_to(out))
+        .map_err(|e| format!("writing the snapshot file: {e}"))?;
+    let mut log = storage.write().map_err(|e| format!("storage: {e}"))?;
+    log.record_snapshot(meta)
+        .map_err(|e| format!("storage: {e}"))?;
+    let purge_to = meta.index.saturating_sub(tail);
+    if purge_to > 0 {
+        log.purge_to(purge_to)
+            .map_err(|e| format!("storage: {e}"))?;
+    }
+    Ok(meta.clone())
+}

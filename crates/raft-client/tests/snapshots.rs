@@ -1,0 +1,192 @@
+//! Snapshots on real nodes: compaction, restarts that restore from a snapshot, and a
+//! follower that was away catching up through one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::free_addr;
+use raft_client::{Error, KvCommand, KvReader, KvResponse, KvStore, NodeConfig, Peer, RaftNode};
+use raft_core::NodeId;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct KvCluster {
+    dirs: BTreeMap<NodeId, tempfile::TempDir>,
+    peers: BTreeMap<NodeId, Peer>,
+    nodes: BTreeMap<NodeId, (RaftNode<KvResponse>, KvReader)>,
+}
+
+impl KvCluster {
+    async fn start(n: u64) -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .try_init();
+        }
+        let peers = (1..=n)
+            .map(|id| {
+                (
+                    id,
+                    Peer {
+                        raft: free_addr(),
+                        api: None,
+                    },
+                )
+            })
+            .collect();
+        let dirs = (1..=n)
+            .map(|id| (id, tempfile::tempdir().unwrap()))
+            .collect();
+        let mut c = KvCluster {
+            dirs,
+            peers,
+            nodes: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            c.start_node(id).await;
+        }
+        c
+    }
+
+    fn config(&self, id: NodeId) -> NodeConfig {
+        let mut cfg = NodeConfig::new(id, "snap-test", self.peers.clone(), self.dirs[&id].path());
+        cfg.raft.election_ticks = 20;
+        cfg.raft.heartbeat_ticks = 3;
+        cfg.net.backoff_max = Duration::from_millis(200);
+        cfg.segment_bytes = 16 << 10; // small segments, so that compaction deletes some
+        cfg.snapshot.every_entries = 100;
+        cfg.snapshot.tail_entries = 20;
+        cfg.snapshot.chunk_bytes = 4 << 10; // many chunks even for a small map
+        cfg
+    }
+
+    async fn start_node(&mut self, id: NodeId) {
+        let kv = KvStore::new();
+        let reader = kv.reader();
+        let node = RaftNode::start(self.config(id), kv).await.unwrap();
+        self.nodes.insert(id, (node, reader));
+    }
+
+    async fn stop_node(&mut self, id: NodeId) {
+        if let Some((n, _)) = self.nodes.remove(&id) {
+            n.shutdown().await;
+        }
+    }
+
+    /// Puts `key = value` through whichever node leads, retrying until it commits.
+    async fn put(&self, key: &str, value: &str) {
+        let cmd = KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+        .encode()
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            for (n, _) in self.nodes.values() {
+                match n.submit_command(cmd.clone()).await {
+                    Ok(_) => return,
+                    Err(Error::NotLeader { .. }) | Err(Error::LeadershipLost) => {}
+                    Err(e) => panic!("put {key}: {e}"),
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "no leader took put {key}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until node `id`'s map has `len` keys.
+    async fn wait_len(&self, id: NodeId, len: usize) {
+        let start = Instant::now();
+        while self.nodes[&id].1.len() < len {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "node {id} has {} keys, expected {len}",
+                self.nodes[&id].1.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn snapshot_files(&self, id: NodeId) -> Vec<String> {
+        std::fs::read_dir(self.dirs[&id].path().join("snapshots"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.ends_with(".snap"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_compact_their_logs_and_a_restart_restores_from_the_snapshot() {
+    let mut c = KvCluster::start(3).await;
+    for i in 0..450 {
+        c.put(&format!("k{i}"), &format!("v{i}")).await;
+    }
+    for id in 1..=3 {
+        c.wait_len(id, 450).await;
+    }
+    // Every node snapshotted and compacted: its log starts after the first snapshots.
+    for id in 1..=3 {
+        let s = c.nodes[&id].0.status().await.unwrap();
+        assert!(s.snapshot_index >= 300, "node {id}: {s:?}");
+        assert!(s.first_index > 200, "node {id} kept its whole log: {s:?}");
+        assert_eq!(
+            c.snapshot_files(id).len(),
+            1,
+            "older snapshot files are removed"
+        );
+    }
+    // A restart rebuilds the map from the snapshot and the log's tail.
+    for id in 1..=3 {
+        c.stop_node(id).await;
+    }
+    for id in 1..=3 {
+        c.start_node(id).await;
+    }
+    for id in 1..=3 {
+        c.wait_len(id, 450).await;
+        assert_eq!(c.nodes[&id].1.get("k0"), Some("v0".into()));
+        assert_eq!(c.nodes[&id].1.get("k449"), Some("v449".into()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_was_away_catches_up_through_a_snapshot() {
+    let mut c = KvCluster::start(3).await;
+    c.put("first", "1").await;
+    // Stop a follower (any node but the one that leads).
+    let leader = {
+        let (n, _) = &c.nodes[&1];
+        n.leader().leader.unwrap()
+    };
+    let away = (1..=3).find(|&id| id != leader).unwrap();
+    c.stop_node(away).await;
+    for i in 0..600 {
+        c.put(&format!("k{i}"), &format!("{i}")).await;
+    }
+    let s = c.nodes[&leader].0.status().await.unwrap();
+    assert!(
+        s.first_index > 10,
+        "the leader no longer holds what the follower lacks: {s:?}"
+    );
+    c.start_node(away).await;
+    c.wait_len(away, 601).await;
+    let s = c.nodes[&away].0.status().await.unwrap();
+    assert!(
+        s.snapshot_index > 100,
+        "node {away} caught up without a snapshot: {s:?}"
+    );
+    assert_eq!(c.nodes[&away].1.get("k599"), Some("599".into()));
+    assert_eq!(c.nodes[&away].1.get("first"), Some("1".into()));
+    // It keeps following afterwards.
+    c.put("after", "yes").await;
+    c.wait_len(away, 602).await;
+}
