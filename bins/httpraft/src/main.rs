@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use raft_client::{KvStore, Peer, RaftNode};
+use raft_client::{DurableStore, Peer, RaftNode};
 use raft_http::AppState;
 use settings::{Cli, Command, NodeSettings, Options, PeersFile};
 use tokio::task::JoinHandle;
@@ -105,9 +105,20 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
     let data_dir = s.node.data_dir.clone();
     let cluster = s.node.cluster_id.clone();
     let sync = s.node.sync;
-    let kv = KvStore::new();
-    let reader = kv.reader();
-    let node = RaftNode::start(s.node, kv)
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        )
+    })?;
+    let store_path = data_dir.join("app.redb");
+    let store_cfg = s.store.clone();
+    let store = tokio::task::spawn_blocking(move || DurableStore::open(&store_path, store_cfg))
+        .await
+        .map_err(|e| format!("cannot open the application store: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let reader = store.reader();
+    let node = RaftNode::start(s.node, store)
         .await
         .map_err(|e| e.to_string())?;
     let state = AppState::new(node.clone(), reader, s.http);
@@ -215,6 +226,7 @@ async fn run_dev(data_dir: Option<PathBuf>, opts: &Options) -> Result<(), String
                     node,
                     http,
                     api_listen: api_addr,
+                    store: settings::store_config(opts),
                 },
                 Some(api),
             )

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use raft_client::{NodeConfig, Peer};
+use raft_client::{DurableConfig, NodeConfig, Peer};
 use raft_http::HttpConfig;
 use raft_storage::SyncPolicy;
 use serde::Deserialize;
@@ -113,6 +113,25 @@ pub struct Options {
     /// [default: 16].
     #[arg(long)]
     pub max_concurrent_reads: Option<usize>,
+    /// Take a snapshot (and compact the Raft log) every this many entries; 0: never by count
+    /// [default: 100000].
+    #[arg(long)]
+    pub snapshot_entries: Option<u64>,
+    /// Take a snapshot once the Raft log grew by this many bytes; 0: never by size
+    /// [default: 536870912].
+    #[arg(long)]
+    pub snapshot_wal_bytes: Option<u64>,
+    /// Raft log entries kept before a snapshot, for followers slightly behind
+    /// [default: 10000].
+    #[arg(long)]
+    pub snapshot_tail_entries: Option<u64>,
+    /// Keep at most this many entries of the application log served by /log (the oldest
+    /// go first) [default: all].
+    #[arg(long)]
+    pub log_retain_entries: Option<u64>,
+    /// Keep at most this many bytes of the application log served by /log [default: all].
+    #[arg(long)]
+    pub log_retain_bytes: Option<u64>,
 }
 
 impl Options {
@@ -142,6 +161,11 @@ impl Options {
                 .http_request_timeout_ms
                 .or(other.http_request_timeout_ms),
             max_concurrent_reads: self.max_concurrent_reads.or(other.max_concurrent_reads),
+            snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
+            snapshot_wal_bytes: self.snapshot_wal_bytes.or(other.snapshot_wal_bytes),
+            snapshot_tail_entries: self.snapshot_tail_entries.or(other.snapshot_tail_entries),
+            log_retain_entries: self.log_retain_entries.or(other.log_retain_entries),
+            log_retain_bytes: self.log_retain_bytes.or(other.log_retain_bytes),
         }
     }
 
@@ -212,6 +236,17 @@ pub struct NodeSettings {
     pub node: NodeConfig,
     pub http: HttpConfig,
     pub api_listen: SocketAddr,
+    /// The application store (the log served by /log, and the key-value map).
+    pub store: DurableConfig,
+}
+
+/// The application store's settings from the options.
+pub fn store_config(opts: &Options) -> DurableConfig {
+    DurableConfig {
+        retain_entries: opts.log_retain_entries,
+        retain_bytes: opts.log_retain_bytes,
+        ..DurableConfig::default()
+    }
 }
 
 /// Builds the settings of node `index` (0-based) from the merged options and peers file.
@@ -257,6 +292,7 @@ pub fn node_settings(index: usize, opts: &Options, pf: &PeersFile) -> Result<Nod
         node,
         http,
         api_listen: resolve(&api)?,
+        store: store_config(opts),
     })
 }
 
@@ -295,15 +331,23 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
         }
         http.limits.max_connections = n;
     }
+    if let Some(n) = opts.max_concurrent_reads {
+        http.max_concurrent_reads = n.max(1);
+    }
     Ok(http)
 }
 
 /// Applies timing and limit options to a node configuration.
 pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String> {
-    // `/log` serves the Raft log itself: compacting it would lose what `/log` promises to
-    // return, so httpraft keeps its whole log for now.
-    node.snapshot.every_entries = 0;
-    node.snapshot.every_wal_bytes = 0;
+    if let Some(n) = opts.snapshot_entries {
+        node.snapshot.every_entries = n;
+    }
+    if let Some(n) = opts.snapshot_wal_bytes {
+        node.snapshot.every_wal_bytes = n;
+    }
+    if let Some(n) = opts.snapshot_tail_entries {
+        node.snapshot.tail_entries = n;
+    }
     if let Some(ms) = opts.tick_ms {
         if ms == 0 {
             return Err("--tick-ms must be at least 1".into());

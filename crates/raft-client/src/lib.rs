@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod durable_store;
 mod error;
 mod handle;
 mod limits;
@@ -60,6 +61,7 @@ mod state_machine;
 mod storage;
 
 pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
+pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use error::{Error, StartError};
 pub use handle::{Committed, LeaderInfo, RaftNode};
 pub use raft_net::{ListenerStats, PeerStats};

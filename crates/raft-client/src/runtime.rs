@@ -385,6 +385,9 @@ impl<SM: StateMachine> Runtime<SM> {
             }
             self.send_all(std::mem::take(&mut rd.persisted_messages));
             self.apply(rd.committed_entries).await;
+            if let Some(e) = self.sm.failure() {
+                return Err(Error::Storage(format!("the state machine failed: {e}")));
+            }
             if rd.soft_state.is_some_and(|ss| ss.role != Role::Leader) {
                 self.fail_pending_submits();
             }

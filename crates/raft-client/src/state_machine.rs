@@ -54,6 +54,12 @@ pub trait StateMachine: Send + 'static {
         ))
     }
 
+    /// Set once the state machine can no longer apply entries (its own storage failed):
+    /// the node then stops, answering every waiting caller with the reason. Default: never.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
     /// Replaces the whole state by a snapshot's, which covers the log up to `index`; `data`
     /// is what a [`SnapshotSource`] wrote. Runs on a thread that may block.
     fn restore(&mut self, index: LogIndex, data: &mut dyn Read) -> std::io::Result<()> {

@@ -54,13 +54,11 @@ pub(crate) async fn get_log(
             .parse::<u64>()
             .map_err(|_| ApiError::bad_request(format!("index must be a number, got {s:?}")))?,
     };
-    // Read and serialise on a blocking thread, under the node's read limit.
-    st.node
-        .retrieve_with(from.max(1), st.cfg.max_log_entries, |entries| {
-            json_response(&Value::Array(entries.iter().map(entry_to_json).collect()))
-        })
-        .await
-        .map_err(|e| ApiError::from_node(e, st.leader_api()))
+    // Read and serialise on a blocking thread, under the read limit.
+    st.read_log(from.max(1), st.cfg.max_log_entries, |entries, _first| {
+        json_response(&Value::Array(entries.iter().map(entry_to_json).collect()))
+    })
+    .await
 }
 
 /// `PUT / {"key","value"}` → `{"leader","key","value"}` once committed; a follower
@@ -98,7 +96,7 @@ pub(crate) async fn get_kv(
     let key = q.get("key").ok_or_else(|| {
         ApiError::bad_request("the key query parameter is required: GET /?key=<key>")
     })?;
-    let value = st.kv.get(key).unwrap_or_default();
+    let value = st.get_value(key)?.unwrap_or_default();
     Ok(Json(
         json!({"leader": st.leader_api().unwrap_or_default(), "key": key, "value": value}),
     ))

@@ -41,6 +41,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 500: the node could not do what it should have.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
     /// 503 with `Retry-After`: no leader is known right now.
     pub fn no_leader() -> Self {
         let mut e = Self::new(

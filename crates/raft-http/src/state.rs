@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use raft_client::{Committed, KvCommand, KvReader, KvResponse, RaftNode};
+use raft_client::{Committed, DurableReader, KvCommand, KvResponse, RaftNode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -18,6 +18,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Entries returned by `GET /log` and `GET /v1/log` at most per request. Default 10,000.
     pub max_log_entries: usize,
+    /// Bytes of entries returned by one log read at most (one entry always). Default 4 MiB.
+    pub max_log_bytes: u64,
+    /// Log reads running at once at most; more get 429 `too_many_reads`. Default 16.
+    pub max_concurrent_reads: usize,
     /// A request not answered within this time gets a 503 `request_timeout` (a write may
     /// or may not have been applied). Default 30 s.
     pub request_timeout: Duration,
@@ -30,6 +34,8 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 1 << 20,
             max_log_entries: 10_000,
+            max_log_bytes: 4 << 20,
+            max_concurrent_reads: 16,
             request_timeout: Duration::from_secs(30),
             limits: ServerLimits::default(),
         }
@@ -40,18 +46,21 @@ impl Default for HttpConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) node: RaftNode<KvResponse>,
-    pub(crate) kv: KvReader,
+    pub(crate) store: DurableReader,
     pub(crate) cfg: HttpConfig,
+    pub(crate) log_reads: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) server: Arc<ServerStats>,
 }
 
 impl AppState {
-    /// State for serving `node`, whose state machine is read through `kv`.
-    pub fn new(node: RaftNode<KvResponse>, kv: KvReader, cfg: HttpConfig) -> Self {
+    /// State for serving `node`, whose state machine (a [`raft_client::DurableStore`]) is
+    /// read through `store`.
+    pub fn new(node: RaftNode<KvResponse>, store: DurableReader, cfg: HttpConfig) -> Self {
         AppState {
             node,
-            kv,
+            store,
+            log_reads: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_reads.max(1))),
             cfg,
             metrics: Arc::new(Metrics::default()),
             server: Arc::new(ServerStats::default()),
@@ -115,6 +124,48 @@ pub(crate) enum SubmitKvError {
     Encode(ApiError),
     /// The node refused or failed it.
     Node(raft_client::Error),
+}
+
+impl AppState {
+    /// Reads the application log from `from` (at most `limit` entries) and turns it into a
+    /// response with `f`, on a blocking thread, under the read limit: reads never load the
+    /// async threads nor the Raft runtime.
+    pub(crate) async fn read_log(
+        &self,
+        from: raft_core::LogIndex,
+        limit: usize,
+        f: impl FnOnce(Vec<raft_core::Entry>, raft_core::LogIndex) -> axum::response::Response
+            + Send
+            + 'static,
+    ) -> Result<axum::response::Response, ApiError> {
+        let permit = self.log_reads.clone().try_acquire_owned().map_err(|_| {
+            ApiError::from_node(
+                raft_client::Error::TooManyReads {
+                    limit: self.cfg.max_concurrent_reads,
+                },
+                None,
+            )
+        })?;
+        let store = self.store.clone();
+        let max_bytes = self.cfg.max_log_bytes;
+        let limit = limit.clamp(1, self.cfg.max_log_entries.max(1));
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let first = store.first_index()?;
+            let entries = store.log(from.max(first), limit, max_bytes)?;
+            Ok::<_, std::io::Error>(f(entries, first))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the log read task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))
+    }
+
+    /// The value of `key` in the map, as of the applied index.
+    pub(crate) fn get_value(&self, key: &str) -> Result<Option<String>, ApiError> {
+        self.store
+            .get(key)
+            .map_err(|e| ApiError::internal(format!("cannot read the map: {e}")))
+    }
 }
 
 /// A JSON response serialised now (on the caller's thread).

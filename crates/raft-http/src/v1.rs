@@ -127,17 +127,16 @@ pub(crate) async fn read_log(
     let from = num("from", 1)?.max(1);
     let limit =
         num("limit", st.cfg.max_log_entries as u64)?.clamp(1, st.cfg.max_log_entries as u64);
-    // Read and serialise on a blocking thread, under the node's read limit.
-    st.node
-        .retrieve_with(from, limit as usize, move |entries| {
-            let next = entries.last().map_or(from, |e| e.index + 1);
-            json_response(&json!({
-                "entries": entries.iter().map(entry_to_json).collect::<Vec<_>>(),
-                "next": next,
-            }))
-        })
-        .await
-        .map_err(|e| ApiError::from_node(e, st.leader_api()))
+    // Read and serialise on a blocking thread, under the read limit.
+    st.read_log(from, limit as usize, move |entries, first| {
+        let next = entries.last().map_or(from.max(first), |e| e.index + 1);
+        json_response(&json!({
+            "entries": entries.iter().map(entry_to_json).collect::<Vec<_>>(),
+            "next": next,
+            "first": first,
+        }))
+    })
+    .await
 }
 
 /// `PUT /v1/kv/{key} {"value": "..."}` → `{"key", "value", "previous", "index", "term"}`.
@@ -197,9 +196,9 @@ pub(crate) async fn get(
             )))
         }
     }
-    match st.kv.get(&key) {
+    match st.get_value(&key)? {
         Some(value) => Ok(Json(
-            json!({"key": key, "value": value, "applied": st.kv.applied()}),
+            json!({"key": key, "value": value, "applied": st.store.applied()}),
         )),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -1,0 +1,559 @@
+//! [`DurableStore`]: the application's log and key-value map, kept on disk in an embedded
+//! database (redb), so that the Raft log can be compacted without losing either.
+//!
+//! - Memory does not grow with history: the log and the map live in the database file;
+//!   memory is its page cache ([`DurableConfig::cache_bytes`]).
+//! - Applying is one database transaction per batch, made durable every
+//!   [`DurableConfig::durable_every`] entries and before every snapshot; after a crash the
+//!   node replays the Raft log's entries after the last durable one (the Raft log is never
+//!   compacted past what a snapshot covers, and a snapshot is durable here first).
+//! - Snapshots are read transactions (a consistent view while writes go on), streamed out.
+//! - An optional retention policy drops the oldest log entries
+//!   ([`DurableConfig::retain_entries`], [`DurableConfig::retain_bytes`]); the map is never
+//!   trimmed.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use raft_core::{Entry, EntryKind, LogIndex};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use crate::state_machine::{KvCommand, KvResponse, SnapshotSource, StateMachine};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const KV: TableDefinition<&str, &str> = TableDefinition::new("kv");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const APPLIED: &str = "applied";
+const LOG_BYTES: &str = "log_bytes";
+
+/// Settings of a [`DurableStore`].
+#[derive(Clone, Debug)]
+pub struct DurableConfig {
+    /// Keep at most this many log entries (the oldest go first). Default: all.
+    pub retain_entries: Option<u64>,
+    /// Keep at most this many bytes of log entries (the oldest go first). Default: all.
+    pub retain_bytes: Option<u64>,
+    /// Make the state durable at least every this many applied entries. Default 10,000.
+    pub durable_every: u64,
+    /// The database's page cache. Default 64 MiB.
+    pub cache_bytes: usize,
+}
+
+impl Default for DurableConfig {
+    fn default() -> Self {
+        DurableConfig {
+            retain_entries: None,
+            retain_bytes: None,
+            durable_every: 10_000,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("application store: {e}"))
+}
+
+fn kind_code(k: EntryKind) -> u8 {
+    match k {
+        EntryKind::Normal => 0,
+        EntryKind::Noop => 1,
+        EntryKind::Config => 2,
+        EntryKind::Command => 3,
+    }
+}
+
+fn kind_of(c: u8) -> Option<EntryKind> {
+    Some(match c {
+        0 => EntryKind::Normal,
+        1 => EntryKind::Noop,
+        2 => EntryKind::Config,
+        3 => EntryKind::Command,
+        _ => return None,
+    })
+}
+
+/// A log row: term (8 bytes LE), kind (1 byte), payload.
+fn encode_row(e: &Entry) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + e.data.len());
+    v.extend_from_slice(&e.term.to_le_bytes());
+    v.push(kind_code(e.kind));
+    v.extend_from_slice(&e.data);
+    v
+}
+
+fn decode_row(index: u64, row: &[u8]) -> std::io::Result<Entry> {
+    if row.len() < 9 {
+        return Err(io_err(format!("log row {index} is damaged")));
+    }
+    let mut term = [0u8; 8];
+    term.copy_from_slice(&row[..8]);
+    let kind = kind_of(row[8]).ok_or_else(|| io_err(format!("log row {index} has no kind")))?;
+    Ok(Entry {
+        term: u64::from_le_bytes(term),
+        index,
+        kind,
+        data: Bytes::copy_from_slice(&row[9..]),
+    })
+}
+
+/// The application's log and key-value map on disk: the state machine `httpraft` runs.
+/// Plain entries go to the log; command entries go to the log and change the map.
+pub struct DurableStore {
+    db: Arc<Database>,
+    cfg: DurableConfig,
+    /// What the database reflects (durably or not).
+    applied: Arc<AtomicU64>,
+    /// What is durable at open: the runtime replays from after it.
+    durable_at_open: LogIndex,
+    /// Entries applied since the last durable commit.
+    since_durable: u64,
+    /// Set when the database failed: nothing is applied any more.
+    failed: Option<String>,
+}
+
+/// A read handle on a [`DurableStore`]: the map, the log, the applied index. Cheap to
+/// clone; reads are database read transactions (each a consistent view) and may block
+/// briefly on disk, so call them from a blocking thread when reading much.
+#[derive(Clone)]
+pub struct DurableReader {
+    db: Arc<Database>,
+    applied: Arc<AtomicU64>,
+}
+
+impl DurableStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path, cfg: DurableConfig) -> std::io::Result<Self> {
+        let db = Database::builder()
+            .set_cache_size(cfg.cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "application store {} is in use by another process",
+                        path.display()
+                    ),
+                ),
+                e => io_err(e),
+            })?;
+        let txn = db.begin_write().map_err(io_err)?;
+        {
+            txn.open_table(LOG).map_err(io_err)?;
+            txn.open_table(KV).map_err(io_err)?;
+            txn.open_table(META).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)?;
+        let applied = {
+            let r = db.begin_read().map_err(io_err)?;
+            let meta = r.open_table(META).map_err(io_err)?;
+            let v = meta.get(APPLIED).map_err(io_err)?.map(|v| v.value());
+            v.unwrap_or(0)
+        };
+        Ok(DurableStore {
+            db: Arc::new(db),
+            cfg,
+            applied: Arc::new(AtomicU64::new(applied)),
+            durable_at_open: applied,
+            since_durable: 0,
+            failed: None,
+        })
+    }
+
+    /// A handle to read the map and the log.
+    pub fn reader(&self) -> DurableReader {
+        DurableReader {
+            db: self.db.clone(),
+            applied: self.applied.clone(),
+        }
+    }
+
+    /// Applies `entries` in one transaction, durable when due; the responses.
+    fn apply_blocking(&mut self, entries: &[Entry]) -> std::io::Result<Vec<KvResponse>> {
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        self.since_durable += entries.len() as u64;
+        let durable = self.since_durable >= self.cfg.durable_every.max(1);
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(io_err)?;
+        let mut out = Vec::with_capacity(entries.len());
+        {
+            let mut log = txn.open_table(LOG).map_err(io_err)?;
+            let mut kv = txn.open_table(KV).map_err(io_err)?;
+            let mut meta = txn.open_table(META).map_err(io_err)?;
+            let mut bytes = meta
+                .get(LOG_BYTES)
+                .map_err(io_err)?
+                .map_or(0, |v| v.value());
+            for e in entries {
+                let row = encode_row(e);
+                bytes += row.len() as u64;
+                log.insert(e.index, row.as_slice()).map_err(io_err)?;
+                let response = match KvCommand::from_entry(e) {
+                    Some(KvCommand::Put { key, value }) => KvResponse::Applied {
+                        previous: kv
+                            .insert(key.as_str(), value.as_str())
+                            .map_err(io_err)?
+                            .map(|v| v.value().to_string()),
+                    },
+                    Some(KvCommand::Delete { key }) => KvResponse::Applied {
+                        previous: kv
+                            .remove(key.as_str())
+                            .map_err(io_err)?
+                            .map(|v| v.value().to_string()),
+                    },
+                    None => KvResponse::NotACommand,
+                };
+                out.push(response);
+            }
+            bytes = trim_log(&mut log, bytes, &self.cfg)?;
+            meta.insert(LOG_BYTES, bytes).map_err(io_err)?;
+            if let Some(last) = entries.last() {
+                meta.insert(APPLIED, last.index).map_err(io_err)?;
+            }
+        }
+        txn.commit().map_err(io_err)?;
+        if durable {
+            self.since_durable = 0;
+        }
+        if let Some(last) = entries.last() {
+            self.applied.store(last.index, Ordering::Release);
+        }
+        Ok(out)
+    }
+
+    /// Makes everything applied so far durable.
+    fn make_durable(&mut self) -> std::io::Result<()> {
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        txn.set_durability(Durability::Immediate).map_err(io_err)?;
+        txn.commit().map_err(io_err)?;
+        self.since_durable = 0;
+        Ok(())
+    }
+}
+
+/// Drops the oldest log rows past the retention policy; the log's new size in bytes.
+fn trim_log(
+    log: &mut redb::Table<'_, u64, &[u8]>,
+    mut bytes: u64,
+    cfg: &DurableConfig,
+) -> std::io::Result<u64> {
+    if let Some(keep) = cfg.retain_entries {
+        let len = log.len().map_err(io_err)?;
+        for _ in keep..len {
+            match log.pop_first().map_err(io_err)? {
+                Some((_, row)) => bytes = bytes.saturating_sub(row.value().len() as u64),
+                None => break,
+            }
+        }
+    }
+    if let Some(max) = cfg.retain_bytes {
+        while bytes > max {
+            match log.pop_first().map_err(io_err)? {
+                Some((_, row)) => bytes = bytes.saturating_sub(row.value().len() as u64),
+                None => break,
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// Runs `f` where it may block: out of the async workers' way when possible.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+#[async_trait]
+impl StateMachine for DurableStore {
+    type Response = KvResponse;
+
+    async fn apply(&mut self, entries: &[Entry]) -> Vec<KvResponse> {
+        if self.failed.is_some() {
+            return Vec::new();
+        }
+        match blocking(|| self.apply_blocking(entries)) {
+            Ok(out) => out,
+            Err(e) => {
+                // Nothing can be applied any more: the node stops (see `failure`).
+                tracing::error!(error = %e, "the application store failed");
+                self.failed = Some(e.to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.clone()
+    }
+
+    fn applied_index(&self) -> LogIndex {
+        self.durable_at_open
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
+        blocking(|| self.make_durable())?;
+        let txn = self.db.begin_read().map_err(io_err)?;
+        Ok(Box::new(DurableSnapshot {
+            txn,
+            applied: self.applied.load(Ordering::Acquire),
+        }))
+    }
+
+    fn restore(&mut self, index: LogIndex, data: &mut dyn Read) -> std::io::Result<()> {
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        txn.set_durability(Durability::Immediate).map_err(io_err)?;
+        txn.delete_table(LOG).map_err(io_err)?;
+        txn.delete_table(KV).map_err(io_err)?;
+        {
+            let mut log = txn.open_table(LOG).map_err(io_err)?;
+            let mut kv = txn.open_table(KV).map_err(io_err)?;
+            let mut meta = txn.open_table(META).map_err(io_err)?;
+            let mut bytes = 0u64;
+            let mut buf = Vec::new();
+            loop {
+                let mut tag = [0u8; 1];
+                data.read_exact(&mut tag)?;
+                match tag[0] {
+                    0 => break,
+                    1 | 2 => {
+                        let mut len = [0u8; 4];
+                        data.read_exact(&mut len)?;
+                        let len = u32::from_le_bytes(len) as usize;
+                        if len > (1 << 30) {
+                            return Err(io_err("a snapshot record over 1 GiB"));
+                        }
+                        buf.resize(len, 0);
+                        data.read_exact(&mut buf)?;
+                        if tag[0] == 1 {
+                            let (index, row): (u64, &[u8]) =
+                                postcard::from_bytes(&buf).map_err(io_err)?;
+                            bytes += row.len() as u64;
+                            log.insert(index, row).map_err(io_err)?;
+                        } else {
+                            let (k, v): (&str, &str) =
+                                postcard::from_bytes(&buf).map_err(io_err)?;
+                            kv.insert(k, v).map_err(io_err)?;
+                        }
+                    }
+                    t => return Err(io_err(format!("unknown snapshot record {t}"))),
+                }
+            }
+            meta.insert(LOG_BYTES, bytes).map_err(io_err)?;
+            meta.insert(APPLIED, index).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)?;
+        self.applied.store(index, Ordering::Release);
+        self.since_durable = 0;
+        Ok(())
+    }
+}
+
+/// A consistent view of the store, streamed as records: `1` log rows, `2` map pairs, `0`
+/// the end.
+struct DurableSnapshot {
+    txn: redb::ReadTransaction,
+    applied: LogIndex,
+}
+
+impl SnapshotSource for DurableSnapshot {
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
+        let _ = self.applied;
+        let mut buf = Vec::new();
+        let record = |out: &mut dyn Write, tag: u8, body: &[u8]| -> std::io::Result<()> {
+            out.write_all(&[tag])?;
+            out.write_all(&(body.len() as u32).to_le_bytes())?;
+            out.write_all(body)
+        };
+        let log = self.txn.open_table(LOG).map_err(io_err)?;
+        for row in log.iter().map_err(io_err)? {
+            let (k, v) = row.map_err(io_err)?;
+            buf.clear();
+            buf = postcard::to_extend(&(k.value(), v.value()), std::mem::take(&mut buf))
+                .map_err(io_err)?;
+            record(out, 1, &buf)?;
+        }
+        let kv = self.txn.open_table(KV).map_err(io_err)?;
+        for row in kv.iter().map_err(io_err)? {
+            let (k, v) = row.map_err(io_err)?;
+            buf.clear();
+            buf = postcard::to_extend(&(k.value(), v.value()), std::mem::take(&mut buf))
+                .map_err(io_err)?;
+            record(out, 2, &buf)?;
+        }
+        out.write_all(&[0])
+    }
+}
+
+impl DurableReader {
+    /// The value of `key` as of the applied index.
+    pub fn get(&self, key: &str) -> std::io::Result<Option<String>> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let kv = r.open_table(KV).map_err(io_err)?;
+        let v = kv.get(key).map_err(io_err)?;
+        Ok(v.map(|v| v.value().to_string()))
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> std::io::Result<u64> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let kv = r.open_table(KV).map_err(io_err)?;
+        kv.len().map_err(io_err)
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> std::io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The highest index applied.
+    pub fn applied(&self) -> LogIndex {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The first log index still kept (after the retention policy), or the next index to
+    /// come when the log is empty.
+    pub fn first_index(&self) -> std::io::Result<LogIndex> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let log = r.open_table(LOG).map_err(io_err)?;
+        let first = log.first().map_err(io_err)?.map(|(k, _)| k.value());
+        Ok(first.unwrap_or_else(|| self.applied() + 1))
+    }
+
+    /// Log entries from `from` on (from the first kept one if `from` is older), at most
+    /// `limit` and `max_bytes` (at least one).
+    pub fn log(&self, from: LogIndex, limit: usize, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let log = r.open_table(LOG).map_err(io_err)?;
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for row in log.range(from..).map_err(io_err)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(io_err)?;
+            let e = decode_row(k.value(), v.value())?;
+            size += e.size();
+            if size > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for DurableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableStore")
+            .field("applied", &self.applied.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for DurableReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableReader")
+            .field("applied", &self.applied.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn cmd(index: u64, c: &KvCommand) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Command,
+            data: c.encode().unwrap(),
+        }
+    }
+
+    fn put(index: u64, k: &str, v: &str) -> Entry {
+        cmd(
+            index,
+            &KvCommand::Put {
+                key: k.into(),
+                value: v.into(),
+            },
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_and_the_map_survive_reopening_from_the_last_durable_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.redb");
+        let cfg = DurableConfig {
+            durable_every: 2,
+            ..DurableConfig::default()
+        };
+        {
+            let mut s = DurableStore::open(&path, cfg.clone()).unwrap();
+            let r = s
+                .apply(&[put(1, "a", "1"), Entry::normal(1, 2, &b"text"[..])])
+                .await;
+            assert_eq!(r[0], KvResponse::Applied { previous: None });
+            assert_eq!(r[1], KvResponse::NotACommand);
+            s.apply(&[put(3, "a", "2")]).await;
+        }
+        let s = DurableStore::open(&path, cfg).unwrap();
+        // The batch of 2 was made durable; whatever came after may or may not be.
+        assert!(s.applied_index() >= 2);
+        let r = s.reader();
+        let log = r.log(1, 10, u64::MAX).unwrap();
+        assert_eq!(log[1], Entry::normal(1, 2, &b"text"[..]));
+        assert!(r.get("a").unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_restores_log_and_map_and_retention_drops_the_oldest_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DurableConfig {
+            retain_entries: Some(5),
+            ..DurableConfig::default()
+        };
+        let mut s = DurableStore::open(&dir.path().join("a.redb"), cfg).unwrap();
+        let entries: Vec<Entry> = (1..=10).map(|i| put(i, &format!("k{i}"), "v")).collect();
+        s.apply(&entries).await;
+        let r = s.reader();
+        assert_eq!(r.first_index().unwrap(), 6, "five entries kept");
+        assert_eq!(r.log(1, 100, u64::MAX).unwrap().len(), 5);
+        assert_eq!(r.len().unwrap(), 10, "the map is never trimmed");
+        let snap = s.snapshot().await.unwrap();
+        let logged = r.log(1, 100, u64::MAX).unwrap();
+        s.apply(&[put(11, "late", "x")]).await;
+        let mut bytes = Vec::new();
+        snap.write_to(&mut bytes).unwrap();
+        let mut t =
+            DurableStore::open(&dir.path().join("b.redb"), DurableConfig::default()).unwrap();
+        t.apply(&[put(1, "stale", "y")]).await;
+        t.restore(10, &mut &bytes[..]).unwrap();
+        let tr = t.reader();
+        assert_eq!(tr.applied(), 10);
+        assert_eq!(
+            tr.get("stale").unwrap(),
+            None,
+            "the restore replaced everything"
+        );
+        assert_eq!(tr.get("late").unwrap(), None, "as of the snapshot");
+        assert_eq!(tr.len().unwrap(), 10);
+        assert_eq!(tr.log(1, 100, u64::MAX).unwrap(), logged);
+        assert!(t.restore(3, &mut &bytes[..7]).is_err(), "a cut snapshot");
+    }
+}
