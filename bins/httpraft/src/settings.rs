@@ -125,6 +125,9 @@ pub struct Options {
     /// [default: 10000].
     #[arg(long)]
     pub snapshot_tail_entries: Option<u64>,
+    /// Bytes per chunk of a snapshot transfer [default: 1048576].
+    #[arg(long)]
+    pub snapshot_chunk_bytes: Option<usize>,
     /// Keep at most this many entries of the application log served by /log (the oldest
     /// go first) [default: all].
     #[arg(long)]
@@ -164,6 +167,7 @@ impl Options {
             snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
             snapshot_wal_bytes: self.snapshot_wal_bytes.or(other.snapshot_wal_bytes),
             snapshot_tail_entries: self.snapshot_tail_entries.or(other.snapshot_tail_entries),
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes.or(other.snapshot_chunk_bytes),
             log_retain_entries: self.log_retain_entries.or(other.log_retain_entries),
             log_retain_bytes: self.log_retain_bytes.or(other.log_retain_bytes),
         }
@@ -347,6 +351,9 @@ pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String>
     }
     if let Some(n) = opts.snapshot_tail_entries {
         node.snapshot.tail_entries = n;
+    }
+    if let Some(n) = opts.snapshot_chunk_bytes {
+        node.snapshot.chunk_bytes = n;
     }
     if let Some(ms) = opts.tick_ms {
         if ms == 0 {

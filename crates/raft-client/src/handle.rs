@@ -70,6 +70,8 @@ struct Shared {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Aborts the runtime task itself (for `abort`).
     runtime_abort: tokio::task::AbortHandle,
+    /// The node's own runtime (kept for as long as a handle exists).
+    _runtime: runtime::NodeRuntime,
     /// Cancelled once the runtime has fully stopped (or was aborted).
     stopped: CancellationToken,
     max_retrieve: usize,
@@ -120,6 +122,7 @@ impl<R: Send + 'static> RaftNode<R> {
         let spawned = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
         let runtime = spawned.task;
         let runtime_abort = runtime.abort_handle();
+        let node_runtime = spawned.runtime;
         let stopped = CancellationToken::new();
         let done = stopped.clone();
         let task = tokio::spawn(async move {
@@ -136,6 +139,7 @@ impl<R: Send + 'static> RaftNode<R> {
                 cancel,
                 task: Mutex::new(Some(task)),
                 runtime_abort,
+                _runtime: node_runtime,
                 stopped,
                 max_retrieve,
                 max_entry,
@@ -225,6 +229,11 @@ impl<R: Send + 'static> RaftNode<R> {
     /// The snapshot transfers running now, in and out, with their progress.
     pub fn snapshot_transfers(&self) -> Vec<crate::TransferStatus> {
         self.shared.transfers.list()
+    }
+
+    /// What this node did with snapshots since it started.
+    pub fn snapshot_stats(&self) -> crate::SnapshotStats {
+        self.shared.transfers.stats()
     }
 
     /// When this node syncs its log.

@@ -66,7 +66,7 @@ pub use error::{Error, StartError};
 pub use handle::{Committed, LeaderInfo, RaftNode};
 pub use raft_net::{ListenerStats, PeerStats};
 pub use raft_storage::{StatsSnapshot, SyncPolicy, SYNC_BUCKETS};
-pub use snapshot_transfer::TransferStatus;
+pub use snapshot_transfer::{SnapshotStats, TransferStatus};
 pub use state_machine::{
     KvCommand, KvReader, KvResponse, KvStore, ReplicatedLog, SnapshotSource, StateMachine,
 };

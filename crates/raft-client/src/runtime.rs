@@ -64,9 +64,24 @@ pub(crate) struct Runtime<SM: StateMachine> {
     storage_stats: Arc<raft_storage::StorageStats>,
 }
 
+/// A node's own tokio runtime: one worker thread (plus its blocking pool) that nothing but
+/// this node's protocol work runs on, so that no load elsewhere in the process (HTTP
+/// clients, reads, the application) can delay its ticks, heartbeats or elections. Shut down
+/// in the background when dropped (dropping a runtime may not block inside another one).
+pub(crate) struct NodeRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for NodeRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// What `spawn` hands back: the runtime task and what the handle reads without it.
 pub(crate) struct Spawned {
     pub(crate) task: JoinHandle<()>,
+    pub(crate) runtime: NodeRuntime,
     pub(crate) reader: LogReader,
     pub(crate) storage_stats: Arc<raft_storage::StorageStats>,
     pub(crate) transfers: Transfers,
@@ -80,10 +95,21 @@ pub(crate) async fn spawn<SM: StateMachine>(
     leader_tx: watch::Sender<LeaderInfo>,
     cancel: CancellationToken,
 ) -> Result<Spawned, StartError> {
-    let (rt, reader, storage_stats) = build(cfg, sm, cmds, leader_tx).await?;
+    let own = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("raft-node-{}", cfg.id))
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Config(format!("cannot start the node's runtime: {e}")))?;
+    // Storage, transport and every task of the node live on its own runtime.
+    let (rt, reader, storage_stats) = own
+        .spawn(build(cfg, sm, cmds, leader_tx))
+        .await
+        .map_err(|e| StartError::Config(format!("the node's start-up task failed: {e}")))??;
     let transfers = rt.snapshots.transfers.clone();
     Ok(Spawned {
-        task: tokio::spawn(rt.run(cancel)),
+        task: own.spawn(rt.run(cancel)),
+        runtime: NodeRuntime(Some(own)),
         reader,
         storage_stats,
         transfers,

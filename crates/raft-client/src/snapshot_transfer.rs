@@ -100,13 +100,50 @@ pub struct TransferStatus {
 /// Transfers by (peer, sending?): their status and when each started.
 type TransferMap = BTreeMap<(NodeId, bool), (TransferStatus, Instant)>;
 
-/// The transfers running now, shared with the handle for status and metrics.
+/// Counts of what this node did with snapshots since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Snapshots taken (and the log compacted after them).
+    pub taken: u64,
+    /// Transfers to followers that completed.
+    pub sent: u64,
+    /// Transfers to followers that failed (each is retried).
+    pub send_failures: u64,
+    /// Bytes sent in transfers to followers.
+    pub sent_bytes: u64,
+    /// Bytes not sent because the follower already had them (resumed transfers).
+    pub resumed_bytes: u64,
+    /// Snapshots received whole from a leader.
+    pub received: u64,
+    /// Transfers from a leader that failed.
+    pub receive_failures: u64,
+    /// Snapshots installed (state machine restored from a leader's snapshot).
+    pub installed: u64,
+}
+
+/// The transfers running now and the counters, shared with the handle for status and
+/// metrics.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Transfers(Arc<Mutex<TransferMap>>);
+pub(crate) struct Transfers {
+    running: Arc<Mutex<TransferMap>>,
+    counts: Arc<Mutex<SnapshotStats>>,
+}
 
 impl Transfers {
+    /// Adds to the counters.
+    pub(crate) fn count(&self, f: impl FnOnce(&mut SnapshotStats)) {
+        if let Ok(mut c) = self.counts.lock() {
+            f(&mut c);
+        }
+    }
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> SnapshotStats {
+        self.counts.lock().map(|c| *c).unwrap_or_default()
+    }
+
     fn update(&self, peer: NodeId, sending: bool, f: impl FnOnce(&mut TransferStatus)) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.running.lock() {
             if let Some((s, _)) = m.get_mut(&(peer, sending)) {
                 f(s);
             }
@@ -114,7 +151,7 @@ impl Transfers {
     }
 
     fn start(&self, peer: NodeId, sending: bool, index: u64, total: u64) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.running.lock() {
             m.insert(
                 (peer, sending),
                 (
@@ -134,14 +171,14 @@ impl Transfers {
     }
 
     fn end(&self, peer: NodeId, sending: bool) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.running.lock() {
             m.remove(&(peer, sending));
         }
     }
 
     /// Every transfer running now.
     pub(crate) fn list(&self) -> Vec<TransferStatus> {
-        match self.0.lock() {
+        match self.running.lock() {
             Ok(m) => m
                 .values()
                 .map(|(s, started)| TransferStatus {

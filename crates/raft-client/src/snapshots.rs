@@ -132,6 +132,7 @@ pub(crate) async fn receive_streams(
         // with its connection if too many wait, and retried).
         match receive_snapshot(&mut stream, &store, settings, &transfers).await {
             Ok(received) => {
+                transfers.count(|c| c.received += 1);
                 tracing::info!(
                     from = received.from,
                     index = received.file.meta.index,
@@ -143,6 +144,7 @@ pub(crate) async fn receive_streams(
                 }
             }
             Err(e) => {
+                transfers.count(|c| c.receive_failures += 1);
                 tracing::warn!(from = stream.peer(), error = %e, "snapshot transfer in failed")
             }
         }
@@ -207,6 +209,7 @@ impl<SM: StateMachine> Runtime<SM> {
                     index = meta.index,
                     "snapshot taken, log compacted"
                 );
+                self.snapshots.transfers.count(|c| c.taken += 1);
                 self.snapshots.taking = false;
                 // A newer snapshot may have been installed from the leader meanwhile.
                 if meta.index > self.snapshots.last.index {
@@ -276,6 +279,7 @@ impl<SM: StateMachine> Runtime<SM> {
         let transport: Arc<Transport> = self.transport.clone();
         let settings = self.snapshots.settings();
         let transfers = self.snapshots.transfers.clone();
+        let transfers_for_count = transfers.clone();
         let events = self.snapshots.events_tx.clone();
         let id = self.cfg.id;
         tokio::spawn(async move {
@@ -285,25 +289,30 @@ impl<SM: StateMachine> Runtime<SM> {
                     .map_err(|e| e.to_string())?
                     .ok_or("the snapshot file is gone")?;
                 let mut stream = transport.open_stream(to).await.map_err(|e| e.to_string())?;
-                send_snapshot(&mut stream, term, &file, settings, &transfers)
+                let resumed = send_snapshot(&mut stream, term, &file, settings, &transfers)
                     .await
-                    .map(|resumed| {
-                        tracing::info!(
-                            id,
-                            to,
-                            index = file.meta.index,
-                            bytes = file.size,
-                            resumed,
-                            "snapshot sent"
-                        );
-                    })
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(
+                    id,
+                    to,
+                    index = file.meta.index,
+                    bytes = file.size,
+                    resumed,
+                    "snapshot sent"
+                );
+                transfers.count(|c| {
+                    c.sent += 1;
+                    c.sent_bytes += file.size - resumed;
+                    c.resumed_bytes += resumed;
+                });
+                Ok::<(), String>(())
             }
             .await;
             let outcome = match outcome {
                 Ok(()) => SnapshotOutcome::Delivered,
                 Err(e) => {
                     tracing::warn!(id, to, error = %e, "snapshot transfer out failed");
+                    transfers_for_count.count(|c| c.send_failures += 1);
                     SnapshotOutcome::Failed
                 }
             };
@@ -338,6 +347,7 @@ impl<SM: StateMachine> Runtime<SM> {
         self.snapshots.last = meta.clone();
         let busy = self.snapshots.busy();
         self.snapshots.store.remove_others(meta, &busy);
+        self.snapshots.transfers.count(|c| c.installed += 1);
         tracing::info!(id = self.cfg.id, index = meta.index, "snapshot installed");
         Ok(())
     }

@@ -11,6 +11,8 @@ use crate::server::ServerStats;
 
 /// What `/metrics` shows besides the node's status and the per-peer counters.
 pub(crate) struct Extra<'a> {
+    pub(crate) snapshots: raft_client::SnapshotStats,
+    pub(crate) transfers: Vec<raft_client::TransferStatus>,
     pub(crate) storage: StatsSnapshot,
     pub(crate) sync_always: bool,
     pub(crate) server: &'a ServerStats,
@@ -222,6 +224,51 @@ impl Metrics {
             "Peer messages dropped because no correct peer could have sent them.",
             status.rejected_messages,
         );
+        let sn = &extra.snapshots;
+        for (name, help, v) in [
+            (
+                "raft_snapshots_taken_total",
+                "Snapshots taken (the log compacted after each).",
+                sn.taken,
+            ),
+            (
+                "raft_snapshots_sent_total",
+                "Snapshot transfers to followers completed.",
+                sn.sent,
+            ),
+            (
+                "raft_snapshot_send_failures_total",
+                "Snapshot transfers to followers failed (retried).",
+                sn.send_failures,
+            ),
+            (
+                "raft_snapshot_sent_bytes_total",
+                "Bytes sent in snapshot transfers.",
+                sn.sent_bytes,
+            ),
+            (
+                "raft_snapshot_resumed_bytes_total",
+                "Bytes skipped by resumed snapshot transfers.",
+                sn.resumed_bytes,
+            ),
+            (
+                "raft_snapshots_received_total",
+                "Snapshots received whole from a leader.",
+                sn.received,
+            ),
+            (
+                "raft_snapshot_receive_failures_total",
+                "Snapshot transfers from a leader failed.",
+                sn.receive_failures,
+            ),
+            (
+                "raft_snapshots_installed_total",
+                "Snapshots from a leader installed.",
+                sn.installed,
+            ),
+        ] {
+            counter(name, help, v);
+        }
         let sv = extra.server;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         counter(
@@ -260,6 +307,23 @@ impl Metrics {
             "Peer connections closed at once because too many handshakes were in progress.",
             ls.over_limit,
         );
+        let _ = writeln!(
+            out,
+            "# HELP raft_snapshot_index Index the latest snapshot covers.\n# TYPE raft_snapshot_index gauge\nraft_snapshot_index {}\n# HELP raft_log_first_index First index the Raft log holds.\n# TYPE raft_log_first_index gauge\nraft_log_first_index {}",
+            status.snapshot_index, status.first_index
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raft_snapshot_transfer_bytes Bytes of snapshot transfers in progress, done and total.\n# TYPE raft_snapshot_transfer_bytes gauge"
+        );
+        for t in &extra.transfers {
+            let dir = if t.sending { "out" } else { "in" };
+            let _ = writeln!(
+                out,
+                "raft_snapshot_transfer_bytes{{peer=\"{}\",direction=\"{dir}\",of=\"done\"}} {}\nraft_snapshot_transfer_bytes{{peer=\"{}\",direction=\"{dir}\",of=\"total\"}} {}",
+                t.peer, t.done_bytes, t.peer, t.total_bytes
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP raft_http_connections_open HTTP connections open now.\n# TYPE raft_http_connections_open gauge\nraft_http_connections_open {}",

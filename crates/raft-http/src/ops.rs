@@ -68,7 +68,43 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         "sync": sync_name(st.node.sync_policy()),
         "storage": {"writes": storage.writes, "syncs": storage.syncs, "bytes_written": storage.bytes_written},
         "rejected_messages": s.rejected_messages,
+        "snapshots": snapshot_json(&st),
     })))
+}
+
+/// Snapshot activity: counters and the transfers running now.
+fn snapshot_json(st: &AppState) -> Value {
+    let c = st.node.snapshot_stats();
+    let transfers: Vec<Value> = st
+        .node
+        .snapshot_transfers()
+        .iter()
+        .map(|t| {
+            let secs = t.elapsed.as_secs_f64();
+            let moved = t.done_bytes.saturating_sub(t.resumed_from);
+            json!({
+                "peer": t.peer,
+                "direction": if t.sending { "out" } else { "in" },
+                "index": t.index,
+                "done_bytes": t.done_bytes,
+                "total_bytes": t.total_bytes,
+                "resumed_from": t.resumed_from,
+                "elapsed_ms": t.elapsed.as_millis() as u64,
+                "bytes_per_sec": if secs > 0.0 { (moved as f64 / secs) as u64 } else { 0 },
+            })
+        })
+        .collect();
+    json!({
+        "taken": c.taken,
+        "sent": c.sent,
+        "send_failures": c.send_failures,
+        "sent_bytes": c.sent_bytes,
+        "resumed_bytes": c.resumed_bytes,
+        "received": c.received,
+        "receive_failures": c.receive_failures,
+        "installed": c.installed,
+        "transfers": transfers,
+    })
 }
 
 /// `GET /healthz` → 200 while the node's runtime answers.
@@ -117,6 +153,8 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
         }
     };
     let extra = crate::metrics::Extra {
+        snapshots: st.node.snapshot_stats(),
+        transfers: st.node.snapshot_transfers(),
         storage: st.node.storage_stats(),
         sync_always: st.node.sync_policy() == raft_client::SyncPolicy::Always,
         server: &st.server,

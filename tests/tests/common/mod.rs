@@ -12,15 +12,14 @@ use serde_json::Value;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The `httpraft` binary of this build. It is (re)built here with the same cargo and
-/// profile, so a stale binary is never tested; when `cargo test --workspace` already
-/// built it, this is a quick no-op.
+/// The `httpraft` binary, built in release mode (as users run it) with the same cargo, so
+/// a stale binary is never tested; when it is already up to date, this is a quick no-op.
 pub fn binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| build("httpraft")).clone()
 }
 
-/// The `raft-bench` binary of this build, (re)built like [`binary`].
+/// The `raft-bench` binary, (re)built like [`binary`].
 pub fn bench_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| build("raft-bench")).clone()
@@ -28,17 +27,28 @@ pub fn bench_binary() -> PathBuf {
 
 fn build(package: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/e2e-... → target/<profile>/<package>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    // target/<profile>/deps/e2e-... → target/release/<package>
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", package, "--bin", package]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().unwrap();
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--bin",
+            package,
+        ])
+        .status()
+        .unwrap();
     assert!(status.success(), "building {package} failed");
-    let bin = profile_dir.join(package);
+    let bin = target_dir.join("release").join(package);
     assert!(
         bin.exists(),
         "{package} binary not found at {}",

@@ -1,0 +1,175 @@
+//! Snapshots on real processes: a follower away for 300,000 writes catches up through a
+//! snapshot whose transfer is cut once and resumes, and ends with the leader's log and map.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bench_binary, Cluster, DEADLINE};
+use serde_json::{json, Value};
+
+/// Every entry of node `i`'s `/v1/log`, page by page.
+async fn whole_log(c: &Cluster, i: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut from = 1u64;
+    loop {
+        let v: Value = c
+            .http
+            .get(c.url(i, &format!("/v1/log?from={from}&limit=10000")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let entries = v["entries"].as_array().unwrap();
+        if entries.is_empty() {
+            return out;
+        }
+        out.extend(entries.iter().cloned());
+        from = v["next"].as_u64().unwrap();
+    }
+}
+
+async fn snapshot_counters(c: &Cluster, i: usize) -> Value {
+    c.status(i).await["snapshots"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_away_for_300000_writes_catches_up_through_a_snapshot_that_resumes_after_a_cut()
+{
+    let mut c = Cluster::start_with(
+        3,
+        &[
+            "--snapshot-entries",
+            "20000",
+            "--snapshot-tail-entries",
+            "1000",
+            "--snapshot-chunk-bytes",
+            "16384",
+        ],
+    )
+    .await;
+    let t0 = Instant::now();
+    let leader = c.leader().await;
+    let away = (leader + 1) % 3;
+    c.stop(away);
+    // Some keys, then 300,000 log entries through the bench client, then more keys.
+    for k in 0..100 {
+        let r = c
+            .http
+            .put(c.url(leader, &format!("/v1/kv/key-{k}")))
+            .json(&json!({"value": format!("value-{k}")}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let bench = Command::new(bench_binary())
+        .args([
+            "--target",
+            &c.url(leader, ""),
+            "--op",
+            "append",
+            "--leader-only",
+        ])
+        .args([
+            "--clients",
+            "64",
+            "--requests",
+            "300000",
+            "--value-size",
+            "32",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        bench.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    eprintln!("{:?}: 300,000 writes done", t0.elapsed());
+    let s = c.status(leader).await;
+    assert!(
+        s["first_index"].as_u64().unwrap() > 1000,
+        "the leader compacted its log: {s}"
+    );
+
+    // The follower comes back: it needs a snapshot. Cut the transfer once, midway.
+    c.spawn(away);
+    let start = Instant::now();
+    loop {
+        let midway: Option<Value> = async {
+            let r = c.http.get(c.url(away, "/v1/status")).send().await.ok()?;
+            r.json().await.ok()
+        }
+        .await;
+        if let Some(t) = midway
+            .as_ref()
+            .and_then(|v| v["snapshots"]["transfers"].get(0))
+        {
+            let (done, total) = (
+                t["done_bytes"].as_u64().unwrap(),
+                t["total_bytes"].as_u64().unwrap(),
+            );
+            if done > 0 && done < total / 2 {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE * 2,
+            "never saw the transfer midway"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "{:?}: transfer seen midway; killing the follower",
+        t0.elapsed()
+    );
+    c.kill(away);
+    c.spawn(away);
+    c.wait_ready().await;
+    eprintln!("{:?}: follower ready again", t0.elapsed());
+
+    // It caught up through the snapshot: same log, same map.
+    let start = Instant::now();
+    let want = whole_log(&c, leader).await;
+    loop {
+        let got = whole_log(&c, away).await;
+        if got == want {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE * 2,
+            "the follower's log has {} entries, the leader's {}",
+            got.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("{:?}: logs equal", t0.elapsed());
+    assert!(want.len() > 300_000);
+    for k in (0..100).step_by(7) {
+        let v: Value = c
+            .http
+            .get(c.url(away, &format!("/v1/kv/key-{k}?consistency=local")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["value"], format!("value-{k}"));
+    }
+    let follower = snapshot_counters(&c, away).await;
+    assert!(follower["installed"].as_u64().unwrap() >= 1, "{follower}");
+    let sent = snapshot_counters(&c, leader).await;
+    assert!(
+        sent["resumed_bytes"].as_u64().unwrap() > 0,
+        "the second transfer did not resume: {sent}"
+    );
+}
