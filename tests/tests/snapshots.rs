@@ -173,3 +173,103 @@ async fn a_follower_away_for_300000_writes_catches_up_through_a_snapshot_that_re
         "the second transfer did not resume: {sent}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restored_into_a_new_single_node_cluster_serves_the_same_log_and_map() {
+    let t0 = Instant::now();
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    for k in 0..50 {
+        let r = c
+            .http
+            .put(c.url(leader, &format!("/v1/kv/app%2Fconfig%2F{k}")))
+            .json(&json!({"value": format!("v{k}")}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let r = c
+            .http
+            .post(c.url(leader, "/v1/log"))
+            .json(&json!({"entry": format!("event {k}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // The backup, from any node (here a follower, with what it has applied).
+    let follower = (leader + 1) % 3;
+    let start = Instant::now();
+    let want = loop {
+        let (a, b) = (whole_log(&c, leader).await, whole_log(&c, follower).await);
+        if a == b {
+            break a;
+        }
+        assert!(start.elapsed() < DEADLINE, "the follower never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("{:?}: written and caught up", t0.elapsed());
+    let backup = c
+        .http
+        .get(c.url(follower, "/v1/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backup.status(), 200);
+    let bytes = backup.bytes().await.unwrap();
+    let file = c.dir.path().join("backup.snap");
+    std::fs::write(&file, &bytes).unwrap();
+
+    // A new cluster of one, seeded from it.
+    let mut fresh = Cluster::new(1, &[]);
+    let out = Command::new(common::binary())
+        .args(["restore", "--from"])
+        .arg(&file)
+        .arg("0")
+        .current_dir(fresh.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Restoring twice into the same directory is refused.
+    let again = Command::new(common::binary())
+        .args(["restore", "--from"])
+        .arg(&file)
+        .arg("0")
+        .current_dir(fresh.dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    eprintln!("{:?}: restored", t0.elapsed());
+    fresh.launch().await;
+    eprintln!("{:?}: restored node ready", t0.elapsed());
+    let got = whole_log(&fresh, 0).await;
+    assert!(got.len() >= want.len());
+    assert_eq!(got[..want.len()], want[..], "the restored log differs");
+    for k in (0..50).step_by(7) {
+        let v: Value = fresh
+            .http
+            .get(fresh.url(0, &format!("/v1/kv/app%2Fconfig%2F{k}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["value"], format!("v{k}"), "{v}");
+    }
+    // It takes writes as a cluster of its own.
+    let r = fresh
+        .http
+        .post(fresh.url(0, "/v1/log"))
+        .json(&json!({"entry": "after the restore"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}

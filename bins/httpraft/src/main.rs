@@ -183,6 +183,32 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// `httpraft restore`: seeds node `index`'s data directory from a backup.
+fn run_restore(from: &std::path::Path, index: usize, opts: &Options) -> Result<(), String> {
+    let peers_path = opts
+        .peers
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("peers.json"));
+    let pf = PeersFile::load(&peers_path)?;
+    let s = settings::node_settings(index, opts, &pf)?;
+    let voters = s.node.peers.keys().copied().collect();
+    let meta = raft_client::restore_backup(
+        from,
+        &s.node.data_dir,
+        &s.node.cluster_id,
+        s.node.id,
+        voters,
+    )?;
+    println!(
+        "node {index}: {} seeded from {} (log up to index {}, term {}); start it with httpraft {index}",
+        s.node.data_dir.display(),
+        from.display(),
+        meta.index,
+        meta.term
+    );
+    Ok(())
+}
+
 fn free_listener() -> Result<StdListener, String> {
     StdListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))
 }
@@ -302,6 +328,24 @@ async fn async_main(cli: Cli, opts: Options) -> ExitCode {
         .init();
     let result = match (cli.command, cli.id) {
         (Some(Command::Dev { data_dir }), _) => run_dev(data_dir, &opts).await,
+        (
+            Some(Command::Restore {
+                from,
+                id,
+                peers,
+                data_dir,
+                cluster_id,
+            }),
+            _,
+        ) => {
+            let opts = Options {
+                peers,
+                data_dir,
+                cluster_id,
+                ..opts
+            };
+            run_restore(&from, id, &opts)
+        }
         (None, Some(id)) => run_node(id, &opts).await,
         (None, None) => Err(
             "give the node's id (httpraft <id>), or run httpraft dev; see httpraft --help".into(),

@@ -36,6 +36,25 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Seed a new node's data directory from a backup (GET /v1/snapshot), as a member of the
+    /// cluster the peers file describes. Run it for every node of the new cluster, from the
+    /// same backup, then start the nodes.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The node to seed: its 0-based position in the peers file.
+        id: usize,
+        /// The peers file of the new cluster [default: peers.json].
+        #[arg(long)]
+        peers: Option<PathBuf>,
+        /// The data directory to create [default: the node's, as `httpraft <id>` would use].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The cluster id [default: the peers file's, or "httpraft"].
+        #[arg(long)]
+        cluster_id: Option<String>,
+    },
 }
 
 /// Every option; each can also be set in the `--config` file (same names, with

@@ -48,6 +48,9 @@ pub(crate) enum Command<R> {
     ListenerStats {
         reply: oneshot::Sender<raft_net::ListenerStats>,
     },
+    Backup {
+        reply: oneshot::Sender<Result<crate::Backup, Error>>,
+    },
     Campaign,
     Isolate(bool),
 }
@@ -287,6 +290,15 @@ impl<R: Send + 'static> RaftNode<R> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::ListenerStats { reply }).await?;
         rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// A consistent copy of this node's state as of its applied index, to write out as a
+    /// backup ([`crate::Backup::write_to`]) and restore with [`crate::restore_backup`].
+    /// The state machine must support snapshots.
+    pub async fn backup(&self) -> Result<crate::Backup, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Backup { reply }).await?;
+        rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
     /// Starts an election now (for leader transfer by hand and for tests).

@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 mod config;
 mod durable_store;
 mod error;
@@ -60,6 +61,7 @@ mod snapshots;
 mod state_machine;
 mod storage;
 
+pub use backup::{restore_backup, Backup};
 pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use error::{Error, StartError};

@@ -62,6 +62,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     pub(crate) snapshots: Snapshots,
     events: mpsc::UnboundedReceiver<Event>,
     storage_stats: Arc<raft_storage::StorageStats>,
+    /// Backups asked for, taken at the end of the turn (the state machine is async).
+    pending_backups: Vec<oneshot::Sender<Result<crate::Backup, Error>>>,
 }
 
 /// A node's own tokio runtime: one worker thread (plus its blocking pool) that nothing but
@@ -237,6 +239,7 @@ async fn build<SM: StateMachine>(
         snapshots,
         events,
         storage_stats: storage_stats.clone(),
+        pending_backups: Vec::new(),
     };
     Ok((rt, reader, storage_stats))
 }
@@ -385,6 +388,9 @@ impl<SM: StateMachine> Runtime<SM> {
             Command::ListenerStats { reply } => {
                 let _ = reply.send(self.transport.listener_stats());
             }
+            Command::Backup { reply } => {
+                self.pending_backups.push(reply);
+            }
             Command::Campaign => self.node.campaign(),
             Command::Isolate(on) => self.isolated = on,
         }
@@ -433,7 +439,32 @@ impl<SM: StateMachine> Runtime<SM> {
         }
         let written = self.storage_stats.snapshot().bytes_written;
         self.maybe_take_snapshot(written).await;
+        for reply in std::mem::take(&mut self.pending_backups) {
+            let _ = reply.send(self.take_backup().await);
+        }
         Ok(())
+    }
+
+    /// A consistent copy of the state machine as of the applied index.
+    async fn take_backup(&mut self) -> Result<crate::Backup, Error> {
+        let index = self.applied;
+        let term = self
+            .node
+            .entry_term(index)
+            .ok_or_else(|| Error::Storage(format!("the term of entry {index} is unknown")))?;
+        let source = self
+            .sm
+            .snapshot()
+            .await
+            .map_err(|e| Error::Storage(format!("the state machine cannot be copied: {e}")))?;
+        Ok(crate::Backup {
+            meta: raft_core::SnapshotMeta {
+                index,
+                term,
+                voters: self.node.voters().collect(),
+            },
+            source,
+        })
     }
 
     fn on_soft_state(&mut self, role: Role, leader: Option<raft_core::NodeId>) {
@@ -557,6 +588,7 @@ fn reject<R>(cmd: Command<R>, why: Error) {
         Command::Status { .. }
         | Command::NetStats { .. }
         | Command::ListenerStats { .. }
+        | Command::Backup { .. }
         | Command::Campaign
         | Command::Isolate(_) => {}
     }

@@ -103,23 +103,8 @@ impl SnapshotStore {
             .dir
             .join(format!("tmp-{}", file_name(meta.index, meta.term)));
         let file = File::create(&tmp)?;
-        let mut out = Checked {
-            inner: BufWriter::with_capacity(1 << 20, file),
-            crc: 0,
-            len: 0,
-        };
-        write(&mut out)?;
-        let (data_len, data_crc) = (out.len, out.crc);
-        let mut w = out.inner;
-        let trailer = postcard::to_allocvec(&Trailer {
-            meta: meta.clone(),
-            data_len,
-            data_crc,
-        })
-        .map_err(|e| invalid(e.to_string()))?;
-        w.write_all(&trailer)?;
-        w.write_all(&(trailer.len() as u32).to_le_bytes())?;
-        w.write_all(MAGIC)?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write_snapshot(&mut w, meta, write)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
@@ -246,6 +231,33 @@ impl SnapshotStore {
             ..f
         })
     }
+}
+
+/// Writes a whole snapshot file's bytes to `out`: the data `write` produces, then the
+/// trailer naming `meta` and checking the data. The same bytes make a backup.
+pub(crate) fn write_snapshot(
+    out: &mut dyn Write,
+    meta: &SnapshotMeta,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut checked = Checked {
+        inner: out,
+        crc: 0,
+        len: 0,
+    };
+    write(&mut checked)?;
+    let (data_len, data_crc) = (checked.len, checked.crc);
+    let w = checked.inner;
+    let trailer = postcard::to_allocvec(&Trailer {
+        meta: meta.clone(),
+        data_len,
+        data_crc,
+    })
+    .map_err(|e| invalid(e.to_string()))?;
+    w.write_all(&trailer)?;
+    w.write_all(&(trailer.len() as u32).to_le_bytes())?;
+    w.write_all(MAGIC)?;
+    w.flush()
 }
 
 fn read_trailer(f: &mut File, size: u64) -> io::Result<(Trailer, u64)> {

@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log", post(v1::append).get(v1::read_log))
         .route("/v1/kv/{key}", get(v1::get).put(v1::put).delete(v1::delete))
         .route("/v1/status", get(ops::status))
+        .route("/v1/snapshot", get(ops::snapshot))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

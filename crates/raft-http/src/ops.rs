@@ -107,6 +107,84 @@ fn snapshot_json(st: &AppState) -> Value {
     })
 }
 
+/// Chunks a blocking writer into a channel that feeds a streamed response body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    const CHUNK: usize = 256 << 10;
+
+    fn push(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.push()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.push()
+    }
+}
+
+/// `GET /v1/snapshot` → a consistent copy of this node's state (the application log and
+/// the map as of its applied index), streamed in the snapshot file format; restore it with
+/// `httpraft restore`. One at a time per node (429 otherwise).
+pub(crate) async fn snapshot(State(st): State<AppState>) -> Response {
+    let Ok(permit) = st.backups.clone().try_acquire_owned() else {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "a backup of this node is already being streamed; retry when it ends",
+        );
+        e.retry_after = Some(5);
+        return e.into_response();
+    };
+    let backup = match st.node.backup().await {
+        Ok(b) => b,
+        Err(e) => return ApiError::from_node(e, None).into_response(),
+    };
+    let index = backup.meta().index;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
+        if let Err(e) = backup.write_to(&mut w) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"httpraft-{index}.snap\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// `GET /healthz` → 200 while the node's runtime answers.
 pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
     match st.node.status().await {

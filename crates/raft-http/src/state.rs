@@ -49,6 +49,7 @@ pub struct AppState {
     pub(crate) store: DurableReader,
     pub(crate) cfg: HttpConfig,
     pub(crate) log_reads: Arc<tokio::sync::Semaphore>,
+    pub(crate) backups: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) server: Arc<ServerStats>,
 }
@@ -61,6 +62,7 @@ impl AppState {
             node,
             store,
             log_reads: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_reads.max(1))),
+            backups: Arc::new(tokio::sync::Semaphore::new(1)),
             cfg,
             metrics: Arc::new(Metrics::default()),
             server: Arc::new(ServerStats::default()),
