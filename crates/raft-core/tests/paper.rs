@@ -1410,6 +1410,30 @@ fn paper_thesis_9_6_prevote_does_not_bump_term_of_partitioned_node() {
     assert!(c.node(3).term() > term);
 }
 
+/// §5.3 with flow control: once a follower is known to match (replicate state), the leader
+/// streams appends to it without waiting for each answer, up to the in-flight window; a
+/// follower it is still probing gets one append at a time.
+#[test]
+fn paper_5_3_leader_pipelines_appends_to_a_replicating_follower_and_probes_one_at_a_time() {
+    let mut n = lone_node(1, &ids(2), MemStorage::new(), |c| {
+        c.max_entries_per_msg = 2;
+        c.max_inflight_msgs = 3;
+    });
+    make_leader(&mut n);
+    let first = drain(&mut n);
+    assert_eq!(appends_to(&first, 2).len(), 1, "probing: one append");
+    let term = n.term();
+    n.step(msg(2, 1, term, ack(n.last_index())));
+    drain(&mut n);
+    for k in 0..10u8 {
+        n.propose(vec![k]).unwrap();
+    }
+    let sent = appends_to(&drain(&mut n), 2);
+    assert_eq!(sent.len(), 3, "three appends of two entries in flight: {sent:?}");
+    assert!(sent.iter().all(|(_, _, e, _)| e.len() == 2));
+    assert_eq!(sent[1].0, sent[0].0 + 2, "each continues the previous one");
+}
+
 /// Thesis §9.6: a pre-vote asks "would you vote for me in the next term"; a server answers
 /// it as it would answer the vote. A pre-vote for the server's own term (the asker is a term
 /// behind) is granted only when a vote in this term could be: not while it knows a leader
