@@ -283,6 +283,7 @@ impl<SM: StateMachine> Runtime<SM> {
         let events = self.snapshots.events_tx.clone();
         let id = self.cfg.id;
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = async {
                 let file: SnapshotFile = tokio::task::spawn_blocking(move || store.find(&meta))
                     .await
@@ -298,6 +299,7 @@ impl<SM: StateMachine> Runtime<SM> {
                     index = file.meta.index,
                     bytes = file.size,
                     resumed,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
                     "snapshot sent"
                 );
                 transfers.count(|c| {

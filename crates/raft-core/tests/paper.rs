@@ -1429,7 +1429,11 @@ fn paper_5_3_leader_pipelines_appends_to_a_replicating_follower_and_probes_one_a
         n.propose(vec![k]).unwrap();
     }
     let sent = appends_to(&drain(&mut n), 2);
-    assert_eq!(sent.len(), 3, "three appends of two entries in flight: {sent:?}");
+    assert_eq!(
+        sent.len(),
+        3,
+        "three appends of two entries in flight: {sent:?}"
+    );
     assert!(sent.iter().all(|(_, _, e, _)| e.len() == 2));
     assert_eq!(sent[1].0, sent[0].0 + 2, "each continues the previous one");
 }
