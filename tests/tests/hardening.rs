@@ -36,7 +36,7 @@ fn raise_open_files() {
 /// a cluster that had long been running would hold them.
 fn prefill(c: &Cluster, nodes: usize, n: u64) {
     for i in 0..nodes {
-        let mut cfg = raft_storage::StorageConfig::new(c.data_dir(i), CLUSTER_ID, i as u64 + 1);
+        let mut cfg = raft_storage::StorageConfig::new(c.data_dir(i), CLUSTER_ID, i as u64);
         cfg.sync = raft_storage::SyncPolicy::Never;
         let mut log = raft_storage::LogStorage::open(cfg).unwrap();
         let mut next = 1;
@@ -216,11 +216,11 @@ async fn a_thousand_connections_that_never_finish_their_headers_are_closed_in_ti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_frame_with_the_highest_term_leaves_the_cluster_electing_and_committing() {
     let mut c = Cluster::start(3).await;
-    // An outsider on the network: a plain TCP client that says it is node 1 (index 0) to
-    // node 2 (index 1), and sends one answer with term u64::MAX.
+    // An outsider on the network: a plain TCP client that says it is node 0 to node 1, and
+    // sends one answer with term u64::MAX.
     let stream = TcpStream::connect(&c.peers[1]).await.unwrap();
     let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
-    let hello = postcard::to_allocvec(&Hello::new(CLUSTER_ID, 1, 2)).unwrap();
+    let hello = postcard::to_allocvec(&Hello::new(CLUSTER_ID, 0, 1)).unwrap();
     framed.send(bytes::Bytes::from(hello)).await.unwrap();
     let reply = framed.next().await.unwrap().unwrap();
     assert_eq!(
@@ -228,8 +228,8 @@ async fn a_forged_frame_with_the_highest_term_leaves_the_cluster_electing_and_co
         HelloReply::Welcome
     );
     let forged = Message {
-        from: 1,
-        to: 2,
+        from: 0,
+        to: 1,
         term: u64::MAX,
         body: MessageBody::HeartbeatResponse { read_seq: 0 },
     };

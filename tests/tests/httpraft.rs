@@ -621,6 +621,7 @@ async fn raft_bench_drives_a_cluster_and_reports_what_it_measured() {
             String::from_utf8_lossy(&out.stderr)
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["op"], op, "the report names the op as it was given");
         assert!(v["ok"].as_u64().unwrap() >= 200, "{op}: {v}");
         assert_eq!(v["errors"], 0, "{op}: {v}");
         assert!(v["throughput"].as_f64().unwrap() > 0.0);

@@ -33,6 +33,11 @@ impl Running {
     /// Stops accepting, finishes in-flight requests, then stops the node (releasing the data
     /// directory).
     async fn stop(mut self) {
+        let id = self.node.id();
+        tracing::info!(
+            id,
+            "stopping: no new HTTP connections; finishing requests in flight"
+        );
         let _ = self.stop_http.send(true);
         // In-flight requests get a bounded time to finish; then the node stops anyway (its
         // waiting callers are answered with an error as it shuts down).
@@ -48,6 +53,7 @@ impl Running {
                 self.server.abort();
             }
         }
+        tracing::info!(id, "stopping: HTTP closed; stopping the Raft node");
         self.node.shutdown().await;
     }
 }
@@ -129,8 +135,7 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
         let _ = stopped.wait_for(|s| *s).await;
     }));
     tracing::info!(
-        node = id - 1,
-        raft_id = id,
+        id,
         raft = %raft_addr,
         api = %api_addr,
         data_dir = %data_dir.display(),
@@ -179,7 +184,13 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
     let s = settings::node_settings(index, opts, &pf)?;
     let running = start_node(s, None).await?;
     wait_for_signal().await;
+    let t0 = std::time::Instant::now();
     running.stop().await;
+    tracing::info!(
+        node = index,
+        took_ms = t0.elapsed().as_millis() as u64,
+        "httpraft stopped"
+    );
     Ok(())
 }
 
@@ -213,78 +224,277 @@ fn free_listener() -> Result<StdListener, String> {
     StdListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))
 }
 
-async fn run_dev(data_dir: Option<PathBuf>, opts: &Options) -> Result<(), String> {
-    let base = data_dir.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("httpraft-dev-{}", std::process::id()))
-    });
-    let mut apis = Vec::new();
-    let mut peers = BTreeMap::new();
-    for id in 1..=3u64 {
-        let api = free_listener()?;
-        let api_addr = api.local_addr().map_err(|e| e.to_string())?;
-        // The Raft port is picked now and bound by the transport right after.
-        let raft = free_listener()?.local_addr().map_err(|e| e.to_string())?;
-        peers.insert(
-            id,
-            Peer {
-                raft,
-                api: Some(api_addr.to_string()),
-            },
-        );
-        apis.push((api, api_addr));
-    }
-    let mut running = Vec::new();
-    for (i, (api, api_addr)) in apis.into_iter().enumerate() {
-        let id = i as u64 + 1;
+/// The nodes of `httpraft dev`: where each listens, and the running ones.
+struct DevCluster {
+    base: PathBuf,
+    cluster_id: String,
+    peers: BTreeMap<u64, Peer>,
+    running: BTreeMap<u64, Running>,
+}
+
+impl DevCluster {
+    fn settings(&self, id: u64, opts: &Options) -> Result<NodeSettings, String> {
         let mut node = raft_client::NodeConfig::new(
             id,
-            opts.cluster_id
-                .clone()
-                .unwrap_or_else(|| "httpraft-dev".into()),
-            peers.clone(),
-            base.join(format!("node-{i}")),
+            self.cluster_id.clone(),
+            self.peers.clone(),
+            self.base.join(format!("node-{id}")),
         );
         settings::apply_tuning(&mut node, opts)?;
-        let http = settings::http_config(opts)?;
-        running.push(
-            start_node(
-                NodeSettings {
-                    node,
-                    http,
-                    api_listen: api_addr,
-                    store: settings::store_config(opts),
-                },
-                Some(api),
-            )
-            .await?,
+        let api = self.api(id);
+        Ok(NodeSettings {
+            node,
+            http: settings::http_config(opts)?,
+            api_listen: settings::resolve(&api)?,
+            store: settings::store_config(opts),
+        })
+    }
+
+    fn api(&self, id: u64) -> String {
+        self.peers
+            .get(&id)
+            .and_then(|p| p.api.clone())
+            .unwrap_or_default()
+    }
+
+    async fn start(
+        &mut self,
+        id: u64,
+        opts: &Options,
+        listener: Option<StdListener>,
+    ) -> Result<(), String> {
+        if self.running.contains_key(&id) {
+            return Err(format!("node {id} is already running"));
+        }
+        let s = self.settings(id, opts)?;
+        let r = start_node(s, listener).await?;
+        self.running.insert(id, r);
+        Ok(())
+    }
+
+    async fn stop(&mut self, id: u64) -> Result<(), String> {
+        match self.running.remove(&id) {
+            Some(r) => {
+                r.stop().await;
+                Ok(())
+            }
+            None => Err(format!("node {id} is not running")),
+        }
+    }
+
+    /// The node every running node names as leader, once they agree (waits up to `wait`).
+    async fn leader(&self, wait: std::time::Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let named: Vec<Option<u64>> = self
+                .running
+                .values()
+                .map(|r| r.node.leader().leader)
+                .collect();
+            if let Some(Some(l)) = named.first() {
+                if named.iter().all(|n| *n == Some(*l)) && self.running.contains_key(l) {
+                    return Some(*l);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn print_status(&self) {
+        for (id, p) in &self.peers {
+            let state = match self.running.get(id) {
+                None => "stopped".to_string(),
+                Some(r) => {
+                    let l = r.node.leader();
+                    match l.leader {
+                        Some(l2) if l2 == *id => format!("leader (term {})", l.term),
+                        Some(l2) => format!("follower of node {l2} (term {})", l.term),
+                        None => format!("no leader known (term {})", l.term),
+                    }
+                }
+            };
+            println!(
+                "node {id}: http://{}  {state}",
+                p.api.as_deref().unwrap_or("")
+            );
+        }
+    }
+}
+
+/// The dev cluster's addresses, and its HTTP ports already bound.
+struct DevAddresses {
+    peers: BTreeMap<u64, Peer>,
+    listeners: Vec<StdListener>,
+}
+
+/// Picks the dev cluster's addresses: fixed from `base_port`, or free ports.
+fn dev_addresses(base_port: Option<u16>) -> Result<DevAddresses, String> {
+    let mut peers = BTreeMap::new();
+    let mut listeners = Vec::new();
+    for id in 0..3u16 {
+        let (api, raft) = match base_port {
+            Some(base) => {
+                let port = |offset: u16| {
+                    base.checked_add(offset).filter(|p| *p != 0).ok_or_else(|| {
+                        format!(
+                            "--base-port {base} is too high: node {id} needs port {base}+{offset}"
+                        )
+                    })
+                };
+                let api: std::net::SocketAddr = ([127, 0, 0, 1], port(id)?).into();
+                let raft: std::net::SocketAddr = ([127, 0, 0, 1], port(100 + id)?).into();
+                let l = StdListener::bind(api).map_err(|e| {
+                    format!("cannot listen for HTTP on {api}: {e} (is the port in use? pick another --base-port)")
+                })?;
+                listeners.push(l);
+                (api, raft)
+            }
+            None => {
+                let l = free_listener()?;
+                let api = l.local_addr().map_err(|e| e.to_string())?;
+                listeners.push(l);
+                // The Raft port is picked now and bound by the transport right after.
+                let raft = free_listener()?.local_addr().map_err(|e| e.to_string())?;
+                (api, raft)
+            }
+        };
+        peers.insert(
+            u64::from(id),
+            Peer {
+                raft,
+                api: Some(api.to_string()),
+            },
         );
+    }
+    Ok(DevAddresses { peers, listeners })
+}
+
+/// Reads `stop <id>`, `start <id>`, `status` and `help` from standard input, on a thread of
+/// its own (a read blocked on a terminal must not hold up the process's exit).
+fn dev_commands() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let spawned = std::thread::Builder::new()
+        .name("dev-commands".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot read commands from standard input");
+    }
+    rx
+}
+
+async fn dev_command(c: &mut DevCluster, line: &str, opts: &Options) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let id = |w: Option<&&str>| -> Result<u64, String> {
+        let w = w.ok_or("give a node id: 0, 1 or 2")?;
+        match w.parse::<u64>() {
+            Ok(n) if c.peers.contains_key(&n) => Ok(n),
+            _ => Err(format!("no node {w:?}: the nodes are 0, 1 and 2")),
+        }
+    };
+    let result = match words.first().copied() {
+        None => Ok(()),
+        Some("stop" | "kill") => match id(words.get(1)) {
+            Ok(n) => c.stop(n).await.map(|()| println!("node {n} stopped")),
+            Err(e) => Err(e),
+        },
+        Some("start") => match id(words.get(1)) {
+            Ok(n) => c
+                .start(n, opts, None)
+                .await
+                .map(|()| println!("node {n} started")),
+            Err(e) => Err(e),
+        },
+        Some("status") => {
+            c.print_status().await;
+            Ok(())
+        }
+        Some("help") => {
+            println!("commands: stop <id>, start <id>, status, help; Ctrl-C stops everything");
+            Ok(())
+        }
+        Some(other) => Err(format!(
+            "unknown command {other:?}: try stop <id>, start <id>, status or help"
+        )),
+    };
+    if let Err(e) = result {
+        println!("{e}");
+    }
+}
+
+async fn run_dev(
+    data_dir: Option<PathBuf>,
+    base_port: Option<u16>,
+    opts: &Options,
+) -> Result<(), String> {
+    let base = match data_dir {
+        Some(d) => d,
+        None => tempfile::Builder::new()
+            .prefix("httpraft-dev-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary data directory: {e}"))?
+            .keep(),
+    };
+    let DevAddresses { peers, listeners } = dev_addresses(base_port)?;
+    let mut c = DevCluster {
+        base: base.clone(),
+        cluster_id: opts
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| "httpraft-dev".into()),
+        peers,
+        running: BTreeMap::new(),
+    };
+    for (id, l) in (0u64..).zip(listeners) {
+        c.start(id, opts, Some(l)).await?;
     }
     println!("httpraft dev: a local 3-node cluster");
     println!("data directory: {}", base.display());
-    for (id, p) in &peers {
-        println!(
-            "node {}: http://{}  (raft {})",
-            id - 1,
-            p.api.as_deref().unwrap_or(""),
-            p.raft
-        );
+    c.print_status().await;
+    let leader = c.leader(std::time::Duration::from_secs(5)).await;
+    let target = c.api(leader.unwrap_or(0));
+    match leader {
+        Some(l) => println!("node {l} leads; try:"),
+        None => println!("no leader yet; try (with -L, any node forwards to the leader):"),
     }
-    let first = peers
-        .values()
-        .next()
-        .and_then(|p| p.api.clone())
-        .unwrap_or_default();
-    println!("try:");
-    println!("  curl -s -XPOST http://{first}/request -d '{{\"entry\": \"hello\"}}'");
-    println!("  curl -s 'http://{first}/log?index=1'");
-    println!("  curl -sL -XPUT http://{first}/v1/kv/greeting -d '{{\"value\": \"hi\"}}'");
-    println!("  curl -s http://{first}/v1/status");
-    println!("stop with Ctrl-C");
-    wait_for_signal().await;
-    for r in running {
-        r.stop().await;
+    println!("  curl -sL -XPOST http://{target}/v1/log -d '{{\"entry\": \"hello\"}}'");
+    println!("  curl -s 'http://{target}/v1/log?from=1'");
+    println!("  curl -sL -XPUT http://{target}/v1/kv/greeting -d '{{\"value\": \"hi\"}}'");
+    println!("  curl -sL http://{target}/v1/kv/greeting");
+    println!("  curl -s http://{target}/v1/status");
+    println!("type `stop <id>` / `start <id>` to stop and restart a node, `status` to see who leads; Ctrl-C stops everything");
+    let mut commands = dev_commands();
+    let signal = wait_for_signal();
+    let mut signal = std::pin::pin!(signal);
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            line = commands.recv(), if reading => match line {
+                Some(line) => dev_command(&mut c, line.trim(), opts).await,
+                None => reading = false, // no more input: keep running until a signal
+            },
+        }
     }
-    println!("stopped; data kept in {}", base.display());
+    let t0 = std::time::Instant::now();
+    let ids: Vec<u64> = c.running.keys().copied().collect();
+    for id in ids {
+        let _ = c.stop(id).await;
+    }
+    println!(
+        "stopped in {} ms; data kept in {}",
+        t0.elapsed().as_millis(),
+        base.display()
+    );
     Ok(())
 }
 
@@ -327,7 +537,13 @@ async fn async_main(cli: Cli, opts: Options) -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match (cli.command, cli.id) {
-        (Some(Command::Dev { data_dir }), _) => run_dev(data_dir, &opts).await,
+        (
+            Some(Command::Dev {
+                data_dir,
+                base_port,
+            }),
+            _,
+        ) => run_dev(data_dir, base_port, &opts).await,
         (
             Some(Command::Restore {
                 from,

@@ -30,11 +30,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a local 3-node cluster on free loopback ports (stops on Ctrl-C).
+    /// Start a local 3-node cluster on loopback, in this process. Type `stop <id>`,
+    /// `start <id>` or `status` on its standard input to stop and restart a node (try a
+    /// failover) or see who leads; Ctrl-C stops everything.
     Dev {
-        /// Where the nodes keep their data [default: a new temporary directory].
+        /// Where the nodes keep their data [default: a new private temporary directory,
+        /// kept afterwards and printed].
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Fixed ports: node <i> serves HTTP on BASE+i and Raft on BASE+100+i [default: free
+        /// ports picked at random].
+        #[arg(long)]
+        base_port: Option<u16>,
     },
     /// Seed a new node's data directory from a backup (GET /v1/snapshot), as a member of the
     /// cluster the peers file describes. Run it for every node of the new cluster, from the
@@ -62,7 +69,9 @@ pub enum Command {
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
-    /// A JSON file with any of these options.
+    /// A JSON file of options: any long option of `httpraft <id>` (see `httpraft --help`),
+    /// with underscores for dashes, e.g. {"tick_ms": 20, "max_body_bytes": 65536}. Flags win
+    /// over the file.
     #[arg(long, global = true)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -90,6 +99,9 @@ pub struct Options {
     /// Largest accepted HTTP request body in bytes [default: 1048576].
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    /// Longest key of /v1/kv/{key} in bytes [default: 4096].
+    #[arg(long)]
+    pub max_key_bytes: Option<usize>,
     /// Submits waiting for commit at most; past it requests get 429 [default: 65536].
     #[arg(long)]
     pub max_pending_submits: Option<usize>,
@@ -154,6 +166,10 @@ pub struct Options {
     /// Keep at most this many bytes of the application log served by /log [default: all].
     #[arg(long)]
     pub log_retain_bytes: Option<u64>,
+    /// Page cache of the application store (the log served by /log and the key-value map),
+    /// in bytes; the largest part of a node's memory once warm [default: 67108864].
+    #[arg(long)]
+    pub store_cache_bytes: Option<usize>,
 }
 
 impl Options {
@@ -169,6 +185,7 @@ impl Options {
             election_ticks: self.election_ticks.or(other.election_ticks),
             heartbeat_ticks: self.heartbeat_ticks.or(other.heartbeat_ticks),
             max_body_bytes: self.max_body_bytes.or(other.max_body_bytes),
+            max_key_bytes: self.max_key_bytes.or(other.max_key_bytes),
             max_pending_submits: self.max_pending_submits.or(other.max_pending_submits),
             max_pending_bytes: self.max_pending_bytes.or(other.max_pending_bytes),
             max_log_entries: self.max_log_entries.or(other.max_log_entries),
@@ -189,6 +206,7 @@ impl Options {
             snapshot_chunk_bytes: self.snapshot_chunk_bytes.or(other.snapshot_chunk_bytes),
             log_retain_entries: self.log_retain_entries.or(other.log_retain_entries),
             log_retain_bytes: self.log_retain_bytes.or(other.log_retain_bytes),
+            store_cache_bytes: self.store_cache_bytes.or(other.store_cache_bytes),
         }
     }
 
@@ -223,11 +241,24 @@ pub struct PeersFile {
 impl PeersFile {
     pub fn load(path: &Path) -> Result<PeersFile, String> {
         let text =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            std::fs::read(path).map_err(|e| {
+                format!(
+                    "cannot read the peers file {}: {e} (run httpraft where peers.json is, pass --peers FILE, or try httpraft dev for a local cluster)",
+                    path.display()
+                )
+            })?;
         let pf: PeersFile = serde_json::from_slice(&text)
-            .map_err(|e| format!("{} is not a valid peers file: {e}", path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "{} is not a valid peers file: {e} (expected {{\"peers\": [\"host:port\", ...], \"apis\": [\"host:port\", ...]}})",
+                    path.display()
+                )
+            })?;
         if pf.peers.is_empty() {
-            return Err(format!("{} lists no peers", path.display()));
+            return Err(format!(
+                "{} lists no peers: give every node's Raft address in \"peers\" and its HTTP address in \"apis\"",
+                path.display()
+            ));
         }
         if pf.peers.len() != pf.apis.len() {
             return Err(format!(
@@ -245,7 +276,7 @@ impl PeersFile {
 pub fn resolve(addr: &str) -> Result<SocketAddr, String> {
     let all: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {addr:?}: {e}"))?
+        .map_err(|e| format!("cannot resolve {addr:?}: {e} (addresses are host:port)"))?
         .collect();
     all.iter()
         .find(|a| a.is_ipv4())
@@ -265,10 +296,12 @@ pub struct NodeSettings {
 
 /// The application store's settings from the options.
 pub fn store_config(opts: &Options) -> DurableConfig {
+    let default = DurableConfig::default();
     DurableConfig {
         retain_entries: opts.log_retain_entries,
         retain_bytes: opts.log_retain_bytes,
-        ..DurableConfig::default()
+        cache_bytes: opts.store_cache_bytes.unwrap_or(default.cache_bytes),
+        ..default
     }
 }
 
@@ -284,14 +317,14 @@ pub fn node_settings(index: usize, opts: &Options, pf: &PeersFile) -> Result<Nod
     let mut peers = BTreeMap::new();
     for (i, (raft, api)) in pf.peers.iter().zip(&pf.apis).enumerate() {
         peers.insert(
-            i as u64 + 1,
+            i as u64,
             Peer {
                 raft: resolve(raft)?,
                 api: Some(api.clone()),
             },
         );
     }
-    let id = index as u64 + 1;
+    let id = index as u64;
     let cluster_id = opts
         .cluster_id
         .clone()
@@ -324,6 +357,12 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
     let mut http = HttpConfig::default();
     if let Some(b) = opts.max_body_bytes {
         http.max_body_bytes = b;
+    }
+    if let Some(n) = opts.max_key_bytes {
+        if n == 0 {
+            return Err("--max-key-bytes must be at least 1".into());
+        }
+        http.max_key_bytes = n;
     }
     let ms = |name: &str, v: Option<u64>, default: Duration| -> Result<Duration, String> {
         match v {

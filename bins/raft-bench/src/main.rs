@@ -26,6 +26,16 @@ enum Op {
     EtcdPut,
 }
 
+impl std::fmt::Display for Op {
+    /// The name given on the command line (`kv-put`, not `KvPut`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_possible_value() {
+            Some(v) => f.write_str(v.get_name()),
+            None => write!(f, "{self:?}"),
+        }
+    }
+}
+
 /// HTTP load generator for httpraft and etcd.
 #[derive(Debug, Parser)]
 #[command(name = "raft-bench", version)]
@@ -308,7 +318,7 @@ async fn run(args: Args) -> Result<(), String> {
     let max = l.last().map_or(0.0, |m| f64::from(*m) / 1000.0);
     if args.json {
         let out = json!({
-            "op": format!("{:?}", args.op).to_lowercase(),
+            "op": args.op.to_string(),
             "targets": args.targets,
             "clients": args.clients,
             "value_size": args.value_size,
@@ -323,7 +333,7 @@ async fn run(args: Args) -> Result<(), String> {
         println!("{out}");
     } else {
         println!(
-            "op {:?}, {} clients, {}-byte values, {elapsed:.1} s, targets {:?}",
+            "op {}, {} clients, {}-byte values, {elapsed:.1} s, targets {:?}",
             args.op, args.clients, args.value_size, args.targets
         );
         println!(

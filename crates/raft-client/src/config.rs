@@ -23,7 +23,7 @@ pub struct Peer {
 /// Everything needed to start a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// This node's id (1 or more).
+    /// This node's id (any number; unique in the cluster).
     pub id: NodeId,
     /// The cluster's id; the data directory and peers must belong to it.
     pub cluster_id: String,

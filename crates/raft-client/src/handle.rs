@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
+use crate::leader::{LeaderInfo, LeaderView};
 use crate::limits::{Limits, Permit};
 use crate::log_reader::LogReader;
 use crate::runtime;
@@ -55,19 +56,11 @@ pub(crate) enum Command<R> {
     Isolate(bool),
 }
 
-/// Who leads, as this node knows it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LeaderInfo {
-    /// The leader, if known.
-    pub leader: Option<NodeId>,
-    /// The term this node is in.
-    pub term: Term,
-}
-
 struct Shared {
     id: NodeId,
     limits: Arc<Limits>,
-    leader: watch::Receiver<LeaderInfo>,
+    leader: LeaderView,
+    election_timeout: std::time::Duration,
     api_addrs: BTreeMap<NodeId, Option<String>>,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -110,7 +103,7 @@ impl<R: Send + 'static> RaftNode<R> {
     {
         cfg.validate().map_err(StartError::Config)?;
         let (tx, rx) = mpsc::channel(cfg.request_queue);
-        let (leader_tx, leader_rx) = watch::channel(LeaderInfo::default());
+        let (leader_tx, leader_rx) = crate::leader::channel();
         let cancel = CancellationToken::new();
         let limits = Limits::new(cfg.max_pending_submits, cfg.max_pending_bytes);
         let api_addrs = cfg
@@ -119,6 +112,7 @@ impl<R: Send + 'static> RaftNode<R> {
             .map(|(&id, p)| (id, p.api.clone()))
             .collect();
         let max_retrieve = cfg.max_retrieve_entries;
+        let election_timeout = cfg.tick.saturating_mul(cfg.raft.election_ticks);
         let max_entry = cfg.max_entry_bytes;
         let id = cfg.id;
         let sync = cfg.sync;
@@ -138,6 +132,7 @@ impl<R: Send + 'static> RaftNode<R> {
                 id,
                 limits,
                 leader: leader_rx,
+                election_timeout,
                 api_addrs,
                 cancel,
                 task: Mutex::new(Some(task)),
@@ -255,12 +250,25 @@ impl<R: Send + 'static> RaftNode<R> {
 
     /// The leader this node knows of, and its term (no round trip to the runtime).
     pub fn leader(&self) -> LeaderInfo {
-        *self.shared.leader.borrow()
+        self.shared.leader.get()
     }
 
     /// A receiver that sees every leader change.
     pub fn watch_leader(&self) -> watch::Receiver<LeaderInfo> {
-        self.shared.leader.clone()
+        self.shared.leader.watch()
+    }
+
+    /// How long ago this node last heard from the leader it names (a message of the
+    /// leader's term), or `None` while no leader has been known. On the leader itself the
+    /// value means nothing.
+    pub fn since_leader_contact(&self) -> Option<std::time::Duration> {
+        self.shared.leader.since_contact()
+    }
+
+    /// The election timeout's base (tick × election ticks): a follower that has not heard
+    /// from its leader for this long will soon start an election.
+    pub fn election_timeout(&self) -> std::time::Duration {
+        self.shared.election_timeout
     }
 
     /// The client address configured for `node`, if any.

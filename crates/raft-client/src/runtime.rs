@@ -12,14 +12,15 @@ use raft_core::{
 };
 use raft_net::{Inbound, NetConfig, Transport};
 use raft_storage::{LogStorage, StorageConfig};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
-use crate::handle::{Command, Committed, LeaderInfo};
+use crate::handle::{Command, Committed};
+use crate::leader::LeaderSender;
 use crate::limits::Permit;
 use crate::log_reader::LogReader;
 use crate::snapshot_store::SnapshotStore;
@@ -47,7 +48,7 @@ pub(crate) struct Runtime<SM: StateMachine> {
     pub(crate) transport: Arc<Transport>,
     inbound: Inbound,
     cmds: mpsc::Receiver<Command<SM::Response>>,
-    leader_tx: watch::Sender<LeaderInfo>,
+    leader_tx: LeaderSender,
     /// Submits on this leader awaiting their entry's commit, by index.
     pending: BTreeMap<LogIndex, PendingSubmit<SM::Response>>,
     /// Reads awaiting leadership confirmation, by read id.
@@ -94,7 +95,7 @@ pub(crate) async fn spawn<SM: StateMachine>(
     cfg: NodeConfig,
     sm: SM,
     cmds: mpsc::Receiver<Command<SM::Response>>,
-    leader_tx: watch::Sender<LeaderInfo>,
+    leader_tx: LeaderSender,
     cancel: CancellationToken,
 ) -> Result<Spawned, StartError> {
     let own = tokio::runtime::Builder::new_multi_thread()
@@ -123,7 +124,7 @@ async fn build<SM: StateMachine>(
     cfg: NodeConfig,
     sm: SM,
     cmds: mpsc::Receiver<Command<SM::Response>>,
-    leader_tx: watch::Sender<LeaderInfo>,
+    leader_tx: LeaderSender,
 ) -> Result<(Runtime<SM>, LogReader, Arc<raft_storage::StorageStats>), StartError> {
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
@@ -323,6 +324,7 @@ impl<SM: StateMachine> Runtime<SM> {
             );
             return;
         }
+        self.leader_tx.heard(msg.from, msg.term);
         self.node.step(msg);
     }
 
@@ -469,7 +471,7 @@ impl<SM: StateMachine> Runtime<SM> {
 
     fn on_soft_state(&mut self, role: Role, leader: Option<raft_core::NodeId>) {
         let term = self.node.term();
-        self.leader_tx.send_replace(LeaderInfo { leader, term });
+        self.leader_tx.set(leader, term);
         tracing::info!(id = self.cfg.id, ?role, ?leader, term, "role changed");
     }
 
@@ -628,7 +630,7 @@ mod tests {
             .collect();
         let cfg = NodeConfig::new(1, "t", peers, dir);
         let (_tx, rx) = mpsc::channel(16);
-        let (leader_tx, _) = watch::channel(LeaderInfo::default());
+        let (leader_tx, _) = crate::leader::channel();
         let (rt, _, _) = build(cfg, ReplicatedLog::new(), rx, leader_tx)
             .await
             .unwrap();

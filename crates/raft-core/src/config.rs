@@ -67,14 +67,8 @@ impl Config {
 
     /// Checks that the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.id == 0 {
-            return Err(ConfigError::ZeroId);
-        }
         if !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
-        }
-        if self.voters.contains(&0) {
-            return Err(ConfigError::ZeroId);
         }
         if self.heartbeat_ticks == 0 {
             return Err(ConfigError::Invalid("heartbeat_ticks must be at least 1"));

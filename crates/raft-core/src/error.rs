@@ -7,9 +7,6 @@ use crate::types::{LogIndex, NodeId};
 /// A configuration that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// Node id 0 is reserved for "no node".
-    #[error("node id 0 is reserved; give every node an id of 1 or more")]
-    ZeroId,
     /// The node is not in its own voter list.
     #[error("node {0} is not in the voter list; add it or fix the id")]
     NotAVoter(NodeId),

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use raft_client::{Error, KvCommand};
+use raft_client::KvCommand;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -12,6 +12,7 @@ use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
 use crate::state::{json_response, parse_json, AppState, Body, Params, SubmitKvError};
 
+/// Unknown fields are ignored here, as the original did (the versioned API refuses them).
 #[derive(Deserialize)]
 struct RequestBody {
     entry: String,
@@ -34,7 +35,6 @@ pub(crate) async fn post_request(
     let outcome = st.submit(req.entry.into_bytes()).await;
     let (success, leader) = match outcome {
         Ok(_) => (true, Some(st.self_api())),
-        Err(Error::NotLeader { address, .. }) => (false, address),
         Err(_) => (false, st.leader_api()),
     };
     Ok(Json(
@@ -78,9 +78,6 @@ pub(crate) async fn put_kv(
                 .into_response(),
         ),
         Err(SubmitKvError::Encode(e)) => Err(e),
-        Err(SubmitKvError::Node(Error::NotLeader { address, .. })) => {
-            Ok(Json(json!({"leader": address.unwrap_or_default()})).into_response())
-        }
         Err(SubmitKvError::Node(_)) => {
             Ok(Json(json!({"leader": st.leader_api().unwrap_or_default()})).into_response())
         }

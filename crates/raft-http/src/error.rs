@@ -1,5 +1,5 @@
-//! JSON errors: `{"error": {"code": ..., "message": ..., "leader": ...}}` with a fitting
-//! status code.
+//! JSON errors: `{"error": {"code": ..., "message": ...}}` with a fitting status code, and
+//! `"leader"` (the leader's API address) only on errors about leadership, when it is known.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ pub struct ApiError {
     pub code: &'static str,
     /// What happened and what to do.
     pub message: String,
-    /// The leader's API address, when known and useful.
+    /// The leader's API address: set only on errors about leadership.
     pub leader: Option<String>,
     /// Seconds after which a retry makes sense (sets `Retry-After`).
     pub retry_after: Option<u32>,
@@ -48,16 +48,18 @@ impl ApiError {
 
     /// 503 with `Retry-After`: no leader is known right now.
     pub fn no_leader() -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
-            "no leader is known right now; retry shortly",
-        );
+        Self::no_leader_because("no leader is known right now (an election is under way or a majority is unreachable); retry shortly")
+    }
+
+    /// 503 `no_leader` with `Retry-After` and a specific reason.
+    pub fn no_leader_because(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", message);
         e.retry_after = Some(1);
         e
     }
 
-    /// Maps a node error to an HTTP error.
+    /// Maps a node error to an HTTP error. `leader` (the leader's API address) is shown only
+    /// when the error is about leadership.
     pub fn from_node(e: raft_client::Error, leader: Option<String>) -> Self {
         use raft_client::Error as E;
         let mut out = match &e {
@@ -103,20 +105,23 @@ impl ApiError {
         {
             out.retry_after = Some(1);
         }
-        out.leader = leader;
+        if matches!(e, E::NotLeader { .. } | E::LeadershipLost | E::Overwritten) {
+            out.leader = leader;
+        }
         out
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "leader": self.leader,
-            }
+        let mut error = json!({
+            "code": self.code,
+            "message": self.message,
         });
+        if let Some(leader) = self.leader {
+            error["leader"] = json!(leader);
+        }
+        let body = json!({ "error": error });
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut()

@@ -18,6 +18,7 @@ mod entry_json;
 mod error;
 mod metrics;
 mod ops;
+mod parse_errors;
 mod server;
 mod state;
 mod v1;
@@ -83,7 +84,10 @@ pub fn router(state: AppState) -> Router {
         .route("/log", get(compat::get_log))
         .route("/", get(compat::get_kv).put(compat::put_kv))
         .route("/v1/log", post(v1::append).get(v1::read_log))
-        .route("/v1/kv/{key}", get(v1::get).put(v1::put).delete(v1::delete))
+        .route(
+            "/v1/kv/{*key}",
+            get(v1::get).put(v1::put).delete(v1::delete),
+        )
         .route("/v1/status", get(ops::status))
         .route("/v1/snapshot", get(ops::snapshot))
         .route("/healthz", get(ops::healthz))

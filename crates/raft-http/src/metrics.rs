@@ -99,10 +99,15 @@ impl Metrics {
             "Index of the last log entry.",
             status.last_index,
         );
-        gauge(
-            "raft_leader_id",
-            "Id of the known leader (0 when none).",
-            status.leader.unwrap_or(0),
+        let _ = writeln!(
+            out,
+            "# HELP raft_leader_id Id of the known leader (-1 when none).\n# TYPE raft_leader_id gauge\nraft_leader_id {}",
+            status.leader.map_or(-1, i128::from)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP raft_node_id Id of this node.\n# TYPE raft_node_id gauge\nraft_node_id {}",
+            status.id
         );
         let _ = writeln!(
             out,

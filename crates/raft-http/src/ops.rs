@@ -52,7 +52,7 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         })
         .collect();
     let storage = st.node.storage_stats();
-    Ok(Json(json!({
+    let mut out = json!({
         "id": s.id,
         "role": role_name(s.role),
         "term": s.term,
@@ -64,12 +64,16 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         "persisted_index": s.persisted_index,
         "first_index": s.first_index,
         "snapshot_index": s.snapshot_index,
-        "progress": progress,
         "sync": sync_name(st.node.sync_policy()),
         "storage": {"writes": storage.writes, "syncs": storage.syncs, "bytes_written": storage.bytes_written},
         "rejected_messages": s.rejected_messages,
         "snapshots": snapshot_json(&st),
-    })))
+    });
+    // Followers' progress is known only to the leader; other nodes leave the field out.
+    if s.role == Role::Leader {
+        out["progress"] = Value::Array(progress);
+    }
+    Ok(Json(out))
 }
 
 /// Snapshot activity: counters and the transfers running now.

@@ -294,10 +294,55 @@ impl http_body::Body for Guarded {
     }
 }
 
-/// A TCP stream that tells its connection's [`Activity`] when bytes move.
+/// A TCP stream that tells its connection's [`Activity`] when bytes move, and gives hyper's
+/// automatic error answers a JSON body (see [`crate::parse_errors`]).
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// A rewritten error answer, and how much of it is written.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl Watched {
+    /// Whether `bufs` is hyper's own error answer (written with no request in flight), and
+    /// if so, queues its replacement.
+    fn intercept(&mut self, bufs: &[std::io::IoSlice<'_>]) -> bool {
+        if self.replacement.is_some() {
+            return true; // the rest of the original answer: dropped
+        }
+        if self.activity.in_flight.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let head: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        match crate::parse_errors::rewrite(&head) {
+            Some(r) => {
+                self.replacement = Some((r, 0));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes out the queued replacement, if any.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, done)) = &mut self.replacement {
+            let Some(rest) = bytes.get(*done..).filter(|r| !r.is_empty()) else {
+                return Poll::Ready(Ok(()));
+            };
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => {
+                    *done += n;
+                    self.activity.wrote_some();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -321,6 +366,10 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.intercept(&[std::io::IoSlice::new(buf)]) {
+            // Taken; the replacement goes out on flush (hyper flushes after every answer).
+            return Poll::Ready(Ok(buf.len()));
+        }
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote_some();
@@ -333,6 +382,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.intercept(bufs) {
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
         let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote_some();
@@ -348,6 +400,7 @@ impl AsyncWrite for Watched {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -355,6 +408,7 @@ impl AsyncWrite for Watched {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -432,6 +486,7 @@ async fn serve_connection(
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
+        replacement: None,
     });
     let served = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {

@@ -16,6 +16,9 @@ use crate::server::{ServerLimits, ServerStats};
 pub struct HttpConfig {
     /// Request bodies larger than this are refused with 413. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// Longest key of `/v1/kv/{key}` in bytes (after percent-decoding); longer ones get 414
+    /// `key_too_long`. Default 4096.
+    pub max_key_bytes: usize,
     /// Entries returned by `GET /log` and `GET /v1/log` at most per request. Default 10,000.
     pub max_log_entries: usize,
     /// Bytes of entries returned by one log read at most (one entry always). Default 4 MiB.
@@ -33,6 +36,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 1 << 20,
+            max_key_bytes: 4096,
             max_log_entries: 10_000,
             max_log_bytes: 4 << 20,
             max_concurrent_reads: 16,
@@ -84,12 +88,29 @@ impl AppState {
         self.node.api_address(self.node.id()).unwrap_or_default()
     }
 
-    /// The known leader's API address.
+    /// Who leads, as far as clients should be told: this node when it leads; otherwise the
+    /// leader it names, but only if it heard from it within an election timeout (a leader
+    /// silent for that long has probably failed, and sending clients to it only makes them
+    /// wait for a connection error).
+    pub(crate) fn leader(&self) -> Leader {
+        let me = self.node.id();
+        match self.node.leader().leader {
+            None => Leader::Unknown,
+            Some(l) if l == me => Leader::Me,
+            Some(l) => match self.node.since_leader_contact() {
+                Some(age) if age > self.node.election_timeout() => Leader::Silent(l, age),
+                _ => Leader::Known(l),
+            },
+        }
+    }
+
+    /// The API address of the leader clients should be sent to (see [`AppState::leader`]).
     pub(crate) fn leader_api(&self) -> Option<String> {
-        self.node
-            .leader()
-            .leader
-            .and_then(|l| self.node.api_address(l))
+        match self.leader() {
+            Leader::Me => self.node.api_address(self.node.id()),
+            Leader::Known(l) => self.node.api_address(l),
+            Leader::Unknown | Leader::Silent(..) => None,
+        }
     }
 
     /// Submits a plain entry and records the outcome in the metrics.
@@ -118,6 +139,19 @@ impl AppState {
         self.metrics.record_proposal(r.is_ok(), t0.elapsed());
         r.map_err(SubmitKvError::Node)
     }
+}
+
+/// Who leads, from the point of view of redirecting clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Leader {
+    /// This node.
+    Me,
+    /// Another node, heard from recently.
+    Known(raft_core::NodeId),
+    /// Another node, not heard from for longer than an election timeout (how long).
+    Silent(raft_core::NodeId, Duration),
+    /// None known.
+    Unknown,
 }
 
 /// Why a key-value submit failed.
@@ -192,30 +226,53 @@ pub(crate) fn json_response(v: &serde_json::Value) -> axum::response::Response {
 }
 
 /// Parses a JSON body whatever its content type (the original's clients do not always set
-/// one), answering 400 with a JSON error when it is not what is expected.
+/// one), answering 400 with a JSON error when it is not what is expected: a syntax error
+/// says where, a missing, unknown or mistyped field names the field and what was expected.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = match inner.classify() {
+            serde_json::error::Category::Data
+                if path != "." && !inner.to_string().starts_with("unknown field") =>
+            {
+                format!("invalid request body: field `{path}`: {inner}")
+            }
+            serde_json::error::Category::Data => format!("invalid request body: {inner}"),
+            _ => format!("malformed JSON body: {inner}"),
+        };
+        ApiError::bad_request(message)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    Ok(value)
 }
 
-/// A request body within the configured limit; past it, a JSON 413 error.
+/// A request body within the configured limit; past it, a JSON 413 error naming the limit.
 pub(crate) struct Body(pub(crate) Bytes);
 
-impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+impl axum::extract::FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match <Bytes as axum::extract::FromRequest<S>>::from_request(req, state).await {
+    async fn from_request(req: axum::extract::Request, st: &AppState) -> Result<Self, ApiError> {
+        match <Bytes as axum::extract::FromRequest<AppState>>::from_request(req, st).await {
             Ok(b) => Ok(Body(b)),
-            Err(rejection) => {
-                let status = rejection.status();
-                let code = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    "payload_too_large"
-                } else {
-                    "bad_request"
-                };
-                Err(ApiError::new(status, code, rejection.body_text()))
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "the request body is larger than {} bytes, the most this node accepts (--max-body-bytes)",
+                        st.cfg.max_body_bytes
+                    ),
+                ))
             }
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "bad_request",
+                format!("cannot read the request body: {}", rejection.body_text()),
+            )),
         }
     }
 }
@@ -238,20 +295,44 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
     }
 }
 
-/// The `{key}` path segment; an undecodable one is a JSON 400 error.
+/// The key: the rest of the path after `/v1/kv/`, `/` included, percent-decoded. An
+/// undecodable, empty or oversized key is a JSON error.
 pub(crate) struct KeyPath(pub(crate) String);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyPath {
+impl axum::extract::FromRequestParts<AppState> for KeyPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &S,
+        st: &AppState,
     ) -> Result<Self, ApiError> {
         use axum::extract::Path;
-        <Path<String> as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state)
+        let Path(key) =
+            <Path<String> as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+                parts, st,
+            )
             .await
-            .map(|Path(k)| KeyPath(k))
-            .map_err(|r| ApiError::new(r.status(), "bad_request", r.body_text()))
+            .map_err(|r| {
+                ApiError::new(
+                    r.status(),
+                    "bad_request",
+                    format!("cannot read the key from the path: {}", r.body_text()),
+                )
+            })?;
+        if key.is_empty() {
+            return Err(ApiError::bad_request("the key is empty: use /v1/kv/<key>"));
+        }
+        if key.len() > st.cfg.max_key_bytes {
+            return Err(ApiError::new(
+                axum::http::StatusCode::URI_TOO_LONG,
+                "key_too_long",
+                format!(
+                    "the key is {} bytes long; keys are limited to {} bytes (--max-key-bytes)",
+                    key.len(),
+                    st.cfg.max_key_bytes
+                ),
+            ));
+        }
+        Ok(KeyPath(key))
     }
 }

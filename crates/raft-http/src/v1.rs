@@ -15,29 +15,43 @@ use serde_json::{json, Value};
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
-use crate::state::{json_response, parse_json, AppState, Body, KeyPath, Params, SubmitKvError};
+use crate::state::{
+    json_response, parse_json, AppState, Body, KeyPath, Leader, Params, SubmitKvError,
+};
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AppendBody {
     entry: String,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PutBody {
     value: String,
 }
 
 /// Where a request that needs the leader goes instead of this node.
 fn elsewhere(st: &AppState, uri: &axum::http::Uri, err: Option<Error>) -> ApiError {
-    let leader = st.node.leader().leader;
-    if leader == Some(st.node.id()) {
-        // We are (still) the leader: the failure is something else.
-        return match err {
-            Some(e) => ApiError::from_node(e, st.leader_api()),
-            None => ApiError::no_leader(),
-        };
-    }
-    match leader.and_then(|l| st.node.api_address(l)) {
+    let leader = match st.leader() {
+        Leader::Me => {
+            // We are (still) the leader: the failure is something else.
+            return match err {
+                Some(e) => ApiError::from_node(e, st.leader_api()),
+                None => ApiError::no_leader(),
+            };
+        }
+        Leader::Unknown => return ApiError::no_leader(),
+        Leader::Silent(l, age) => {
+            return ApiError::no_leader_because(format!(
+                "this node has not heard from its leader (node {l}) for {} ms, longer than an election timeout ({} ms): it has probably failed and an election will follow; retry shortly",
+                age.as_millis(),
+                st.node.election_timeout().as_millis()
+            ))
+        }
+        Leader::Known(l) => l,
+    };
+    match st.node.api_address(leader) {
         Some(api) => {
             let path = uri.path_and_query().map_or("/", |p| p.as_str());
             let mut e = ApiError::new(
@@ -54,7 +68,7 @@ fn elsewhere(st: &AppState, uri: &axum::http::Uri, err: Option<Error>) -> ApiErr
 }
 
 fn is_leader(st: &AppState) -> bool {
-    st.node.leader().leader == Some(st.node.id())
+    st.leader() == Leader::Me
 }
 
 async fn submit_here(
@@ -125,8 +139,13 @@ pub(crate) async fn read_log(
         }
     };
     let from = num("from", 1)?.max(1);
-    let limit =
-        num("limit", st.cfg.max_log_entries as u64)?.clamp(1, st.cfg.max_log_entries as u64);
+    let limit = num("limit", st.cfg.max_log_entries as u64)?;
+    if limit == 0 {
+        return Err(ApiError::bad_request(
+            "limit must be at least 1 (at most --max-log-entries entries are returned)",
+        ));
+    }
+    let limit = limit.min(st.cfg.max_log_entries as u64);
     // Read and serialise on a blocking thread, under the read limit.
     st.read_log(from, limit as usize, move |entries, first| {
         let next = entries.last().map_or(from.max(first), |e| e.index + 1);

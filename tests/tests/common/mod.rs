@@ -138,9 +138,15 @@ impl Cluster {
     /// Starts node `i` as `httpraft <i>` in the cluster's directory (where peers.json is).
     pub fn spawn(&mut self, i: usize) {
         let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.log"))).unwrap();
+        // Quick elections unless the test sets its own timing.
+        let timing: &[&str] = if self.args.iter().any(|a| a == "--election-ticks") {
+            &[]
+        } else {
+            &["--election-ticks", "20", "--heartbeat-ticks", "3"]
+        };
         let child = Command::new(binary())
             .arg(i.to_string())
-            .args(["--election-ticks", "20", "--heartbeat-ticks", "3"])
+            .args(timing)
             .args(&self.args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
@@ -159,8 +165,12 @@ impl Cluster {
         }
     }
 
-    /// SIGTERM, then wait for a clean exit.
-    pub fn stop(&mut self, i: usize) {
+    /// SIGTERM, then wait for a clean exit; returns how long the node took to exit.
+    pub fn stop(&mut self, i: usize) -> Duration {
+        self.stop_timed(i).unwrap_or_default()
+    }
+
+    fn stop_timed(&mut self, i: usize) -> Option<Duration> {
         if let Some(mut c) = self.procs[i].take() {
             // The shell's own `kill`, so no extra package is needed.
             let ok = Command::new("sh")
@@ -175,7 +185,7 @@ impl Cluster {
                         status.success(),
                         "node {i} exited with {status} after SIGTERM"
                     );
-                    return;
+                    return Some(start.elapsed());
                 }
                 assert!(
                     start.elapsed() < DEADLINE,
@@ -184,6 +194,7 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+        None
     }
 
     pub fn running(&self) -> Vec<usize> {
