@@ -431,6 +431,18 @@ async fn dev_command(c: &mut DevCluster, line: &str, opts: &Options) {
     }
 }
 
+/// A builder for a temporary directory only its owner can enter, with a random name.
+fn private_temp_builder() -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("httpraft-dev-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    b
+}
+
 async fn run_dev(
     data_dir: Option<PathBuf>,
     base_port: Option<u16>,
@@ -438,8 +450,7 @@ async fn run_dev(
 ) -> Result<(), String> {
     let base = match data_dir {
         Some(d) => d,
-        None => tempfile::Builder::new()
-            .prefix("httpraft-dev-")
+        None => private_temp_builder()
             .tempdir()
             .map_err(|e| format!("cannot create a temporary data directory: {e}"))?
             .keep(),

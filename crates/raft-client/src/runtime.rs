@@ -105,10 +105,20 @@ pub(crate) async fn spawn<SM: StateMachine>(
         .build()
         .map_err(|e| StartError::Config(format!("cannot start the node's runtime: {e}")))?;
     // Storage, transport and every task of the node live on its own runtime.
-    let (rt, reader, storage_stats) = own
+    let built = own
         .spawn(build(cfg, sm, cmds, leader_tx))
         .await
-        .map_err(|e| StartError::Config(format!("the node's start-up task failed: {e}")))??;
+        .map_err(|e| StartError::Config(format!("the node's start-up task failed: {e}")))
+        .and_then(|r| r);
+    let (rt, reader, storage_stats) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            // Dropping a runtime blocks, which is not allowed here: let it wind down on its
+            // own (nothing of the node is left running on it).
+            own.shutdown_background();
+            return Err(e);
+        }
+    };
     let transfers = rt.snapshots.transfers.clone();
     Ok(Spawned {
         task: own.spawn(rt.run(cancel)),

@@ -20,3 +20,46 @@ fn three_nodes_elect_one_leader_and_commit_on_all() {
         assert_eq!(c.node(id).role() == Role::Leader, id == 1);
     }
 }
+
+#[test]
+fn nodes_may_be_numbered_from_zero() {
+    // Ids are names, not positions: 0 is as good as any (the server numbers nodes as the
+    // operator starts them, from 0).
+    let mut c = Cluster::with_ids(&[0, 1, 2], |_| {});
+    c.elect(0);
+    assert_eq!(c.leaders(), vec![0]);
+    let (idx, term) = c.node_mut(0).propose(&b"x"[..]).unwrap();
+    c.settle();
+    c.tick_all(2);
+    for id in 0..=2 {
+        assert!(
+            c.applied(id).iter().any(|&(i, t, _)| i == idx && t == term),
+            "node {id}"
+        );
+        assert_eq!(
+            c.node(id).leader(),
+            Some(0),
+            "node {id} names node 0 as leader"
+        );
+    }
+    // Node 0 also votes and follows: when it is cut off, another node takes over.
+    c.isolate(0);
+    c.tick_all(40);
+    c.settle();
+    let leaders = c.leaders();
+    assert!(
+        leaders.contains(&1) || leaders.contains(&2),
+        "a new leader among 1 and 2: {leaders:?}"
+    );
+}
+
+#[test]
+fn a_node_must_be_one_of_the_voters() {
+    let c = raft_core::Config::new(0, [1, 2, 3]);
+    assert_eq!(
+        c.validate(),
+        Err(raft_core::ConfigError::NotAVoter(0)),
+        "node 0 is not in the voter list"
+    );
+    assert_eq!(raft_core::Config::new(0, [0, 1, 2]).validate(), Ok(()));
+}

@@ -31,7 +31,7 @@ pub(crate) fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
         b"431" => (
             "431 Request Header Fields Too Large",
             "headers_too_large",
-            "the request headers are larger than this server reads (about 400 KiB, at most 100 headers)",
+            "the request has more than 100 headers, or headers larger than this server reads (about 1 MiB)",
         ),
         b"400" => (
             "400 Bad Request",

@@ -39,10 +39,15 @@ impl Cluster {
     /// `n` nodes with ids 1..=n, each configured by `tweak`.
     pub fn new_with(n: u64, tweak: impl Fn(&mut Config)) -> Self {
         let ids: Vec<NodeId> = (1..=n).collect();
+        Self::with_ids(&ids, tweak)
+    }
+
+    /// One node per id in `ids` (any numbers), each configured by `tweak`.
+    pub fn with_ids(ids: &[NodeId], tweak: impl Fn(&mut Config)) -> Self {
         let nodes = ids
             .iter()
             .map(|&id| {
-                let mut c = config(id, &ids);
+                let mut c = config(id, ids);
                 tweak(&mut c);
                 (id, TestNode::new(c, MemStorage::new()))
             })
