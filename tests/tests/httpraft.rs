@@ -207,6 +207,11 @@ async fn killing_the_leader_while_sixteen_clients_write_loses_no_acknowledged_en
     let acked = acked.lock().unwrap().clone();
     let logs = c.logs_containing(&acked).await;
     assert_eq!(logs.len(), 3, "the killed node is back and caught up");
+    let restarted = c.node_log(leader);
+    assert!(
+        !restarted.contains("not closed cleanly"),
+        "the application store reopens after a crash without a full repair:\n{restarted}"
+    );
     for log in &logs {
         let unique: BTreeSet<&String> = log.iter().collect();
         assert_eq!(unique.len(), log.len(), "every entry appears once");

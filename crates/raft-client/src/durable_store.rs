@@ -130,8 +130,19 @@ pub struct DurableReader {
 impl DurableStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, cfg: DurableConfig) -> std::io::Result<Self> {
+        let logged = std::cell::Cell::new(false);
+        let shown = path.display().to_string();
         let db = Database::builder()
             .set_cache_size(cfg.cache_bytes)
+            .set_repair_callback(move |session| {
+                if !logged.replace(true) {
+                    tracing::warn!(
+                        store = %shown,
+                        progress = session.progress(),
+                        "the application store was not closed cleanly: repairing it"
+                    );
+                }
+            })
             .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => std::io::Error::new(
@@ -143,7 +154,10 @@ impl DurableStore {
                 ),
                 e => io_err(e),
             })?;
-        let txn = db.begin_write().map_err(io_err)?;
+        let mut txn = db.begin_write().map_err(io_err)?;
+        // Every durable commit saves the allocator state (quick repair), this one included:
+        // the last durable commit decides how long the next start after a crash takes.
+        txn.set_quick_repair(true);
         {
             txn.open_table(LOG).map_err(io_err)?;
             txn.open_table(KV).map_err(io_err)?;
