@@ -78,7 +78,7 @@ impl<W: Write> Write for Checked<W> {
 /// leaves gigabytes of dirty pages that the kernel flushes in a burst; on common file
 /// systems the log's own `fdatasync` then waits behind that burst for seconds, long enough
 /// for heartbeats to stop and elections to start. Syncing as it goes keeps the burst small.
-const SYNC_EVERY_BYTES: u64 = 16 << 20;
+pub(crate) const SYNC_EVERY_BYTES: u64 = 16 << 20;
 
 /// Something whose written data can be made durable.
 trait SyncData {
@@ -234,8 +234,16 @@ impl SnapshotStore {
         Ok((path, have))
     }
 
-    /// Appends a chunk at `offset` of a part (cutting anything past it), durably.
-    pub(crate) fn write_part(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
+    /// Appends a chunk at `offset` of a part (cutting anything past it), and syncs the part
+    /// when `sync` is set. What survives a crash is whatever the part's length says (a
+    /// resumed transfer starts there; the checksum at the end catches anything else).
+    pub(crate) fn write_part(
+        &self,
+        path: &Path,
+        offset: u64,
+        data: &[u8],
+        sync: bool,
+    ) -> io::Result<()> {
         let mut f = OpenOptions::new()
             .create(true)
             .write(true)
@@ -244,7 +252,10 @@ impl SnapshotStore {
         f.set_len(offset)?;
         f.seek(SeekFrom::Start(offset))?;
         f.write_all(data)?;
-        f.sync_data()
+        if sync {
+            f.sync_data()?;
+        }
+        Ok(())
     }
 
     /// A complete part: checked against what the leader said it was, then made a snapshot
@@ -255,6 +266,7 @@ impl SnapshotStore {
         meta: &SnapshotMeta,
         size: u64,
     ) -> io::Result<SnapshotFile> {
+        File::open(path)?.sync_all()?;
         let have = fs::metadata(path)?.len();
         if have != size {
             return Err(invalid(format!(
@@ -419,17 +431,17 @@ mod tests {
         let rx = SnapshotStore::open(other.path()).unwrap();
         let (part, have) = rx.incoming(&meta(5)).unwrap();
         assert_eq!(have, 0);
-        rx.write_part(&part, 0, &bytes[..10]).unwrap();
+        rx.write_part(&part, 0, &bytes[..10], true).unwrap();
         // An interrupted transfer resumes where the part ends.
         let (part, have) = rx.incoming(&meta(5)).unwrap();
         assert_eq!(have, 10);
-        rx.write_part(&part, have, &bytes[10..]).unwrap();
+        rx.write_part(&part, have, &bytes[10..], false).unwrap();
         let done = rx.finish_part(&part, &meta(5), bytes.len() as u64).unwrap();
         assert_eq!(fs::read(&done.path).unwrap(), bytes);
         assert!(rx.find(&meta(5)).is_some());
         // A part of another snapshot is dropped when a new one starts.
         let (p6, _) = rx.incoming(&meta(6)).unwrap();
-        rx.write_part(&p6, 0, b"xx").unwrap();
+        rx.write_part(&p6, 0, b"xx", true).unwrap();
         let (_, have) = rx.incoming(&meta(7)).unwrap();
         assert_eq!(have, 0);
         assert!(!p6.exists());

@@ -1,14 +1,14 @@
 //! Moving a snapshot file from the leader to a follower over a peer stream, in chunks, with
 //! flow control, checked end to end, and resumable: an interrupted transfer of the same
-//! snapshot starts again from what the follower already made durable.
+//! snapshot starts again from what the follower's part file holds.
 //!
 //! ```text
 //! leader                                   follower
 //!   Offer { term, meta, size }  ──────────►  keeps incoming-<index>-<term>.part
 //!                               ◄──────────  Resume { offset }   (bytes it already has)
-//!   Chunk { offset, data } ...  ──────────►  appends, syncs
-//!                               ◄──────────  Ack { offset }      (durable so far)
-//!   Done                        ──────────►  checks length and checksum, renames
+//!   Chunk { offset, data } ...  ──────────►  appends (syncs every 16 MiB)
+//!                               ◄──────────  Ack { offset }      (written so far)
+//!   Done                        ──────────►  syncs, checks length and checksum, renames
 //!                               ◄──────────  Received
 //! ```
 //!
@@ -371,6 +371,7 @@ async fn receive_inner(
         t.done_bytes = have;
     });
     send(stream, &Frame::Resume { offset: have }, idle).await?;
+    let mut unsynced = 0u64;
     loop {
         match recv(stream, idle).await? {
             Frame::Chunk { offset, data } => {
@@ -381,8 +382,16 @@ async fn receive_inner(
                     )));
                 }
                 let len = data.len() as u64;
+                // Synced every SYNC_EVERY_BYTES rather than per chunk: a sync per chunk bounds
+                // the transfer by the disk's sync latency. The part is synced whole before
+                // it becomes a snapshot.
+                unsynced += len;
+                let sync = unsynced >= crate::snapshot_store::SYNC_EVERY_BYTES;
+                if sync {
+                    unsynced = 0;
+                }
                 let (store2, path2) = (store.clone(), path.clone());
-                tokio::task::spawn_blocking(move || store2.write_part(&path2, offset, &data))
+                tokio::task::spawn_blocking(move || store2.write_part(&path2, offset, &data, sync))
                     .await
                     .map_err(|e| TransferError::Protocol(e.to_string()))??;
                 have = offset + len;

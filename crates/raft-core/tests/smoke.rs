@@ -63,3 +63,13 @@ fn a_node_must_be_one_of_the_voters() {
     );
     assert_eq!(raft_core::Config::new(0, [0, 1, 2]).validate(), Ok(()));
 }
+
+#[test]
+fn a_zero_byte_budget_for_messages_or_for_inflight_bytes_is_refused() {
+    let mut c = raft_core::Config::new(1, [1, 2, 3]);
+    c.max_bytes_per_msg = 0;
+    assert!(c.validate().is_err(), "no message could carry an entry");
+    let mut c = raft_core::Config::new(1, [1, 2, 3]);
+    c.max_inflight_bytes = 0;
+    assert!(c.validate().is_err(), "nothing could ever be in flight");
+}
