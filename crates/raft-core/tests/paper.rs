@@ -1718,3 +1718,37 @@ fn paper_thesis_6_4_read_index_is_aborted_on_step_down() {
     assert_eq!(n.role(), Role::Follower);
     assert_eq!(states, aborted);
 }
+
+/// §5.3: "the leader keeps track of the highest index it knows to be committed, and it
+/// includes that index in future AppendEntries RPCs". Here the new commit index travels at
+/// once, in an empty append to every follower, not at the next heartbeat; and an answer
+/// that commits nothing new from a follower that has everything costs no message.
+#[test]
+fn paper_5_3_a_new_commit_index_is_sent_at_once_and_idle_acks_send_nothing() {
+    let mut n = lone_node(1, &ids(3), MemStorage::new(), |_| {});
+    make_leader(&mut n);
+    drain(&mut n);
+    let term = n.term();
+    let noop = n.last_index();
+    n.step(msg(2, 1, term, ack(noop)));
+    n.step(msg(3, 1, term, ack(noop)));
+    drain(&mut n);
+    n.propose(&b"x"[..]).unwrap();
+    let idx = n.last_index();
+    drain(&mut n);
+    // Node 2 acknowledges: with the leader that is a majority, so `idx` commits.
+    n.step(msg(2, 1, term, ack(idx)));
+    let out = drain(&mut n);
+    for f in [2, 3] {
+        let sent = appends_to(&out, f);
+        assert!(
+            sent.iter()
+                .any(|(_, _, e, commit)| e.is_empty() && *commit == idx),
+            "follower {f} is told of commit {idx} at once: {sent:?}"
+        );
+    }
+    // Node 2 repeats what it has: nothing new to send, nothing sent.
+    n.step(msg(2, 1, term, ack(idx)));
+    let out = drain(&mut n);
+    assert!(appends_to(&out, 2).is_empty(), "{out:?}");
+}
