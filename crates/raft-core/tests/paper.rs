@@ -1752,3 +1752,62 @@ fn paper_5_3_a_new_commit_index_is_sent_at_once_and_idle_acks_send_nothing() {
     let out = drain(&mut n);
     assert!(appends_to(&out, 2).is_empty(), "{out:?}");
 }
+
+/// Answers and appends that no correct peer could send are dropped and counted, on the
+/// leader (an acknowledgement of entries it never sent) and on a follower (entries whose
+/// indexes do not follow the append's previous index).
+#[test]
+fn impossible_acks_and_misnumbered_appends_are_counted() {
+    let mut leader = lone_node(1, &ids(3), MemStorage::new(), |_| {});
+    make_leader(&mut leader);
+    drain(&mut leader);
+    let term = leader.term();
+    let beyond = leader.last_index() + 5;
+    leader.step(msg(2, 1, term, ack(beyond)));
+    assert_eq!(leader.status().rejected_messages, 1);
+
+    let mut follower = lone_node(2, &ids(3), MemStorage::new(), |_| {});
+    follower.step(msg(
+        1,
+        2,
+        1,
+        MessageBody::AppendEntries {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![Entry::normal(1, 5, &b"x"[..])],
+            commit: 0,
+        },
+    ));
+    assert_eq!(follower.status().rejected_messages, 1);
+    assert_eq!(follower.last_index(), 0, "nothing was appended");
+}
+
+/// §5.3 optimisation: a rejection whose hint carries no term (the follower's log is
+/// shorter) says exactly where to probe next; the leader probes from that index rather than
+/// searching its own log for a term.
+#[test]
+fn paper_5_3_a_rejection_hint_without_a_term_is_probed_from_its_index() {
+    // A leader elected with five entries of term 1 probes follower 2 after its last entry.
+    let mut n = lone_node(1, &ids(2), storage_with(&[1, 1, 1, 1, 1], 1, None), |_| {});
+    make_leader(&mut n);
+    let term = n.term();
+    let first = appends_to(&drain(&mut n), 2);
+    let (prev, _, _, _) = *first.first().expect("a probe to the follower");
+    assert!(prev >= 5, "{first:?}");
+    // The follower's log ends at 3: it rejects and says so, with no term to match.
+    n.step(msg(
+        2,
+        1,
+        term,
+        MessageBody::AppendEntriesResponse {
+            index: prev,
+            reject: Some(RejectHint { index: 3, term: 0 }),
+        },
+    ));
+    let next = appends_to(&drain(&mut n), 2);
+    assert_eq!(
+        next.first().map(|a| a.0),
+        Some(3),
+        "probe right after the follower's last entry: {next:?}"
+    );
+}
