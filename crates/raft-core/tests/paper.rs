@@ -1811,3 +1811,42 @@ fn paper_5_3_a_rejection_hint_without_a_term_is_probed_from_its_index() {
         "probe right after the follower's last entry: {next:?}"
     );
 }
+
+/// §7: a follower that needed the snapshot and has installed it (its answer acknowledges
+/// the snapshot's index) is streamed the entries after it at once.
+#[test]
+fn paper_7_after_a_snapshot_is_acknowledged_the_follower_gets_the_entries_after_it() {
+    let mut store = storage_with(&[1; 10], 1, None);
+    store.create_snapshot(8, ids(2)).unwrap();
+    store.compact(8).unwrap();
+    let mut n = lone_node(1, &ids(2), store, |c| c.applied = 8);
+    make_leader(&mut n);
+    let term = n.term();
+    let out = drain(&mut n);
+    let probe = appends_to(&out, 2);
+    let (prev, _, _, _) = *probe.first().expect("a probe to the follower");
+    // The follower has nothing: the entries it needs are compacted, so it gets the snapshot.
+    n.step(msg(
+        2,
+        1,
+        term,
+        MessageBody::AppendEntriesResponse {
+            index: prev,
+            reject: Some(RejectHint { index: 0, term: 0 }),
+        },
+    ));
+    let out = drain(&mut n);
+    assert!(
+        out.iter()
+            .any(|m| m.to == 2 && matches!(m.body, MessageBody::InstallSnapshot { .. })),
+        "{out:?}"
+    );
+    // Installed: the follower acknowledges index 8.
+    n.step(msg(2, 1, term, ack(8)));
+    let next = appends_to(&drain(&mut n), 2);
+    assert_eq!(
+        next.first().map(|a| a.0),
+        Some(8),
+        "entries from 9 on follow at once: {next:?}"
+    );
+}
