@@ -499,15 +499,7 @@ async fn v1_writes_on_a_follower_redirect_to_the_leader_and_ops_endpoints_report
         .unwrap()
         .status()
         .is_success());
-    let m = c
-        .http
-        .get(c.url(leader, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = c.metrics_text(leader).await;
     for name in [
         "raft_role 3",
         "raft_term ",

@@ -77,15 +77,7 @@ async fn a_node_is_the_number_it_was_started_with_in_status_metrics_logs_and_err
         assert!(log.contains(&format!("raft node started id={i}")));
     }
     // Peer labels in /metrics are node numbers too.
-    let m = c
-        .http
-        .get(c.url(leader, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = c.metrics_text(leader).await;
     for peer in (0..3).filter(|&n| n != leader) {
         assert!(
             m.contains(&format!("raft_peer_replication_lag{{peer=\"{peer}\"}}")),

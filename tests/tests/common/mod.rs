@@ -248,17 +248,21 @@ impl Cluster {
         }
     }
 
-    /// One metric's value from node `i`'s `/metrics` (the first sample of that name).
-    pub async fn metric(&self, i: usize, name: &str) -> f64 {
-        let text = self
-            .http
+    /// Node `i`'s `/metrics` text.
+    pub async fn metrics_text(&self, i: usize) -> String {
+        self.http
             .get(self.url(i, "/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// One metric's value from node `i`'s `/metrics` (the first sample of that name).
+    pub async fn metric(&self, i: usize, name: &str) -> f64 {
+        let text = self.metrics_text(i).await;
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| {
