@@ -14,6 +14,9 @@ Env:   BIN          directory holding httpraft and raft-bench (default: target/r
        DURATION     seconds per `throughput` run (default 20)
        THREADS      --worker-threads per node (default 1: three nodes share the machine)
        NODE_ARGS    extra options for every node, e.g. "--store-cache-bytes 8388608"
+       LOG_LEVEL    the nodes' --log-level (default warn); their logs are in the cluster's
+                    directory
+       KEEP         if set, keep each cluster's directory (data and logs) instead of removing it
 """
 
 import json
