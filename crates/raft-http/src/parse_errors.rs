@@ -6,13 +6,16 @@
 //! such an answer through [`rewrite`], so every status this server emits carries the same
 //! JSON error shape as the router's.
 
+/// The longest answer [`rewrite`] looks at; hyper's are well under it.
+pub(crate) const MAX_HEAD_BYTES: usize = 256;
+
 /// What hyper writes for a parse error, between the status line and the date header.
 const HYPER_ERROR_HEADERS: &[u8] = b"\r\nconnection: close\r\ncontent-length: 0\r\n";
 
 /// If `head` is exactly one of hyper's automatic error answers, the same answer with a JSON
 /// body; otherwise `None` (the bytes are passed on untouched).
 pub(crate) fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
-    if head.len() > 256
+    if head.len() > MAX_HEAD_BYTES
         || !head.starts_with(b"HTTP/1.1 ")
         || !head.ends_with(b"\r\n\r\n")
         || !head

@@ -313,6 +313,16 @@ impl Watched {
         if self.activity.in_flight.load(Ordering::Acquire) != 0 {
             return false;
         }
+        // Cheap checks first: hyper's error answers are short and start with a status line;
+        // everything else (the tail of a large response, say) passes untouched and uncopied.
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let starts_as_status = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .is_some_and(|b| b.starts_with(b"HTTP/1.1 "));
+        if len > crate::parse_errors::MAX_HEAD_BYTES || !starts_as_status {
+            return false;
+        }
         let head: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         match crate::parse_errors::rewrite(&head) {
             Some(r) => {
