@@ -151,28 +151,59 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
     })
 }
 
-/// Waits for SIGINT (Ctrl-C) or SIGTERM.
-async fn wait_for_signal() {
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment this is created: a signal that
+/// arrives while the node is still starting is not lost (nor left to an inherited
+/// "ignore" disposition).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Waits for one of them.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            if self.interrupt.is_none() && self.terminate.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+            } else {
+                tokio::select! {
+                    _ = next(&mut self.interrupt) => {}
+                    _ = next(&mut self.terminate) => {}
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("signal received; shutting down");
     }
-    tracing::info!("signal received; shutting down");
 }
 
 async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
@@ -182,8 +213,9 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from("peers.json"));
     let pf = PeersFile::load(&peers_path)?;
     let s = settings::node_settings(index, opts, &pf)?;
+    let mut signals = Signals::listen();
     let running = start_node(s, None).await?;
-    wait_for_signal().await;
+    signals.recv().await;
     let t0 = std::time::Instant::now();
     running.stop().await;
     tracing::info!(
@@ -455,6 +487,7 @@ async fn run_dev(
             .map_err(|e| format!("cannot create a temporary data directory: {e}"))?
             .keep(),
     };
+    let mut signals = Signals::listen();
     let DevAddresses { peers, listeners } = dev_addresses(base_port)?;
     let mut c = DevCluster {
         base: base.clone(),
@@ -484,7 +517,7 @@ async fn run_dev(
     println!("  curl -s http://{target}/v1/status");
     println!("type `stop <id>` / `start <id>` to stop and restart a node, `status` to see who leads; Ctrl-C stops everything");
     let mut commands = dev_commands();
-    let signal = wait_for_signal();
+    let signal = signals.recv();
     let mut signal = std::pin::pin!(signal);
     let mut reading = true;
     loop {
