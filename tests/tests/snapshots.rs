@@ -17,14 +17,8 @@ async fn whole_log(c: &Cluster, i: usize) -> Vec<Value> {
     let mut from = 1u64;
     loop {
         let v: Value = c
-            .http
-            .get(c.url(i, &format!("/v1/log?from={from}&limit=10000")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(i, &format!("/v1/log?from={from}&limit=10000"))
+            .await;
         let entries = v["entries"].as_array().unwrap();
         if entries.is_empty() {
             return out;
@@ -155,14 +149,8 @@ async fn a_follower_away_for_300000_writes_catches_up_through_a_snapshot_that_re
     assert!(want.len() > 300_000);
     for k in (0..100).step_by(7) {
         let v: Value = c
-            .http
-            .get(c.url(away, &format!("/v1/kv/key-{k}?consistency=local")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(away, &format!("/v1/kv/key-{k}?consistency=local"))
+            .await;
         assert_eq!(v["value"], format!("value-{k}"));
     }
     let follower = snapshot_counters(&c, away).await;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use raft_client::{DurableStore, Peer, RaftNode};
 use raft_http::AppState;
-use settings::{Cli, Command, NodeSettings, Options, PeersFile};
+use settings::{Cli, Command, NodeSettings, Options};
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 
@@ -207,12 +207,7 @@ impl Signals {
 }
 
 async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
-    let peers_path = opts
-        .peers
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("peers.json"));
-    let pf = PeersFile::load(&peers_path)?;
-    let s = settings::node_settings(index, opts, &pf)?;
+    let s = settings::load_node_settings(index, opts)?;
     let mut signals = Signals::listen();
     let running = start_node(s, None).await?;
     signals.recv().await;
@@ -228,12 +223,7 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
 
 /// `httpraft restore`: seeds node `index`'s data directory from a backup.
 fn run_restore(from: &std::path::Path, index: usize, opts: &Options) -> Result<(), String> {
-    let peers_path = opts
-        .peers
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("peers.json"));
-    let pf = PeersFile::load(&peers_path)?;
-    let s = settings::node_settings(index, opts, &pf)?;
+    let s = settings::load_node_settings(index, opts)?;
     let voters = s.node.peers.keys().copied().collect();
     let meta = raft_client::restore_backup(
         from,

@@ -305,6 +305,16 @@ pub fn store_config(opts: &Options) -> DurableConfig {
     }
 }
 
+/// Reads the peers file (`--peers`, default `peers.json`) and builds node `index`'s
+/// settings from it.
+pub fn load_node_settings(index: usize, opts: &Options) -> Result<NodeSettings, String> {
+    let path = opts
+        .peers
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("peers.json"));
+    node_settings(index, opts, &PeersFile::load(&path)?)
+}
+
 /// Builds the settings of node `index` (0-based) from the merged options and peers file.
 pub fn node_settings(index: usize, opts: &Options, pf: &PeersFile) -> Result<NodeSettings, String> {
     if index >= pf.peers.len() {

@@ -207,16 +207,21 @@ impl Cluster {
         format!("http://{}{path}", self.apis[i])
     }
 
-    /// Node `i`'s `/v1/status`.
-    pub async fn status(&self, i: usize) -> Value {
+    /// Node `i`'s answer to `GET path`, as JSON.
+    pub async fn get_json(&self, i: usize, path: &str) -> Value {
         self.http
-            .get(self.url(i, "/v1/status"))
+            .get(self.url(i, path))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    /// Node `i`'s `/v1/status`.
+    pub async fn status(&self, i: usize) -> Value {
+        self.get_json(i, "/v1/status").await
     }
 
     /// The index of the node every running node names as leader (waits for agreement).
