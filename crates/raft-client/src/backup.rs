@@ -69,7 +69,7 @@ pub fn restore_backup(
         .verify(backup)
         .map_err(|e| format!("{} is not a usable backup: {e}", backup.display()))?;
     let meta = SnapshotMeta {
-        voters,
+        membership: raft_core::Membership::new(voters),
         ..file.meta.clone()
     };
     let mut data = store.data(&file).map_err(|e| e.to_string())?;

@@ -25,6 +25,12 @@ pub enum Error {
     /// Too much is in flight; retry after a moment.
     #[error("too many requests in flight; retry later")]
     Busy,
+    /// Leadership is being handed to node `to`: nothing was appended. Retry on it shortly.
+    #[error("leadership is being transferred to node {to}; retry on it shortly")]
+    TransferInProgress {
+        /// The node that is about to lead.
+        to: NodeId,
+    },
     /// Too many log reads run at once; retry after a moment.
     #[error(
         "{limit} log reads are already running (the limit, max_concurrent_reads); retry later"

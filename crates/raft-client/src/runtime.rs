@@ -369,6 +369,9 @@ impl<SM: StateMachine> Runtime<SM> {
                 Err(ProposeError::Busy) => {
                     let _ = reply.send(Err(Error::Busy));
                 }
+                Err(ProposeError::TransferInProgress { to }) => {
+                    let _ = reply.send(Err(Error::TransferInProgress { to }));
+                }
                 Err(ProposeError::UnsupportedKind) => {
                     let _ = reply.send(Err(Error::Busy));
                 }
@@ -469,11 +472,14 @@ impl<SM: StateMachine> Runtime<SM> {
             .snapshot()
             .await
             .map_err(|e| Error::Storage(format!("the state machine cannot be copied: {e}")))?;
+        let membership = self.node.membership_at(index).cloned().ok_or_else(|| {
+            Error::Storage(format!("the configuration at entry {index} is unknown"))
+        })?;
         Ok(crate::Backup {
             meta: raft_core::SnapshotMeta {
                 index,
                 term,
-                voters: self.node.voters().collect(),
+                membership,
             },
             source,
         })

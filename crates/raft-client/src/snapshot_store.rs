@@ -4,8 +4,12 @@
 //! checks them:
 //!
 //! ```text
-//! data (any length) | postcard(Trailer { meta, data_len, data_crc }) | trailer_len: u32 LE | "RAFTSNAP"
+//! data (any length) | postcard(Trailer { meta, data_len, data_crc }) | trailer_len: u32 LE | "RAFTSNP3"
 //! ```
+//!
+//! Files ending in `"RAFTSNAP"` were written before snapshots carried the configuration:
+//! their trailer names the voters only, and they are read as a configuration of those
+//! voters.
 //!
 //! Files are written to a temporary name, synced and renamed, so a file under its final name
 //! is always whole. Snapshots received from a leader arrive in `incoming-<index>-<term>.part`,
@@ -15,12 +19,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use raft_core::{LogIndex, SnapshotMeta, Term};
+use raft_core::{LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 
 /// The directory of snapshot files, inside the data directory.
 pub const SNAPSHOT_DIR: &str = "snapshots";
-const MAGIC: &[u8; 8] = b"RAFTSNAP";
+const MAGIC: &[u8; 8] = b"RAFTSNP3";
+/// The end marker of files whose trailer names the voters only.
+const MAGIC_V2: &[u8; 8] = b"RAFTSNAP";
 /// Bytes of the fixed end of a file: trailer length and magic.
 const END_BYTES: u64 = 12;
 /// The largest trailer accepted (it holds the metadata: a few voters).
@@ -31,6 +37,30 @@ struct Trailer {
     meta: SnapshotMeta,
     data_len: u64,
     data_crc: u32,
+}
+
+/// The trailer of files ending in [`MAGIC_V2`].
+#[derive(Debug, Deserialize)]
+struct TrailerV2 {
+    index: LogIndex,
+    term: Term,
+    voters: Vec<NodeId>,
+    data_len: u64,
+    data_crc: u32,
+}
+
+impl From<TrailerV2> for Trailer {
+    fn from(old: TrailerV2) -> Self {
+        Trailer {
+            meta: SnapshotMeta {
+                index: old.index,
+                term: old.term,
+                membership: Membership::new(old.voters),
+            },
+            data_len: old.data_len,
+            data_crc: old.data_crc,
+        }
+    }
 }
 
 /// A complete, verified snapshot file.
@@ -323,7 +353,8 @@ fn read_trailer(f: &mut File, size: u64) -> io::Result<(Trailer, u64)> {
     f.seek(SeekFrom::Start(size - END_BYTES))?;
     let mut end = [0u8; END_BYTES as usize];
     f.read_exact(&mut end)?;
-    if &end[4..] != MAGIC {
+    let v2 = &end[4..] == MAGIC_V2;
+    if &end[4..] != MAGIC && !v2 {
         return Err(invalid("not a snapshot file: no end marker".into()));
     }
     let mut len = [0u8; 4];
@@ -336,8 +367,12 @@ fn read_trailer(f: &mut File, size: u64) -> io::Result<(Trailer, u64)> {
     f.seek(SeekFrom::Start(at))?;
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf)?;
-    let trailer: Trailer =
-        postcard::from_bytes(&buf).map_err(|e| invalid(format!("bad trailer: {e}")))?;
+    let bad = |e: postcard::Error| invalid(format!("bad trailer: {e}"));
+    let trailer: Trailer = if v2 {
+        postcard::from_bytes::<TrailerV2>(&buf).map_err(bad)?.into()
+    } else {
+        postcard::from_bytes(&buf).map_err(bad)?
+    };
     if trailer.data_len != at {
         return Err(invalid("not a snapshot file: data length mismatch".into()));
     }
@@ -354,7 +389,7 @@ mod tests {
         SnapshotMeta {
             index,
             term: 2,
-            voters: vec![1, 2, 3],
+            membership: raft_core::Membership::new([1, 2, 3]),
         }
     }
 
@@ -417,6 +452,37 @@ mod tests {
         fs::write(&f.path, bytes).unwrap();
         assert!(store.verify(&f.path).is_err());
         assert!(store.find(&meta(10)).is_none());
+    }
+
+    #[test]
+    fn a_file_from_before_configurations_reads_as_a_configuration_of_its_voters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let data = vec![5u8; 1000];
+        let trailer = postcard::to_allocvec(&(
+            9u64,
+            2u64,
+            vec![1u64, 2, 3],
+            data.len() as u64,
+            crc32c::crc32c(&data),
+        ))
+        .unwrap();
+        let mut bytes = data.clone();
+        bytes.extend_from_slice(&trailer);
+        bytes.extend_from_slice(&(trailer.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(MAGIC_V2);
+        let path = dir.path().join("old.snap");
+        fs::write(&path, bytes).unwrap();
+        let f = store.verify(&path).unwrap();
+        assert_eq!(
+            f.meta,
+            SnapshotMeta {
+                index: 9,
+                term: 2,
+                membership: raft_core::Membership::new([1, 2, 3]),
+            }
+        );
+        assert_eq!(f.data_len, 1000);
     }
 
     #[test]

@@ -476,7 +476,7 @@ mod tests {
         let meta = SnapshotMeta {
             index: 42,
             term: 3,
-            voters: vec![1, 2],
+            membership: raft_core::Membership::new([1, 2]),
         };
         let data: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
         let file = src.create(&meta, |w| w.write_all(&data)).unwrap();
@@ -540,7 +540,7 @@ mod tests {
         let meta = SnapshotMeta {
             index: 7,
             term: 1,
-            voters: vec![1, 2],
+            membership: raft_core::Membership::new([1, 2]),
         };
         let file = src.create(&meta, |w| w.write_all(&[1u8; 10_000])).unwrap();
         let (t1, t2) = pair();

@@ -184,10 +184,18 @@ impl<SM: StateMachine> Runtime<SM> {
                 return;
             }
         };
+        let Some(membership) = self.node.membership_at(index).cloned() else {
+            tracing::warn!(
+                id = self.cfg.id,
+                index,
+                "the configuration at the snapshot's index is unknown; no snapshot taken"
+            );
+            return;
+        };
         let meta = SnapshotMeta {
             index,
             term,
-            voters: self.node.voters().collect(),
+            membership,
         };
         self.snapshots.taking = true;
         self.snapshots.bytes_at_last = bytes_written;

@@ -9,8 +9,12 @@ use crate::types::{LogIndex, NodeId};
 pub struct Config {
     /// This node's id.
     pub id: NodeId,
-    /// The voters of the cluster, this node included, when the log holds no configuration.
+    /// The voters of the cluster when neither the log nor a snapshot holds a configuration
+    /// (a new cluster's bootstrap configuration).
     pub voters: Vec<NodeId>,
+    /// The learners of that initial configuration. A node joining an existing cluster
+    /// starts as one of them, with the cluster's voters in `voters`. Default none.
+    pub learners: Vec<NodeId>,
     /// The base election timeout `T` in ticks: a follower campaigns after a random timeout in
     /// `[T, 2T)` without hearing from a leader. Default 30 (300–600 ms at 10 ms ticks).
     pub election_ticks: u32,
@@ -50,6 +54,7 @@ impl Config {
         Config {
             id,
             voters: voters.into_iter().collect(),
+            learners: Vec::new(),
             election_ticks: 30,
             heartbeat_ticks: 5,
             pre_vote: true,
@@ -67,8 +72,13 @@ impl Config {
 
     /// Checks that the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter(self.id));
+        if !self.voters.contains(&self.id) && !self.learners.contains(&self.id) {
+            return Err(ConfigError::NotAMember(self.id));
+        }
+        if self.voters.iter().any(|v| self.learners.contains(v)) {
+            return Err(ConfigError::Invalid(
+                "a node cannot be both a voter and a learner",
+            ));
         }
         if self.heartbeat_ticks == 0 {
             return Err(ConfigError::Invalid("heartbeat_ticks must be at least 1"));

@@ -1,16 +1,18 @@
 //! Leader election (§5.2), with pre-vote and check-quorum (§9.6 of the Raft thesis).
 
+use crate::membership::VoteOutcome;
 use crate::message::MessageBody;
 use crate::node::Node;
-use crate::quorum::majority;
 use crate::storage::LogStore;
 use crate::types::{LogIndex, NodeId, Role, Term};
 
 impl<S: LogStore> Node<S> {
-    /// Followers and candidates: count down to an election.
+    /// Followers and candidates: count down to an election. A node that may not campaign
+    /// keeps counting, so that its leader lease expires (and it answers pre-votes again)
+    /// once it has not heard from the leader for an election timeout.
     pub(crate) fn tick_election(&mut self) {
-        self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.randomized_election_timeout && self.may_campaign() {
             self.election_elapsed = 0;
             self.campaign();
         }
@@ -23,8 +25,12 @@ impl<S: LogStore> Node<S> {
         if self.election_elapsed >= self.cfg.election_ticks {
             self.election_elapsed = 0;
             if self.cfg.check_quorum {
-                let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
-                if active < majority(&self.voters) {
+                let me = self.id;
+                let progress = &self.progress;
+                let active = self.configs.latest().has_quorum(|id| {
+                    id == me || progress.get(&id).is_some_and(|p| p.recent_active)
+                });
+                if !active {
                     self.become_follower(self.term, None);
                     return;
                 }
@@ -49,6 +55,7 @@ impl<S: LogStore> Node<S> {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
+        self.tick_transfer();
     }
 
     /// Whether this node heard from a live leader within the election timeout, in which
@@ -59,11 +66,24 @@ impl<S: LogStore> Node<S> {
             && self.election_elapsed < self.cfg.election_ticks
     }
 
-    /// Starts an election: a pre-vote round first when enabled. A node at term `u64::MAX`
-    /// cannot start a new term and never campaigns.
+    /// Whether this node may campaign: it votes in the configuration in effect, or it
+    /// voted in the one before and the change that took its vote is not known to be
+    /// committed. (The last leader of a cluster may have appended its own removal and lost
+    /// leadership before committing it; its log then outranks the others', and only its
+    /// own election, in the new configuration it is not part of, lets that change commit.
+    /// It steps down again once it has.)
+    pub(crate) fn may_campaign(&self) -> bool {
+        let me = self.id;
+        self.configs.latest().is_voter(me)
+            || (self.configs.latest_index() > self.log.committed
+                && self.configs.previous().is_some_and(|m| m.is_voter(me)))
+    }
+
+    /// Starts an election: a pre-vote round first when enabled. A node that may not
+    /// campaign (see `may_campaign`), or at term `u64::MAX`, does not.
     pub fn campaign(&mut self) {
         if self.role == Role::Leader
-            || !self.voters.contains(&self.id)
+            || !self.may_campaign()
             || self.next_term().is_none()
             || self.failure().is_some()
         {
@@ -72,7 +92,7 @@ impl<S: LogStore> Node<S> {
         if self.cfg.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
     }
 
@@ -83,13 +103,15 @@ impl<S: LogStore> Node<S> {
         self.role = crate::types::Role::PreCandidate;
         self.votes.insert(self.id, true);
         if self.votes_won() {
-            self.become_candidate();
+            self.become_candidate(false);
             return;
         }
-        self.request_votes(true);
+        self.request_votes(true, false);
     }
 
-    pub(crate) fn become_candidate(&mut self) {
+    /// Campaigns in a new term; `transfer` when the leader handed leadership over, so that
+    /// voters answer even though they hear from that leader.
+    pub(crate) fn become_candidate(&mut self, transfer: bool) {
         let Some(term) = self.next_term() else {
             return;
         };
@@ -101,10 +123,10 @@ impl<S: LogStore> Node<S> {
             self.become_leader();
             return;
         }
-        self.request_votes(false);
+        self.request_votes(false, transfer);
     }
 
-    fn request_votes(&mut self, pre: bool) {
+    fn request_votes(&mut self, pre: bool, transfer: bool) {
         let last_log_index = self.log.last_index();
         let last_log_term = self.log.last_term();
         let term = if pre {
@@ -116,9 +138,10 @@ impl<S: LogStore> Node<S> {
             self.term
         };
         let peers: Vec<NodeId> = self
-            .voters
-            .iter()
-            .copied()
+            .configs
+            .latest()
+            .all_voters()
+            .into_iter()
             .filter(|&p| p != self.id)
             .collect();
         for to in peers {
@@ -131,6 +154,7 @@ impl<S: LogStore> Node<S> {
                 MessageBody::RequestVote {
                     last_log_index,
                     last_log_term,
+                    transfer,
                 }
             };
             self.push_message(crate::message::Message {
@@ -148,11 +172,11 @@ impl<S: LogStore> Node<S> {
     }
 
     fn votes_won(&self) -> bool {
-        self.votes.values().filter(|&&g| g).count() >= majority(&self.voters)
+        self.configs.latest().vote_outcome(&self.votes) == VoteOutcome::Won
     }
 
     fn votes_lost(&self) -> bool {
-        self.votes.values().filter(|&&g| !g).count() >= majority(&self.voters)
+        self.configs.latest().vote_outcome(&self.votes) == VoteOutcome::Lost
     }
 
     /// §5.2 and §5.4.1: grant a vote at most once per term, and only to a candidate whose
@@ -213,7 +237,7 @@ impl<S: LogStore> Node<S> {
         self.votes.entry(from).or_insert(granted);
         if self.votes_won() {
             if pre {
-                self.become_candidate();
+                self.become_candidate(false);
             } else {
                 self.become_leader();
             }

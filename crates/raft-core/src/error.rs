@@ -7,9 +7,9 @@ use crate::types::{LogIndex, NodeId};
 /// A configuration that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ConfigError {
-    /// The node is not in its own voter list.
-    #[error("node {0} is not in the voter list; add it or fix the id")]
-    NotAVoter(NodeId),
+    /// The node is neither a voter nor a learner of its initial configuration.
+    #[error("node {0} is neither a voter nor a learner of the initial configuration; add it or fix the id")]
+    NotAMember(NodeId),
     /// Two settings contradict each other.
     #[error("invalid configuration: {0}")]
     Invalid(&'static str),
@@ -42,6 +42,79 @@ pub enum ProposeError {
     /// Entries of this kind cannot be proposed through `propose`.
     #[error("entries of this kind cannot be proposed directly")]
     UnsupportedKind,
+    /// Leadership is being handed to `to`: proposals wait until it is done (or has timed
+    /// out). Retry on the new leader.
+    #[error("leadership is being transferred to node {to}; retry on the new leader")]
+    TransferInProgress {
+        /// The node leadership is being handed to.
+        to: NodeId,
+    },
+    /// The node stopped after a storage failure; restart it once storage is repaired.
+    #[error("the node stopped after a storage failure ({0}); restart it once storage is repaired")]
+    Stopped(StorageError),
+}
+
+/// Why a membership change was refused. None of these changed anything.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConfChangeError {
+    /// This node is not the leader; send the change to `leader`.
+    #[error("not the leader (leader hint: {leader:?}); send the change to the leader")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// Another change is not yet committed (or the joint configuration it entered not yet
+    /// left); retry once it is.
+    #[error("another membership change is in progress; retry once it is committed")]
+    InProgress,
+    /// The leader has not yet committed an entry of its own term, so it may not know the
+    /// latest configuration; retry shortly.
+    #[error("the leader has not yet committed an entry of its term; retry shortly")]
+    LeaderNotReady,
+    /// Leadership is being transferred; retry on the new leader.
+    #[error("leadership is being transferred to node {to}; retry on the new leader")]
+    TransferInProgress {
+        /// The node leadership is being handed to.
+        to: NodeId,
+    },
+    /// The change names no step.
+    #[error("the change is empty")]
+    Empty,
+    /// The node to add is already a member.
+    #[error("node {0} is already a member")]
+    AlreadyMember(NodeId),
+    /// The node to change or remove is not a member.
+    #[error("node {0} is not a member")]
+    UnknownMember(NodeId),
+    /// Only a learner can be promoted.
+    #[error("node {0} is not a learner, so it cannot be promoted")]
+    NotALearner(NodeId),
+    /// Only a voter can be demoted.
+    #[error("node {0} is not a voter, so it cannot be demoted")]
+    NotAVoter(NodeId),
+    /// The change would leave the cluster without voters.
+    #[error("the change would leave no voter")]
+    NoVoters,
+    /// The node stopped after a storage failure; restart it once storage is repaired.
+    #[error("the node stopped after a storage failure ({0}); restart it once storage is repaired")]
+    Stopped(StorageError),
+}
+
+/// Why a leadership transfer could not start.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum TransferError {
+    /// This node is not the leader; send the request to `leader`.
+    #[error("not the leader (leader hint: {leader:?}); send the transfer to the leader")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// Only a voter can become leader.
+    #[error("node {0} is not a voter of the current configuration, so it cannot lead")]
+    NotAVoter(NodeId),
+    /// No voter other than the leader can take over.
+    #[error("no other voter can take over")]
+    NoCandidate,
     /// The node stopped after a storage failure; restart it once storage is repaired.
     #[error("the node stopped after a storage failure ({0}); restart it once storage is repaired")]
     Stopped(StorageError),

@@ -35,11 +35,13 @@
 
 #![forbid(unsafe_code)]
 
+mod conf_change;
 mod config;
 mod election;
 mod entry;
 mod error;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -50,11 +52,15 @@ mod replication;
 mod rng;
 mod snapshot;
 mod storage;
+mod transfer;
 mod types;
 
 pub use config::Config;
 pub use entry::{Entry, EntryKind, ENTRY_OVERHEAD_BYTES};
-pub use error::{ConfigError, ProposeError, ReadError, StorageError};
+pub use error::{
+    ConfChangeError, ConfigError, ProposeError, ReadError, StorageError, TransferError,
+};
+pub use membership::{ConfChange, Membership};
 pub use message::{Envelope, Message, MessageBody, RejectHint, PROTOCOL_VERSION};
 pub use node::{Node, PeerProgress, Status};
 pub use progress::{Progress, ProgressState};

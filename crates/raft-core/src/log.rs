@@ -126,6 +126,12 @@ impl<S: LogStore> RaftLog<S> {
         last_term > my_term || (last_term == my_term && last_index >= self.last_index())
     }
 
+    /// Whether a log ending at `last_index` with `last_term` is strictly ahead of this one.
+    pub(crate) fn is_behind(&self, last_index: LogIndex, last_term: Term) -> bool {
+        let my_term = self.last_term();
+        last_term > my_term || (last_term == my_term && last_index > self.last_index())
+    }
+
     /// The entries in `[lo, hi)`, within `max_bytes` (at least one).
     pub(crate) fn entries(
         &self,

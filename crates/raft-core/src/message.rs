@@ -9,7 +9,9 @@ use crate::types::{LogIndex, NodeId, Term};
 /// The protocol version carried by [`Envelope`]. Transports refuse peers that speak another.
 ///
 /// 2: entries may have the kind `Command`, which version 1 cannot decode.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: membership changes: snapshots carry a configuration, `RequestVote` says whether it
+/// comes from a leadership transfer, and `TimeoutNow` exists.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The versioned form of a message as it crosses the network.
 ///
@@ -71,6 +73,10 @@ pub enum MessageBody {
         last_log_index: LogIndex,
         /// Term of the candidate's last entry.
         last_log_term: Term,
+        /// The candidate campaigns because the leader handed leadership to it
+        /// ([`MessageBody::TimeoutNow`]): voters answer even while they hear from that
+        /// leader (§3.10 of the thesis).
+        transfer: bool,
     },
     /// The answer to [`MessageBody::RequestVote`].
     RequestVoteResponse {
@@ -118,6 +124,9 @@ pub enum MessageBody {
         /// What the snapshot covers.
         meta: SnapshotMeta,
     },
+    /// The leader hands leadership to the receiver, whose log it knows to match its own:
+    /// the receiver starts an election at once, without a pre-vote (§3.10 of the thesis).
+    TimeoutNow,
 }
 
 /// A follower's hint for where its log may agree with the leader's, so the leader backs
@@ -158,6 +167,7 @@ impl MessageBody {
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
+            MessageBody::TimeoutNow => "TimeoutNow",
         }
     }
 }

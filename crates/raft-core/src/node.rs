@@ -1,7 +1,7 @@
 //! The node: its state, its inputs (`tick`, `step`, `propose`, `read_index`) and its output
 //! (`ready` / `advance`). Elections, replication and reads live in their own files.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -9,12 +9,14 @@ use crate::config::Config;
 use crate::entry::{Entry, EntryKind};
 use crate::error::{ConfigError, ProposeError, StorageError};
 use crate::log::RaftLog;
+use crate::membership::{ConfigLog, Membership};
 use crate::message::{Message, MessageBody};
 use crate::progress::{Progress, ProgressState};
 use crate::read_index::ReadQueue;
 use crate::ready::Ready;
 use crate::rng::Rng;
 use crate::storage::LogStore;
+use crate::transfer::Transfer;
 use crate::types::{plausible_term, HardState, LogIndex, NodeId, Role, SoftState, Term};
 
 /// One Raft node as a deterministic state machine. It performs no I/O: the caller feeds it
@@ -27,8 +29,11 @@ pub struct Node<S: LogStore> {
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
     pub(crate) log: RaftLog<S>,
-    pub(crate) voters: BTreeSet<NodeId>,
-    /// Leader only: one entry per other voter.
+    /// The configurations the log holds; the latest is in effect.
+    pub(crate) configs: ConfigLog,
+    /// Leader only: the leadership transfer in progress.
+    pub(crate) transfer: Option<Transfer>,
+    /// Leader only: one entry per other member, voter or learner.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// (Pre-)candidate only: the answers received so far.
     pub(crate) votes: BTreeMap<NodeId, bool>,
@@ -79,8 +84,14 @@ pub struct Status {
     pub first_index: LogIndex,
     /// The index the latest snapshot in storage covers (0: none).
     pub snapshot_index: LogIndex,
-    /// Leader only: for each follower, (id, match index, next index, replicating?).
+    /// Leader only: for each other member, (id, match index, next index, replicating?).
     pub progress: Vec<PeerProgress>,
+    /// The configuration in effect.
+    pub membership: Membership,
+    /// The index of the entry that holds it (0: the initial configuration).
+    pub membership_index: LogIndex,
+    /// Leader only: the node leadership is being transferred to.
+    pub transfer_to: Option<NodeId>,
     /// Messages dropped since start because no correct peer could have sent them (a term
     /// that is not [`plausible`](crate::plausible_term), entries misnumbered,
     /// acknowledgements of entries never sent, reads never asked about).
@@ -126,17 +137,12 @@ impl<S: LogStore> Node<S> {
             hs.commit.max(cfg.applied).max(snap.index),
             cfg.applied,
         );
-        // The latest snapshot knows the voters of its time; the configuration is the
-        // fallback for a log that has none.
-        let voters = if snap.voters.is_empty() {
-            cfg.voters.iter().copied().collect()
-        } else {
-            snap.voters.iter().copied().collect()
-        };
+        let configs = initial_configs(&cfg, &log.store, &snap)?;
         let commit = log.committed;
         Ok(Node {
             id: cfg.id,
-            voters,
+            configs,
+            transfer: None,
             cfg,
             term: hs.term,
             vote: hs.vote,
@@ -201,9 +207,18 @@ impl<S: LogStore> Node<S> {
     pub fn entry_term(&self, index: LogIndex) -> Option<Term> {
         self.log.term(index).ok()
     }
-    /// The voters of the cluster.
+    /// The voters of the configuration in effect (while joint, incoming and outgoing).
     pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().copied()
+        self.configs.latest().all_voters().into_iter()
+    }
+    /// The configuration in effect: the latest one in the log, committed or not.
+    pub fn membership(&self) -> &Membership {
+        self.configs.latest()
+    }
+    /// The configuration in effect at `index`, for a snapshot up to `index`; known for any
+    /// index from the applied one on.
+    pub fn membership_at(&self, index: LogIndex) -> Option<&Membership> {
+        self.configs.at(index)
     }
     /// The hard state as it stands now (persisted or about to be).
     pub fn hard_state(&self) -> HardState {
@@ -250,6 +265,9 @@ impl<S: LogStore> Node<S> {
                     pending_snapshot: p.pending_snapshot(),
                 })
                 .collect(),
+            membership: self.configs.latest().clone(),
+            membership_index: self.configs.latest_index(),
+            transfer_to: self.transfer.as_ref().map(|t| t.to),
             rejected_messages: self.rejected_messages,
             failure: self.failure.clone(),
         }
@@ -315,6 +333,9 @@ impl<S: LogStore> Node<S> {
         if !matches!(kind, EntryKind::Normal | EntryKind::Command) {
             return Err(ProposeError::UnsupportedKind);
         }
+        if let Some(t) = &self.transfer {
+            return Err(ProposeError::TransferInProgress { to: t.to });
+        }
         let entry = Entry {
             term: self.term,
             index: self.log.last_index() + 1,
@@ -334,16 +355,44 @@ impl<S: LogStore> Node<S> {
         Ok(at)
     }
 
-    /// Feeds a message received from a peer. Messages from unknown nodes, for another
-    /// node, or that are stale are ignored (Raft tolerates their loss). Messages no correct
-    /// peer could send (a term that is not [`plausible`](crate::plausible_term), for one)
-    /// are dropped and counted in [`Status::rejected_messages`].
+    /// Feeds a message received from a peer. Messages for another node, or that are stale,
+    /// are ignored (Raft tolerates their loss). So are messages from a node that is not a
+    /// member of the configuration in effect, except a leader's (a node behind on
+    /// configurations may not know its leader yet) and a candidate's whose log is strictly
+    /// ahead of this node's (this node is then behind on configurations too, and may be a
+    /// vote the cluster needs): a removed member cannot disrupt the cluster. Messages no
+    /// correct peer could send (a term that is not [`plausible`](crate::plausible_term), for
+    /// one) are dropped and counted in [`Status::rejected_messages`].
     pub fn step(&mut self, m: Message) {
         if self.failure.is_some() {
             return;
         }
-        if m.to != self.id || m.from == self.id || !self.voters.contains(&m.from) {
+        if m.to != self.id || m.from == self.id {
             return;
+        }
+        let from_leader = matches!(
+            m.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::TimeoutNow
+        );
+        if !from_leader && !self.configs.latest().contains(m.from) {
+            let ahead = match m.body {
+                MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                }
+                | MessageBody::RequestVote {
+                    last_log_index,
+                    last_log_term,
+                    ..
+                } => self.log.is_behind(last_log_index, last_log_term),
+                _ => false,
+            };
+            if !ahead {
+                return;
+            }
         }
         if !plausible_term(self.term, m.term) {
             self.rejected_messages += 1;
@@ -354,16 +403,15 @@ impl<S: LogStore> Node<S> {
                 m.body,
                 MessageBody::PreVote { .. } | MessageBody::RequestVote { .. }
             );
-            if is_vote && self.in_lease() {
+            let transfer = matches!(m.body, MessageBody::RequestVote { transfer: true, .. });
+            if is_vote && !transfer && self.in_lease() {
                 // A live leader exists: ignore the disruptive candidate (check-quorum).
                 return;
             }
             match m.body {
                 MessageBody::PreVote { .. } => {}
                 MessageBody::PreVoteResponse { granted: true } => {}
-                MessageBody::AppendEntries { .. }
-                | MessageBody::Heartbeat { .. }
-                | MessageBody::InstallSnapshot { .. } => {
+                _ if from_leader => {
                     self.become_follower(m.term, Some(m.from));
                 }
                 _ => self.become_follower(m.term, None),
@@ -373,9 +421,11 @@ impl<S: LogStore> Node<S> {
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::InstallSnapshot { .. }
-                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                    if self.cfg.check_quorum || self.cfg.pre_vote || !self.may_campaign() =>
                 {
-                    // Tell the stale leader about the newer term so that it steps down.
+                    // Tell the stale leader about the newer term so that it steps down. (Without
+                    // pre-vote and check-quorum a voter would rather campaign; a node that may
+                    // not campaign, a learner, has no other way to end its leaderless term.)
                     self.send(
                         m.from,
                         MessageBody::AppendEntriesResponse {
@@ -400,6 +450,7 @@ impl<S: LogStore> Node<S> {
             MessageBody::RequestVote {
                 last_log_index,
                 last_log_term,
+                ..
             } => self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, false),
             MessageBody::PreVoteResponse { granted } => {
                 self.handle_vote_response(m.from, m.term, granted, true)
@@ -435,6 +486,11 @@ impl<S: LogStore> Node<S> {
             MessageBody::InstallSnapshot { meta } => {
                 if self.accept_leader(m.from) {
                     self.handle_snapshot(m.from, meta);
+                }
+            }
+            MessageBody::TimeoutNow => {
+                if self.accept_leader(m.from) {
+                    self.handle_timeout_now();
                 }
             }
         }
@@ -560,6 +616,7 @@ impl<S: LogStore> Node<S> {
         }
         let applying = self.log.applying();
         self.log.applied_to(applying);
+        self.configs.compact(self.log.applied);
     }
 
     fn soft_state(&self) -> SoftState {
@@ -585,7 +642,8 @@ impl<S: LogStore> Node<S> {
         match m.body {
             MessageBody::AppendEntries { .. }
             | MessageBody::Heartbeat { .. }
-            | MessageBody::InstallSnapshot { .. } => self.msgs.push(m),
+            | MessageBody::InstallSnapshot { .. }
+            | MessageBody::TimeoutNow => self.msgs.push(m),
             _ => self.msgs_after_persist.push(m),
         }
     }
@@ -605,6 +663,7 @@ impl<S: LogStore> Node<S> {
             .range(self.cfg.election_ticks, self.cfg.election_ticks * 2);
         self.votes.clear();
         self.progress.clear();
+        self.transfer = None;
         self.pending_broadcast = false;
         self.commit_broadcast = false;
         self.uncommitted_bytes = 0;
@@ -622,8 +681,10 @@ impl<S: LogStore> Node<S> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         let next = self.log.last_index() + 1;
-        for &peer in self.voters.iter().filter(|&&p| p != self.id) {
-            self.progress.insert(peer, Progress::new(next));
+        for peer in self.configs.latest().members() {
+            if peer != self.id {
+                self.progress.insert(peer, Progress::new(next));
+            }
         }
         // §5.4.2: commit entries of earlier terms by committing one of this term.
         let noop = Entry::noop(self.term, next);
@@ -631,4 +692,39 @@ impl<S: LogStore> Node<S> {
         self.log.append(noop);
         self.pending_broadcast = true;
     }
+}
+
+/// The configurations a starting node knows: the snapshot's (or, without one, the initial
+/// configuration of `cfg`), then every configuration entry the log holds after the
+/// snapshot, found by reading those entries (as hashicorp/raft does at start).
+fn initial_configs<S: LogStore>(
+    cfg: &Config,
+    store: &S,
+    snap: &crate::snapshot::SnapshotMeta,
+) -> Result<ConfigLog, StorageError> {
+    let initial = if snap.index > 0 && snap.membership.is_valid() {
+        snap.membership.clone()
+    } else {
+        Membership {
+            voters: cfg.voters.iter().copied().collect(),
+            learners: cfg.learners.iter().copied().collect(),
+            ..Membership::default()
+        }
+    };
+    let mut configs = ConfigLog::new(snap.index, snap.term, initial);
+    let last = store.last_index();
+    let mut lo = snap.index.saturating_add(1).max(store.first_index());
+    while lo <= last {
+        let batch = store.entries(lo, last.saturating_add(1), 4 << 20)?;
+        let Some(end) = batch.last().map(|e| e.index) else {
+            break;
+        };
+        for e in batch.iter().filter(|e| e.kind == EntryKind::Config) {
+            if let Some(m) = Membership::decode(&e.data) {
+                configs.push(e.index, e.term, m);
+            }
+        }
+        lo = end.saturating_add(1);
+    }
+    Ok(configs)
 }

@@ -1,12 +1,4 @@
-//! Majority arithmetic over the voters.
-
-use crate::types::NodeId;
-use std::collections::BTreeSet;
-
-/// The number of voters that form a majority.
-pub(crate) fn majority(voters: &BTreeSet<NodeId>) -> usize {
-    voters.len() / 2 + 1
-}
+//! Majority arithmetic over one set of voters.
 
 /// The largest value that a majority of voters have reached: given one value per voter,
 /// the `majority`-th largest.
@@ -21,15 +13,6 @@ pub(crate) fn committed_value(mut values: Vec<u64>, majority: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn majority_of_odd_and_even_clusters() {
-        let v = |n: u64| (1..=n).collect::<BTreeSet<_>>();
-        assert_eq!(majority(&v(1)), 1);
-        assert_eq!(majority(&v(3)), 2);
-        assert_eq!(majority(&v(4)), 3);
-        assert_eq!(majority(&v(5)), 3);
-    }
 
     #[test]
     fn committed_value_is_what_a_majority_reached() {

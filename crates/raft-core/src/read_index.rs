@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 
 use crate::error::ReadError;
 use crate::node::Node;
-use crate::quorum::{committed_value, majority};
 use crate::ready::{ReadOutcome, ReadState};
 use crate::storage::LogStore;
 use crate::types::{LogIndex, Role};
@@ -83,7 +82,8 @@ impl<S: LogStore> Node<S> {
 
     fn start_read(&mut self, id: u64) {
         let index = self.log.committed;
-        if self.voters.len() == 1 {
+        let me = self.id;
+        if self.configs.latest().has_quorum(|id| id == me) {
             self.reads.output.push(ReadState {
                 id,
                 outcome: ReadOutcome::Ready { index },
@@ -106,18 +106,15 @@ impl<S: LogStore> Node<S> {
 
     /// Releases every read whose heartbeat round a majority has answered.
     pub(crate) fn confirm_reads(&mut self) {
-        let acked: Vec<u64> = self
-            .voters
-            .iter()
-            .map(|v| {
-                if *v == self.id {
-                    u64::MAX
-                } else {
-                    self.progress.get(v).map_or(0, |p| p.read_seq_acked)
-                }
-            })
-            .collect();
-        let confirmed = committed_value(acked, majority(&self.voters));
+        let me = self.id;
+        let progress = &self.progress;
+        let confirmed = self.configs.latest().committed(|id| {
+            if id == me {
+                u64::MAX
+            } else {
+                progress.get(&id).map_or(0, |p| p.read_seq_acked)
+            }
+        });
         while let Some(front) = self.reads.pending.front() {
             if front.seq > confirmed {
                 break;

@@ -6,7 +6,6 @@ use crate::log::AppendOutcome;
 use crate::message::{MessageBody, RejectHint};
 use crate::node::Node;
 use crate::progress::ProgressState;
-use crate::quorum::{committed_value, majority};
 use crate::storage::LogStore;
 use crate::types::{LogIndex, NodeId, Term};
 
@@ -120,17 +119,16 @@ impl<S: LogStore> Node<S> {
     /// Leader: the quorum's match index, if it is of this term, becomes the commit index.
     /// Entries of earlier terms are committed only through it (§5.4.2, Figure 8).
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let mut matches: Vec<u64> = Vec::with_capacity(self.voters.len());
-        for v in &self.voters {
-            if *v == self.id {
-                matches.push(self.log.persisted_index());
-            } else if let Some(p) = self.progress.get(v) {
-                matches.push(p.match_index);
+        let me = self.id;
+        let persisted = self.log.persisted_index();
+        let progress = &self.progress;
+        let index = self.configs.latest().committed(|id| {
+            if id == me {
+                persisted
             } else {
-                matches.push(0);
+                progress.get(&id).map_or(0, |p| p.match_index)
             }
-        }
-        let index = committed_value(matches, majority(&self.voters));
+        });
         if index <= self.log.committed || self.log.term(index) != Ok(self.term) {
             return false;
         }
@@ -139,6 +137,7 @@ impl<S: LogStore> Node<S> {
         if !was_committed_in_term {
             self.on_first_commit_in_term();
         }
+        self.on_leader_commit();
         true
     }
 
@@ -202,6 +201,7 @@ impl<S: LogStore> Node<S> {
                     self.commit_broadcast = true;
                 }
                 self.send_appends(from, false);
+                self.maybe_send_timeout_now(from);
             }
         }
     }
@@ -242,6 +242,9 @@ impl<S: LogStore> Node<S> {
             .maybe_append(prev_index, prev_term, commit, entries)
         {
             AppendOutcome::Matched(index) => {
+                if !entries.is_empty() {
+                    self.on_entries_appended(entries);
+                }
                 self.send(
                     from,
                     MessageBody::AppendEntriesResponse {
@@ -296,5 +299,6 @@ impl<S: LogStore> Node<S> {
         if read_seq > 0 {
             self.confirm_reads();
         }
+        self.maybe_send_timeout_now(from);
     }
 }

@@ -10,22 +10,23 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::membership::Membership;
 use crate::message::MessageBody;
 use crate::node::Node;
 use crate::progress::ProgressState;
 use crate::storage::LogStore;
 use crate::types::{LogIndex, NodeId, Role, Term};
 
-/// What a snapshot covers: the log up to `index` (whose entry had `term`), and the voters
-/// of the cluster at that point.
+/// What a snapshot covers: the log up to `index` (whose entry had `term`), and the cluster's
+/// configuration at that point.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// The last index the snapshot includes (0: no snapshot).
     pub index: LogIndex,
     /// The term of the entry at `index`.
     pub term: Term,
-    /// The voters as of `index`.
-    pub voters: Vec<NodeId>,
+    /// The configuration in effect at `index`.
+    pub membership: Membership,
 }
 
 /// How a snapshot transfer to a follower ended, as the caller reports it.
@@ -82,7 +83,7 @@ impl<S: LogStore> Node<S> {
     /// Follower: the leader's snapshot, whose data the caller has received.
     pub(crate) fn handle_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
         self.election_elapsed = 0;
-        let malformed = meta.term > self.term || meta.index == 0 || meta.voters.is_empty();
+        let malformed = meta.term > self.term || meta.index == 0 || !meta.membership.is_valid();
         if malformed {
             self.rejected_messages += 1;
             return;
@@ -112,7 +113,8 @@ impl<S: LogStore> Node<S> {
             return;
         }
         let index = meta.index;
-        self.voters = meta.voters.iter().copied().collect();
+        self.configs
+            .reset(meta.index, meta.term, meta.membership.clone());
         self.log.restore(meta);
         // Sent once the snapshot is installed (a persisted message).
         self.send(

@@ -95,18 +95,19 @@ impl MemStorage {
     }
 
     /// Records a snapshot of the state machine at `index` (which the log must hold, or
-    /// have just compacted), with the voters of that moment.
+    /// have just compacted), with the configuration in effect at `index`
+    /// ([`crate::Node::membership_at`]).
     pub fn create_snapshot(
         &mut self,
         index: LogIndex,
-        voters: Vec<crate::NodeId>,
+        membership: crate::Membership,
     ) -> Result<SnapshotMeta, StorageError> {
         let term = self.term(index)?;
         if index > self.snapshot.index {
             self.snapshot = SnapshotMeta {
                 index,
                 term,
-                voters,
+                membership,
             };
         }
         Ok(self.snapshot.clone())
@@ -229,7 +230,7 @@ mod tests {
         let meta = SnapshotMeta {
             index: 5,
             term: 2,
-            voters: vec![1, 2, 3],
+            membership: crate::Membership::new([1, 2, 3]),
         };
         s.apply_snapshot(&meta);
         assert_eq!((s.first_index(), s.last_index()), (6, 5));
@@ -240,10 +241,10 @@ mod tests {
         s.apply_snapshot(&SnapshotMeta {
             index: 4,
             term: 2,
-            voters: vec![],
+            membership: crate::Membership::default(),
         });
         assert_eq!(s.last_index(), 6, "an older snapshot changes nothing");
-        let made = s.create_snapshot(6, vec![1]).unwrap();
+        let made = s.create_snapshot(6, crate::Membership::new([1])).unwrap();
         assert_eq!((made.index, made.term), (6, 2));
     }
 

@@ -30,6 +30,7 @@ fn vote_req(last_log_index: LogIndex, last_log_term: Term) -> MessageBody {
     MessageBody::RequestVote {
         last_log_index,
         last_log_term,
+        transfer: false,
     }
 }
 
@@ -1817,7 +1818,9 @@ fn paper_5_3_a_rejection_hint_without_a_term_is_probed_from_its_index() {
 #[test]
 fn paper_7_after_a_snapshot_is_acknowledged_the_follower_gets_the_entries_after_it() {
     let mut store = storage_with(&[1; 10], 1, None);
-    store.create_snapshot(8, ids(2)).unwrap();
+    store
+        .create_snapshot(8, raft_core::Membership::new(ids(2)))
+        .unwrap();
     store.compact(8).unwrap();
     let mut n = lone_node(1, &ids(2), store, |c| c.applied = 8);
     make_leader(&mut n);

@@ -520,9 +520,10 @@ mod junk {
                 last_log_term: t
             }),
             any::<bool>().prop_map(|g| MessageBody::PreVoteResponse { granted: g }),
-            (index(), term()).prop_map(|(i, t)| MessageBody::RequestVote {
+            (index(), term(), any::<bool>()).prop_map(|(i, t, x)| MessageBody::RequestVote {
                 last_log_index: i,
-                last_log_term: t
+                last_log_term: t,
+                transfer: x,
             }),
             any::<bool>().prop_map(|g| MessageBody::RequestVoteResponse { granted: g }),
             (index(), term()).prop_map(|(i, t)| MessageBody::AppendEntries {
@@ -546,6 +547,7 @@ mod junk {
                 read_seq: 0
             }),
             index().prop_map(|s| MessageBody::HeartbeatResponse { read_seq: s }),
+            Just(MessageBody::TimeoutNow),
         ];
         (1u64..4, 1u64..4, term(), body).prop_map(|(from, to, term, body)| Message {
             from,

@@ -36,6 +36,7 @@ fn vote_req(last_log_index: LogIndex, last_log_term: Term) -> MessageBody {
     MessageBody::RequestVote {
         last_log_index,
         last_log_term,
+        transfer: false,
     }
 }
 
@@ -619,8 +620,9 @@ fn seed_defect_9_proposals_and_stale_messages_do_not_delay_election() {
             msg(3, 1, 1, grant(true)),
             msg(2, 1, 2, ack(1)),
             msg(2, 1, 2, MessageBody::HeartbeatResponse { read_seq: 1 }),
-            msg(9, 1, 2, heartbeat(1)), // not a member
-            msg(2, 3, 2, heartbeat(1)), // not addressed to this node
+            msg(9, 1, 3, vote_req(1, 1)), // not a member, not ahead: cannot disrupt
+            msg(9, 1, 2, grant(true)),    // not a member: does not count
+            msg(2, 3, 2, heartbeat(1)),   // not addressed to this node
         ];
         for m in noise {
             n.step(m);

@@ -6,6 +6,13 @@
 //! properties of Raft (§5.4, Figure 3) and that state machines at the same applied index
 //! hold the same state; after healing, it checks liveness.
 //!
+//! With churn on, the cluster also changes shape under those faults: learners join with
+//! fresh ids, are promoted, voters are demoted or removed (the leader included), two voters
+//! change at once through a joint configuration, and leadership is transferred; between 1
+//! and 7 members. It then also checks that every leader won a majority of each voter set of
+//! its configuration, that a removed member never leads again, and that the commit index
+//! never passes what a quorum of the leader's configuration persisted.
+//!
 //! `RAFT_SIM_SEEDS=N` runs N seeds per cluster size; `RAFT_SIM_SEED=S` replays seed S
 //! exactly. A failing run prints the seed to replay.
 
@@ -18,8 +25,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use raft_core::{
-    Config, Entry, EntryKind, HardState, LogIndex, LogStore, MemStorage, Message, MessageBody,
-    Node, NodeId, ReadOutcome, Ready, Role, SnapshotOutcome, Term,
+    ConfChange, Config, Entry, EntryKind, HardState, LogIndex, LogStore, MemStorage, Membership,
+    Message, MessageBody, Node, NodeId, ReadOutcome, Ready, Role, SnapshotOutcome, Term,
 };
 
 /// Micro-steps per tick: messages are delivered between ticks with sub-tick delays.
@@ -28,6 +35,8 @@ const STEPS_PER_TICK: u64 = 10;
 const FAULT_TICKS: u64 = 400;
 /// Ticks allowed after healing for a leader to emerge and every proposal to resolve.
 const LIVENESS_TICKS: u64 = 1000;
+/// The most members a churning cluster grows to.
+const MAX_MEMBERS: usize = 7;
 
 struct Rng(u64);
 
@@ -90,6 +99,8 @@ struct Pending {
 }
 
 struct SimNode {
+    /// How the node starts (its initial configuration: joining nodes start as learners).
+    cfg: Config,
     /// `None` while crashed; the persisted state then lives in `disk`.
     node: Option<Node<MemStorage>>,
     disk: MemStorage,
@@ -154,10 +165,21 @@ struct Sim {
     digests: BTreeMap<LogIndex, u64>,
     reports: Vec<Report>,
     snapshots_installed: u64,
+    // --- membership churn ---
+    churn: bool,
+    next_id: NodeId,
+    /// The members of the latest committed configuration.
+    committed_members: BTreeSet<NodeId>,
+    /// Nodes that were members and are not in a later committed configuration.
+    removed: BTreeSet<NodeId>,
+    conf_changes: u64,
+    transfers: u64,
+    /// The highest committed configuration entry noted.
+    committed_configs_seen: LogIndex,
 }
 
 impl Sim {
-    fn new(seed: u64, n: u64) -> Sim {
+    fn new(seed: u64, n: u64, churn: bool) -> Sim {
         let mut rng = Rng(seed);
         let ids: Vec<NodeId> = (1..=n).collect();
         let mut cfg = Config::new(1, ids.iter().copied());
@@ -213,29 +235,44 @@ impl Sim {
             digests: BTreeMap::new(),
             reports: Vec::new(),
             snapshots_installed: 0,
+            churn,
+            next_id: n + 1,
+            committed_members: ids.iter().copied().collect(),
+            removed: BTreeSet::new(),
+            conf_changes: 0,
+            transfers: 0,
+            committed_configs_seen: 0,
         };
         for id in ids {
-            let node = sim.start_node(id, MemStorage::new(), 0);
-            sim.nodes.insert(
-                id,
-                SimNode {
-                    node: Some(node),
-                    disk: MemStorage::new(),
-                    synced_hs: HardState::default(),
-                    down_until: 0,
-                    last_commit: 0,
-                    sm: SmState::default(),
-                    pending: BTreeMap::new(),
-                    reads: BTreeMap::new(),
-                },
-            );
+            let mut cfg = sim.cfg.clone();
+            cfg.id = id;
+            sim.add_node(cfg);
         }
         sim
     }
 
-    fn start_node(&self, id: NodeId, disk: MemStorage, applied: LogIndex) -> Node<MemStorage> {
-        let mut cfg = self.cfg.clone();
-        cfg.id = id;
+    fn add_node(&mut self, cfg: Config) {
+        let id = cfg.id;
+        if !self.ids.contains(&id) {
+            self.ids.push(id);
+        }
+        let mut sn = SimNode {
+            cfg,
+            node: None,
+            disk: MemStorage::new(),
+            synced_hs: HardState::default(),
+            down_until: 0,
+            last_commit: 0,
+            sm: SmState::default(),
+            pending: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        };
+        sn.node = Some(self.start_node(&sn.cfg, MemStorage::new(), 0));
+        self.nodes.insert(id, sn);
+    }
+
+    fn start_node(&self, cfg: &Config, disk: MemStorage, applied: LogIndex) -> Node<MemStorage> {
+        let mut cfg = cfg.clone();
         cfg.seed = self.seed.wrapping_add(self.now);
         cfg.applied = applied;
         Node::new(cfg, disk).expect("valid config")
@@ -280,7 +317,25 @@ impl Sim {
             }
         }
         if leader_seen.is_none() {
-            self.fail("no leader within the liveness bound after healing".into());
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|(id, n)| match n.node.as_ref() {
+                    Some(x) => format!(
+                        "{id}: {:?} t{} leader {:?} commit {} last {} {:?}",
+                        x.role(),
+                        x.term(),
+                        x.leader(),
+                        x.commit_index(),
+                        x.last_index(),
+                        x.membership()
+                    ),
+                    None => format!("{id}: down"),
+                })
+                .collect();
+            self.fail(format!(
+                "no leader within the liveness bound after healing: {states:#?}"
+            ));
         }
         if !self.all_resolved() {
             let open: Vec<_> = self
@@ -321,27 +376,50 @@ impl Sim {
                     .map(|_| id)
             })
             .collect();
-        let l = *leaders.first()?;
+        let l = *leaders
+            .iter()
+            .max_by_key(|&&l| self.nodes[&l].node.as_ref().map(|x| x.term()))?;
         let term = self.nodes[&l].node.as_ref()?.term();
-        let all_follow = self.nodes.values().all(|n| {
-            n.node
+        let all_follow = self.members_of(l).iter().all(|id| {
+            self.nodes[id]
+                .node
                 .as_ref()
                 .is_some_and(|x| x.term() == term && x.leader() == Some(l))
         });
         all_follow.then_some(l)
     }
 
+    /// The members of `leader`'s configuration that the simulation runs (removed members
+    /// and nodes whose joining was never committed are left out of liveness checks).
+    fn members_of(&self, leader: NodeId) -> Vec<NodeId> {
+        let Some(node) = self.nodes[&leader].node.as_ref() else {
+            return Vec::new();
+        };
+        node.membership()
+            .members()
+            .into_iter()
+            .filter(|id| self.nodes.contains_key(id))
+            .collect()
+    }
+
     fn all_resolved(&self) -> bool {
-        let commits: BTreeSet<LogIndex> = self
-            .nodes
-            .values()
-            .filter_map(|n| n.node.as_ref().map(|x| x.commit_index()))
+        let Some(leader) = self.stable_leader() else {
+            return false;
+        };
+        let members = self.members_of(leader);
+        let commits: BTreeSet<LogIndex> = members
+            .iter()
+            .filter_map(|id| self.nodes[id].node.as_ref().map(|x| x.commit_index()))
             .collect();
-        commits.len() == 1
-            && self
-                .nodes
-                .values()
-                .all(|n| n.pending.is_empty() && n.reads.is_empty())
+        let settled = self.nodes[&leader]
+            .node
+            .as_ref()
+            .is_some_and(|x| !x.conf_change_in_progress());
+        settled
+            && commits.len() == 1
+            && members
+                .iter()
+                .all(|id| self.nodes[id].pending.is_empty() && self.nodes[id].reads.is_empty())
     }
 
     fn heal(&mut self) {
@@ -393,6 +471,9 @@ impl Sim {
         }
         if faulty && self.rng.chance(40) {
             self.client_read();
+        }
+        if faulty && self.churn && self.rng.chance(8) {
+            self.change_membership();
         }
         if self.now.is_multiple_of(STEPS_PER_TICK) {
             for n in self.nodes.values_mut() {
@@ -508,12 +589,90 @@ impl Sim {
         let disk = self.nodes[&id].disk.clone();
         // An in-memory state machine: rebuilt from the latest local snapshot, then the log.
         let sm = self.restored_state(&disk);
-        let node = self.start_node(id, disk, sm.applied);
+        let node = self.start_node(&self.nodes[&id].cfg, disk, sm.applied);
         let n = self.nodes.get_mut(&id).expect("known node");
         n.synced_hs = n.disk.hard_state().expect("in-memory hard state");
         n.node = Some(node);
         n.last_commit = 0;
         n.sm = sm;
+    }
+
+    /// One membership change or leadership transfer on the current leader, if it takes it.
+    fn change_membership(&mut self) {
+        let Some(l) = self.current_leader() else {
+            return;
+        };
+        let Some(leader) = self.nodes[&l].node.as_ref() else {
+            return;
+        };
+        let m = leader.membership().clone();
+        let pick = |rng: &mut Rng, set: &BTreeSet<NodeId>| -> Option<NodeId> {
+            let v: Vec<NodeId> = set.iter().copied().collect();
+            (!v.is_empty()).then(|| v[rng.below(v.len() as u64) as usize])
+        };
+        let room = m.members().len() < MAX_MEMBERS;
+        let changes = match self.rng.below(7) {
+            0 | 1 if room => vec![ConfChange::AddLearner {
+                id: self.next_id,
+                context: Bytes::new(),
+            }],
+            2 => match pick(&mut self.rng, &m.learners) {
+                Some(id) => vec![ConfChange::Promote { id }],
+                None => return,
+            },
+            3 => match pick(&mut self.rng, &m.members()) {
+                Some(id) => vec![ConfChange::Remove { id }],
+                None => return,
+            },
+            4 => match pick(&mut self.rng, &m.voters) {
+                Some(id) => vec![ConfChange::Demote { id }],
+                None => return,
+            },
+            5 if room => {
+                // Two voters change at once: a joint configuration.
+                let Some(out) = pick(&mut self.rng, &m.voters) else {
+                    return;
+                };
+                vec![
+                    ConfChange::AddVoter {
+                        id: self.next_id,
+                        context: Bytes::new(),
+                    },
+                    ConfChange::Remove { id: out },
+                ]
+            }
+            6 => {
+                let Some(to) = pick(&mut self.rng, &m.voters) else {
+                    return;
+                };
+                let node = self.nodes.get_mut(&l).and_then(|n| n.node.as_mut());
+                if node.is_some_and(|x| x.transfer_leadership(to).is_ok()) {
+                    self.transfers += 1;
+                }
+                return;
+            }
+            _ => return,
+        };
+        let joining = changes.iter().find_map(|c| match c {
+            ConfChange::AddLearner { id, .. } | ConfChange::AddVoter { id, .. } => Some(*id),
+            _ => None,
+        });
+        let Some(node) = self.nodes.get_mut(&l).and_then(|n| n.node.as_mut()) else {
+            return;
+        };
+        if node.propose_conf_change(&changes).is_err() {
+            return;
+        }
+        self.conf_changes += 1;
+        if let Some(id) = joining {
+            // The new node starts empty, knowing the voters and itself as a learner.
+            self.next_id += 1;
+            let mut cfg = self.cfg.clone();
+            cfg.id = id;
+            cfg.voters = m.all_voters().into_iter().collect();
+            cfg.learners = vec![id];
+            self.add_node(cfg);
+        }
     }
 
     fn client_propose(&mut self) {
@@ -737,10 +896,13 @@ impl Sim {
             self.crash(id);
             return;
         }
-        let voters: Vec<NodeId> = node.voters().collect();
+        let membership = node
+            .membership_at(sm.applied)
+            .unwrap_or_else(|| panic!("node {id} forgot its configuration at {}", sm.applied))
+            .clone();
         let storage = node.storage_mut();
         storage
-            .create_snapshot(sm.applied, voters)
+            .create_snapshot(sm.applied, membership)
             .unwrap_or_else(|e| panic!("snapshot at {}: {e}", sm.applied));
         let compact_to = sm.applied.saturating_sub(tail);
         if compact_to >= storage.first_index() {
@@ -830,8 +992,30 @@ impl Sim {
             }
         }
         self.leaders.insert(term, id);
-        // Leader Completeness: the new leader holds every committed entry.
+        if self.removed.contains(&id) {
+            self.fail(format!(
+                "node {id} leads term {term} after its removal was committed"
+            ));
+        }
         let node = self.nodes[&id].node.as_ref().expect("live node");
+        // Elections: the leader won a majority of every voter set of its configuration
+        // (both, while joint). Its own vote is persisted in the same `Ready`.
+        let m = node.membership().clone();
+        for set in [&m.voters, &m.outgoing] {
+            if set.is_empty() {
+                continue;
+            }
+            let granted = set
+                .iter()
+                .filter(|&&v| v == id || self.votes.get(&(v, term)) == Some(&id))
+                .count();
+            if granted < set.len() / 2 + 1 {
+                self.fail(format!(
+                    "node {id} leads term {term} with {granted} votes of {set:?} (configuration {m:?})"
+                ));
+            }
+        }
+        // Leader Completeness: the new leader holds every committed entry.
         let first = node.status().first_index;
         for (&index, (t, _)) in &self.committed {
             if index + 1 < first {
@@ -954,8 +1138,30 @@ impl Sim {
             }
         }
         if e.kind == EntryKind::Config {
-            self.fail("no configuration entries are proposed in this simulation".into());
+            let Some(m) = Membership::decode(&e.data) else {
+                self.fail(format!(
+                    "committed configuration entry {} is malformed",
+                    e.index
+                ));
+            };
+            if !self.churn {
+                self.fail("a configuration entry was committed without churn".into());
+            }
+            self.note_committed_config(e.index, &m);
         }
+    }
+
+    /// A configuration committed at `index` (each index is noted once, in index order).
+    fn note_committed_config(&mut self, index: LogIndex, m: &Membership) {
+        if self.committed_configs_seen >= index {
+            return;
+        }
+        self.committed_configs_seen = index;
+        let members = m.members();
+        for id in self.committed_members.difference(&members) {
+            self.removed.insert(*id);
+        }
+        self.committed_members = members;
     }
 
     fn check_invariants(&mut self) {
@@ -1003,10 +1209,30 @@ impl Sim {
                     covered || (disk.last_index() >= commit && disk.term(commit) == Ok(term))
                 })
                 .count();
-            if holders < majority {
+            if !self.churn && holders < majority {
                 errors.push(format!(
                     "node {id} commits {commit} but only {holders} nodes persisted it"
                 ));
+            }
+            // A leader that just moved its commit index did so by a quorum of its
+            // configuration (both voter sets while joint).
+            if node.role() == Role::Leader && commit > n.last_commit {
+                let m = node.membership();
+                let holds = |v: &NodeId| {
+                    self.nodes.get(v).is_some_and(|o| {
+                        let disk = o.node.as_ref().map_or(&o.disk, |x| x.storage());
+                        let covered = disk.snapshot_meta().is_ok_and(|s| s.index >= commit);
+                        covered || (disk.last_index() >= commit && disk.term(commit) == Ok(term))
+                    })
+                };
+                for set in [&m.voters, &m.outgoing] {
+                    let held = set.iter().filter(|v| holds(v)).count();
+                    if !set.is_empty() && held < set.len() / 2 + 1 {
+                        errors.push(format!(
+                            "leader {id} commits {commit} but only {held} of {set:?} persisted it"
+                        ));
+                    }
+                }
             }
         }
         if let Some(e) = errors.into_iter().next() {
@@ -1032,6 +1258,9 @@ fn seeds() -> Vec<u64> {
 }
 
 struct Outcome {
+    conf_changes: u64,
+    transfers: u64,
+    removed: usize,
     snapshots_installed: u64,
     acked: usize,
     reads: u64,
@@ -1039,9 +1268,9 @@ struct Outcome {
     digest: u64,
 }
 
-fn run_seed(seed: u64, nodes: u64) -> Outcome {
+fn run_seed(seed: u64, nodes: u64, churn: bool) -> Outcome {
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut sim = Sim::new(seed, nodes);
+        let mut sim = Sim::new(seed, nodes, churn);
         sim.run();
         Outcome {
             snapshots_installed: sim.snapshots_installed,
@@ -1049,37 +1278,50 @@ fn run_seed(seed: u64, nodes: u64) -> Outcome {
             reads: sim.reads_done,
             leaders: sim.leaders.len(),
             digest: sim.digest.finish(),
+            conf_changes: sim.conf_changes,
+            transfers: sim.transfers,
+            removed: sim.removed.len(),
         }
     }));
     match result {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("simulation failed with {nodes} nodes; replay with RAFT_SIM_SEED={seed}");
+            eprintln!(
+                "simulation failed with {nodes} nodes (churn {churn}); replay with RAFT_SIM_SEED={seed}"
+            );
             resume_unwind(e)
         }
     }
 }
 
-fn simulate(nodes: u64) {
+fn simulate(nodes: u64, churn: bool) {
     let mut acked = 0;
     let mut reads = 0;
     let mut elections = 0;
     let mut installed = 0;
+    let (mut changes, mut transfers, mut removed) = (0, 0, 0);
     let seeds = seeds();
     for &seed in &seeds {
-        let o = run_seed(seed, nodes);
+        let o = run_seed(seed, nodes, churn);
         installed += o.snapshots_installed;
         acked += o.acked;
         reads += o.reads;
         elections += o.leaders;
+        changes += o.conf_changes;
+        transfers += o.transfers;
+        removed += o.removed;
     }
     eprintln!(
-        "{} seeds, {nodes} nodes: {acked} acknowledged proposals, {reads} linearizable reads, {elections} leader terms, {installed} snapshots installed",
+        "{} seeds, {nodes} nodes: {acked} acknowledged proposals, {reads} linearizable reads, {elections} leader terms, {installed} snapshots installed, {changes} membership changes, {removed} members removed, {transfers} leadership transfers",
         seeds.len()
     );
     assert!(
         acked > 0 && elections > 0,
         "the simulation exercised nothing"
+    );
+    assert!(
+        !churn || seeds.len() < 20 || (changes > 0 && removed > 0 && transfers > 0),
+        "churn changed no membership"
     );
     assert!(
         seeds.len() < 20 || installed > 0,
@@ -1089,21 +1331,26 @@ fn simulate(nodes: u64) {
 
 #[test]
 fn simulation_three_nodes_stay_safe_and_live_under_faults() {
-    simulate(3);
+    simulate(3, false);
 }
 
 #[test]
 fn simulation_five_nodes_stay_safe_and_live_under_faults() {
-    simulate(5);
+    simulate(5, false);
+}
+
+#[test]
+fn simulation_membership_churn_stays_safe_and_live_under_faults() {
+    simulate(3, true);
 }
 
 #[test]
 fn simulation_replays_exactly_from_its_seed() {
-    let a = run_seed(12345, 3);
-    let b = run_seed(12345, 3);
+    let a = run_seed(12345, 3, true);
+    let b = run_seed(12345, 3, true);
     assert_eq!(a.digest, b.digest);
     assert_eq!(a.acked, b.acked);
-    let c = run_seed(12346, 3);
+    let c = run_seed(12346, 3, true);
     assert_ne!(
         a.digest, c.digest,
         "different seeds should give different runs"

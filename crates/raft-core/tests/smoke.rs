@@ -58,7 +58,7 @@ fn a_node_must_be_one_of_the_voters() {
     let c = raft_core::Config::new(0, [1, 2, 3]);
     assert_eq!(
         c.validate(),
-        Err(raft_core::ConfigError::NotAVoter(0)),
+        Err(raft_core::ConfigError::NotAMember(0)),
         "node 0 is not in the voter list"
     );
     assert_eq!(raft_core::Config::new(0, [0, 1, 2]).validate(), Ok(()));

@@ -77,6 +77,11 @@ impl ApiError {
                 e.to_string(),
             ),
             E::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
+            E::TransferInProgress { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transfer_in_progress",
+                e.to_string(),
+            ),
             E::TooManyReads { limit } => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_reads",

@@ -127,5 +127,23 @@ pub(crate) fn check_or_create(
             expected: node_id,
         });
     }
+    if meta.format_version < FORMAT_VERSION {
+        // This build reads the older format and writes its own from now on: record that,
+        // so that an older build refuses the directory instead of misreading new records.
+        let upgraded = Meta {
+            format_version: FORMAT_VERSION,
+            ..meta
+        };
+        let data = serde_json::to_vec_pretty(&upgraded).map_err(|e| OpenError::BadMetadata {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        vfs.write_atomic(&path, &data)
+            .map_err(|source| OpenError::Io {
+                op: "write",
+                path,
+                source,
+            })?;
+    }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! payload is a `postcard`-encoded [`Record`] and `crc` is CRC32C over the length bytes and
 //! the payload (so a damaged length is caught too).
 
-use raft_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use raft_core::{Entry, HardState, LogIndex, Membership, NodeId, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 
 /// Bytes of the frame header.
@@ -14,7 +14,11 @@ pub(crate) const HEADER_LEN: usize = 8;
 /// entries by their kind, no longer by a payload prefix). Format 1 directories are refused
 /// with [`crate::OpenError::OldFormat`]: their key-value commands are plain entries that
 /// this release would not apply, and an older release cannot read format 2.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// 3: snapshot records carry the cluster's configuration (voters, learners and their
+/// addresses) instead of a list of voters. Format 2 directories are read (their snapshot
+/// records become configurations of voters only) and marked format 3 when opened.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest on-disk format this build opens.
 pub const OLDEST_FORMAT_VERSION: u32 = 2;
@@ -32,18 +36,49 @@ pub(crate) enum Record {
     Truncate { from: LogIndex },
     /// Entries up to `index` (whose term was `term`) are purged.
     Purged { index: LogIndex, term: Term },
-    /// The latest snapshot from here on.
+    /// The latest snapshot from here on, as format 2 wrote it.
+    SnapshotV2(SnapshotMetaV2),
+    /// The latest snapshot from here on (format 3).
     Snapshot(SnapshotMeta),
+}
+
+/// A snapshot's metadata as format 2 wrote it: the voters only.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) struct SnapshotMetaV2 {
+    index: LogIndex,
+    term: Term,
+    voters: Vec<NodeId>,
+}
+
+impl From<SnapshotMetaV2> for SnapshotMeta {
+    fn from(old: SnapshotMetaV2) -> Self {
+        SnapshotMeta {
+            index: old.index,
+            term: old.term,
+            membership: Membership::new(old.voters),
+        }
+    }
 }
 
 /// The encoding twin of [`Record`], borrowing what it writes.
 #[derive(Serialize)]
 pub(crate) enum RecordRef<'a> {
-    SegmentHeader { format: u32, seq: u64 },
+    SegmentHeader {
+        format: u32,
+        seq: u64,
+    },
     Entry(&'a Entry),
     HardState(&'a HardState),
-    Truncate { from: LogIndex },
-    Purged { index: LogIndex, term: Term },
+    Truncate {
+        from: LogIndex,
+    },
+    Purged {
+        index: LogIndex,
+        term: Term,
+    },
+    /// Never written: holds the place of format 2's snapshot record.
+    #[allow(dead_code)]
+    SnapshotV2,
     Snapshot(&'a SnapshotMeta),
 }
 
@@ -139,6 +174,48 @@ mod tests {
                 Record::Truncate { from: 5 }
             ]
         );
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), payload);
+        let mut out = len.to_vec();
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn a_format_2_snapshot_record_reads_as_a_configuration_of_its_voters() {
+        // Variant 5, index 9, term 2, voters [1, 2, 3], as postcard wrote them in format 2.
+        let old = frame(&[5, 9, 2, 3, 1, 2, 3]);
+        let Frame::Valid { record, .. } = decode(&old, 1 << 20) else {
+            panic!("a format 2 snapshot record must decode");
+        };
+        let Record::SnapshotV2(meta) = record else {
+            panic!("decoded as {record:?}");
+        };
+        assert_eq!(
+            SnapshotMeta::from(meta),
+            SnapshotMeta {
+                index: 9,
+                term: 2,
+                membership: Membership::new([1, 2, 3]),
+            }
+        );
+        let mut membership = Membership::new([1, 2]);
+        membership.learners.insert(3);
+        let new = SnapshotMeta {
+            index: 9,
+            term: 2,
+            membership,
+        };
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &RecordRef::Snapshot(&new)).unwrap();
+        assert!(matches!(
+            decode(&buf, 1 << 20),
+            Frame::Valid { record: Record::Snapshot(m), .. } if m == new
+        ));
     }
 
     #[test]

@@ -293,6 +293,12 @@ impl LogStorage {
                             self.snapshot = meta;
                         }
                     }
+                    Record::SnapshotV2(old) => {
+                        let meta = SnapshotMeta::from(old);
+                        if meta.index > self.snapshot.index {
+                            self.snapshot = meta;
+                        }
+                    }
                 }
             }
             let file = self.vfs.open(&path).map_err(io_err("open", &path))?;

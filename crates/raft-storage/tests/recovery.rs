@@ -304,6 +304,10 @@ fn a_directory_of_another_node_or_cluster_or_a_newer_format_is_refused() {
         }
         other => panic!("expected OldFormat, got {:?}", other.err()),
     }
+    // Format 2 is read, and marked as the current format so older builds refuse it.
+    fs::write(&meta, original.replace(&current, "\"format_version\": 2")).unwrap();
+    drop(LogStorage::open(cfg(dir.path())).unwrap());
+    assert!(fs::read_to_string(&meta).unwrap().contains(&current));
 }
 
 #[test]

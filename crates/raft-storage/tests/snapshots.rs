@@ -21,7 +21,7 @@ fn meta(index: u64, term: u64) -> SnapshotMeta {
     SnapshotMeta {
         index,
         term,
-        voters: vec![1, 2, 3],
+        membership: raft_core::Membership::new([1, 2, 3]),
     }
 }
 

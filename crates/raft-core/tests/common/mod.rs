@@ -83,6 +83,15 @@ impl Cluster {
         }
     }
 
+    /// Adds node `id`, new and empty, that knows the cluster as `voters` and itself as a
+    /// learner (as a node joining a running cluster starts), configured by `tweak`.
+    pub fn add_joining(&mut self, id: NodeId, voters: &[NodeId], tweak: impl Fn(&mut Config)) {
+        let mut c = config(id, voters);
+        c.learners = vec![id];
+        tweak(&mut c);
+        self.nodes.insert(id, TestNode::new(c, MemStorage::new()));
+    }
+
     pub fn node(&self, id: NodeId) -> &Node<MemStorage> {
         &self.nodes[&id].node
     }

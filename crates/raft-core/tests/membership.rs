@@ -1,0 +1,417 @@
+//! Membership changes (chapter 4 of the Raft thesis) and leadership transfer (§3.10):
+//! learners, single-server and joint changes, removal of any member including the leader,
+//! configurations in snapshots and across restarts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use raft_core::{
+    ConfChange, ConfChangeError, Entry, EntryKind, MemStorage, Membership, MessageBody, NodeId,
+    ProposeError, Role, TransferError,
+};
+
+fn learner(id: NodeId) -> ConfChange {
+    ConfChange::AddLearner {
+        id,
+        context: Bytes::from(format!("node {id}")),
+    }
+}
+
+fn voter(id: NodeId) -> ConfChange {
+    ConfChange::AddVoter {
+        id,
+        context: Bytes::new(),
+    }
+}
+
+fn set(ids: &[NodeId]) -> std::collections::BTreeSet<NodeId> {
+    ids.iter().copied().collect()
+}
+
+/// Proposes `changes` on `leader` and lets the cluster settle; returns the entry's index.
+fn change(c: &mut Cluster, leader: NodeId, changes: &[ConfChange]) -> u64 {
+    let (index, _) = c.node_mut(leader).propose_conf_change(changes).unwrap();
+    c.settle();
+    index
+}
+
+fn commits(c: &mut Cluster, leader: NodeId, data: &'static [u8]) -> bool {
+    let (index, _) = c.node_mut(leader).propose(data).unwrap();
+    c.settle();
+    c.node(leader).commit_index() >= index
+}
+
+#[test]
+fn a_learner_receives_the_log_but_never_counts_towards_a_majority() {
+    let mut c = Cluster::new(2);
+    c.elect(1);
+    c.add_joining(3, &[1, 2], |_| {});
+    change(&mut c, 1, &[learner(3)]);
+    assert!(commits(&mut c, 1, b"a"));
+    assert_eq!(
+        c.node(3).last_index(),
+        c.node(1).last_index(),
+        "3 holds the log"
+    );
+    assert_eq!(c.node(1).membership().learners, set(&[3]));
+    assert_eq!(
+        c.node(3).membership().context.get(&3),
+        Some(&Bytes::from("node 3")),
+        "the member's data travels with the configuration"
+    );
+    c.isolate(2);
+    assert!(
+        !commits(&mut c, 1, b"b"),
+        "1 and learner 3 are no majority of 1,2"
+    );
+}
+
+#[test]
+fn a_promoted_learner_counts() {
+    let mut c = Cluster::new(2);
+    c.elect(1);
+    c.add_joining(3, &[1, 2], |_| {});
+    change(&mut c, 1, &[learner(3)]);
+    change(&mut c, 1, &[ConfChange::Promote { id: 3 }]);
+    assert_eq!(c.node(3).membership().voters, set(&[1, 2, 3]));
+    c.isolate(2);
+    assert!(commits(&mut c, 1, b"a"), "1 and 3 are a majority of 1,2,3");
+}
+
+#[test]
+fn a_learner_never_campaigns() {
+    let mut c = Cluster::new(2);
+    c.elect(1);
+    c.add_joining(3, &[1, 2], |_| {});
+    change(&mut c, 1, &[learner(3)]);
+    c.isolate(3);
+    let term = c.node(3).term();
+    for _ in 0..100 {
+        c.node_mut(3).tick();
+        c.node_mut(3).campaign();
+        c.settle();
+    }
+    assert_eq!((c.node(3).role(), c.node(3).term()), (Role::Follower, term));
+}
+
+#[test]
+fn a_joint_configuration_needs_a_majority_of_the_old_voters_and_of_the_new() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.add_joining(4, &[1, 2, 3], |_| {});
+    c.add_joining(5, &[1, 2, 3], |_| {});
+    c.isolate(2);
+    c.isolate(3);
+    c.cut
+        .retain(|&(a, b)| !matches!((a, b), (1, 4) | (4, 1) | (1, 5) | (5, 1)));
+    let (index, _) = c
+        .node_mut(1)
+        .propose_conf_change(&[voter(4), voter(5)])
+        .unwrap();
+    c.settle();
+    let joint = c.node(1).membership().clone();
+    assert_eq!(
+        (joint.voters, joint.outgoing),
+        (set(&[1, 2, 3, 4, 5]), set(&[1, 2, 3]))
+    );
+    assert_eq!(
+        c.node(4).last_index(),
+        index,
+        "4 and 5 hold the joint entry"
+    );
+    assert!(
+        c.node(1).commit_index() < index,
+        "1, 4 and 5 are a majority of the new voters only"
+    );
+    assert_eq!(
+        c.node_mut(1).propose_conf_change(&[learner(6)]),
+        Err(ConfChangeError::InProgress)
+    );
+    c.heal();
+    // The appends lost while 2 and 3 were cut off are sent again once the leader sees
+    // them stall (an election timeout).
+    let ticks = c.node(1).config().election_ticks + 2;
+    c.tick_all(ticks);
+    for id in 1..=5 {
+        let m = c.node(id).membership();
+        assert!(!m.is_joint(), "node {id} left the joint configuration");
+        assert_eq!(m.voters, set(&[1, 2, 3, 4, 5]), "node {id}");
+    }
+    assert!(
+        c.node(1).commit_index() > index,
+        "the leave entry committed"
+    );
+    assert!(!c.node(1).conf_change_in_progress());
+}
+
+#[test]
+fn one_change_at_a_time_and_only_once_the_leader_committed_in_its_term() {
+    let mut c = Cluster::new(3);
+    c.node_mut(1).campaign();
+    c.settle_filtered(|m| !matches!(m.body, MessageBody::AppendEntries { .. }));
+    assert_eq!(c.node(1).role(), Role::Leader);
+    assert_eq!(
+        c.node_mut(1).propose_conf_change(&[learner(4)]),
+        Err(ConfChangeError::LeaderNotReady)
+    );
+    c.settle();
+    c.tick_all(1);
+    c.node_mut(1).propose_conf_change(&[learner(4)]).unwrap();
+    assert_eq!(
+        c.node_mut(1).propose_conf_change(&[learner(5)]),
+        Err(ConfChangeError::InProgress)
+    );
+    assert!(c.node(1).conf_change_in_progress());
+    c.settle();
+    c.node_mut(1).propose_conf_change(&[learner(5)]).unwrap();
+    assert_eq!(
+        c.node_mut(2).propose_conf_change(&[learner(6)]),
+        Err(ConfChangeError::NotLeader { leader: Some(1) })
+    );
+}
+
+#[test]
+fn a_removed_leader_steps_down_once_its_removal_commits_and_hands_over() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let (index, _) = c
+        .node_mut(1)
+        .propose_conf_change(&[ConfChange::Remove { id: 1 }])
+        .unwrap();
+    // Until the removal commits, 1 leads a cluster it is no longer a voter of.
+    assert_eq!(c.node(1).role(), Role::Leader);
+    assert_eq!(c.node(1).membership().voters, set(&[2, 3]));
+    c.settle();
+    assert_ne!(c.node(1).role(), Role::Leader);
+    let leaders = c.leaders();
+    assert!(
+        leaders == [2] || leaders == [3],
+        "a voter was handed leadership without waiting for a timeout: {leaders:?}"
+    );
+    assert!(c.node(leaders[0]).commit_index() >= index);
+    let term = c.node(1).term();
+    c.tick_all(100);
+    assert_eq!(c.leaders(), leaders, "the removed node never disrupts");
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert!(commits(&mut c, leaders[0], b"after"));
+    assert!(c.node(leaders[0]).term() <= term + 1);
+}
+
+#[test]
+fn a_leader_removed_through_a_joint_configuration_steps_down_once_it_is_left() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.add_joining(4, &[1, 2, 3], |_| {});
+    change(&mut c, 1, &[ConfChange::Remove { id: 1 }, voter(4)]);
+    c.tick_all(2);
+    let leaders = c.leaders();
+    assert_eq!(leaders.len(), 1);
+    assert_ne!(leaders[0], 1);
+    for id in 2..=4 {
+        let m = c.node(id).membership();
+        assert_eq!((m.voters.clone(), m.is_joint()), (set(&[2, 3, 4]), false));
+    }
+}
+
+#[test]
+fn a_removed_member_that_missed_its_removal_cannot_disrupt_the_cluster() {
+    let mut c = Cluster::new_with(3, plain);
+    c.elect(1);
+    c.isolate(3);
+    change(&mut c, 1, &[ConfChange::Remove { id: 3 }]);
+    c.heal();
+    let term = c.node(1).term();
+    // 3 never heard of its removal: it campaigns in ever higher terms, and is ignored.
+    for _ in 0..5 {
+        c.node_mut(3).campaign();
+        c.settle_filtered(|m| m.from == 3);
+    }
+    assert!(c.node(3).term() > term);
+    assert_eq!((c.node(1).role(), c.node(1).term()), (Role::Leader, term));
+    assert_eq!(c.node(2).term(), term);
+}
+
+#[test]
+fn leadership_moves_to_the_chosen_voter_at_once_despite_the_leader_lease() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    assert!(c.node(2).config().check_quorum && c.node(2).config().pre_vote);
+    let term = c.node(1).term();
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    c.settle();
+    assert_eq!(c.leaders(), vec![3]);
+    assert_eq!(c.node(3).term(), term + 1);
+    assert!(commits(&mut c, 3, b"x"));
+}
+
+#[test]
+fn a_transfer_waits_for_the_target_to_catch_up_and_refuses_proposals_meanwhile() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    for _ in 0..5 {
+        assert!(commits(&mut c, 1, b"while 3 is away"));
+    }
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    assert_eq!(c.node(1).transfer_target(), Some(3));
+    assert_eq!(
+        c.node_mut(1).propose(&b"y"[..]),
+        Err(ProposeError::TransferInProgress { to: 3 })
+    );
+    assert_eq!(
+        c.node_mut(1).propose_conf_change(&[learner(4)]),
+        Err(ConfChangeError::TransferInProgress { to: 3 })
+    );
+    c.heal();
+    c.tick_all(1);
+    assert_eq!(c.leaders(), vec![3], "3 caught up, then took over");
+    assert_eq!(c.node(3).last_index(), c.node(1).last_index());
+}
+
+#[test]
+fn a_transfer_that_does_not_complete_within_an_election_timeout_is_abandoned() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    let ticks = c.node(1).config().election_ticks;
+    for _ in 0..ticks - 1 {
+        c.node_mut(1).tick();
+        c.settle();
+        assert!(c.node_mut(1).propose(&b"no"[..]).is_err());
+    }
+    c.node_mut(1).tick();
+    c.settle();
+    assert_eq!(c.node(1).transfer_target(), None);
+    assert!(commits(&mut c, 1, b"resumed"));
+    assert_eq!(c.leaders(), vec![1]);
+}
+
+#[test]
+fn a_transfer_goes_only_to_a_voter_and_only_from_the_leader() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.add_joining(4, &[1, 2, 3], |_| {});
+    change(&mut c, 1, &[learner(4)]);
+    assert_eq!(
+        c.node_mut(1).transfer_leadership(4),
+        Err(TransferError::NotAVoter(4))
+    );
+    assert_eq!(
+        c.node_mut(1).transfer_leadership(9),
+        Err(TransferError::NotAVoter(9))
+    );
+    assert_eq!(
+        c.node_mut(2).transfer_leadership(3),
+        Err(TransferError::NotLeader { leader: Some(1) })
+    );
+    assert_eq!(c.node(1).transfer_candidate().map(|v| v != 4), Some(true));
+    c.node_mut(1).transfer_leadership(1).unwrap();
+    assert_eq!(c.node(1).transfer_target(), None);
+}
+
+#[test]
+fn a_restarted_node_finds_its_configuration_in_its_log() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.add_joining(4, &[1, 2, 3], |_| {});
+    change(&mut c, 1, &[learner(4)]);
+    change(&mut c, 1, &[ConfChange::Promote { id: 4 }]);
+    let expected = c.node(1).membership().clone();
+    for id in [2, 4] {
+        c.restart(id);
+        assert_eq!(c.node(id).membership(), &expected, "node {id}");
+    }
+}
+
+#[test]
+fn a_snapshot_carries_the_configuration_of_its_index() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.add_joining(4, &[1, 2, 3], |_| {});
+    change(&mut c, 1, &[learner(4)]);
+    let at = c.node(1).commit_index();
+    let before = c.node(1).membership_at(at).unwrap().clone();
+    assert_eq!(before.learners, set(&[4]));
+    // A later change is in the log but not part of a snapshot up to `at`.
+    change(&mut c, 1, &[ConfChange::Promote { id: 4 }]);
+    let store = c.node_mut(1).storage_mut();
+    store.create_snapshot(at, before.clone()).unwrap();
+    store.compact(at).unwrap();
+    let snap = raft_core::LogStore::snapshot_meta(c.node(1).storage()).unwrap();
+    assert_eq!(snap.membership, before);
+    c.restart(1);
+    assert_eq!(c.node(1).membership().voters, set(&[1, 2, 3, 4]));
+    assert_eq!(c.node(1).membership_at(at), Some(&before));
+}
+
+#[test]
+fn a_configuration_whose_entry_is_overwritten_stops_counting() {
+    let mut n = lone_node(2, &[1, 2, 3], MemStorage::new(), plain);
+    let mut m = Membership::new([1, 2, 3]);
+    m.learners.insert(9);
+    let config = Entry {
+        term: 1,
+        index: 2,
+        kind: EntryKind::Config,
+        data: m.encode(),
+    };
+    n.step(msg(
+        1,
+        2,
+        1,
+        append(0, 0, vec![Entry::noop(1, 1), config], 0),
+    ));
+    drain(&mut n);
+    assert!(n.membership().is_learner(9), "in effect once in the log");
+    n.step(msg(3, 2, 2, append(1, 1, vec![Entry::noop(2, 2)], 0)));
+    drain(&mut n);
+    assert_eq!(n.membership(), &Membership::new([1, 2, 3]), "overwritten");
+}
+
+#[test]
+fn a_malformed_configuration_entry_changes_nothing() {
+    let mut n = lone_node(2, &[1, 2, 3], MemStorage::new(), plain);
+    let bad = Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::Config,
+        data: Bytes::from_static(b"\xff\xff\xff"),
+    };
+    n.step(msg(1, 2, 1, append(0, 0, vec![bad], 0)));
+    drain(&mut n);
+    assert_eq!(n.membership(), &Membership::new([1, 2, 3]));
+    assert_eq!(n.status().rejected_messages, 1);
+}
+
+#[test]
+fn a_node_behind_on_configurations_answers_an_unknown_candidate_only_if_its_log_is_ahead() {
+    let vote = |last_log_index, last_log_term| MessageBody::RequestVote {
+        last_log_index,
+        last_log_term,
+        transfer: false,
+    };
+    let mut n = lone_node(2, &[1, 2, 3], MemStorage::new(), plain);
+    n.step(msg(1, 2, 1, append(0, 0, vec![Entry::noop(1, 1)], 0)));
+    drain(&mut n);
+    // Node 9 is unknown here and its log is no longer than this node's: ignored.
+    n.step(msg(9, 2, 5, vote(1, 1)));
+    assert_eq!(
+        n.term(),
+        1,
+        "an unknown candidate that is not ahead is ignored"
+    );
+    assert!(drain(&mut n).is_empty());
+    // Ahead: this node must be behind on configurations too, and may be a vote 9 needs.
+    n.step(msg(9, 2, 5, vote(3, 1)));
+    let out = drain(&mut n);
+    assert_eq!(n.term(), 5);
+    assert!(
+        out.iter()
+            .any(|m| m.to == 9
+                && matches!(m.body, MessageBody::RequestVoteResponse { granted: true }))
+    );
+}
