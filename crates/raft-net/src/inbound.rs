@@ -6,7 +6,7 @@
 //! that grow only with the bytes received; a byte budget on what waits for the node; and
 //! an accept loop that backs off when `accept` fails (out of descriptors, say).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,9 +24,9 @@ use crate::config::NetConfig;
 use crate::error::ConnError;
 use crate::frame::{decode_message, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
 use crate::handshake::{Channel, Hello, HelloReply, REFUSED};
+use crate::peers::PeerTable;
 use crate::stats::{ListenerCounters, PeerCounters};
 use crate::stream::PeerStream;
-use crate::transport::Counters;
 
 /// A received message on its way to the node, holding its share of the byte budget until
 /// the node takes it.
@@ -46,7 +46,7 @@ pub(crate) struct Shared {
     /// Streams peers opened, for the node to take.
     pub(crate) streams: mpsc::Sender<PeerStream>,
     pub(crate) budget: Arc<Semaphore>,
-    pub(crate) counters: Counters,
+    pub(crate) peers: Arc<PeerTable>,
     pub(crate) listener: Arc<ListenerCounters>,
     pub(crate) cancel: CancellationToken,
     live: Live,
@@ -58,7 +58,7 @@ impl Shared {
         cfg: Arc<NetConfig>,
         inbound: mpsc::Sender<Delivery>,
         streams: mpsc::Sender<PeerStream>,
-        counters: Counters,
+        peers: Arc<PeerTable>,
         listener: Arc<ListenerCounters>,
         cancel: CancellationToken,
     ) -> Self {
@@ -68,7 +68,7 @@ impl Shared {
             inbound,
             streams,
             budget,
-            counters,
+            peers,
             listener,
             cancel,
             live: Mutex::new(BTreeMap::new()),
@@ -83,7 +83,7 @@ type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
 /// Who may be in a handshake: connections from the peers' IP addresses have their own
 /// slots; any other address is limited overall and per address.
 struct Admission {
-    peer_ips: BTreeSet<IpAddr>,
+    peers: Arc<PeerTable>,
     peer_slots: Arc<Semaphore>,
     other_slots: Arc<Semaphore>,
     per_ip: PerIp,
@@ -112,19 +112,19 @@ impl Drop for HandshakeSlot {
 }
 
 impl Admission {
-    fn new(cfg: &NetConfig) -> Self {
-        let peer_ips: BTreeSet<IpAddr> = cfg.peers.values().map(|a| a.ip()).collect();
+    fn new(cfg: &NetConfig, peers: Arc<PeerTable>) -> Self {
         Admission {
-            peer_slots: Arc::new(Semaphore::new((2 * cfg.peers.len()).max(8))),
+            // Room for a cluster grown to 7 members whichever way it started.
+            peer_slots: Arc::new(Semaphore::new((2 * peers.len()).max(16))),
             other_slots: Arc::new(Semaphore::new(cfg.max_pending_handshakes.max(1))),
-            peer_ips,
+            peers,
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             max_per_ip: cfg.max_handshakes_per_ip.max(1),
         }
     }
 
     fn admit(&self, ip: IpAddr) -> Option<HandshakeSlot> {
-        if self.peer_ips.contains(&ip) {
+        if self.peers.ips().contains(&ip) {
             let slot = self.peer_slots.clone().try_acquire_owned().ok()?;
             return Some(HandshakeSlot {
                 _slot: slot,
@@ -146,7 +146,7 @@ impl Admission {
 }
 
 pub(crate) async fn run_acceptor(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTracker) {
-    let admission = Admission::new(&shared.cfg);
+    let admission = Admission::new(&shared.cfg, shared.peers.clone());
     let mut backoff = Duration::ZERO;
     loop {
         let (stream, addr) = tokio::select! {
@@ -216,7 +216,7 @@ async fn serve(
         Ok(h) => h,
         Err(e) => return Err(ConnError::Malformed(format!("not a hello: {e}"))),
     };
-    let known = |id: NodeId| shared.counters.contains_key(&id);
+    let known = |id: NodeId| shared.peers.contains(id);
     if let Err(reason) = hello.check(&cfg.cluster_id, cfg.id, known, &*cfg.authenticator) {
         PeerCounters::add(&shared.listener.refused, 1);
         // The dialer learns only that it was refused: the reason names this node's cluster
@@ -243,11 +243,12 @@ async fn serve(
     // Authenticated: from now on, frames up to the configured limit.
     framed.codec_mut().set_max_frame_bytes(cfg.max_frame_bytes);
     let from = hello.from;
-    let Some(peer_counters) = shared.counters.get(&from) else {
+    let Some(peer) = shared.peers.get(from) else {
         return Err(ConnError::Refused(format!(
             "node {from} is not a known peer"
         )));
     };
+    let peer_counters = peer.counters.clone();
     if hello.channel == Channel::Stream {
         // A bulk transfer: the node takes the connection as it is. Too many waiting to be
         // taken: this one is closed (the peer retries).
@@ -259,7 +260,9 @@ async fn serve(
     }
     // This connection is the peer's live one now; an older one is closed.
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let mine = shared.cancel.child_token();
+    // Closed with the transport, when a newer connection replaces it, or when the peer is
+    // removed.
+    let mine = peer.stop.child_token();
     let older = shared
         .live
         .lock()
@@ -270,7 +273,7 @@ async fn serve(
         old.cancel();
     }
     tracing::debug!(peer = from, "accepted connection from peer");
-    let result = read_messages(shared, &mut framed, from, peer_counters, &mine).await;
+    let result = read_messages(shared, &mut framed, from, &peer_counters, &mine).await;
     if let Ok(mut live) = shared.live.lock() {
         if live.get(&from).is_some_and(|(c, _)| *c == conn) {
             live.remove(&from);

@@ -17,6 +17,8 @@
 //! - **Inbound**: an accept loop and a reader per connection; messages reach the node
 //!   through one bounded channel. A malformed or oversized frame closes that connection
 //!   only.
+//! - **Membership**: the peers can change at runtime ([`Transport::set_peers`]); a removed
+//!   peer's connections close and its handshakes are refused from then on.
 //! - **Streams**: besides the one-way message connections, a node can open a two-way
 //!   stream of frames to a peer ([`Transport::open_stream`]) for a bulk transfer such as a
 //!   snapshot, so that it never holds up the messages; the peer receives it through
@@ -46,6 +48,7 @@ mod frame;
 mod handshake;
 mod inbound;
 mod outbound;
+mod peers;
 mod stats;
 mod stream;
 mod transport;

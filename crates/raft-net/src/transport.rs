@@ -17,10 +17,9 @@ use crate::error::NetError;
 use crate::frame::LENGTH_PREFIX_BYTES;
 use crate::inbound::{run_acceptor, Delivery, Shared};
 use crate::outbound::{run_writer, Queued};
+use crate::peers::{PeerSlot, PeerTable};
 use crate::stats::{ListenerCounters, ListenerStats, PeerCounters, PeerStats};
 use crate::stream::PeerStream;
-
-pub(crate) type Counters = Arc<BTreeMap<NodeId, Arc<PeerCounters>>>;
 
 /// Messages received from peers: `(sender, message)`, in order per connection. Bounded in
 /// count ([`NetConfig::recv_queue`]) and in bytes ([`NetConfig::recv_queue_bytes`]): a
@@ -47,13 +46,12 @@ impl Inbound {
 /// that owns one persistent connection; when the queue is full the message is dropped and
 /// counted (Raft tolerates loss). Received messages arrive on the [`Inbound`] channel.
 /// Dropping the transport, or [`shutdown`](Self::shutdown), ends every task and closes the
-/// listener.
+/// listener. The peers can change at runtime ([`set_peers`](Self::set_peers)).
 pub struct Transport {
     id: NodeId,
     local_addr: SocketAddr,
-    queues: BTreeMap<NodeId, mpsc::Sender<Queued>>,
+    peers: Arc<PeerTable>,
     send_queue_bytes: u64,
-    counters: Counters,
     listener: Arc<ListenerCounters>,
     cfg: Arc<NetConfig>,
     streams: std::sync::Mutex<Option<mpsc::Receiver<PeerStream>>>,
@@ -123,30 +121,21 @@ impl Transport {
             addr: cfg.listen,
             source,
         })?;
-        let counters: Counters = Arc::new(
-            cfg.peers
-                .keys()
-                .map(|&id| (id, Arc::new(PeerCounters::default())))
-                .collect(),
-        );
         let cfg = Arc::new(cfg);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let listener_counters = Arc::new(ListenerCounters::default());
         let (in_tx, in_rx) = mpsc::channel(cfg.recv_queue);
         let (streams_tx, streams_rx) = mpsc::channel(4);
-        let mut queues = BTreeMap::new();
-        for (&peer, &addr) in &cfg.peers {
-            let (tx, rx) = mpsc::channel(cfg.send_queue);
-            queues.insert(peer, tx);
-            let c = counters.get(&peer).cloned().unwrap_or_default();
-            tracker.spawn(run_writer(cfg.clone(), peer, addr, rx, c, cancel.clone()));
-        }
+        let peers = Arc::new(PeerTable::default());
+        peers.replace(&cfg.peers, |peer, addr, counters| {
+            start_writer(&cfg, &cancel, &tracker, peer, addr, counters)
+        });
         let shared = Arc::new(Shared::new(
             cfg.clone(),
             in_tx,
             streams_tx,
-            counters.clone(),
+            peers.clone(),
             listener_counters.clone(),
             cancel.clone(),
         ));
@@ -156,9 +145,8 @@ impl Transport {
             Transport {
                 id: cfg.id,
                 local_addr,
-                queues,
+                peers,
                 send_queue_bytes: cfg.send_queue_bytes,
-                counters,
                 listener: listener_counters,
                 cfg: cfg.clone(),
                 streams: std::sync::Mutex::new(Some(streams_rx)),
@@ -174,15 +162,42 @@ impl Transport {
         self.local_addr
     }
 
+    /// Replaces the set of peers (this node left out): writers start for new peers, peers
+    /// no longer listed are disconnected (their connections in both directions close, and
+    /// their handshakes are refused from now on), a peer whose address changed is
+    /// reconnected there. Counters of peers that stay are kept.
+    pub fn set_peers(&self, peers: &BTreeMap<NodeId, SocketAddr>) {
+        let mut peers = peers.clone();
+        peers.remove(&self.id);
+        let before = self.peers.addresses();
+        if before == peers {
+            return;
+        }
+        self.peers.replace(&peers, |peer, addr, counters| {
+            start_writer(&self.cfg, &self.cancel, &self.tracker, peer, addr, counters)
+        });
+        tracing::info!(id = self.id, ?peers, "peers changed");
+    }
+
+    /// The peers and their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.peers.addresses()
+    }
+
     /// Queues `msg` for `msg.to`. Returns false if it was dropped: unknown peer, or its
     /// queue is full in messages or bytes (counted in [`PeerStats::msgs_dropped`]).
     pub fn send(&self, msg: Message) -> bool {
         if msg.to == self.id {
             return false;
         }
-        let (Some(q), Some(c)) = (self.queues.get(&msg.to), self.counters.get(&msg.to)) else {
-            return false;
-        };
+        let to = msg.to;
+        self.peers
+            .with(to, |slot| self.send_to(slot, msg))
+            .unwrap_or(false)
+    }
+
+    fn send_to(&self, slot: &PeerSlot, msg: Message) -> bool {
+        let (q, c) = (&slot.queue, &slot.counters);
         let bytes = msg.size_hint();
         // One message always fits an empty queue; otherwise the byte bound holds.
         let admitted = c
@@ -208,16 +223,17 @@ impl Transport {
 
     /// Counters of every peer.
     pub fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
-        self.counters
-            .iter()
-            .map(|(&id, c)| (id, c.snapshot()))
+        self.peers
+            .ids_and_counters()
+            .into_iter()
+            .map(|(id, c)| (id, c.snapshot()))
             .collect()
     }
 
     /// Opens a stream to `peer` for a bulk transfer: a new connection, authenticated like
     /// the message connections, carrying frames both ways.
     pub async fn open_stream(&self, peer: NodeId) -> Result<PeerStream, std::io::Error> {
-        let addr = *self.cfg.peers.get(&peer).ok_or_else(|| {
+        let addr = self.peers.get(peer).map(|p| p.addr).ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("node {peer} is not a peer"),
@@ -255,6 +271,33 @@ impl Transport {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+/// Starts the writer task of `peer` and returns its slot.
+fn start_writer(
+    cfg: &Arc<NetConfig>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+    peer: NodeId,
+    addr: SocketAddr,
+    counters: Arc<PeerCounters>,
+) -> PeerSlot {
+    let (tx, rx) = mpsc::channel(cfg.send_queue);
+    let stop = cancel.child_token();
+    tracker.spawn(run_writer(
+        cfg.clone(),
+        peer,
+        addr,
+        rx,
+        counters.clone(),
+        stop.clone(),
+    ));
+    PeerSlot {
+        addr,
+        counters,
+        queue: tx,
+        stop,
     }
 }
 

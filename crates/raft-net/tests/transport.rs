@@ -416,3 +416,60 @@ async fn shutdown_completes_while_a_peer_has_stopped_reading() {
         .expect("shutdown must not wait for a peer that stopped reading");
     drop(held);
 }
+
+/// Sends `seq` from `t` until `inbound` receives it from `from` (a new peer's writer
+/// connects on its first message), or fails after a deadline.
+async fn delivered(t: &Transport, inbound: &mut Inbound, from: NodeId, to: NodeId) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seq = 0;
+    while Instant::now() < deadline {
+        seq += 1;
+        t.send(numbered(from, to, seq));
+        if let Some((f, _)) = recv_within(inbound, Duration::from_millis(100)).await {
+            if f == from {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_added_at_runtime_are_reached_and_removed_ones_are_cut_off() {
+    let (ls, addrs) = listeners(3);
+    let mut it = ls.into_iter();
+    // 1 and 2 start as a pair; 3 knows them all.
+    let pair: BTreeMap<NodeId, SocketAddr> = addrs
+        .iter()
+        .filter(|(&id, _)| id != 3)
+        .map(|(&i, &a)| (i, a))
+        .collect();
+    let (t1, mut in1) = Transport::start_on(config(1, &pair), it.next().unwrap()).unwrap();
+    let (_t2, _in2) = Transport::start_on(config(2, &pair), it.next().unwrap()).unwrap();
+    let (t3, mut in3) = Transport::start_on(config(3, &addrs), it.next().unwrap()).unwrap();
+    assert!(!t1.send(numbered(1, 3, 1)), "3 is not a peer of 1 yet");
+
+    t1.set_peers(&addrs);
+    assert_eq!(t1.peers().keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    assert!(
+        delivered(&t1, &mut in3, 1, 3).await,
+        "1 reaches its new peer 3"
+    );
+    assert!(
+        delivered(&t3, &mut in1, 3, 1).await,
+        "1 accepts its new peer 3"
+    );
+
+    // Messages sent while the connection came up may still be on their way: take them.
+    while recv_within(&mut in1, Duration::from_millis(300)).await.is_some() {}
+
+    t1.set_peers(&pair);
+    assert!(!t1.send(numbered(1, 3, 1)), "3 is no longer a peer of 1");
+    assert!(t1.stats().get(&3).is_none());
+    // 3's connection to 1 is closed, and its new ones are refused: nothing more arrives.
+    for seq in 0..20 {
+        t3.send(numbered(3, 1, 1000 + seq));
+    }
+    let late = recv_within(&mut in1, Duration::from_millis(1500)).await;
+    assert!(late.is_none(), "a removed peer's message arrived: {late:?}");
+}
