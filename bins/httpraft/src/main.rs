@@ -34,6 +34,7 @@ impl Running {
     /// directory).
     async fn stop(mut self) {
         let id = self.node.id();
+        self.hand_over_leadership().await;
         tracing::info!(
             id,
             "stopping: no new HTTP connections; finishing requests in flight"
@@ -55,6 +56,40 @@ impl Running {
         }
         tracing::info!(id, "stopping: HTTP closed; stopping the Raft node");
         self.node.shutdown().await;
+    }
+}
+
+impl Running {
+    /// A leader first hands leadership to the most caught-up voter (waiting at most two
+    /// election timeouts), so that a rolling restart costs no election timeout per node.
+    async fn hand_over_leadership(&self) {
+        let id = self.node.id();
+        let leading = self
+            .node
+            .status()
+            .await
+            .is_ok_and(|s| s.role == raft_core::Role::Leader);
+        if !leading {
+            return;
+        }
+        let limit = self.node.election_timeout().saturating_mul(2);
+        let t0 = std::time::Instant::now();
+        match tokio::time::timeout(limit, self.node.transfer_leadership(None)).await {
+            Ok(Ok(to)) => tracing::info!(
+                id,
+                to,
+                took_ms = t0.elapsed().as_millis() as u64,
+                "stopping: leadership handed over"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(id, error = %e, "stopping: leadership not handed over")
+            }
+            Err(_) => tracing::warn!(
+                id,
+                waited_ms = limit.as_millis() as u64,
+                "stopping: leadership not handed over in time"
+            ),
+        }
     }
 }
 
@@ -206,10 +241,57 @@ impl Signals {
     }
 }
 
+/// Reads the members of the cluster `url` belongs to, retrying while it cannot answer.
+async fn members_to_join(url: &str) -> Result<Vec<raft_http::join::JoinMember>, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match raft_http::join::fetch_members(url).await {
+            Ok(m) => return Ok(m),
+            Err(e) if e.retry && std::time::Instant::now() < deadline => {
+                tracing::warn!(url, error = %e, "cannot list the cluster's members yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("cannot join through {url}: {e}")),
+        }
+    }
+}
+
+/// Asks the cluster to add this node as a learner until it has (or says it already is).
+async fn ask_to_join(url: String, id: u64, raft: String, api: Option<String>) {
+    loop {
+        match raft_http::join::ask_to_join(&url, id, &raft, api.as_deref()).await {
+            Ok(index) => {
+                tracing::info!(node = id, index, "added to the cluster as a learner");
+                return;
+            }
+            Err(e) if e.retry => {
+                tracing::warn!(node = id, error = %e, "not added yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::error!(node = id, error = %e, "the cluster refused to add this node");
+                return;
+            }
+        }
+    }
+}
+
 async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
-    let s = settings::load_node_settings(index, opts)?;
+    let (s, join) = match &opts.join {
+        Some(url) => {
+            let members = members_to_join(url).await?;
+            let member = members.iter().any(|m| m.id == index as u64);
+            let s = settings::join_settings(index, opts, &members)?;
+            (s, (!member).then(|| url.clone()))
+        }
+        None => (settings::load_node_settings(index, opts)?, None),
+    };
+    let me = s.node.peers.get(&s.node.id).cloned();
     let mut signals = Signals::listen();
     let running = start_node(s, None).await?;
+    if let (Some(url), Some(me)) = (join, me) {
+        tokio::spawn(ask_to_join(url, index as u64, me.raft.to_string(), me.api));
+    }
     signals.recv().await;
     let t0 = std::time::Instant::now();
     running.stop().await;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use raft_client::{DurableConfig, NodeConfig, Peer};
+use raft_client::{AutopilotConfig, DurableConfig, NodeConfig, Peer, UnreachableAction};
 use raft_http::HttpConfig;
 use raft_storage::SyncPolicy;
 use serde::Deserialize;
@@ -81,6 +81,36 @@ pub struct Options {
     /// The HTTP listen address [default: apis[id] from the peers file].
     #[arg(long)]
     pub api: Option<String>,
+    /// Join a running cluster: URL is any member's API (http://host:port). The node starts
+    /// as a learner, asks to be added, catches up, and is promoted by the cluster's
+    /// autopilot. Its own addresses come from --raft-addr and --api, or from the peers file.
+    #[arg(long, value_name = "URL")]
+    pub join: Option<String>,
+    /// The Raft listen address when joining [default: peers[id] from the peers file].
+    #[arg(long)]
+    pub raft_addr: Option<String>,
+    /// The autopilot, on the leader: promotes learners that caught up, and handles voters
+    /// unreachable for long (see --autopilot-unreachable): on or off [default: on].
+    #[arg(long)]
+    pub autopilot: Option<String>,
+    /// A learner is caught up while at most this many entries behind the leader
+    /// [default: 1000].
+    #[arg(long)]
+    pub autopilot_max_lag: Option<u64>,
+    /// Milliseconds a learner must stay caught up before it is promoted [default: 3000].
+    #[arg(long)]
+    pub autopilot_promote_after_ms: Option<u64>,
+    /// What to do with a voter unreachable for --autopilot-unreachable-after-ms: nothing,
+    /// demote or remove [default: nothing].
+    #[arg(long)]
+    pub autopilot_unreachable: Option<String>,
+    /// Milliseconds a voter must be unreachable before --autopilot-unreachable applies
+    /// [default: 60000].
+    #[arg(long)]
+    pub autopilot_unreachable_after_ms: Option<u64>,
+    /// The autopilot never leaves fewer voters than this [default: 3].
+    #[arg(long)]
+    pub autopilot_min_voters: Option<usize>,
     /// The data directory [default: the peers file's "data_dir"/node-<id>, or ./data/node-<id>].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -179,6 +209,18 @@ impl Options {
             config: self.config.or(other.config),
             peers: self.peers.or(other.peers),
             api: self.api.or(other.api),
+            join: self.join.or(other.join),
+            raft_addr: self.raft_addr.or(other.raft_addr),
+            autopilot: self.autopilot.or(other.autopilot),
+            autopilot_max_lag: self.autopilot_max_lag.or(other.autopilot_max_lag),
+            autopilot_promote_after_ms: self
+                .autopilot_promote_after_ms
+                .or(other.autopilot_promote_after_ms),
+            autopilot_unreachable: self.autopilot_unreachable.or(other.autopilot_unreachable),
+            autopilot_unreachable_after_ms: self
+                .autopilot_unreachable_after_ms
+                .or(other.autopilot_unreachable_after_ms),
+            autopilot_min_voters: self.autopilot_min_voters.or(other.autopilot_min_voters),
             data_dir: self.data_dir.or(other.data_dir),
             cluster_id: self.cluster_id.or(other.cluster_id),
             tick_ms: self.tick_ms.or(other.tick_ms),
@@ -346,20 +388,145 @@ pub fn node_settings(index: usize, opts: &Options, pf: &PeersFile) -> Result<Nod
             .unwrap_or_else(|| PathBuf::from("data"))
             .join(format!("node-{index}"))
     });
-    let mut node = NodeConfig::new(id, cluster_id, peers, data_dir);
+    let node = NodeConfig::new(id, cluster_id, peers, data_dir);
+    let api = opts.api.clone().unwrap_or_else(|| pf.apis[index].clone());
+    finish_settings(node, opts, &api)
+}
+
+/// The autopilot's settings from the options (on unless `--autopilot off`).
+pub fn autopilot_config(opts: &Options) -> Result<AutopilotConfig, String> {
+    let d = AutopilotConfig::default();
+    let enabled = match opts.autopilot.as_deref() {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => return Err(format!("--autopilot must be on or off, got {other:?}")),
+    };
+    let unreachable_action = match opts.autopilot_unreachable.as_deref() {
+        None | Some("nothing") => UnreachableAction::Nothing,
+        Some("demote") => UnreachableAction::Demote,
+        Some("remove") => UnreachableAction::Remove,
+        Some(other) => {
+            return Err(format!(
+                "--autopilot-unreachable must be nothing, demote or remove, got {other:?}"
+            ))
+        }
+    };
+    let min_voters = opts.autopilot_min_voters.unwrap_or(d.min_voters);
+    if min_voters == 0 {
+        return Err("--autopilot-min-voters must be at least 1".into());
+    }
+    Ok(AutopilotConfig {
+        enabled,
+        promote_max_lag: opts.autopilot_max_lag.unwrap_or(d.promote_max_lag),
+        promote_after: opts
+            .autopilot_promote_after_ms
+            .map_or(d.promote_after, Duration::from_millis),
+        unreachable_action,
+        unreachable_after: opts
+            .autopilot_unreachable_after_ms
+            .map_or(d.unreachable_after, Duration::from_millis),
+        min_voters,
+    })
+}
+
+/// Tuning, HTTP and store settings on top of a node's identity and peers.
+fn finish_settings(
+    mut node: NodeConfig,
+    opts: &Options,
+    api: &str,
+) -> Result<NodeSettings, String> {
     apply_tuning(&mut node, opts)?;
+    node.autopilot = autopilot_config(opts)?;
     let mut http = http_config(opts)?;
     if let Some(n) = opts.max_log_entries {
         http.max_log_entries = n.max(1);
         node.max_retrieve_entries = n.max(1);
     }
-    let api = opts.api.clone().unwrap_or_else(|| pf.apis[index].clone());
     Ok(NodeSettings {
         node,
         http,
-        api_listen: resolve(&api)?,
+        api_listen: resolve(api)?,
         store: store_config(opts),
     })
+}
+
+/// The settings of node `index` joining a running cluster whose members are `members`:
+/// its own addresses from `--raft-addr` and `--api` (or the peers file, if it lists the
+/// node), the members' from the cluster; it starts as a learner unless the cluster already
+/// lists it as a voter.
+pub fn join_settings(
+    index: usize,
+    opts: &Options,
+    members: &[raft_http::join::JoinMember],
+) -> Result<NodeSettings, String> {
+    let path = opts
+        .peers
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("peers.json"));
+    let pf = PeersFile::load(&path).ok();
+    let listed = |list: fn(&PeersFile) -> &Vec<String>| {
+        pf.as_ref().and_then(|pf| list(pf).get(index).cloned())
+    };
+    let raft = opts
+        .raft_addr
+        .clone()
+        .or_else(|| listed(|pf| &pf.peers))
+        .ok_or_else(|| {
+            format!("joining needs this node's Raft address: pass --raft-addr, or list node {index} in the peers file")
+        })?;
+    let api = opts
+        .api
+        .clone()
+        .or_else(|| listed(|pf| &pf.apis))
+        .ok_or_else(|| {
+            format!("joining needs this node's HTTP address: pass --api, or list node {index} in the peers file")
+        })?;
+    let id = index as u64;
+    let mut peers = BTreeMap::new();
+    let mut learners = std::collections::BTreeSet::new();
+    for m in members.iter().filter(|m| m.id != id) {
+        let Some(raft) = &m.raft else { continue };
+        peers.insert(
+            m.id,
+            Peer {
+                raft: resolve(raft)?,
+                api: m.api.clone(),
+            },
+        );
+        if m.role == "learner" {
+            learners.insert(m.id);
+        }
+    }
+    if peers.keys().all(|m| learners.contains(m)) {
+        return Err(
+            "the cluster listed no voter with an address; is the URL a member's API?".into(),
+        );
+    }
+    let voter = members.iter().any(|m| m.id == id && m.role == "voter");
+    if !voter {
+        learners.insert(id);
+    }
+    peers.insert(
+        id,
+        Peer {
+            raft: resolve(&raft)?,
+            api: Some(api.clone()),
+        },
+    );
+    let cluster_id = opts
+        .cluster_id
+        .clone()
+        .or(pf.as_ref().and_then(|pf| pf.cluster_id.clone()))
+        .unwrap_or_else(|| "httpraft".into());
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| {
+        pf.as_ref()
+            .and_then(|pf| pf.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("data"))
+            .join(format!("node-{index}"))
+    });
+    let mut node = NodeConfig::new(id, cluster_id, peers, data_dir);
+    node.learners = learners;
+    finish_settings(node, opts, &api)
 }
 
 /// The HTTP settings from the options.

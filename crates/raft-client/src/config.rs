@@ -27,8 +27,14 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// The cluster's id; the data directory and peers must belong to it.
     pub cluster_id: String,
-    /// Every node of the cluster, this one included.
+    /// Every node of the cluster, this one included: the bootstrap configuration of a new
+    /// cluster, and where to find members whose addresses the configuration does not hold.
+    /// Once the log holds a configuration, it decides who the members are.
     pub peers: BTreeMap<NodeId, Peer>,
+    /// The ids among `peers` that start as learners rather than voters. A node joining a
+    /// running cluster lists the cluster's members in `peers`, itself included, and itself
+    /// here. Default none.
+    pub learners: std::collections::BTreeSet<NodeId>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// The length of one tick of the protocol. Default 10 ms.
@@ -62,6 +68,9 @@ pub struct NodeConfig {
     pub net: NetTuning,
     /// When to take snapshots and compact the log, and how to send them.
     pub snapshot: SnapshotConfig,
+    /// The autopilot (promotes caught-up learners, may demote or remove long-unreachable
+    /// voters). Default off.
+    pub autopilot: crate::AutopilotConfig,
 }
 
 /// When a node takes snapshots and compacts its log, and how snapshots travel.
@@ -159,6 +168,7 @@ impl NodeConfig {
             id,
             cluster_id: cluster_id.into(),
             peers,
+            learners: std::collections::BTreeSet::new(),
             data_dir: data_dir.into(),
             tick: Duration::from_millis(10),
             raft: raft_core::Config::new(id, voters),
@@ -173,6 +183,7 @@ impl NodeConfig {
             max_entry_bytes: 4 << 20,
             net: NetTuning::default(),
             snapshot: SnapshotConfig::default(),
+            autopilot: crate::AutopilotConfig::default(),
         }
     }
 

@@ -25,6 +25,19 @@ pub enum Error {
     /// Too much is in flight; retry after a moment.
     #[error("too many requests in flight; retry later")]
     Busy,
+    /// The membership change was refused; nothing changed. The error says why (another
+    /// change in progress, an unknown member, ...).
+    #[error("membership change refused: {0}")]
+    Membership(raft_core::ConfChangeError),
+    /// The leadership transfer could not start.
+    #[error("leadership transfer refused: {0}")]
+    Transfer(raft_core::TransferError),
+    /// Leadership did not move within an election timeout; the leader takes writes again.
+    #[error("leadership did not move to node {to} within an election timeout; retry")]
+    TransferFailed {
+        /// The node it was to move to.
+        to: NodeId,
+    },
     /// Leadership is being handed to node `to`: nothing was appended. Retry on it shortly.
     #[error("leadership is being transferred to node {to}; retry on it shortly")]
     TransferInProgress {

@@ -52,6 +52,20 @@ pub(crate) enum Command<R> {
     Backup {
         reply: oneshot::Sender<Result<crate::Backup, Error>>,
     },
+    ChangeMembership {
+        changes: Vec<raft_core::ConfChange>,
+        reply: oneshot::Sender<Result<LogIndex, Error>>,
+    },
+    TransferLeadership {
+        to: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId, Error>>,
+    },
+    Members {
+        reply: oneshot::Sender<Vec<crate::MemberInfo>>,
+    },
+    Autopilot {
+        reply: oneshot::Sender<Vec<crate::AutopilotDecision>>,
+    },
     Campaign,
     Isolate(bool),
 }
@@ -61,7 +75,7 @@ struct Shared {
     limits: Arc<Limits>,
     leader: LeaderView,
     election_timeout: std::time::Duration,
-    api_addrs: BTreeMap<NodeId, Option<String>>,
+    book: crate::membership::AddressBook,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Aborts the runtime task itself (for `abort`).
@@ -106,17 +120,21 @@ impl<R: Send + 'static> RaftNode<R> {
         let (leader_tx, leader_rx) = crate::leader::channel();
         let cancel = CancellationToken::new();
         let limits = Limits::new(cfg.max_pending_submits, cfg.max_pending_bytes);
-        let api_addrs = cfg
-            .peers
-            .iter()
-            .map(|(&id, p)| (id, p.api.clone()))
-            .collect();
+        let book = crate::membership::AddressBook::new(cfg.peers.clone());
         let max_retrieve = cfg.max_retrieve_entries;
         let election_timeout = cfg.tick.saturating_mul(cfg.raft.election_ticks);
         let max_entry = cfg.max_entry_bytes;
         let id = cfg.id;
         let sync = cfg.sync;
-        let spawned = runtime::spawn(cfg, state_machine, rx, leader_tx, cancel.clone()).await?;
+        let spawned = runtime::spawn(
+            cfg,
+            state_machine,
+            rx,
+            leader_tx,
+            cancel.clone(),
+            book.clone(),
+        )
+        .await?;
         let runtime = spawned.task;
         let runtime_abort = runtime.abort_handle();
         let node_runtime = spawned.runtime;
@@ -133,7 +151,7 @@ impl<R: Send + 'static> RaftNode<R> {
                 limits,
                 leader: leader_rx,
                 election_timeout,
-                api_addrs,
+                book,
                 cancel,
                 task: Mutex::new(Some(task)),
                 runtime_abort,
@@ -273,7 +291,7 @@ impl<R: Send + 'static> RaftNode<R> {
 
     /// The client address configured for `node`, if any.
     pub fn api_address(&self, node: NodeId) -> Option<String> {
-        self.shared.api_addrs.get(&node).cloned().flatten()
+        self.shared.book.get(node).and_then(|p| p.api)
     }
 
     /// The node's id, role, term, leader, commit and applied index, last index and, on the
@@ -306,6 +324,66 @@ impl<R: Send + 'static> RaftNode<R> {
     pub async fn backup(&self) -> Result<crate::Backup, Error> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Backup { reply }).await?;
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Every member of the cluster with its addresses and role; on the leader, also how far
+    /// each has replicated and whether it was heard from within an election timeout.
+    pub async fn members(&self) -> Result<Vec<crate::MemberInfo>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Members { reply }).await?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// The autopilot's latest decisions on this node (while it led), oldest first.
+    pub async fn autopilot_decisions(&self) -> Result<Vec<crate::AutopilotDecision>, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Autopilot { reply }).await?;
+        rx.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Changes the membership (on the leader): the steps are applied together, through a
+    /// joint configuration when they change more than one voter. Returns the index of the
+    /// configuration entry once it is committed. Refused while another change is in
+    /// progress ([`Error::Membership`]).
+    pub async fn change_membership(
+        &self,
+        changes: Vec<raft_core::ConfChange>,
+    ) -> Result<LogIndex, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ChangeMembership { changes, reply })
+            .await?;
+        rx.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Adds node `id`, reachable at `peer`, as a learner: it receives the log, and can be
+    /// promoted once it has caught up.
+    pub async fn add_learner(&self, id: NodeId, peer: crate::Peer) -> Result<LogIndex, Error> {
+        let context = crate::membership::encode_context(&peer);
+        self.change_membership(vec![raft_core::ConfChange::AddLearner { id, context }])
+            .await
+    }
+
+    /// Makes the learner `id` a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<LogIndex, Error> {
+        self.change_membership(vec![raft_core::ConfChange::Promote { id }])
+            .await
+    }
+
+    /// Removes the member `id`, voter or learner (the leader included: it steps down once
+    /// the change is committed, handing leadership to a caught-up voter).
+    pub async fn remove_member(&self, id: NodeId) -> Result<LogIndex, Error> {
+        self.change_membership(vec![raft_core::ConfChange::Remove { id }])
+            .await
+    }
+
+    /// Hands leadership (on the leader) to voter `to`, or to the most caught-up voter;
+    /// returns the new leader once it leads. Writes are refused meanwhile
+    /// ([`Error::TransferInProgress`]); after an election timeout without success the leader
+    /// takes them again and this returns [`Error::TransferFailed`].
+    pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<NodeId, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::TransferLeadership { to, reply }).await?;
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 

@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+mod autopilot;
 mod backup;
 mod config;
 mod durable_store;
@@ -55,6 +56,7 @@ mod handle;
 mod leader;
 mod limits;
 mod log_reader;
+mod membership;
 mod runtime;
 mod snapshot_store;
 mod snapshot_transfer;
@@ -62,12 +64,15 @@ mod snapshots;
 mod state_machine;
 mod storage;
 
+pub use autopilot::{AutopilotConfig, AutopilotDecision, UnreachableAction};
 pub use backup::{restore_backup, Backup};
 pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use error::{Error, StartError};
 pub use handle::{Committed, RaftNode};
 pub use leader::LeaderInfo;
+pub use membership::{MemberInfo, MemberRole};
+pub use raft_core::{ConfChange, ConfChangeError, TransferError};
 pub use raft_net::{ListenerStats, PeerStats};
 pub use raft_storage::{StatsSnapshot, SyncPolicy, SYNC_BUCKETS};
 pub use snapshot_transfer::{SnapshotStats, TransferStatus};

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use raft_core::{
-    Entry, EntryKind, LogIndex, Message, Node, ProposeError, ReadError, ReadOutcome, Ready, Role,
-    Term,
+    ConfChange, ConfChangeError, Entry, EntryKind, LogIndex, Membership, Message, Node, NodeId,
+    ProposeError, ReadError, ReadOutcome, Ready, Role, Term, TransferError,
 };
 use raft_net::{Inbound, NetConfig, Transport};
 use raft_storage::{LogStorage, StorageConfig};
@@ -23,6 +23,7 @@ use crate::handle::{Command, Committed};
 use crate::leader::LeaderSender;
 use crate::limits::Permit;
 use crate::log_reader::LogReader;
+use crate::membership::{encode_context, member_addresses, AddressBook, MemberInfo, MemberRole};
 use crate::snapshot_store::SnapshotStore;
 use crate::snapshot_transfer::Transfers;
 use crate::snapshots::{receive_streams, restore_at_start, Event, Snapshots};
@@ -39,6 +40,8 @@ struct PendingSubmit<R> {
 }
 
 type ReadReply = oneshot::Sender<Result<LogIndex, Error>>;
+type ChangeReply = oneshot::Sender<Result<LogIndex, Error>>;
+type TransferReply = oneshot::Sender<Result<NodeId, Error>>;
 
 pub(crate) struct Runtime<SM: StateMachine> {
     pub(crate) cfg: NodeConfig,
@@ -65,6 +68,19 @@ pub(crate) struct Runtime<SM: StateMachine> {
     storage_stats: Arc<raft_storage::StorageStats>,
     /// Backups asked for, taken at the end of the turn (the state machine is async).
     pending_backups: Vec<oneshot::Sender<Result<crate::Backup, Error>>>,
+    /// Every member's addresses, shared with the handles.
+    book: AddressBook,
+    /// The configurations the transport and the address book were last set up for: the
+    /// one in effect and the latest committed one.
+    membership: (Membership, Option<Membership>),
+    /// Membership changes on this leader awaiting their entry's commit, by index.
+    pending_changes: BTreeMap<LogIndex, (Term, ChangeReply)>,
+    /// A leadership transfer awaiting its outcome.
+    pending_transfer: Option<(NodeId, TransferReply)>,
+    /// When each peer was last heard from.
+    last_heard: BTreeMap<NodeId, std::time::Instant>,
+    autopilot: crate::autopilot::Autopilot,
+    autopilot_ran: std::time::Instant,
 }
 
 /// A node's own tokio runtime: one worker thread (plus its blocking pool) that nothing but
@@ -97,6 +113,7 @@ pub(crate) async fn spawn<SM: StateMachine>(
     cmds: mpsc::Receiver<Command<SM::Response>>,
     leader_tx: LeaderSender,
     cancel: CancellationToken,
+    book: AddressBook,
 ) -> Result<Spawned, StartError> {
     let own = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -106,7 +123,7 @@ pub(crate) async fn spawn<SM: StateMachine>(
         .map_err(|e| StartError::Config(format!("cannot start the node's runtime: {e}")))?;
     // Storage, transport and every task of the node live on its own runtime.
     let built = own
-        .spawn(build(cfg, sm, cmds, leader_tx))
+        .spawn(build(cfg, sm, cmds, leader_tx, book))
         .await
         .map_err(|e| StartError::Config(format!("the node's start-up task failed: {e}")))
         .and_then(|r| r);
@@ -135,6 +152,7 @@ async fn build<SM: StateMachine>(
     sm: SM,
     cmds: mpsc::Receiver<Command<SM::Response>>,
     leader_tx: LeaderSender,
+    book: AddressBook,
 ) -> Result<(Runtime<SM>, LogReader, Arc<raft_storage::StorageStats>), StartError> {
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
@@ -159,7 +177,13 @@ async fn build<SM: StateMachine>(
 
     let mut rcfg = cfg.raft.clone();
     rcfg.id = cfg.id;
-    rcfg.voters = cfg.peers.keys().copied().collect();
+    rcfg.voters = cfg
+        .peers
+        .keys()
+        .copied()
+        .filter(|id| !cfg.learners.contains(id))
+        .collect();
+    rcfg.learners = cfg.learners.iter().copied().collect();
     rcfg.applied = sm_applied;
     if rcfg.seed == 0 {
         rcfg.seed = std::time::SystemTime::now()
@@ -185,8 +209,15 @@ async fn build<SM: StateMachine>(
     }
 
     let me = &cfg.peers[&cfg.id];
-    let peers = cfg
-        .peers
+    // The members the log names (or the bootstrap configuration), reached at the addresses
+    // the configuration records, else at those of the peer list.
+    let membership = (
+        node.membership().clone(),
+        node.membership_at(node.commit_index()).cloned(),
+    );
+    let addresses = peer_addresses(&membership, &cfg.peers);
+    book.set(addresses.clone());
+    let peers = addresses
         .iter()
         .filter(|(&id, _)| id != cfg.id)
         .map(|(&id, p)| (id, p.raft))
@@ -231,6 +262,7 @@ async fn build<SM: StateMachine>(
         last_index = node.last_index(),
         "raft node started"
     );
+    let cfg_autopilot = cfg.autopilot.clone();
     let rt = Runtime {
         cfg,
         node,
@@ -251,6 +283,13 @@ async fn build<SM: StateMachine>(
         events,
         storage_stats: storage_stats.clone(),
         pending_backups: Vec::new(),
+        book,
+        membership,
+        pending_changes: BTreeMap::new(),
+        pending_transfer: None,
+        last_heard: BTreeMap::new(),
+        autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
+        autopilot_ran: std::time::Instant::now(),
     };
     Ok((rt, reader, storage_stats))
 }
@@ -312,6 +351,12 @@ impl<SM: StateMachine> Runtime<SM> {
         for (_, r) in std::mem::take(&mut self.parked_reads) {
             let _ = r.send(Err(why.clone()));
         }
+        for (_, (_, r)) in std::mem::take(&mut self.pending_changes) {
+            let _ = r.send(Err(why.clone()));
+        }
+        if let Some((_, r)) = self.pending_transfer.take() {
+            let _ = r.send(Err(why.clone()));
+        }
         self.cmds.close();
         while let Ok(cmd) = self.cmds.try_recv() {
             reject(cmd, why.clone());
@@ -335,13 +380,12 @@ impl<SM: StateMachine> Runtime<SM> {
             return;
         }
         self.leader_tx.heard(msg.from, msg.term);
+        self.last_heard.insert(msg.from, std::time::Instant::now());
         self.node.step(msg);
     }
 
     fn not_leader(&self, leader: Option<raft_core::NodeId>) -> Error {
-        let address = leader
-            .and_then(|l| self.cfg.peers.get(&l))
-            .and_then(|p| p.api.clone());
+        let address = leader.and_then(|l| self.book.get(l)).and_then(|p| p.api);
         Error::NotLeader { leader, address }
     }
 
@@ -406,6 +450,14 @@ impl<SM: StateMachine> Runtime<SM> {
             Command::Backup { reply } => {
                 self.pending_backups.push(reply);
             }
+            Command::ChangeMembership { changes, reply } => self.change_membership(changes, reply),
+            Command::TransferLeadership { to, reply } => self.transfer_leadership(to, reply),
+            Command::Members { reply } => {
+                let _ = reply.send(self.members());
+            }
+            Command::Autopilot { reply } => {
+                let _ = reply.send(self.autopilot.decisions.iter().cloned().collect());
+            }
             Command::Campaign => self.node.campaign(),
             Command::Isolate(on) => self.isolated = on,
         }
@@ -452,6 +504,9 @@ impl<SM: StateMachine> Runtime<SM> {
             self.release_reads();
             self.node.advance();
         }
+        self.follow_membership();
+        self.check_transfer();
+        self.run_autopilot();
         let written = self.storage_stats.snapshot().bytes_written;
         self.maybe_take_snapshot(written).await;
         for reply in std::mem::take(&mut self.pending_backups) {
@@ -485,7 +540,30 @@ impl<SM: StateMachine> Runtime<SM> {
         })
     }
 
+    /// At most every 100 ms on the leader, with no change under way: the autopilot's
+    /// decision, if any, is proposed.
+    fn run_autopilot(&mut self) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.autopilot_ran) < std::time::Duration::from_millis(100) {
+            return;
+        }
+        self.autopilot_ran = now;
+        if self.node.role() != Role::Leader
+            || self.node.conf_change_in_progress()
+            || self.node.transfer_target().is_some()
+            || !self.pending_changes.is_empty()
+        {
+            return;
+        }
+        let members = self.members();
+        if let Some(change) = self.autopilot.decide(self.cfg.id, &members, now) {
+            let (reply, _) = oneshot::channel();
+            self.change_membership(vec![change], reply);
+        }
+    }
+
     fn on_soft_state(&mut self, role: Role, leader: Option<raft_core::NodeId>) {
+        self.autopilot.reset();
         let term = self.node.term();
         self.leader_tx.set(leader, term);
         tracing::info!(id = self.cfg.id, ?role, ?leader, term, "role changed");
@@ -498,6 +576,179 @@ impl<SM: StateMachine> Runtime<SM> {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(Error::LeadershipLost));
         }
+        for (_, (_, r)) in std::mem::take(&mut self.pending_changes) {
+            let _ = r.send(Err(Error::LeadershipLost));
+        }
+    }
+
+    /// Proposes a membership change, first recording the addresses of members the
+    /// configuration names without them (the bootstrap members), so that the cluster's
+    /// configuration holds every member's addresses from then on.
+    fn change_membership(&mut self, changes: Vec<ConfChange>, reply: ChangeReply) {
+        let current = self.node.membership();
+        let mut all: Vec<ConfChange> = current
+            .members()
+            .into_iter()
+            .filter(|id| !current.context.contains_key(id))
+            .filter_map(|id| {
+                let peer = self.book.get(id)?;
+                Some(ConfChange::SetContext {
+                    id,
+                    context: encode_context(&peer),
+                })
+            })
+            .collect();
+        all.extend(changes);
+        match self.node.propose_conf_change(&all) {
+            Ok((index, term)) => {
+                tracing::info!(id = self.cfg.id, index, changes = ?all, "membership change proposed");
+                self.pending_changes.insert(index, (term, reply));
+            }
+            Err(ConfChangeError::NotLeader { leader }) => {
+                let _ = reply.send(Err(self.not_leader(leader)));
+            }
+            Err(ConfChangeError::TransferInProgress { to }) => {
+                let _ = reply.send(Err(Error::TransferInProgress { to }));
+            }
+            Err(ConfChangeError::Stopped(e)) => {
+                let _ = reply.send(Err(Error::Storage(e.to_string())));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Membership(e)));
+            }
+        }
+    }
+
+    /// Starts handing leadership to `to`, or to the most caught-up voter.
+    fn transfer_leadership(&mut self, to: Option<NodeId>, reply: TransferReply) {
+        let Some(to) = to.or_else(|| self.node.transfer_candidate()) else {
+            let e = match self.node.role() {
+                Role::Leader => Error::Transfer(TransferError::NoCandidate),
+                _ => self.not_leader(self.node.leader()),
+            };
+            let _ = reply.send(Err(e));
+            return;
+        };
+        match self.node.transfer_leadership(to) {
+            Ok(()) if to == self.cfg.id => {
+                let _ = reply.send(Ok(to));
+            }
+            Ok(()) => {
+                tracing::info!(id = self.cfg.id, to, "transferring leadership");
+                if let Some((_, older)) = self.pending_transfer.replace((to, reply)) {
+                    let _ = older.send(Err(Error::TransferFailed { to }));
+                }
+            }
+            Err(TransferError::NotLeader { leader }) => {
+                let _ = reply.send(Err(self.not_leader(leader)));
+            }
+            Err(TransferError::Stopped(e)) => {
+                let _ = reply.send(Err(Error::Storage(e.to_string())));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Transfer(e)));
+            }
+        }
+    }
+
+    /// Answers a transfer once leadership has moved (to whichever node now leads), or once
+    /// the leader has abandoned it.
+    fn check_transfer(&mut self) {
+        let Some((to, _)) = &self.pending_transfer else {
+            return;
+        };
+        let to = *to;
+        let outcome = match (self.node.role(), self.node.leader()) {
+            (Role::Leader, _) if self.node.transfer_target() == Some(to) => return,
+            (Role::Leader, _) => Err(Error::TransferFailed { to }),
+            (_, Some(leader)) => Ok(leader),
+            (_, None) => return,
+        };
+        if let Some((_, reply)) = self.pending_transfer.take() {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Points the transport and the address book at the members of the configuration in
+    /// effect and of the latest committed one, when either changed: a member being removed
+    /// stays reachable until its removal commits (it may be the leader that must commit
+    /// it).
+    fn follow_membership(&mut self) {
+        let now = (
+            self.node.membership(),
+            self.node.membership_at(self.node.commit_index()),
+        );
+        if now.0 == &self.membership.0 && now.1 == self.membership.1.as_ref() {
+            return;
+        }
+        let changed = now.0 != &self.membership.0;
+        self.membership = (now.0.clone(), now.1.cloned());
+        let addresses = peer_addresses(&self.membership, &self.cfg.peers);
+        let peers = addresses
+            .iter()
+            .filter(|(&id, _)| id != self.cfg.id)
+            .map(|(&id, p)| (id, p.raft))
+            .collect();
+        self.transport.set_peers(&peers);
+        self.book.set(addresses);
+        if !changed {
+            return;
+        }
+        let m = &self.membership.0;
+        tracing::info!(
+            id = self.cfg.id,
+            voters = ?m.voters,
+            outgoing = ?m.outgoing,
+            learners = ?m.learners,
+            "membership changed"
+        );
+        if !m.contains(self.cfg.id) {
+            tracing::warn!(
+                id = self.cfg.id,
+                "this node is no longer a member of the cluster; it will not campaign and can be shut down"
+            );
+        }
+    }
+
+    /// Every member, with the leader's view of its progress when this node leads.
+    fn members(&self) -> Vec<MemberInfo> {
+        let status = self.node.status();
+        let leading = status.role == Role::Leader;
+        let last = status.last_index;
+        let timeout = self.cfg.tick.saturating_mul(self.cfg.raft.election_ticks);
+        let m = &status.membership;
+        m.members()
+            .into_iter()
+            .map(|id| {
+                let peer = self.book.get(id);
+                let progress = status.progress.iter().find(|p| p.id == id);
+                let match_index = match (leading, id == self.cfg.id) {
+                    (false, _) => None,
+                    (true, true) => Some(last),
+                    (true, false) => Some(progress.map_or(0, |p| p.match_index)),
+                };
+                let reachable = leading.then(|| {
+                    id == self.cfg.id
+                        || self
+                            .last_heard
+                            .get(&id)
+                            .is_some_and(|t| t.elapsed() < timeout)
+                });
+                MemberInfo {
+                    id,
+                    raft: peer.as_ref().map(|p| p.raft),
+                    api: peer.and_then(|p| p.api),
+                    role: if m.is_voter(id) {
+                        MemberRole::Voter
+                    } else {
+                        MemberRole::Learner
+                    },
+                    match_index,
+                    lag: match_index.map(|i| last.saturating_sub(i)),
+                    reachable,
+                }
+            })
+            .collect()
     }
 
     /// Hands the messages to the transport (moved, not copied: this is the hot path).
@@ -547,6 +798,14 @@ impl<SM: StateMachine> Runtime<SM> {
         let mut responses = responses.into_iter();
         for e in &entries {
             let response = responses.next();
+            if let Some((term, reply)) = self.pending_changes.remove(&e.index) {
+                let outcome = if term == e.term {
+                    Ok(e.index)
+                } else {
+                    Err(Error::Overwritten)
+                };
+                let _ = reply.send(outcome);
+            }
             let Some(p) = self.pending.remove(&e.index) else {
                 continue;
             };
@@ -583,6 +842,20 @@ impl<SM: StateMachine> Runtime<SM> {
     }
 }
 
+/// The addresses of every member of the configuration in effect and of the latest
+/// committed one.
+fn peer_addresses(
+    (current, committed): &(Membership, Option<Membership>),
+    bootstrap: &BTreeMap<NodeId, crate::config::Peer>,
+) -> BTreeMap<NodeId, crate::config::Peer> {
+    let mut all = committed
+        .as_ref()
+        .map(|m| member_addresses(m, bootstrap))
+        .unwrap_or_default();
+    all.extend(member_addresses(current, bootstrap));
+    all
+}
+
 /// Proposes an entry of the submit's kind.
 fn propose(
     node: &mut Node<SharedStorage>,
@@ -603,7 +876,15 @@ fn reject<R>(cmd: Command<R>, why: Error) {
         Command::Read { reply } => {
             let _ = reply.send(Err(why));
         }
-        Command::Status { .. }
+        Command::ChangeMembership { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+        Command::TransferLeadership { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+        Command::Members { .. }
+        | Command::Autopilot { .. }
+        | Command::Status { .. }
         | Command::NetStats { .. }
         | Command::ListenerStats { .. }
         | Command::Backup { .. }
@@ -647,9 +928,15 @@ mod tests {
         let cfg = NodeConfig::new(1, "t", peers, dir);
         let (_tx, rx) = mpsc::channel(16);
         let (leader_tx, _) = crate::leader::channel();
-        let (rt, _, _) = build(cfg, ReplicatedLog::new(), rx, leader_tx)
-            .await
-            .unwrap();
+        let (rt, _, _) = build(
+            cfg,
+            ReplicatedLog::new(),
+            rx,
+            leader_tx,
+            AddressBook::default(),
+        )
+        .await
+        .unwrap();
         rt
     }
 

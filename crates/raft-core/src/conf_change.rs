@@ -106,25 +106,32 @@ impl<S: LogStore> Node<S> {
         }
     }
 
-    /// Leader: its removal is committed. It tells everyone the commit index, hands
-    /// leadership to the voter that holds its whole log (if one does) so that the cluster
-    /// does not wait an election timeout, and steps down for good (it never campaigns again).
+    /// Leader: its removal is committed. It tells everyone the commit index and hands
+    /// leadership to the most caught-up voter, so that the cluster does not wait an election
+    /// timeout: at once if that voter holds its whole log, else through a transfer (no
+    /// proposals meanwhile) that ends in its stepping down either way. It never campaigns
+    /// again.
     fn step_down_removed(&mut self) {
         let peers: Vec<_> = self.progress.keys().copied().collect();
         for to in &peers {
             self.send_appends(*to, true);
         }
         let last = self.log.last_index();
-        let successor = self
+        let Some(to) = self.transfer_candidate() else {
+            self.become_follower(self.term, None);
+            return;
+        };
+        let caught_up = self
             .progress
-            .iter()
-            .filter(|(id, p)| self.configs.latest().is_voter(**id) && p.match_index == last)
-            .map(|(id, _)| *id)
-            .next();
-        if let Some(to) = successor {
+            .get(&to)
+            .is_some_and(|p| p.match_index == last);
+        if caught_up {
             self.send(to, MessageBody::TimeoutNow);
+            self.become_follower(self.term, None);
+        } else if self.transfer.is_none() {
+            // Cannot fail: this node leads and `to` votes.
+            let _ = self.transfer_leadership(to);
         }
-        self.become_follower(self.term, None);
     }
 
     /// Follower: `entries` were appended to the log, possibly replacing others. The

@@ -64,6 +64,13 @@ pub enum ConfChange {
         /// The member.
         id: NodeId,
     },
+    /// Replaces the application's data for a member (its addresses, say). Changes no role.
+    SetContext {
+        /// The member.
+        id: NodeId,
+        /// Its new data.
+        context: Bytes,
+    },
 }
 
 /// How an election stands under a configuration.
@@ -204,6 +211,12 @@ impl Membership {
                     next.voters.remove(id);
                     next.learners.remove(id);
                     next.context.remove(id);
+                }
+                ConfChange::SetContext { id, context } => {
+                    if !next.contains(*id) {
+                        return Err(ConfChangeError::UnknownMember(*id));
+                    }
+                    next.context.insert(*id, context.clone());
                 }
             }
         }
@@ -455,6 +468,20 @@ mod tests {
             Err(ConfChangeError::NoVoters)
         );
         assert_eq!(m.apply_changes(&[]), Err(ConfChangeError::Empty));
+        let set_context = |id| ConfChange::SetContext {
+            id,
+            context: Bytes::from_static(b"here"),
+        };
+        assert_eq!(
+            m.apply_changes(&[set_context(9)]),
+            Err(ConfChangeError::UnknownMember(9))
+        );
+        let moved = m.apply_changes(&[set_context(3)]).unwrap();
+        assert_eq!(moved.context.get(&3), Some(&Bytes::from_static(b"here")));
+        assert_eq!(
+            (moved.voters.clone(), moved.is_joint()),
+            (m.voters.clone(), false)
+        );
         let promoted = m.apply_changes(&[ConfChange::Promote { id: 3 }]).unwrap();
         assert_eq!(promoted.voters, set(&[1, 2, 3]));
         assert!(promoted.learners.is_empty());

@@ -94,14 +94,22 @@ impl<S: LogStore> Node<S> {
     }
 
     /// Leader tick: a transfer that has not completed within an election timeout is
-    /// abandoned, and proposals are taken again.
+    /// abandoned, and proposals are taken again; a leader whose removal is committed steps
+    /// down instead.
     pub(crate) fn tick_transfer(&mut self) {
         let limit = self.cfg.election_ticks;
-        if let Some(t) = &mut self.transfer {
-            t.elapsed += 1;
-            if t.elapsed >= limit {
-                self.transfer = None;
-            }
+        let Some(t) = &mut self.transfer else {
+            return;
+        };
+        t.elapsed += 1;
+        if t.elapsed < limit {
+            return;
+        }
+        self.transfer = None;
+        let removed = !self.configs.latest().is_voter(self.id)
+            && self.configs.latest_index() <= self.log.committed;
+        if removed {
+            self.become_follower(self.term, None);
         }
     }
 

@@ -415,3 +415,73 @@ fn a_node_behind_on_configurations_answers_an_unknown_candidate_only_if_its_log_
                 && matches!(m.body, MessageBody::RequestVoteResponse { granted: true }))
     );
 }
+
+#[test]
+fn a_removed_leader_whose_successor_lags_hands_over_through_a_transfer() {
+    let mut c = Cluster::new(5);
+    c.elect(1);
+    let (removal, _) = c
+        .node_mut(1)
+        .propose_conf_change(&[ConfChange::Remove { id: 1 }])
+        .unwrap();
+    // The removal reaches everyone; the entry after it reaches nobody yet.
+    let msgs = c.take_messages();
+    let (data, _) = c.node_mut(1).propose(&b"after the removal"[..]).unwrap();
+    for m in msgs {
+        c.deliver(m);
+    }
+    c.settle_filtered(|m| {
+        !matches!(&m.body, MessageBody::AppendEntries { entries, .. }
+            if entries.iter().any(|e| e.index == data))
+    });
+    assert!(c.node(1).commit_index() >= removal, "the removal committed");
+    // No voter holds the leader's last entry: it stays leader, hands over by a transfer,
+    // and takes no proposal meanwhile.
+    assert_eq!(c.node(1).role(), Role::Leader);
+    let to = c
+        .node(1)
+        .transfer_target()
+        .expect("a transfer to the best voter");
+    assert!(matches!(
+        c.node_mut(1).propose(&b"x"[..]),
+        Err(ProposeError::TransferInProgress { .. })
+    ));
+    c.tick_all(1);
+    assert_eq!(
+        c.leaders(),
+        vec![to],
+        "the successor caught up and took over"
+    );
+    assert!(c.node(to).commit_index() >= data);
+    assert_eq!(c.node(1).role(), Role::Follower);
+}
+
+#[test]
+fn a_removed_leader_steps_down_when_its_handover_times_out() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let (removal, _) = c
+        .node_mut(1)
+        .propose_conf_change(&[ConfChange::Remove { id: 1 }])
+        .unwrap();
+    let msgs = c.take_messages();
+    let (data, _) = c.node_mut(1).propose(&b"after the removal"[..]).unwrap();
+    for m in msgs {
+        c.deliver(m);
+    }
+    let blocked = |m: &raft_core::Message| {
+        !matches!(&m.body, MessageBody::AppendEntries { entries, .. }
+            if entries.iter().any(|e| e.index == data))
+    };
+    c.settle_filtered(blocked);
+    assert!(c.node(1).commit_index() >= removal);
+    assert!(c.node(1).transfer_target().is_some());
+    // The successor never gets the last entry: after an election timeout the removed
+    // leader steps down anyway.
+    let ticks = c.node(1).config().election_ticks;
+    for _ in 0..ticks {
+        c.node_mut(1).tick();
+        c.settle_filtered(blocked);
+    }
+    assert_eq!(c.node(1).role(), Role::Follower);
+}

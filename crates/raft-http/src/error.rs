@@ -77,6 +77,27 @@ impl ApiError {
                 e.to_string(),
             ),
             E::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
+            E::Membership(c) => {
+                use raft_client::ConfChangeError as C;
+                match c {
+                    C::InProgress | C::LeaderNotReady | C::TransferInProgress { .. } => {
+                        let mut e409 =
+                            Self::new(StatusCode::CONFLICT, "change_in_progress", e.to_string());
+                        e409.retry_after = Some(1);
+                        e409
+                    }
+                    _ => Self::new(StatusCode::BAD_REQUEST, "invalid_member", e.to_string()),
+                }
+            }
+            E::Transfer(raft_client::TransferError::NoCandidate) => {
+                Self::new(StatusCode::CONFLICT, "no_candidate", e.to_string())
+            }
+            E::Transfer(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_member", e.to_string()),
+            E::TransferFailed { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transfer_failed",
+                e.to_string(),
+            ),
             E::TransferInProgress { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "transfer_in_progress",

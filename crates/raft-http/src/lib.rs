@@ -16,6 +16,8 @@
 mod compat;
 mod entry_json;
 mod error;
+pub mod join;
+mod members;
 mod metrics;
 mod ops;
 mod parse_errors;
@@ -88,6 +90,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/kv/{*key}",
             get(v1::get).put(v1::put).delete(v1::delete),
         )
+        .route("/v1/members", get(members::list).post(members::add))
+        .route("/v1/members/{id}", axum::routing::delete(members::remove))
+        .route("/v1/members/{id}/promote", post(members::promote))
+        .route("/v1/leader/transfer", post(members::transfer))
         .route("/v1/status", get(ops::status))
         .route("/v1/snapshot", get(ops::snapshot))
         .route("/healthz", get(ops::healthz))

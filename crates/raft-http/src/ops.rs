@@ -68,12 +68,36 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         "storage": {"writes": storage.writes, "syncs": storage.syncs, "bytes_written": storage.bytes_written},
         "rejected_messages": s.rejected_messages,
         "snapshots": snapshot_json(&st),
+        "membership": {
+            "voters": s.membership.voters,
+            "outgoing_voters": s.membership.outgoing,
+            "learners": s.membership.learners,
+            "index": s.membership_index,
+            "joint": s.membership.is_joint(),
+        },
+        "transfer_to": s.transfer_to,
+        "autopilot": autopilot_json(&st).await,
     });
     // Followers' progress is known only to the leader; other nodes leave the field out.
     if s.role == Role::Leader {
         out["progress"] = Value::Array(progress);
     }
     Ok(Json(out))
+}
+
+/// The autopilot's latest decisions on this node, oldest first.
+async fn autopilot_json(st: &AppState) -> Value {
+    let decisions = st.node.autopilot_decisions().await.unwrap_or_default();
+    let list: Vec<Value> = decisions
+        .iter()
+        .map(|d| {
+            let ms =
+                d.at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |t| t.as_millis() as u64);
+            json!({"at_unix_ms": ms, "member": d.member, "action": d.action, "reason": d.reason})
+        })
+        .collect();
+    json!({ "decisions": list })
 }
 
 /// Snapshot activity: counters and the transfers running now.

@@ -32,7 +32,7 @@ struct PutBody {
 }
 
 /// Where a request that needs the leader goes instead of this node.
-fn elsewhere(st: &AppState, uri: &axum::http::Uri, err: Option<Error>) -> ApiError {
+pub(crate) fn elsewhere(st: &AppState, uri: &axum::http::Uri, err: Option<Error>) -> ApiError {
     let leader = match st.leader() {
         Leader::Me => {
             // We are (still) the leader: the failure is something else.
@@ -67,7 +67,7 @@ fn elsewhere(st: &AppState, uri: &axum::http::Uri, err: Option<Error>) -> ApiErr
     }
 }
 
-fn is_leader(st: &AppState) -> bool {
+pub(crate) fn is_leader(st: &AppState) -> bool {
     st.leader() == Leader::Me
 }
 

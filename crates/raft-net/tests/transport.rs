@@ -461,7 +461,10 @@ async fn peers_added_at_runtime_are_reached_and_removed_ones_are_cut_off() {
     );
 
     // Messages sent while the connection came up may still be on their way: take them.
-    while recv_within(&mut in1, Duration::from_millis(300)).await.is_some() {}
+    while recv_within(&mut in1, Duration::from_millis(300))
+        .await
+        .is_some()
+    {}
 
     t1.set_peers(&pair);
     assert!(!t1.send(numbered(1, 3, 1)), "3 is no longer a peer of 1");

@@ -135,8 +135,35 @@ impl Cluster {
         }
     }
 
+    /// Makes room for one more node with fresh addresses (peers.json is left as it is: a
+    /// new node joins with its own addresses on the command line). Returns its index.
+    pub fn add_slot(&mut self) -> usize {
+        self.peers.push(format!("127.0.0.1:{}", free_port()));
+        self.apis.push(format!("127.0.0.1:{}", free_port()));
+        self.procs.push(None);
+        self.apis.len() - 1
+    }
+
+    /// Starts node `i` as a new member joining the cluster through node `via`'s API.
+    pub fn spawn_joining(&mut self, i: usize, via: usize) {
+        let extra = [
+            "--join".to_string(),
+            format!("http://{}", self.apis[via]),
+            "--raft-addr".to_string(),
+            self.peers[i].clone(),
+            "--api".to_string(),
+            self.apis[i].clone(),
+        ];
+        self.spawn_with(i, &extra);
+    }
+
     /// Starts node `i` as `httpraft <i>` in the cluster's directory (where peers.json is).
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    /// Like [`spawn`](Self::spawn), with `extra` arguments for this node only.
+    pub fn spawn_with(&mut self, i: usize, extra: &[String]) {
         let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.log"))).unwrap();
         // Quick elections unless the test sets its own timing.
         let timing: &[&str] = if self.args.iter().any(|a| a == "--election-ticks") {
@@ -148,6 +175,7 @@ impl Cluster {
             .arg(i.to_string())
             .args(timing)
             .args(&self.args)
+            .args(extra)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
