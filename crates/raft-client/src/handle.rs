@@ -387,7 +387,9 @@ impl<R: Send + 'static> RaftNode<R> {
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
-    /// Starts an election now (for leader transfer by hand and for tests).
+    /// Starts an election now (for tests; with pre-vote and check-quorum a follower that
+    /// hears from a live leader does not win). To move leadership, use
+    /// [`transfer_leadership`](Self::transfer_leadership).
     pub async fn campaign(&self) -> Result<(), Error> {
         self.send(Command::Campaign).await
     }

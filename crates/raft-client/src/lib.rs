@@ -12,6 +12,7 @@
 //! | `Retrieve(start)` | [`RaftNode::retrieve`]`(from, limit)` → committed entries, consistent with the committed log |
 //! | `Leader()` | [`RaftNode::leader`] (and [`RaftNode::watch_leader`]) |
 //! | — | [`RaftNode::read_barrier`] (linearizable reads), [`RaftNode::status`], [`RaftNode::shutdown`] |
+//! | — | [`RaftNode::members`], [`RaftNode::add_learner`], [`RaftNode::promote`], [`RaftNode::remove_member`], [`RaftNode::change_membership`], [`RaftNode::transfer_leadership`]; the [`AutopilotConfig`] promotes caught-up learners |
 //!
 //! Each turn, the runtime feeds the core what arrived (ticks, peer messages, client
 //! commands — all that arrived together, so many submits become one append, one sync and

@@ -7,6 +7,9 @@
 //! - [`Node::step`] feeds a message from a peer;
 //! - [`Node::propose`] appends an entry on the leader;
 //! - [`Node::read_index`] starts a linearizable read;
+//! - [`Node::propose_conf_change`] changes the membership (learners, voters, joint
+//!   configurations; see [`Membership`]) and [`Node::transfer_leadership`] hands leadership
+//!   to another voter;
 //!
 //! and then takes a [`Ready`] with [`Node::ready`], carries it out (persist, send, apply,
 //! in the order its documentation gives) and calls [`Node::advance`].

@@ -492,10 +492,23 @@ mod tests {
         let mut m = Membership::new([1, 2, 3]);
         m.context.insert(1, Bytes::from_static(b"one"));
         let next = m
-            .apply_changes(&[ConfChange::Remove { id: 1 }, ConfChange::Remove { id: 2 }])
+            .apply_changes(&[
+                ConfChange::Remove { id: 1 },
+                ConfChange::Remove { id: 2 },
+                ConfChange::AddLearner {
+                    id: 5,
+                    context: Bytes::from_static(b"five"),
+                },
+            ])
             .unwrap();
         assert_eq!(next.context.get(&1), Some(&Bytes::from_static(b"one")));
-        assert_eq!(next.leave_joint().context.get(&1), None);
+        let left = next.leave_joint();
+        assert_eq!(left.context.get(&1), None);
+        assert_eq!(
+            left.context.get(&5),
+            Some(&Bytes::from_static(b"five")),
+            "a learner keeps its data"
+        );
     }
 
     #[test]

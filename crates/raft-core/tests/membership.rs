@@ -485,3 +485,82 @@ fn a_removed_leader_steps_down_when_its_handover_times_out() {
     }
     assert_eq!(c.node(1).role(), Role::Follower);
 }
+
+#[test]
+fn an_installed_snapshot_brings_its_configuration() {
+    let mut n = lone_node(2, &[1, 2, 3], MemStorage::new(), plain);
+    let mut m = Membership::new([1, 2, 3]);
+    m.learners.insert(9);
+    let meta = raft_core::SnapshotMeta {
+        index: 5,
+        term: 1,
+        membership: m.clone(),
+    };
+    n.step(msg(1, 2, 1, MessageBody::InstallSnapshot { meta }));
+    drain(&mut n);
+    assert_eq!(n.membership(), &m);
+    assert_eq!(n.membership_at(5), Some(&m));
+}
+
+#[test]
+fn a_new_member_is_probed_from_the_end_of_the_leaders_log() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    assert!(commits(&mut c, 1, b"a"));
+    c.add_joining(4, &[1, 2, 3], |_| {});
+    c.node_mut(1).propose_conf_change(&[learner(4)]).unwrap();
+    let last = c.node(1).last_index();
+    let first_to_4 = c
+        .take_messages()
+        .into_iter()
+        .find(|m| m.to == 4)
+        .expect("the leader contacts its new member at once");
+    assert!(
+        matches!(first_to_4.body, MessageBody::AppendEntries { prev_index, ref entries, .. }
+            if prev_index == last && entries.is_empty()),
+        "{first_to_4:?}"
+    );
+}
+
+#[test]
+fn a_transfer_to_a_voter_that_a_change_removes_is_abandoned() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.add_joining(4, &[1, 2, 3], |_| {});
+    c.isolate(3);
+    c.node_mut(1)
+        .propose_conf_change(&[ConfChange::Remove { id: 3 }, voter(4)])
+        .unwrap();
+    // 3 still votes, as an outgoing voter of the joint configuration.
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    c.settle();
+    let m = c.node(1).membership().clone();
+    assert_eq!((m.voters.clone(), m.is_joint()), (set(&[1, 2, 4]), false));
+    assert_eq!(c.node(1).transfer_target(), None, "3 no longer votes");
+    assert!(commits(&mut c, 1, b"taken again"));
+}
+
+#[test]
+fn asking_again_keeps_the_transfer_and_asking_for_another_voter_redirects_it() {
+    // Without check-quorum, so that the cut-off leader stays leader.
+    let mut c = Cluster::new_with(3, plain);
+    c.elect(1);
+    c.isolate(1);
+    let ticks = c.node(1).config().election_ticks;
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    for _ in 0..ticks / 2 {
+        c.node_mut(1).tick();
+    }
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    for _ in ticks / 2..ticks {
+        c.node_mut(1).tick();
+    }
+    assert_eq!(
+        c.node(1).transfer_target(),
+        None,
+        "asking again did not restart the clock"
+    );
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    c.node_mut(1).transfer_leadership(2).unwrap();
+    assert_eq!(c.node(1).transfer_target(), Some(2));
+}

@@ -159,3 +159,56 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_client::{ConfChangeError, Error, TransferError};
+
+    #[test]
+    fn membership_errors_say_conflict_for_a_change_under_way_and_bad_request_for_a_bad_member() {
+        for e in [ConfChangeError::InProgress, ConfChangeError::LeaderNotReady] {
+            let a = ApiError::from_node(Error::Membership(e), None);
+            assert_eq!(
+                (a.status, a.code),
+                (StatusCode::CONFLICT, "change_in_progress")
+            );
+            assert_eq!(
+                a.retry_after,
+                Some(1),
+                "a client retries once the change is done"
+            );
+        }
+        for e in [
+            ConfChangeError::AlreadyMember(3),
+            ConfChangeError::UnknownMember(9),
+            ConfChangeError::NotALearner(1),
+            ConfChangeError::NoVoters,
+        ] {
+            let a = ApiError::from_node(Error::Membership(e), None);
+            assert_eq!(
+                (a.status, a.code),
+                (StatusCode::BAD_REQUEST, "invalid_member")
+            );
+        }
+        let a = ApiError::from_node(Error::Transfer(TransferError::NotAVoter(4)), None);
+        assert_eq!(
+            (a.status, a.code),
+            (StatusCode::BAD_REQUEST, "invalid_member")
+        );
+        let a = ApiError::from_node(Error::Transfer(TransferError::NoCandidate), None);
+        assert_eq!((a.status, a.code), (StatusCode::CONFLICT, "no_candidate"));
+        let a = ApiError::from_node(Error::TransferFailed { to: 2 }, Some("x".into()));
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            a.leader, None,
+            "not a leadership error the client must follow"
+        );
+        let a = ApiError::from_node(Error::TransferInProgress { to: 2 }, None);
+        assert_eq!(
+            (a.status, a.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "transfer_in_progress")
+        );
+        assert_eq!(a.retry_after, Some(1));
+    }
+}
