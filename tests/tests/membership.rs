@@ -210,6 +210,21 @@ async fn the_cluster_grows_moves_its_leader_and_shrinks_under_writes_without_los
         c.spawn_joining(i, 0);
     }
     wait_members(&c, &[0, 1, 2, 3, 4], &[]).await;
+    let l = c.leader().await;
+    assert_eq!(c.metric(l, "raft_members{role=\"voter\"}").await, 5.0);
+    assert_eq!(c.metric(l, "raft_members{role=\"learner\"}").await, 0.0);
+    // The promotions are listed in the status of the node that led at the time.
+    let mut promotions = 0;
+    for i in c.running() {
+        let status = c.status(i).await;
+        promotions += status["autopilot"]["decisions"]
+            .as_array()
+            .map_or(0, |d| d.iter().filter(|x| x["action"] == "promote").count());
+    }
+    assert_eq!(
+        promotions, 2,
+        "the autopilot's promotions are visible in status"
+    );
     writers.set_targets(c.apis.clone());
     writers.progress(50).await;
     println!(

@@ -564,3 +564,50 @@ fn asking_again_keeps_the_transfer_and_asking_for_another_voter_redirects_it() {
     c.node_mut(1).transfer_leadership(2).unwrap();
     assert_eq!(c.node(1).transfer_target(), Some(2));
 }
+
+#[test]
+fn a_learner_whose_addition_is_not_yet_committed_does_not_campaign() {
+    let mut cfg = config(3, &[1, 2]);
+    cfg.learners = vec![3];
+    plain(&mut cfg);
+    let mut n = raft_core::Node::new(cfg, MemStorage::new()).unwrap();
+    let mut m = Membership::new([1, 2]);
+    m.learners.insert(3);
+    let add = Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::Config,
+        data: m.encode(),
+    };
+    n.step(msg(1, 3, 1, append(0, 0, vec![add], 0)));
+    drain(&mut n);
+    assert_eq!(
+        n.commit_index(),
+        0,
+        "its addition is in its log, not committed"
+    );
+    n.campaign();
+    assert_eq!(n.role(), Role::Follower);
+}
+
+#[test]
+fn a_voter_that_knows_its_removal_is_committed_does_not_campaign_even_before_applying_it() {
+    let mut n = lone_node(3, &[1, 2, 3], MemStorage::new(), plain);
+    let removal = Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::Config,
+        data: Membership::new([1, 2]).encode(),
+    };
+    n.step(msg(1, 3, 1, append(0, 0, vec![removal], 1)));
+    assert_eq!(n.commit_index(), 1);
+    n.campaign();
+    assert_eq!(
+        n.role(),
+        Role::Follower,
+        "nothing applied yet, but the removal is committed"
+    );
+    drain(&mut n);
+    n.campaign();
+    assert_eq!(n.role(), Role::Follower);
+}

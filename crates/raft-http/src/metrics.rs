@@ -99,6 +99,28 @@ impl Metrics {
             "Index of the last log entry.",
             status.last_index,
         );
+        gauge(
+            "raft_membership_index",
+            "Index of the entry holding the configuration in effect (0: the bootstrap one).",
+            status.membership_index,
+        );
+        gauge(
+            "raft_membership_joint",
+            "1 while a joint configuration is in effect.",
+            u64::from(status.membership.is_joint()),
+        );
+        gauge(
+            "raft_leader_transfer_in_progress",
+            "1 while this leader hands leadership over (writes are refused meanwhile).",
+            u64::from(status.transfer_to.is_some()),
+        );
+        let m = &status.membership;
+        let _ = writeln!(
+            out,
+            "# HELP raft_members Members of the configuration in effect, by role.\n# TYPE raft_members gauge\nraft_members{{role=\"voter\"}} {}\nraft_members{{role=\"learner\"}} {}",
+            m.all_voters().len(),
+            m.learners.len()
+        );
         let _ = writeln!(
             out,
             "# HELP raft_leader_id Id of the known leader (-1 when none).\n# TYPE raft_leader_id gauge\nraft_leader_id {}",
