@@ -79,6 +79,10 @@ pub(crate) struct Runtime<SM: StateMachine> {
     pending_transfer: Option<(NodeId, TransferReply)>,
     /// When each peer was last heard from.
     last_heard: BTreeMap<NodeId, std::time::Instant>,
+    /// The members' addresses (as in `book`).
+    addresses: BTreeMap<NodeId, crate::config::Peer>,
+    /// Nodes that left the configuration, reachable until the given time.
+    departed: BTreeMap<NodeId, (crate::config::Peer, std::time::Instant)>,
     autopilot: crate::autopilot::Autopilot,
     autopilot_ran: std::time::Instant,
 }
@@ -217,6 +221,7 @@ async fn build<SM: StateMachine>(
     );
     let addresses = peer_addresses(&membership, &cfg.peers);
     book.set(addresses.clone());
+    let member_addresses_at_start = addresses.clone();
     let peers = addresses
         .iter()
         .filter(|(&id, _)| id != cfg.id)
@@ -288,6 +293,8 @@ async fn build<SM: StateMachine>(
         pending_changes: BTreeMap::new(),
         pending_transfer: None,
         last_heard: BTreeMap::new(),
+        addresses: member_addresses_at_start,
+        departed: BTreeMap::new(),
         autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
         autopilot_ran: std::time::Instant::now(),
     };
@@ -673,24 +680,48 @@ impl<SM: StateMachine> Runtime<SM> {
     /// effect and of the latest committed one, when either changed: a member being removed
     /// stays reachable until its removal commits (it may be the leader that must commit
     /// it).
+    ///
+    /// A node that leaves both stays reachable for two more election timeouts: a removed
+    /// leader's last messages (the `TimeoutNow` that hands leadership over) may arrive just
+    /// after the commit that removed it.
     fn follow_membership(&mut self) {
-        let now = (
+        let now = std::time::Instant::now();
+        let current = (
             self.node.membership(),
             self.node.membership_at(self.node.commit_index()),
         );
-        if now.0 == &self.membership.0 && now.1 == self.membership.1.as_ref() {
+        let same = current.0 == &self.membership.0 && current.1 == self.membership.1.as_ref();
+        let expired = self.departed.values().any(|(_, until)| *until <= now);
+        if same && !expired {
             return;
         }
-        let changed = now.0 != &self.membership.0;
-        self.membership = (now.0.clone(), now.1.cloned());
-        let addresses = peer_addresses(&self.membership, &self.cfg.peers);
-        let peers = addresses
+        let changed = current.0 != &self.membership.0;
+        if !same {
+            self.membership = (current.0.clone(), current.1.cloned());
+            let addresses = peer_addresses(&self.membership, &self.cfg.peers);
+            let grace = self
+                .cfg
+                .tick
+                .saturating_mul(self.cfg.raft.election_ticks)
+                .saturating_mul(2);
+            for (id, peer) in std::mem::take(&mut self.addresses) {
+                if !addresses.contains_key(&id) {
+                    self.departed.entry(id).or_insert((peer, now + grace));
+                }
+            }
+            self.departed.retain(|id, _| !addresses.contains_key(id));
+            self.book.set(addresses.clone());
+            self.addresses = addresses;
+        }
+        self.departed.retain(|_, (_, until)| *until > now);
+        let peers = self
+            .addresses
             .iter()
+            .chain(self.departed.iter().map(|(id, (p, _))| (id, p)))
             .filter(|(&id, _)| id != self.cfg.id)
             .map(|(&id, p)| (id, p.raft))
             .collect();
         self.transport.set_peers(&peers);
-        self.book.set(addresses);
         if !changed {
             return;
         }
@@ -947,6 +978,47 @@ mod tests {
             term,
             body,
         }
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_removal_commits_stays_reachable_for_its_last_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = runtime(dir.path()).await;
+        // Leader 2 removes itself; the entry arrives committed.
+        let without_2 = raft_core::Membership::new([1, 3]);
+        let entry = Entry {
+            term: 1,
+            index: 1,
+            kind: EntryKind::Config,
+            data: without_2.encode(),
+        };
+        rt.on_message(msg(
+            2,
+            1,
+            MessageBody::AppendEntries {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![entry],
+                commit: 1,
+            },
+        ));
+        rt.process_ready().await.unwrap();
+        assert_eq!(
+            (rt.node.membership(), rt.node.commit_index()),
+            (&without_2, 1)
+        );
+        // Its TimeoutNow handing leadership over may still be on its way.
+        let peers = rt.transport.peers();
+        assert!(
+            peers.contains_key(&2),
+            "the removed leader is cut off too soon"
+        );
+        assert!(peers.contains_key(&3));
+        assert_eq!(
+            rt.members().len(),
+            2,
+            "but it is no longer listed as a member"
+        );
     }
 
     #[tokio::test]
