@@ -611,3 +611,24 @@ fn a_voter_that_knows_its_removal_is_committed_does_not_campaign_even_before_app
     n.campaign();
     assert_eq!(n.role(), Role::Follower);
 }
+
+#[test]
+fn without_pre_vote_or_check_quorum_a_voter_ignores_a_stale_leader_but_a_learner_answers_it() {
+    // A voter: it will campaign itself, which ends the stale leader's term (etcd's rule).
+    let mut voter = lone_node(2, &[1, 2, 3], storage_with(&[1], 2, None), plain);
+    voter.step(msg(1, 2, 1, append(1, 1, vec![], 1)));
+    assert!(drain(&mut voter).is_empty());
+    // A learner never campaigns: it tells the stale leader its newer term instead.
+    let mut cfg = config(3, &[1, 2]);
+    cfg.learners = vec![3];
+    plain(&mut cfg);
+    let mut learner = raft_core::Node::new(cfg, storage_with(&[1], 2, None)).unwrap();
+    learner.step(msg(1, 3, 1, append(1, 1, vec![], 1)));
+    let out = drain(&mut learner);
+    assert!(
+        out.iter().any(|m| m.to == 1
+            && m.term == 2
+            && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
+        "{out:?}"
+    );
+}

@@ -1490,6 +1490,25 @@ fn paper_thesis_9_6_prevote_for_the_current_term_is_granted_only_as_a_vote_would
         })
         .collect();
     assert_eq!(answers, vec![true]);
+    assert_eq!(n.term(), 2, "granting a pre-vote changes no term");
+    // A pre-vote for a past term is refused, with the current term.
+    n.step(msg(
+        3,
+        1,
+        1,
+        MessageBody::PreVote {
+            last_log_index: 1,
+            last_log_term: 1,
+        },
+    ));
+    let answers: Vec<(Term, bool)> = drain(&mut n)
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::PreVoteResponse { granted } => Some((m.term, granted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![(2, false)]);
 }
 
 /// §5.2: only followers and candidates start elections; a leader asked to campaign (for
