@@ -573,6 +573,11 @@ fn a_learner_whose_addition_is_not_yet_committed_does_not_campaign() {
     let mut n = raft_core::Node::new(cfg, MemStorage::new()).unwrap();
     let mut m = Membership::new([1, 2]);
     m.learners.insert(3);
+    assert_eq!(
+        n.membership(),
+        &m,
+        "it starts as a learner of the given voters"
+    );
     let add = Entry {
         term: 1,
         index: 1,
@@ -631,4 +636,16 @@ fn without_pre_vote_or_check_quorum_a_voter_ignores_a_stale_leader_but_a_learner
             && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_snapshot_without_a_valid_configuration_falls_back_to_the_initial_one() {
+    let mut store = MemStorage::new();
+    store.apply_snapshot(&raft_core::SnapshotMeta {
+        index: 4,
+        term: 1,
+        membership: Membership::default(),
+    });
+    let n = lone_node(2, &[1, 2, 3], store, |c| c.applied = 4);
+    assert_eq!(n.membership(), &Membership::new([1, 2, 3]));
 }
