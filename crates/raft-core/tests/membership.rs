@@ -416,9 +416,17 @@ fn a_node_behind_on_configurations_answers_an_unknown_candidate_only_if_its_log_
     );
 }
 
-#[test]
-fn a_removed_leader_whose_successor_lags_hands_over_through_a_transfer() {
-    let mut c = Cluster::new(5);
+/// Whether `m` carries entry `index` (a filter that holds that entry back).
+fn carries(m: &raft_core::Message, index: u64) -> bool {
+    matches!(&m.body, MessageBody::AppendEntries { entries, .. }
+        if entries.iter().any(|e| e.index == index))
+}
+
+/// An `n`-node cluster whose leader 1 removed itself, the removal committed everywhere, and
+/// one more entry that reached no one. Returns the cluster, the removal's index and that
+/// entry's.
+fn removed_leader_ahead_of_everyone(n: u64) -> (Cluster, u64, u64) {
+    let mut c = Cluster::new(n);
     c.elect(1);
     let (removal, _) = c
         .node_mut(1)
@@ -430,11 +438,14 @@ fn a_removed_leader_whose_successor_lags_hands_over_through_a_transfer() {
     for m in msgs {
         c.deliver(m);
     }
-    c.settle_filtered(|m| {
-        !matches!(&m.body, MessageBody::AppendEntries { entries, .. }
-            if entries.iter().any(|e| e.index == data))
-    });
+    c.settle_filtered(|m| !carries(m, data));
     assert!(c.node(1).commit_index() >= removal, "the removal committed");
+    (c, removal, data)
+}
+
+#[test]
+fn a_removed_leader_whose_successor_lags_hands_over_through_a_transfer() {
+    let (mut c, _, data) = removed_leader_ahead_of_everyone(5);
     // No voter holds the leader's last entry: it stays leader, hands over by a transfer,
     // and takes no proposal meanwhile.
     assert_eq!(c.node(1).role(), Role::Leader);
@@ -458,30 +469,14 @@ fn a_removed_leader_whose_successor_lags_hands_over_through_a_transfer() {
 
 #[test]
 fn a_removed_leader_steps_down_when_its_handover_times_out() {
-    let mut c = Cluster::new(3);
-    c.elect(1);
-    let (removal, _) = c
-        .node_mut(1)
-        .propose_conf_change(&[ConfChange::Remove { id: 1 }])
-        .unwrap();
-    let msgs = c.take_messages();
-    let (data, _) = c.node_mut(1).propose(&b"after the removal"[..]).unwrap();
-    for m in msgs {
-        c.deliver(m);
-    }
-    let blocked = |m: &raft_core::Message| {
-        !matches!(&m.body, MessageBody::AppendEntries { entries, .. }
-            if entries.iter().any(|e| e.index == data))
-    };
-    c.settle_filtered(blocked);
-    assert!(c.node(1).commit_index() >= removal);
+    let (mut c, _, data) = removed_leader_ahead_of_everyone(3);
     assert!(c.node(1).transfer_target().is_some());
     // The successor never gets the last entry: after an election timeout the removed
     // leader steps down anyway.
     let ticks = c.node(1).config().election_ticks;
     for _ in 0..ticks {
         c.node_mut(1).tick();
-        c.settle_filtered(blocked);
+        c.settle_filtered(|m| !carries(m, data));
     }
     assert_eq!(c.node(1).role(), Role::Follower);
 }
