@@ -272,10 +272,28 @@ async fn the_cluster_grows_moves_its_leader_and_shrinks_under_writes_without_los
         writers.longest_gap()
     );
 
-    // A removed member's id cannot come back, and a second change while one is under way
-    // is refused or queued behind it; an unknown member is a 400.
-    let (status, _) = delete(&c, "/v1/members/77").await;
-    assert_eq!(status, 400);
+    // Bad requests are refused with what is wrong; a follower lists the members without
+    // the leader's view of their progress.
+    let (status, v) = delete(&c, "/v1/members/77").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_member"))
+    );
+    let (status, v) = post(&c, "/v1/members", Some(json!({"id": 9, "raft": "nowhere"}))).await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = post(&c, "/v1/members/3/promote", None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_member")),
+        "{v}"
+    );
+    let l = c.leader().await;
+    let follower = rest.iter().map(|&i| i as usize).find(|&i| i != l).unwrap();
+    let listed = members(&c, follower).await;
+    assert_eq!(listed.len(), 3);
+    assert!(listed
+        .iter()
+        .all(|m| m["match_index"].is_null() && m["raft"].is_string()));
 
     let (acked, _) = writers.finish().await;
     assert!(acked.len() > 200, "only {} writes", acked.len());
