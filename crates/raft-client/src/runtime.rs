@@ -83,6 +83,9 @@ pub(crate) struct Runtime<SM: StateMachine> {
     addresses: BTreeMap<NodeId, crate::config::Peer>,
     /// Nodes that left the configuration, reachable until the given time.
     departed: BTreeMap<NodeId, (crate::config::Peer, std::time::Instant)>,
+    /// Whether this node has been a member (a joining node is not, until the log says so:
+    /// the snapshot or old configurations it replays first do not name it).
+    seen_as_member: bool,
     autopilot: crate::autopilot::Autopilot,
     autopilot_ran: std::time::Instant,
 }
@@ -268,6 +271,8 @@ async fn build<SM: StateMachine>(
         "raft node started"
     );
     let cfg_autopilot = cfg.autopilot.clone();
+    // A joining node: a learner by its own configuration, with nothing from the log yet.
+    let joining = cfg.learners.contains(&cfg.id) && node.status().membership_index == 0;
     let rt = Runtime {
         cfg,
         node,
@@ -295,6 +300,7 @@ async fn build<SM: StateMachine>(
         last_heard: BTreeMap::new(),
         addresses: member_addresses_at_start,
         departed: BTreeMap::new(),
+        seen_as_member: !joining,
         autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
         autopilot_ran: std::time::Instant::now(),
     };
@@ -733,7 +739,9 @@ impl<SM: StateMachine> Runtime<SM> {
             learners = ?m.learners,
             "membership changed"
         );
-        if !m.contains(self.cfg.id) {
+        if m.contains(self.cfg.id) {
+            self.seen_as_member = true;
+        } else if self.seen_as_member {
             tracing::warn!(
                 id = self.cfg.id,
                 "this node is no longer a member of the cluster; it will not campaign and can be shut down"
@@ -947,6 +955,13 @@ mod tests {
     /// Node 1 of {1, 2, 3}, built but not running: the test steps it by hand, as the
     /// runtime loop would, with peers that never answer on their own.
     async fn runtime(dir: &std::path::Path) -> Runtime<ReplicatedLog> {
+        runtime_with(dir, |_| {}).await
+    }
+
+    async fn runtime_with(
+        dir: &std::path::Path,
+        tweak: impl FnOnce(&mut NodeConfig),
+    ) -> Runtime<ReplicatedLog> {
         let peers: BTreeMap<u64, Peer> = (1..=3)
             .map(|id| {
                 let p = Peer {
@@ -956,7 +971,8 @@ mod tests {
                 (id, p)
             })
             .collect();
-        let cfg = NodeConfig::new(1, "t", peers, dir);
+        let mut cfg = NodeConfig::new(1, "t", peers, dir);
+        tweak(&mut cfg);
         let (_tx, rx) = mpsc::channel(16);
         let (leader_tx, _) = crate::leader::channel();
         let (rt, _, _) = build(
@@ -978,6 +994,62 @@ mod tests {
             term,
             body,
         }
+    }
+
+    #[tokio::test]
+    async fn a_joining_node_is_not_told_it_was_removed_by_configurations_from_before_it_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = runtime_with(dir.path(), |c| {
+            c.learners.insert(1);
+        })
+        .await;
+        assert!(!rt.seen_as_member);
+        // The log replays a configuration from before node 1 joined, then the one adding it.
+        let before = raft_core::Membership::new([2, 3]);
+        let mut with_1 = before.clone();
+        with_1.learners.insert(1);
+        let entries = vec![
+            Entry {
+                term: 1,
+                index: 1,
+                kind: EntryKind::Config,
+                data: before.encode(),
+            },
+            Entry {
+                term: 1,
+                index: 2,
+                kind: EntryKind::Config,
+                data: with_1.encode(),
+            },
+        ];
+        rt.on_message(msg(
+            2,
+            1,
+            MessageBody::AppendEntries {
+                prev_index: 0,
+                prev_term: 0,
+                entries: entries[..1].to_vec(),
+                commit: 1,
+            },
+        ));
+        rt.process_ready().await.unwrap();
+        assert_eq!(rt.node.membership(), &before);
+        assert!(
+            !rt.seen_as_member,
+            "not a member yet, so not removed either"
+        );
+        rt.on_message(msg(
+            2,
+            1,
+            MessageBody::AppendEntries {
+                prev_index: 1,
+                prev_term: 1,
+                entries: entries[1..].to_vec(),
+                commit: 2,
+            },
+        ));
+        rt.process_ready().await.unwrap();
+        assert!(rt.seen_as_member);
     }
 
     #[tokio::test]
