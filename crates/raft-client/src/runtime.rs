@@ -1008,7 +1008,7 @@ mod tests {
         let before = raft_core::Membership::new([2, 3]);
         let mut with_1 = before.clone();
         with_1.learners.insert(1);
-        let entries = vec![
+        let entries = [
             Entry {
                 term: 1,
                 index: 1,
