@@ -60,8 +60,9 @@ impl Running {
 }
 
 impl Running {
-    /// A leader first hands leadership to the most caught-up voter (waiting at most two
-    /// election timeouts), so that a rolling restart costs no election timeout per node.
+    /// A leader first hands leadership to the most caught-up voter, trying again while a
+    /// try is abandoned (each lasts at most an election timeout) for up to four election
+    /// timeouts, so that a rolling restart costs no election timeout per node.
     async fn hand_over_leadership(&self) {
         let id = self.node.id();
         let leading = self
@@ -72,9 +73,18 @@ impl Running {
         if !leading {
             return;
         }
-        let limit = self.node.election_timeout().saturating_mul(2);
+        let limit = self.node.election_timeout().saturating_mul(4);
         let t0 = std::time::Instant::now();
-        match tokio::time::timeout(limit, self.node.transfer_leadership(None)).await {
+        let outcome = tokio::time::timeout(limit, async {
+            loop {
+                match self.node.transfer_leadership(None).await {
+                    Err(raft_client::Error::TransferFailed { .. }) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        match outcome {
             Ok(Ok(to)) => tracing::info!(
                 id,
                 to,
