@@ -80,6 +80,7 @@ impl Writers {
                         acked.lock().unwrap().push(entry);
                         seq += 1;
                     } else {
+                        // A client's pause before retrying a failed write elsewhere.
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }

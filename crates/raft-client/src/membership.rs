@@ -103,6 +103,10 @@ impl AddressBook {
         self.0.read().ok().and_then(|m| m.get(&id).cloned())
     }
 
+    pub(crate) fn all(&self) -> BTreeMap<NodeId, Peer> {
+        self.0.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
     pub(crate) fn set(&self, peers: BTreeMap<NodeId, Peer>) {
         if let Ok(mut m) = self.0.write() {
             *m = peers;

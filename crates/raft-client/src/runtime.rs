@@ -79,8 +79,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     pending_transfer: Option<(NodeId, TransferReply)>,
     /// When each peer was last heard from.
     last_heard: BTreeMap<NodeId, std::time::Instant>,
-    /// The members' addresses (as in `book`).
-    addresses: BTreeMap<NodeId, crate::config::Peer>,
+    /// When the messages being handled arrived (taken once per batch, not per message).
+    received_at: std::time::Instant,
     /// Nodes that left the configuration, reachable until the given time.
     departed: BTreeMap<NodeId, (crate::config::Peer, std::time::Instant)>,
     /// Whether this node has been a member (a joining node is not, until the log says so:
@@ -222,14 +222,8 @@ async fn build<SM: StateMachine>(
         node.membership().clone(),
         node.membership_at(node.commit_index()).cloned(),
     );
-    let addresses = peer_addresses(&membership, &cfg.peers);
-    book.set(addresses.clone());
-    let member_addresses_at_start = addresses.clone();
-    let peers = addresses
-        .iter()
-        .filter(|(&id, _)| id != cfg.id)
-        .map(|(&id, p)| (id, p.raft))
-        .collect();
+    book.set(peer_addresses(&membership, &cfg.peers));
+    let peers = transport_peers(cfg.id, &book.all(), &BTreeMap::new());
     let mut ncfg = NetConfig::new(cfg.id, cfg.cluster_id.clone(), me.raft, peers);
     ncfg.max_frame_bytes = cfg.net.max_frame_bytes;
     ncfg.send_queue = cfg.net.send_queue;
@@ -298,7 +292,7 @@ async fn build<SM: StateMachine>(
         pending_changes: BTreeMap::new(),
         pending_transfer: None,
         last_heard: BTreeMap::new(),
-        addresses: member_addresses_at_start,
+        received_at: std::time::Instant::now(),
         departed: BTreeMap::new(),
         seen_as_member: !joining,
         autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
@@ -317,6 +311,7 @@ impl<SM: StateMachine> Runtime<SM> {
                 _ = ticker.tick() => self.node.tick(),
                 m = self.inbound.recv() => match m {
                     Some((_, msg)) => {
+                        self.received_at = std::time::Instant::now();
                         self.on_message(msg);
                         for _ in 0..MAX_INPUTS_PER_TURN {
                             match self.inbound.try_recv() {
@@ -393,7 +388,7 @@ impl<SM: StateMachine> Runtime<SM> {
             return;
         }
         self.leader_tx.heard(msg.from, msg.term);
-        self.last_heard.insert(msg.from, std::time::Instant::now());
+        self.last_heard.insert(msg.from, self.received_at);
         self.node.step(msg);
     }
 
@@ -710,23 +705,16 @@ impl<SM: StateMachine> Runtime<SM> {
                 .tick
                 .saturating_mul(self.cfg.raft.election_ticks)
                 .saturating_mul(2);
-            for (id, peer) in std::mem::take(&mut self.addresses) {
+            for (id, peer) in self.book.all() {
                 if !addresses.contains_key(&id) {
                     self.departed.entry(id).or_insert((peer, now + grace));
                 }
             }
             self.departed.retain(|id, _| !addresses.contains_key(id));
-            self.book.set(addresses.clone());
-            self.addresses = addresses;
+            self.book.set(addresses);
         }
         self.departed.retain(|_, (_, until)| *until > now);
-        let peers = self
-            .addresses
-            .iter()
-            .chain(self.departed.iter().map(|(id, (p, _))| (id, p)))
-            .filter(|(&id, _)| id != self.cfg.id)
-            .map(|(&id, p)| (id, p.raft))
-            .collect();
+        let peers = transport_peers(self.cfg.id, &self.book.all(), &self.departed);
         self.transport.set_peers(&peers);
         if !changed {
             return;
@@ -879,6 +867,21 @@ impl<SM: StateMachine> Runtime<SM> {
             }
         }
     }
+}
+
+/// The Raft addresses the transport connects to: the members' and the departed nodes',
+/// this node's left out.
+fn transport_peers(
+    me: NodeId,
+    members: &BTreeMap<NodeId, crate::config::Peer>,
+    departed: &BTreeMap<NodeId, (crate::config::Peer, std::time::Instant)>,
+) -> BTreeMap<NodeId, std::net::SocketAddr> {
+    members
+        .iter()
+        .chain(departed.iter().map(|(id, (p, _))| (id, p)))
+        .filter(|(&id, _)| id != me)
+        .map(|(&id, p)| (id, p.raft))
+        .collect()
 }
 
 /// The addresses of every member of the configuration in effect and of the latest

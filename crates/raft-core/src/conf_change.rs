@@ -39,7 +39,7 @@ impl<S: LogStore> Node<S> {
         if !self.committed_in_current_term() {
             return Err(ConfChangeError::LeaderNotReady);
         }
-        if self.configs.latest_index() > self.log.committed {
+        if self.conf_change_in_progress() {
             return Err(ConfChangeError::InProgress);
         }
         let next = self.configs.latest().apply_changes(changes)?;
@@ -116,16 +116,11 @@ impl<S: LogStore> Node<S> {
         for to in &peers {
             self.send_appends(*to, true);
         }
-        let last = self.log.last_index();
         let Some(to) = self.transfer_candidate() else {
             self.become_follower(self.term, None);
             return;
         };
-        let caught_up = self
-            .progress
-            .get(&to)
-            .is_some_and(|p| p.match_index == last);
-        if caught_up {
+        if self.holds_whole_log(to) {
             self.send(to, MessageBody::TimeoutNow);
             self.become_follower(self.term, None);
         } else if self.transfer.is_none() {

@@ -113,9 +113,6 @@ pub struct PeerProgress {
     pub replicating: bool,
     /// The index of the snapshot being sent to it, if one is.
     pub pending_snapshot: Option<LogIndex>,
-    /// Whether the leader heard from it within the last election timeout (with
-    /// check-quorum; without it, ever in this term).
-    pub recently_active: bool,
 }
 
 impl<S: LogStore> Node<S> {
@@ -266,7 +263,6 @@ impl<S: LogStore> Node<S> {
                     next_index: p.next_index,
                     replicating: p.state == ProgressState::Replicate,
                     pending_snapshot: p.pending_snapshot(),
-                    recently_active: p.recent_active,
                 })
                 .collect(),
             membership: self.configs.latest().clone(),

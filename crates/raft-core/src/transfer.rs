@@ -81,16 +81,19 @@ impl<S: LogStore> Node<S> {
     /// is told to campaign (again, if an earlier message was lost: a second one reaches it
     /// in a newer term, or finds it leader, and changes nothing). Returns whether it was.
     pub(crate) fn maybe_send_timeout_now(&mut self, from: NodeId) -> bool {
-        let last = self.log.last_index();
-        let caught_up = self
-            .progress
-            .get(&from)
-            .is_some_and(|p| p.match_index == last);
-        if caught_up && self.transfer.as_ref().is_some_and(|t| t.to == from) {
+        if self.holds_whole_log(from) && self.transfer.as_ref().is_some_and(|t| t.to == from) {
             self.send(from, MessageBody::TimeoutNow);
             return true;
         }
         false
+    }
+
+    /// Leader: whether `id` is known to hold every entry of this leader's log.
+    pub(crate) fn holds_whole_log(&self, id: NodeId) -> bool {
+        let last = self.log.last_index();
+        self.progress
+            .get(&id)
+            .is_some_and(|p| p.match_index == last)
     }
 
     /// Leader tick: a transfer that has not completed within an election timeout is

@@ -560,12 +560,18 @@ fn asking_again_keeps_the_transfer_and_asking_for_another_voter_redirects_it() {
     assert_eq!(c.node(1).transfer_target(), Some(2));
 }
 
-#[test]
-fn a_learner_whose_addition_is_not_yet_committed_does_not_campaign() {
+/// Node 3, a learner of voters 1 and 2 (as a joining node starts), without pre-vote or
+/// check-quorum, on `store`.
+fn lone_learner(store: MemStorage) -> raft_core::Node<MemStorage> {
     let mut cfg = config(3, &[1, 2]);
     cfg.learners = vec![3];
     plain(&mut cfg);
-    let mut n = raft_core::Node::new(cfg, MemStorage::new()).unwrap();
+    raft_core::Node::new(cfg, store).unwrap()
+}
+
+#[test]
+fn a_learner_whose_addition_is_not_yet_committed_does_not_campaign() {
+    let mut n = lone_learner(MemStorage::new());
     let mut m = Membership::new([1, 2]);
     m.learners.insert(3);
     assert_eq!(
@@ -619,10 +625,7 @@ fn without_pre_vote_or_check_quorum_a_voter_ignores_a_stale_leader_but_a_learner
     voter.step(msg(1, 2, 1, append(1, 1, vec![], 1)));
     assert!(drain(&mut voter).is_empty());
     // A learner never campaigns: it tells the stale leader its newer term instead.
-    let mut cfg = config(3, &[1, 2]);
-    cfg.learners = vec![3];
-    plain(&mut cfg);
-    let mut learner = raft_core::Node::new(cfg, storage_with(&[1], 2, None)).unwrap();
+    let mut learner = lone_learner(storage_with(&[1], 2, None));
     learner.step(msg(1, 3, 1, append(1, 1, vec![], 1)));
     let out = drain(&mut learner);
     assert!(

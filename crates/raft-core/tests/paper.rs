@@ -1443,6 +1443,17 @@ fn paper_5_3_leader_pipelines_appends_to_a_replicating_follower_and_probes_one_a
 /// it as it would answer the vote. A pre-vote for the server's own term (the asker is a term
 /// behind) is granted only when a vote in this term could be: not while it knows a leader
 /// or voted for another.
+/// The pre-vote answers a lone node sends, as (term, granted).
+fn pre_vote_answers(n: &mut Node<MemStorage>) -> Vec<(Term, bool)> {
+    drain(n)
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::PreVoteResponse { granted } => Some((m.term, granted)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn paper_thesis_9_6_prevote_for_the_current_term_is_granted_only_as_a_vote_would_be() {
     // Node 1 at term 2, following leader 2 (check-quorum off: no lease in the way).
@@ -1460,13 +1471,7 @@ fn paper_thesis_9_6_prevote_for_the_current_term_is_granted_only_as_a_vote_would
             last_log_term: 1,
         },
     ));
-    let answers: Vec<bool> = drain(&mut n)
-        .iter()
-        .filter_map(|m| match m.body {
-            MessageBody::PreVoteResponse { granted } => Some(granted),
-            _ => None,
-        })
-        .collect();
+    let answers: Vec<bool> = pre_vote_answers(&mut n).iter().map(|a| a.1).collect();
     assert_eq!(
         answers,
         vec![false],
@@ -1482,13 +1487,7 @@ fn paper_thesis_9_6_prevote_for_the_current_term_is_granted_only_as_a_vote_would
             last_log_term: 1,
         },
     ));
-    let answers: Vec<bool> = drain(&mut n)
-        .iter()
-        .filter_map(|m| match m.body {
-            MessageBody::PreVoteResponse { granted } => Some(granted),
-            _ => None,
-        })
-        .collect();
+    let answers: Vec<bool> = pre_vote_answers(&mut n).iter().map(|a| a.1).collect();
     assert_eq!(answers, vec![true]);
     assert_eq!(n.term(), 2, "granting a pre-vote changes no term");
     // A pre-vote for a past term is refused, with the current term.
@@ -1501,13 +1500,7 @@ fn paper_thesis_9_6_prevote_for_the_current_term_is_granted_only_as_a_vote_would
             last_log_term: 1,
         },
     ));
-    let answers: Vec<(Term, bool)> = drain(&mut n)
-        .iter()
-        .filter_map(|m| match m.body {
-            MessageBody::PreVoteResponse { granted } => Some((m.term, granted)),
-            _ => None,
-        })
-        .collect();
+    let answers = pre_vote_answers(&mut n);
     assert_eq!(answers, vec![(2, false)]);
 }
 
