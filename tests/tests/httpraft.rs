@@ -450,6 +450,72 @@ async fn v1_writes_on_a_follower_redirect_to_the_leader_and_ops_endpoints_report
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        v["revision"].as_u64(),
+        Some(index),
+        "a key's revision is its write's index"
+    );
+
+    // Compare-and-swap: on the value, on the revision, create-only; a failed condition
+    // writes nothing and shows what the key holds.
+    let put = |body: Value| c.http.put(c.url(leader, "/v1/kv/city")).json(&body).send();
+    let r = put(json!({"value": "Rome", "expect": "Paris"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 412);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "precondition_failed");
+    assert_eq!(
+        v["error"]["current"],
+        json!({"value": "Oslo", "revision": index})
+    );
+    let r = put(json!({"value": "Rome", "expect": "Oslo", "if_revision": index}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["previous"], &v["previous_revision"]),
+        (&json!("Oslo"), &json!(index))
+    );
+    let rome = v["revision"].as_u64().unwrap();
+    assert!(rome > index);
+    let r = put(json!({"value": "Lima", "if_revision": index}))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 412, "the revision moved on");
+    let r = put(json!({"value": "Lima", "expect": null})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 412, "create-only on a present key");
+    let r = c
+        .http
+        .put(c.url(leader, "/v1/kv/fresh"))
+        .json(&json!({"value": "new", "expect": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "create-only on an absent key");
+    let r = c
+        .http
+        .delete(c.url(leader, "/v1/kv/city"))
+        .json(&json!({"expect": "Oslo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 412, "a conditional delete");
+    let v: Value = c
+        .http
+        .get(c.url(leader, "/v1/kv/city"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&v["value"], &v["revision"]),
+        (&json!("Rome"), &json!(rome))
+    );
+
     let r = c
         .http
         .delete(c.url(leader, "/v1/kv/city"))
@@ -457,7 +523,7 @@ async fn v1_writes_on_a_follower_redirect_to_the_leader_and_ops_endpoints_report
         .await
         .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["previous"], "Oslo");
+    assert_eq!(v["previous"], "Rome");
 
     // Appends and paginated reads of the log.
     for k in 0..5 {

@@ -24,10 +24,15 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use crate::state_machine::{KvCommand, KvResponse, SnapshotSource, StateMachine};
+use crate::kv::{KvCommand, KvResponse, Versioned};
+use crate::state_machine::{SnapshotSource, StateMachine};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const KV: TableDefinition<&str, &str> = TableDefinition::new("kv");
+/// The map as a build that kept no revisions stored it: moved into [`KV`] (at revision 0)
+/// when such a store is opened.
+const KV_UNVERSIONED: TableDefinition<&str, &str> = TableDefinition::new("kv");
+/// The map: key → revision (8 bytes LE) and value.
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv2");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const APPLIED: &str = "applied";
 const LOG_BYTES: &str = "log_bytes";
@@ -86,6 +91,45 @@ fn encode_row(e: &Entry) -> Vec<u8> {
     v.push(kind_code(e.kind));
     v.extend_from_slice(&e.data);
     v
+}
+
+fn encode_versioned(v: &Versioned) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + v.value.len());
+    out.extend_from_slice(&v.revision.to_le_bytes());
+    out.extend_from_slice(v.value.as_bytes());
+    out
+}
+
+fn decode_versioned(key: &str, row: &[u8]) -> std::io::Result<Versioned> {
+    let damaged = || io_err(format!("the map's row for key {key:?} is damaged"));
+    let (rev, value) = row.split_at_checked(8).ok_or_else(damaged)?;
+    let mut r = [0u8; 8];
+    r.copy_from_slice(rev);
+    Ok(Versioned {
+        value: String::from_utf8(value.to_vec()).map_err(|_| damaged())?,
+        revision: u64::from_le_bytes(r),
+    })
+}
+
+/// Moves a map stored without revisions into the versioned table, each key at revision 0
+/// (as every build applies the commands of that format), and drops the old table.
+fn migrate_unversioned(txn: &redb::WriteTransaction) -> std::io::Result<u64> {
+    let mut moved = 0u64;
+    {
+        let old = txn.open_table(KV_UNVERSIONED).map_err(io_err)?;
+        let mut kv = txn.open_table(KV).map_err(io_err)?;
+        for row in old.iter().map_err(io_err)? {
+            let (k, v) = row.map_err(io_err)?;
+            let row = encode_versioned(&Versioned {
+                value: v.value().to_string(),
+                revision: 0,
+            });
+            kv.insert(k.value(), row.as_slice()).map_err(io_err)?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(KV_UNVERSIONED).map_err(io_err)?;
+    Ok(moved)
 }
 
 fn decode_row(index: u64, row: &[u8]) -> std::io::Result<Entry> {
@@ -163,7 +207,14 @@ impl DurableStore {
             txn.open_table(KV).map_err(io_err)?;
             txn.open_table(META).map_err(io_err)?;
         }
+        let moved = migrate_unversioned(&txn)?;
         txn.commit().map_err(io_err)?;
+        if moved > 0 {
+            tracing::info!(
+                keys = moved,
+                "the application store kept no revisions: its keys are now at revision 0"
+            );
+        }
         let applied = {
             let r = db.begin_read().map_err(io_err)?;
             let meta = r.open_table(META).map_err(io_err)?;
@@ -217,18 +268,25 @@ impl DurableStore {
                 bytes += row.len() as u64;
                 log.insert(e.index, row.as_slice()).map_err(io_err)?;
                 let response = match KvCommand::from_entry(e) {
-                    Some(KvCommand::Put { key, value }) => KvResponse::Applied {
-                        previous: kv
-                            .insert(key.as_str(), value.as_str())
-                            .map_err(io_err)?
-                            .map(|v| v.value().to_string()),
-                    },
-                    Some(KvCommand::Delete { key }) => KvResponse::Applied {
-                        previous: kv
-                            .remove(key.as_str())
-                            .map_err(io_err)?
-                            .map(|v| v.value().to_string()),
-                    },
+                    Some(cmd) => {
+                        let key = cmd.key();
+                        let current = match kv.get(key).map_err(io_err)? {
+                            Some(row) => Some(decode_versioned(key, row.value())?),
+                            None => None,
+                        };
+                        let outcome = cmd.decide(e.index, current.as_ref());
+                        match outcome.write {
+                            Some(Some(new)) => {
+                                kv.insert(key, encode_versioned(&new).as_slice())
+                                    .map_err(io_err)?;
+                            }
+                            Some(None) => {
+                                kv.remove(key).map_err(io_err)?;
+                            }
+                            None => {}
+                        }
+                        outcome.response
+                    }
                     None => KvResponse::NotACommand,
                 };
                 out.push(response);
@@ -347,7 +405,7 @@ impl StateMachine for DurableStore {
                 data.read_exact(&mut tag)?;
                 match tag[0] {
                     0 => break,
-                    1 | 2 => {
+                    1..=3 => {
                         let mut len = [0u8; 4];
                         data.read_exact(&mut len)?;
                         let len = u32::from_le_bytes(len) as usize;
@@ -362,9 +420,18 @@ impl StateMachine for DurableStore {
                             bytes += row.len() as u64;
                             log.insert(index, row).map_err(io_err)?;
                         } else {
-                            let (k, v): (&str, &str) =
-                                postcard::from_bytes(&buf).map_err(io_err)?;
-                            kv.insert(k, v).map_err(io_err)?;
+                            // 2: a pair from a build that kept no revisions; 3: versioned.
+                            let (k, value, revision): (&str, &str, u64) = if tag[0] == 2 {
+                                let (k, v) = postcard::from_bytes(&buf).map_err(io_err)?;
+                                (k, v, 0)
+                            } else {
+                                postcard::from_bytes(&buf).map_err(io_err)?
+                            };
+                            let row = encode_versioned(&Versioned {
+                                value: value.to_string(),
+                                revision,
+                            });
+                            kv.insert(k, row.as_slice()).map_err(io_err)?;
                         }
                     }
                     t => return Err(io_err(format!("unknown snapshot record {t}"))),
@@ -380,8 +447,9 @@ impl StateMachine for DurableStore {
     }
 }
 
-/// A consistent view of the store, streamed as records: `1` log rows, `2` map pairs, `0`
-/// the end.
+/// A consistent view of the store, streamed as records: `1` log rows, `3` map entries
+/// (key, value, revision), `0` the end. (`2`, map pairs without revisions, is read from
+/// snapshots of earlier builds.)
 struct DurableSnapshot {
     txn: redb::ReadTransaction,
     applied: LogIndex,
@@ -407,10 +475,14 @@ impl SnapshotSource for DurableSnapshot {
         let kv = self.txn.open_table(KV).map_err(io_err)?;
         for row in kv.iter().map_err(io_err)? {
             let (k, v) = row.map_err(io_err)?;
+            let v = decode_versioned(k.value(), v.value())?;
             buf.clear();
-            buf = postcard::to_extend(&(k.value(), v.value()), std::mem::take(&mut buf))
-                .map_err(io_err)?;
-            record(out, 2, &buf)?;
+            buf = postcard::to_extend(
+                &(k.value(), v.value.as_str(), v.revision),
+                std::mem::take(&mut buf),
+            )
+            .map_err(io_err)?;
+            record(out, 3, &buf)?;
         }
         out.write_all(&[0])
     }
@@ -419,10 +491,15 @@ impl SnapshotSource for DurableSnapshot {
 impl DurableReader {
     /// The value of `key` as of the applied index.
     pub fn get(&self, key: &str) -> std::io::Result<Option<String>> {
+        Ok(self.get_versioned(key)?.map(|v| v.value))
+    }
+
+    /// The value of `key` and its revision, as of the applied index.
+    pub fn get_versioned(&self, key: &str) -> std::io::Result<Option<Versioned>> {
         let r = self.db.begin_read().map_err(io_err)?;
         let kv = r.open_table(KV).map_err(io_err)?;
         let v = kv.get(key).map_err(io_err)?;
-        Ok(v.map(|v| v.value().to_string()))
+        v.map(|v| decode_versioned(key, v.value())).transpose()
     }
 
     /// The number of keys.
@@ -506,13 +583,7 @@ mod tests {
     }
 
     fn put(index: u64, k: &str, v: &str) -> Entry {
-        cmd(
-            index,
-            &KvCommand::Put {
-                key: k.into(),
-                value: v.into(),
-            },
-        )
+        cmd(index, &KvCommand::put(k, v))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,7 +599,13 @@ mod tests {
             let r = s
                 .apply(&[put(1, "a", "1"), Entry::normal(1, 2, &b"text"[..])])
                 .await;
-            assert_eq!(r[0], KvResponse::Applied { previous: None });
+            assert_eq!(
+                r[0],
+                KvResponse::Applied {
+                    previous: None,
+                    revision: 1
+                }
+            );
             assert_eq!(r[1], KvResponse::NotACommand);
             s.apply(&[put(3, "a", "2")]).await;
         }
@@ -539,6 +616,47 @@ mod tests {
         let log = r.log(1, 10, u64::MAX).unwrap();
         assert_eq!(log[1], Entry::normal(1, 2, &b"text"[..]));
         assert!(r.get("a").unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_without_revisions_is_migrated_with_its_keys_at_revision_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.redb");
+        {
+            // The layout of a build that kept no revisions.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut kv = txn.open_table(KV_UNVERSIONED).unwrap();
+                kv.insert("old", "value").unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(APPLIED, 5).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let durable = DurableConfig {
+            durable_every: 1,
+            ..DurableConfig::default()
+        };
+        let mut s = DurableStore::open(&path, durable.clone()).unwrap();
+        let r = s.reader();
+        assert_eq!(
+            r.get_versioned("old").unwrap(),
+            Some(Versioned {
+                value: "value".into(),
+                revision: 0
+            })
+        );
+        let cas = KvCommand::Put {
+            key: "old".into(),
+            value: "new".into(),
+            expect: Some(crate::kv::Expect::value("value")),
+        };
+        s.apply(&[cmd(6, &cas)]).await;
+        assert_eq!(r.get_versioned("old").unwrap().map(|v| v.revision), Some(6));
+        drop((s, r));
+        let r = DurableStore::open(&path, durable).unwrap().reader();
+        assert_eq!(r.get("old").unwrap(), Some("new".into()), "migrated once");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,6 +691,7 @@ mod tests {
         );
         assert_eq!(tr.get("late").unwrap(), None, "as of the snapshot");
         assert_eq!(tr.len().unwrap(), 10);
+        assert_eq!(tr.get_versioned("k4").unwrap().map(|v| v.revision), Some(4));
         assert_eq!(tr.log(1, 100, u64::MAX).unwrap(), logged);
         assert!(t.restore(3, &mut &bytes[..7]).is_err(), "a cut snapshot");
     }

@@ -54,6 +54,7 @@ mod config;
 mod durable_store;
 mod error;
 mod handle;
+mod kv;
 mod leader;
 mod limits;
 mod log_reader;
@@ -71,12 +72,11 @@ pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use error::{Error, StartError};
 pub use handle::{Committed, RaftNode};
+pub use kv::{Expect, KvCommand, KvResponse, Revision, Versioned};
 pub use leader::LeaderInfo;
 pub use membership::{MemberInfo, MemberRole};
 pub use raft_core::{ConfChange, ConfChangeError, TransferError};
 pub use raft_net::{ListenerStats, PeerStats};
 pub use raft_storage::{StatsSnapshot, SyncPolicy, SYNC_BUCKETS};
 pub use snapshot_transfer::{SnapshotStats, TransferStatus};
-pub use state_machine::{
-    KvCommand, KvReader, KvResponse, KvStore, ReplicatedLog, SnapshotSource, StateMachine,
-};
+pub use state_machine::{KvReader, KvStore, ReplicatedLog, SnapshotSource, StateMachine};

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use raft_core::{Entry, EntryKind, LogIndex};
-use serde::{Deserialize, Serialize};
+use raft_core::{Entry, LogIndex};
+
+use crate::kv::{KvCommand, KvResponse, Versioned};
 
 /// A point-in-time copy of a state machine's state, taken in a moment and written out on a
 /// blocking thread while the state machine goes on applying.
@@ -103,63 +103,9 @@ impl StateMachine for ReplicatedLog {
     }
 }
 
-/// A key-value command, carried in a normal entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvCommand {
-    /// Sets `key` to `value`.
-    Put {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-    },
-    /// Removes `key`.
-    Delete {
-        /// The key.
-        key: String,
-    },
-}
-
-impl KvCommand {
-    /// The entry payload for this command; submit it with
-    /// [`crate::RaftNode::submit_command`].
-    pub fn encode(&self) -> Result<Bytes, postcard::Error> {
-        postcard::to_allocvec(self).map(Bytes::from)
-    }
-
-    /// The command in an entry payload, if it decodes as one. Only entries of kind
-    /// [`EntryKind::Command`] hold commands: use [`KvCommand::from_entry`] on entries.
-    pub fn decode(data: &[u8]) -> Option<KvCommand> {
-        postcard::from_bytes(data).ok()
-    }
-
-    /// The command an entry holds: only a [`EntryKind::Command`] entry holds one, whatever
-    /// the payload of other entries looks like.
-    pub fn from_entry(e: &Entry) -> Option<KvCommand> {
-        if e.kind == EntryKind::Command {
-            Self::decode(&e.data)
-        } else {
-            None
-        }
-    }
-}
-
-/// What applying an entry did to the key-value map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KvResponse {
-    /// A put or delete was applied; the key's previous value is given.
-    Applied {
-        /// The value before the command.
-        previous: Option<String>,
-    },
-    /// The entry was not a key-value command (a no-op, a plain log entry, or a command
-    /// entry that does not decode as one).
-    NotACommand,
-}
-
 /// The map of a [`KvStore`]: a persistent (copy-on-write) ordered map, so that a snapshot
 /// is a copy taken in constant time.
-type KvMap = imbl::OrdMap<String, String>;
+type KvMap = imbl::OrdMap<String, Versioned>;
 
 /// An in-memory key-value map whose commands are puts and deletes, as the original's
 /// companion app had. Commands are entries of kind [`EntryKind::Command`] (submitted with
@@ -179,20 +125,27 @@ pub struct KvReader {
     applied: Arc<AtomicU64>,
 }
 
-/// A [`KvStore`]'s state at one point, written as postcard pairs.
+/// A [`KvStore`]'s state at one point: [`KV_SNAPSHOT_MAGIC`], the number of keys, then
+/// each `(key, value, revision)` as a length-prefixed postcard record.
 struct KvSnapshot(KvMap);
+
+/// Starts a snapshot with revisions. A snapshot without it (from a build that kept no
+/// revisions) starts with the number of pairs and holds `(key, value)` pairs; its keys get
+/// revision 0.
+const KV_SNAPSHOT_MAGIC: [u8; 8] = *b"RAFTKV2\0";
 
 impl SnapshotSource for KvSnapshot {
     fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&KV_SNAPSHOT_MAGIC)?;
         out.write_all(&(self.0.len() as u64).to_le_bytes())?;
         let mut buf = Vec::new();
         for (k, v) in self.0.iter() {
             buf.clear();
-            let pair = postcard::to_extend(&(k, v), std::mem::take(&mut buf))
+            let record = postcard::to_extend(&(k, &v.value, v.revision), std::mem::take(&mut buf))
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            out.write_all(&(pair.len() as u32).to_le_bytes())?;
-            out.write_all(&pair)?;
-            buf = pair;
+            out.write_all(&(record.len() as u32).to_le_bytes())?;
+            out.write_all(&record)?;
+            buf = record;
         }
         Ok(())
     }
@@ -200,9 +153,15 @@ impl SnapshotSource for KvSnapshot {
 
 fn read_kv_snapshot(data: &mut dyn Read) -> std::io::Result<KvMap> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let mut n = [0u8; 8];
-    data.read_exact(&mut n)?;
-    let n = u64::from_le_bytes(n);
+    let mut head = [0u8; 8];
+    data.read_exact(&mut head)?;
+    let versioned = head == KV_SNAPSHOT_MAGIC;
+    let n = if versioned {
+        data.read_exact(&mut head)?;
+        u64::from_le_bytes(head)
+    } else {
+        u64::from_le_bytes(head)
+    };
     let mut map = KvMap::new();
     let mut buf = Vec::new();
     for _ in 0..n {
@@ -210,13 +169,18 @@ fn read_kv_snapshot(data: &mut dyn Read) -> std::io::Result<KvMap> {
         data.read_exact(&mut len)?;
         let len = u32::from_le_bytes(len) as usize;
         if len > (1 << 30) {
-            return Err(bad("a key-value pair larger than 1 GiB in a snapshot"));
+            return Err(bad("a key-value record larger than 1 GiB in a snapshot"));
         }
         buf.resize(len, 0);
         data.read_exact(&mut buf)?;
-        let (k, v): (String, String) =
-            postcard::from_bytes(&buf).map_err(|_| bad("a malformed key-value pair"))?;
-        map.insert(k, v);
+        let (k, value, revision): (String, String, u64) = if versioned {
+            postcard::from_bytes(&buf).map_err(|_| bad("a malformed key-value record"))?
+        } else {
+            let (k, v): (String, String) =
+                postcard::from_bytes(&buf).map_err(|_| bad("a malformed key-value pair"))?;
+            (k, v, 0)
+        };
+        map.insert(k, Versioned { value, revision });
     }
     Ok(map)
 }
@@ -239,6 +203,11 @@ impl KvStore {
 impl KvReader {
     /// The value of `key` as of the applied index.
     pub fn get(&self, key: &str) -> Option<String> {
+        self.get_versioned(key).map(|v| v.value)
+    }
+
+    /// The value of `key` and its revision, as of the applied index.
+    pub fn get_versioned(&self, key: &str) -> Option<Versioned> {
         match self.map.read() {
             Ok(m) => m.get(key).cloned(),
             Err(poisoned) => poisoned.into_inner().get(key).cloned(),
@@ -276,12 +245,19 @@ impl StateMachine for KvStore {
         let out = entries
             .iter()
             .map(|e| match KvCommand::from_entry(e) {
-                Some(KvCommand::Put { key, value }) => KvResponse::Applied {
-                    previous: map.insert(key, value),
-                },
-                Some(KvCommand::Delete { key }) => KvResponse::Applied {
-                    previous: map.remove(&key),
-                },
+                Some(cmd) => {
+                    let outcome = cmd.decide(e.index, map.get(cmd.key()));
+                    match outcome.write {
+                        Some(Some(new)) => {
+                            map.insert(cmd.key().to_string(), new);
+                        }
+                        Some(None) => {
+                            map.remove(cmd.key());
+                        }
+                        None => {}
+                    }
+                    outcome.response
+                }
                 None => KvResponse::NotACommand,
             })
             .collect();
@@ -313,6 +289,8 @@ impl StateMachine for KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::Expect;
+    use raft_core::EntryKind;
 
     fn command(index: LogIndex, cmd: &KvCommand) -> Entry {
         Entry {
@@ -325,10 +303,7 @@ mod tests {
 
     #[tokio::test]
     async fn kv_commands_round_trip_and_plain_entries_are_ignored() {
-        let put = KvCommand::Put {
-            key: "k".into(),
-            value: "v".into(),
-        };
+        let put = KvCommand::put("k", "v");
         assert_eq!(KvCommand::decode(&put.encode().unwrap()), Some(put.clone()));
         assert_eq!(KvCommand::decode(b"\"just text\""), None);
         let mut kv = KvStore::new();
@@ -337,16 +312,23 @@ mod tests {
             .apply(&[
                 command(1, &put),
                 Entry::normal(1, 2, &b"plain"[..]),
-                command(3, &KvCommand::Delete { key: "k".into() }),
+                command(3, &KvCommand::delete("k")),
             ])
             .await;
         assert_eq!(
             out,
             vec![
-                KvResponse::Applied { previous: None },
+                KvResponse::Applied {
+                    previous: None,
+                    revision: 1
+                },
                 KvResponse::NotACommand,
                 KvResponse::Applied {
-                    previous: Some("v".into())
+                    previous: Some(Versioned {
+                        value: "v".into(),
+                        revision: 1
+                    }),
+                    revision: 3
                 }
             ]
         );
@@ -356,10 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_entry_holding_a_command_payload_is_not_applied_as_one() {
-        let put = KvCommand::Put {
-            key: "k".into(),
-            value: "forged".into(),
-        };
+        let put = KvCommand::put("k", "forged");
         let mut kv = KvStore::new();
         let r = kv.reader();
         // Byte for byte a command, but submitted as a plain entry: it is plain data.
@@ -374,21 +353,12 @@ mod tests {
     async fn a_kv_snapshot_restores_the_same_map_and_later_writes_do_not_leak_into_it() {
         let mut kv = KvStore::new();
         let puts: Vec<Entry> = (1..=100)
-            .map(|i| {
-                command(
-                    i,
-                    &KvCommand::Put {
-                        key: format!("k{i}"),
-                        value: format!("v{i}"),
-                    },
-                )
-            })
+            .map(|i| command(i, &KvCommand::put(format!("k{i}"), format!("v{i}"))))
             .collect();
         kv.apply(&puts).await;
         let snap = kv.snapshot().await.unwrap();
         // Applying goes on after the copy was taken.
-        kv.apply(&[command(101, &KvCommand::Delete { key: "k1".into() })])
-            .await;
+        kv.apply(&[command(101, &KvCommand::delete("k1"))]).await;
         let mut bytes = Vec::new();
         snap.write_to(&mut bytes).unwrap();
         let mut other = KvStore::new();
@@ -401,9 +371,70 @@ mod tests {
             "the snapshot is as of index 100"
         );
         assert_eq!(r.applied(), 100);
+        assert_eq!(r.get_versioned("k7").map(|v| v.revision), Some(7));
         assert!(
             other.restore(5, &mut &bytes[..3]).is_err(),
             "a cut snapshot"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_compare_and_swap_applies_only_while_its_condition_holds() {
+        let mut kv = KvStore::new();
+        let r = kv.reader();
+        let cas = |from: &str, to: &str| KvCommand::Put {
+            key: "k".into(),
+            value: to.into(),
+            expect: Some(Expect::value(from)),
+        };
+        let out = kv
+            .apply(&[
+                command(1, &KvCommand::put("k", "a")),
+                command(2, &cas("a", "b")),
+                command(3, &cas("a", "c")),
+            ])
+            .await;
+        assert!(matches!(out[1], KvResponse::Applied { revision: 2, .. }));
+        assert_eq!(
+            out[2],
+            KvResponse::PreconditionFailed {
+                current: Some(Versioned {
+                    value: "b".into(),
+                    revision: 2
+                })
+            },
+            "the second swap from a finds b"
+        );
+        assert_eq!(r.get("k"), Some("b".into()));
+        let del = KvCommand::Delete {
+            key: "k".into(),
+            expect: Some(Expect::revision(1)),
+        };
+        let out = kv.apply(&[command(4, &del)]).await;
+        assert!(matches!(out[0], KvResponse::PreconditionFailed { .. }));
+        assert_eq!(
+            r.get("k"),
+            Some("b".into()),
+            "a stale revision deletes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_without_revisions_restores_its_keys_at_revision_zero() {
+        // The earlier format: the number of pairs, then (key, value) records.
+        let mut bytes = 1u64.to_le_bytes().to_vec();
+        let pair = postcard::to_allocvec(&("k", "v")).unwrap();
+        bytes.extend_from_slice(&(pair.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&pair);
+        let mut kv = KvStore::new();
+        let r = kv.reader();
+        kv.restore(10, &mut &bytes[..]).unwrap();
+        assert_eq!(
+            r.get_versioned("k"),
+            Some(Versioned {
+                value: "v".into(),
+                revision: 0
+            })
         );
     }
 }

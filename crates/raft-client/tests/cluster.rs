@@ -394,10 +394,7 @@ async fn linearizable_reads_see_every_write_acknowledged_before_them() {
     let leader = when_leaders(&all, "no agreed leader", agreed).await;
     let node = &nodes[&leader];
     for k in 0..200 {
-        let cmd = KvCommand::Put {
-            key: format!("k{}", k % 7),
-            value: format!("v{k}"),
-        };
+        let cmd = KvCommand::put(format!("k{}", k % 7), format!("v{k}"));
         let done = node.submit_command(cmd.encode().unwrap()).await.unwrap();
         let index = node.read_barrier().await.unwrap();
         assert!(

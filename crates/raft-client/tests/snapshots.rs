@@ -79,12 +79,7 @@ impl KvCluster {
 
     /// Puts `key = value` through whichever node leads, retrying until it commits.
     async fn put(&self, key: &str, value: &str) {
-        let cmd = KvCommand::Put {
-            key: key.into(),
-            value: value.into(),
-        }
-        .encode()
-        .unwrap();
+        let cmd = KvCommand::put(key, value).encode().unwrap();
         let start = Instant::now();
         loop {
             for (n, _) in self.nodes.values() {

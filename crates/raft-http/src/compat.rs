@@ -68,10 +68,7 @@ pub(crate) async fn put_kv(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let req: PutBody = parse_json(&body)?;
-    let cmd = KvCommand::Put {
-        key: req.key.clone(),
-        value: req.value.clone(),
-    };
+    let cmd = KvCommand::put(req.key.clone(), req.value.clone());
     match st.submit_kv(&cmd).await {
         Ok(_) => Ok(
             Json(json!({"leader": st.self_api(), "key": req.key, "value": req.value}))

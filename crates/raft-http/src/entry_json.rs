@@ -22,12 +22,29 @@ pub fn entry_to_json(e: &Entry) -> Value {
         EntryKind::Config => json!({"index": e.index, "term": e.term, "kind": "config"}),
         EntryKind::Command => match KvCommand::from_entry(e) {
             Some(cmd) => {
-                let command = match cmd {
-                    KvCommand::Put { key, value } => {
+                let mut command = match &cmd {
+                    KvCommand::Put { key, value, .. }
+                    | KvCommand::PutUnversioned { key, value } => {
                         json!({"op": "put", "key": key, "value": value})
                     }
-                    KvCommand::Delete { key } => json!({"op": "delete", "key": key}),
+                    KvCommand::Delete { key, .. } | KvCommand::DeleteUnversioned { key } => {
+                        json!({"op": "delete", "key": key})
+                    }
                 };
+                if let KvCommand::Put {
+                    expect: Some(x), ..
+                }
+                | KvCommand::Delete {
+                    expect: Some(x), ..
+                } = &cmd
+                {
+                    if let Some(v) = &x.value {
+                        command["expect"] = json!(v);
+                    }
+                    if let Some(r) = x.revision {
+                        command["if_revision"] = json!(r);
+                    }
+                }
                 json!({"index": e.index, "term": e.term, "kind": "kv", "command": command})
             }
             None => bytes_json(e),

@@ -21,6 +21,9 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// Where to send the request instead (sets `Location`; used with 307).
     pub location: Option<String>,
+    /// One more field of the error object, for errors that carry data (e.g. `current` on
+    /// `precondition_failed`).
+    pub detail: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 impl ApiError {
@@ -33,6 +36,7 @@ impl ApiError {
             leader: None,
             retry_after: None,
             location: None,
+            detail: None,
         }
     }
 
@@ -146,6 +150,9 @@ impl IntoResponse for ApiError {
         });
         if let Some(leader) = self.leader {
             error["leader"] = json!(leader);
+        }
+        if let Some((name, value)) = self.detail.map(|d| *d) {
+            error[name] = value;
         }
         let body = json!({ "error": error });
         let mut resp = (self.status, Json(body)).into_response();

@@ -198,8 +198,16 @@ impl AppState {
 
     /// The value of `key` in the map, as of the applied index.
     pub(crate) fn get_value(&self, key: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.get_versioned(key)?.map(|v| v.value))
+    }
+
+    /// The value of `key` and its revision, as of the applied index.
+    pub(crate) fn get_versioned(
+        &self,
+        key: &str,
+    ) -> Result<Option<raft_client::Versioned>, ApiError> {
         self.store
-            .get(key)
+            .get_versioned(key)
             .map_err(|e| ApiError::internal(format!("cannot read the map: {e}")))
     }
 }

@@ -9,7 +9,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use raft_client::{Error, KvCommand, KvResponse};
+use raft_client::{Error, Expect, KvCommand, KvResponse, Versioned};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -29,6 +29,44 @@ struct AppendBody {
 #[serde(deny_unknown_fields)]
 struct PutBody {
     value: String,
+    #[serde(default, deserialize_with = "present")]
+    expect: Option<Option<String>>,
+    if_revision: Option<u64>,
+}
+
+/// The conditions of a conditional write: `"expect": "<value>"` (or `null`: only if
+/// absent) and `"if_revision": n` (0: only if absent).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Conditions {
+    /// Absent: no condition on the value; `null`: the key must be absent.
+    #[serde(default, deserialize_with = "present")]
+    expect: Option<Option<String>>,
+    if_revision: Option<u64>,
+}
+
+/// Tells a field given as `null` from a field not given.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl Conditions {
+    fn expect(self) -> Option<Expect> {
+        if self.expect.is_none() && self.if_revision.is_none() {
+            return None;
+        }
+        Some(Expect {
+            value: self.expect,
+            revision: self.if_revision,
+        })
+    }
+}
+
+fn versioned_json(v: &Option<Versioned>) -> Value {
+    match v {
+        Some(v) => json!({"value": v.value, "revision": v.revision}),
+        None => Value::Null,
+    }
 }
 
 /// Where a request that needs the leader goes instead of this node.
@@ -87,12 +125,13 @@ async fn submit_here(
 }
 
 /// Submits a key-value command on the leader; returns the commit and the key's previous
-/// value.
+/// state, or `412 precondition_failed` with the key's current state when the command's
+/// condition did not hold.
 async fn submit_kv(
     st: &AppState,
     uri: &axum::http::Uri,
     cmd: &KvCommand,
-) -> Result<(raft_client::Committed<KvResponse>, Option<String>), ApiError> {
+) -> Result<(raft_client::Committed<KvResponse>, Option<Versioned>), ApiError> {
     if !is_leader(st) {
         return Err(elsewhere(st, uri, None));
     }
@@ -105,7 +144,23 @@ async fn submit_kv(
         Err(SubmitKvError::Node(e)) => return Err(ApiError::from_node(e, st.leader_api())),
     };
     let previous = match &c.response {
-        KvResponse::Applied { previous } => previous.clone(),
+        KvResponse::Applied { previous, .. } => previous.clone(),
+        KvResponse::PreconditionFailed { current } => {
+            let mut e = ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                format!(
+                    "key {:?} does not meet the condition (it is {}): nothing was written; `current` is what it holds",
+                    cmd.key(),
+                    match current {
+                        Some(v) => format!("at revision {}", v.revision),
+                        None => "absent".to_string(),
+                    }
+                ),
+            );
+            e.detail = Some(Box::new(("current", versioned_json(current))));
+            return Err(e);
+        }
         KvResponse::NotACommand => None,
     };
     Ok((c, previous))
@@ -158,7 +213,9 @@ pub(crate) async fn read_log(
     .await
 }
 
-/// `PUT /v1/kv/{key} {"value": "..."}` → `{"key", "value", "previous", "index", "term"}`.
+/// `PUT /v1/kv/{key} {"value": "...", ["expect": "..."|null], ["if_revision": n]}` →
+/// `{"key", "value", "revision", "previous", "previous_revision", "index", "term"}`; `412
+/// precondition_failed` (with `current`) when a condition does not hold.
 pub(crate) async fn put(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -169,26 +226,54 @@ pub(crate) async fn put(
     let put = KvCommand::Put {
         key: key.clone(),
         value: req.value.clone(),
+        expect: Conditions {
+            expect: req.expect,
+            if_revision: req.if_revision,
+        }
+        .expect(),
     };
     let (c, previous) = submit_kv(&st, &uri, &put).await?;
-    Ok(Json(
-        json!({"key": key, "value": req.value, "previous": previous, "index": c.index, "term": c.term}),
-    ))
+    Ok(Json(json!({
+        "key": key,
+        "value": req.value,
+        "revision": c.index,
+        "previous": previous.as_ref().map(|p| &p.value),
+        "previous_revision": previous.as_ref().map(|p| p.revision),
+        "index": c.index,
+        "term": c.term,
+    })))
 }
 
-/// `DELETE /v1/kv/{key}` → `{"key", "previous", "index", "term"}`.
+/// `DELETE /v1/kv/{key}` (optionally with a body `{"expect": ..., "if_revision": n}`) →
+/// `{"key", "previous", "previous_revision", "index", "term"}`; `412 precondition_failed`
+/// when a condition does not hold.
 pub(crate) async fn delete(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
     KeyPath(key): KeyPath,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
-    let (c, previous) = submit_kv(&st, &uri, &KvCommand::Delete { key: key.clone() }).await?;
-    Ok(Json(
-        json!({"key": key, "previous": previous, "index": c.index, "term": c.term}),
-    ))
+    let when: Conditions = if body.iter().all(u8::is_ascii_whitespace) {
+        Conditions::default()
+    } else {
+        parse_json(&body)?
+    };
+    let del = KvCommand::Delete {
+        key: key.clone(),
+        expect: when.expect(),
+    };
+    let (c, previous) = submit_kv(&st, &uri, &del).await?;
+    Ok(Json(json!({
+        "key": key,
+        "previous": previous.as_ref().map(|p| &p.value),
+        "previous_revision": previous.as_ref().map(|p| p.revision),
+        "index": c.index,
+        "term": c.term,
+    })))
 }
 
-/// `GET /v1/kv/{key}?consistency=linearizable|local` → `{"key", "value", "applied"}`, 404
+/// `GET /v1/kv/{key}?consistency=linearizable|local` → `{"key", "value", "revision",
+/// "applied"}`, 404
 /// when absent. `linearizable` (the default) confirms leadership through ReadIndex first and
 /// must reach the leader; `local` answers from this node's map, possibly stale.
 pub(crate) async fn get(
@@ -215,9 +300,9 @@ pub(crate) async fn get(
             )))
         }
     }
-    match st.get_value(&key)? {
-        Some(value) => Ok(Json(
-            json!({"key": key, "value": value, "applied": st.store.applied()}),
+    match st.get_versioned(&key)? {
+        Some(v) => Ok(Json(
+            json!({"key": key, "value": v.value, "revision": v.revision, "applied": st.store.applied()}),
         )),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
