@@ -189,6 +189,11 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
         max_http_connections = limits.max_connections,
         "httpraft node started"
     );
+    if cfg!(feature = "stale-linearizable-reads") {
+        tracing::error!(
+            "this build serves linearizable reads from the local map (feature stale-linearizable-reads): it is broken on purpose, for testing the fault harness; never run it for real"
+        );
+    }
     Ok(Running {
         node,
         stop_http,

@@ -81,6 +81,11 @@ pub struct Options {
     /// The HTTP listen address [default: apis[id] from the peers file].
     #[arg(long)]
     pub api: Option<String>,
+    /// Where to listen for the other members' Raft connections, when they reach this node
+    /// at another address (through a proxy or a NAT) [default: peers[id] from the peers file,
+    /// or --raft-addr].
+    #[arg(long)]
+    pub raft_listen: Option<String>,
     /// Join a running cluster: URL is any member's API (http://host:port). The node starts
     /// as a learner, asks to be added, catches up, and is promoted by the cluster's
     /// autopilot. Its own addresses come from --raft-addr and --api, or from the peers file.
@@ -209,6 +214,7 @@ impl Options {
             config: self.config.or(other.config),
             peers: self.peers.or(other.peers),
             api: self.api.or(other.api),
+            raft_listen: self.raft_listen.or(other.raft_listen),
             join: self.join.or(other.join),
             raft_addr: self.raft_addr.or(other.raft_addr),
             autopilot: self.autopilot.or(other.autopilot),
@@ -437,6 +443,9 @@ fn finish_settings(
 ) -> Result<NodeSettings, String> {
     apply_tuning(&mut node, opts)?;
     node.autopilot = autopilot_config(opts)?;
+    if let Some(l) = &opts.raft_listen {
+        node.raft_listen = Some(resolve(l)?);
+    }
     let mut http = http_config(opts)?;
     if let Some(n) = opts.max_log_entries {
         http.max_log_entries = n.max(1);

@@ -71,6 +71,10 @@ pub struct NodeConfig {
     /// The autopilot (promotes caught-up learners, may demote or remove long-unreachable
     /// voters). Default off.
     pub autopilot: crate::AutopilotConfig,
+    /// Where the Raft transport listens, when it is not this node's address in `peers`
+    /// (which is what the other members dial): behind a proxy or a NAT. Default: that
+    /// address.
+    pub raft_listen: Option<std::net::SocketAddr>,
 }
 
 /// When a node takes snapshots and compacts its log, and how snapshots travel.
@@ -184,6 +188,7 @@ impl NodeConfig {
             net: NetTuning::default(),
             snapshot: SnapshotConfig::default(),
             autopilot: crate::AutopilotConfig::default(),
+            raft_listen: None,
         }
     }
 

@@ -224,7 +224,8 @@ async fn build<SM: StateMachine>(
     );
     book.set(peer_addresses(&membership, &cfg.peers));
     let peers = transport_peers(cfg.id, &book.all(), &BTreeMap::new());
-    let mut ncfg = NetConfig::new(cfg.id, cfg.cluster_id.clone(), me.raft, peers);
+    let listen = cfg.raft_listen.unwrap_or(me.raft);
+    let mut ncfg = NetConfig::new(cfg.id, cfg.cluster_id.clone(), listen, peers);
     ncfg.max_frame_bytes = cfg.net.max_frame_bytes;
     ncfg.send_queue = cfg.net.send_queue;
     ncfg.send_queue_bytes = cfg.net.send_queue_bytes;

@@ -26,6 +26,12 @@ pub fn bench_binary() -> PathBuf {
 }
 
 fn build(package: &str) -> PathBuf {
+    build_with(package, &[])
+}
+
+/// Builds `package`'s binary in release mode with `features` on; where it is. The binary
+/// is overwritten by the next build of the package with other features: copy it.
+pub fn build_with(package: &str, features: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/e2e-... → target/release/<package>
     let target_dir = exe
@@ -45,6 +51,7 @@ fn build(package: &str) -> PathBuf {
             "--bin",
             package,
         ])
+        .args(features.iter().flat_map(|f| ["--features", f]))
         .status()
         .unwrap();
     assert!(status.success(), "building {package} failed");
