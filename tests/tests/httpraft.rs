@@ -502,15 +502,7 @@ async fn v1_writes_on_a_follower_redirect_to_the_leader_and_ops_endpoints_report
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 412, "a conditional delete");
-    let v: Value = c
-        .http
-        .get(c.url(leader, "/v1/kv/city"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = c.get_json(leader, "/v1/kv/city").await;
     assert_eq!(
         (&v["value"], &v["revision"]),
         (&json!("Rome"), &json!(rome))

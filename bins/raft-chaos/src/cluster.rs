@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::{json, Value};
 
-use crate::proxy::{self, Links, NodeId};
+use crate::netns::Namespaces;
+use crate::proxy::{self, LinkFault, Links, NodeId};
 
 /// The API addresses of the current members, read by the clients.
 pub type Endpoints = Arc<RwLock<Vec<String>>>;
@@ -34,6 +35,42 @@ pub struct Node {
     joined_via: Option<String>,
 }
 
+/// How links between members are made to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A fault-injecting proxy in front of each member's Raft port (no root needed).
+    Proxies,
+    /// Each member in its own network namespace; cuts and delays on real interfaces
+    /// (root only).
+    Namespaces,
+}
+
+/// The links' fault injector.
+enum Network {
+    Proxies(Arc<Links>),
+    Namespaces(Namespaces),
+}
+
+impl Network {
+    /// Node `id`'s addresses: where the others reach its Raft port, where it listens for
+    /// Raft, and its API.
+    async fn place(&mut self, id: NodeId) -> Result<(SocketAddr, SocketAddr, String), String> {
+        match self {
+            Network::Proxies(links) => {
+                let listener = bind_proxy().await?;
+                let raft_public = listener.local_addr().map_err(|e| e.to_string())?;
+                let raft_listen = free_addr()?;
+                proxy::spawn(listener, id, raft_listen, links.clone());
+                Ok((raft_public, raft_listen, free_addr()?.to_string()))
+            }
+            Network::Namespaces(ns) => {
+                let (raft, api) = ns.add(id)?;
+                Ok((raft, raft, api.to_string()))
+            }
+        }
+    }
+}
+
 /// The cluster.
 pub struct Cluster {
     dir: PathBuf,
@@ -42,8 +79,7 @@ pub struct Cluster {
     /// The current members, by id (a removed member's entry is dropped).
     pub nodes: BTreeMap<NodeId, Node>,
     next_id: NodeId,
-    /// The faults of every link.
-    pub links: Arc<Links>,
+    network: Network,
     /// What the clients talk to.
     pub endpoints: Endpoints,
     http: reqwest::Client,
@@ -68,17 +104,17 @@ impl Cluster {
         dir: &Path,
         n: usize,
         extra_args: &[String],
+        mode: NetworkMode,
     ) -> Result<Cluster, String> {
-        let links = Arc::new(Links::default());
+        let mut network = match mode {
+            NetworkMode::Proxies => Network::Proxies(Arc::new(Links::default())),
+            NetworkMode::Namespaces => Network::Namespaces(Namespaces::new()?),
+        };
         let mut nodes = BTreeMap::new();
         let mut peers = Vec::new();
         let mut apis = Vec::new();
         for id in 0..n as NodeId {
-            let listener = bind_proxy().await?;
-            let raft_public = listener.local_addr().map_err(|e| e.to_string())?;
-            let raft_listen = free_addr()?;
-            proxy::spawn(listener, id, raft_listen, links.clone());
-            let api = free_addr()?.to_string();
+            let (raft_public, raft_listen, api) = network.place(id).await?;
             peers.push(raft_public.to_string());
             apis.push(api.clone());
             nodes.insert(
@@ -109,7 +145,7 @@ impl Cluster {
             extra_args: extra_args.to_vec(),
             nodes,
             next_id: n as NodeId,
-            links,
+            network,
             endpoints: Arc::new(RwLock::new(apis)),
             http,
         };
@@ -130,7 +166,10 @@ impl Cluster {
             .open(self.dir.join(format!("node-{id}.log")))
             .map_err(|e| format!("cannot open the node's log: {e}"))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match &self.network {
+            Network::Proxies(_) => Command::new(&self.binary),
+            Network::Namespaces(ns) => ns.command(id, &self.binary),
+        };
         cmd.current_dir(&self.dir)
             .arg(id.to_string())
             .args(["--peers", "peers.json"])
@@ -203,7 +242,7 @@ impl Cluster {
 
     /// Ends every fault: links healed, paused nodes resumed, killed nodes restarted.
     pub fn heal(&mut self) -> Result<(), String> {
-        self.links.heal_all();
+        self.heal_links();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             if self.nodes[&id].paused {
@@ -214,6 +253,34 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Sets the faults of the link `from → to` (what `from` sends to `to`).
+    pub fn set_link(&self, from: NodeId, to: NodeId, fault: LinkFault) -> Result<(), String> {
+        match &self.network {
+            Network::Proxies(links) => {
+                links.set(from, to, fault);
+                Ok(())
+            }
+            Network::Namespaces(ns) => {
+                if fault.blocked {
+                    ns.cut(from, to)?;
+                }
+                if !fault.delay.is_zero() {
+                    // netem delays everything the node sends, whoever to.
+                    ns.delay(from, fault.delay)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Heals every link.
+    pub fn heal_links(&self) {
+        match &self.network {
+            Network::Proxies(links) => links.heal_all(),
+            Network::Namespaces(ns) => ns.heal(&self.ids()),
+        }
     }
 
     /// The members' ids.
@@ -324,11 +391,7 @@ impl Cluster {
         let leader = self.wait_leader(Duration::from_secs(10)).await?;
         let id = self.next_id;
         self.next_id += 1;
-        let listener = bind_proxy().await?;
-        let raft_public = listener.local_addr().map_err(|e| e.to_string())?;
-        let raft_listen = free_addr()?;
-        proxy::spawn(listener, id, raft_listen, self.links.clone());
-        let api = free_addr()?.to_string();
+        let (raft_public, raft_listen, api) = self.network.place(id).await?;
         let via = format!("http://{}", self.nodes[&leader].api);
         self.nodes.insert(
             id,

@@ -18,6 +18,10 @@
 //!   at the index it was acknowledged at; identical logs; nothing that was never sent;
 //!   acknowledged appends in real-time order.
 //!
+//! Partitions and latency need no root: they are made by the proxies. As root, with
+//! `--network namespaces`, each node runs in its own network namespace and the faults are
+//! made on real interfaces ([`netns`]).
+//!
 //! The same seed replays the same fault schedule. A failing run prints the seed, the faults
 //! and an excerpt of the offending history.
 
@@ -27,6 +31,7 @@ pub mod cluster;
 pub mod linearizable;
 pub mod log_check;
 pub mod nemesis;
+pub mod netns;
 pub mod proxy;
 pub mod rng;
 pub mod run;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use raft_chaos::cluster::NetworkMode;
 use raft_chaos::nemesis::FaultKind;
 use raft_chaos::run::{run, RunConfig};
 
@@ -49,6 +50,11 @@ struct Cli {
     /// Milliseconds a fault is held (up to twice this).
     #[arg(long, default_value_t = 1000)]
     pace_ms: u64,
+    /// How links fail: `proxies` (a fault-injecting proxy per member, no root needed) or
+    /// `namespaces` (a network namespace per member, cuts and latency on real interfaces;
+    /// root and iproute2 needed, and the kernel's netem for latency).
+    #[arg(long, default_value = "proxies")]
+    network: String,
     /// Go on past --duration until every fault kind was injected at least once.
     #[arg(long)]
     every_kind: bool,
@@ -74,6 +80,15 @@ fn config(cli: &Cli, seed: u64) -> Result<RunConfig, String> {
     cfg.pace = Duration::from_millis(cli.pace_ms.max(10));
     cfg.dir = cli.dir.clone();
     cfg.every_kind = cli.every_kind;
+    cfg.network = match cli.network.as_str() {
+        "proxies" => NetworkMode::Proxies,
+        "namespaces" => NetworkMode::Namespaces,
+        other => {
+            return Err(format!(
+                "--network must be proxies or namespaces, got {other:?}"
+            ))
+        }
+    };
     if !cli.faults.is_empty() {
         cfg.faults = cli
             .faults

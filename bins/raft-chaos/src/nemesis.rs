@@ -119,22 +119,23 @@ pub fn schedule(seed: u64, kinds: &[FaultKind], count: usize, pace: Duration) ->
         .collect()
 }
 
-/// Blocks (or heals) every link between `a` and `b`, in the given directions.
-fn cut(c: &Cluster, from: &[NodeId], to: &[NodeId]) {
+/// Cuts every link from a node of `from` to a node of `to`.
+fn cut(c: &Cluster, from: &[NodeId], to: &[NodeId]) -> Result<(), String> {
     for &a in from {
         for &b in to {
             if a != b {
-                c.links.set(
+                c.set_link(
                     a,
                     b,
                     LinkFault {
                         blocked: true,
                         ..LinkFault::default()
                     },
-                );
+                )?;
             }
         }
     }
+    Ok(())
 }
 
 /// Injects `step`'s fault; what was done, in words. The fault stays until [`heal`].
@@ -177,8 +178,8 @@ pub async fn inject(c: &mut Cluster, step: &Step) -> Result<String, String> {
                 return Ok("isolate: no leader to aim at".into());
             };
             let others: Vec<NodeId> = ids.iter().copied().filter(|&o| o != id).collect();
-            cut(c, &[id], &others);
-            cut(c, &others, &[id]);
+            cut(c, &[id], &others)?;
+            cut(c, &others, &[id])?;
             format!("isolate {}", say_leader(id))
         }
         FaultKind::Split => {
@@ -187,17 +188,17 @@ pub async fn inject(c: &mut Cluster, step: &Step) -> Result<String, String> {
                 shuffled.swap(i, rng.below(i as u64 + 1) as usize);
             }
             let minority = shuffled.split_off(shuffled.len().div_ceil(2));
-            cut(c, &minority, &shuffled);
-            cut(c, &shuffled, &minority);
+            cut(c, &minority, &shuffled)?;
+            cut(c, &shuffled, &minority)?;
             format!("split {minority:?} | {shuffled:?}")
         }
         FaultKind::OneWay => {
             let others: Vec<NodeId> = ids.iter().copied().filter(|&o| o != random).collect();
             if rng.below(2) == 0 {
-                cut(c, &[random], &others);
+                cut(c, &[random], &others)?;
                 format!("one-way: {} cannot send to the others", say_leader(random))
             } else {
-                cut(c, &others, &[random]);
+                cut(c, &others, &[random])?;
                 format!("one-way: {} hears nobody", say_leader(random))
             }
         }
@@ -206,14 +207,14 @@ pub async fn inject(c: &mut Cluster, step: &Step) -> Result<String, String> {
             for &a in &ids {
                 for &b in &ids {
                     if a != b {
-                        c.links.set(
+                        c.set_link(
                             a,
                             b,
                             LinkFault {
                                 blocked: false,
                                 delay,
                             },
-                        );
+                        )?;
                     }
                 }
             }
