@@ -7,21 +7,34 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use raft_chaos::linearizable::Verdict;
 use raft_chaos::nemesis::FaultKind;
 use raft_chaos::run::{run, RunConfig};
 
-/// Builds that write `target/release/httpraft` take turns, and each test runs a private
-/// copy: a build with other features must not swap the binary under a running test.
-static BUILDS: Mutex<()> = Mutex::new(());
-
-fn private_copy(bin: &Path, dir: &Path, name: &str) -> PathBuf {
-    let to = dir.join(name);
-    std::fs::copy(bin, &to).unwrap();
-    to
+/// The two binaries the tests run, built once before either test starts (so that no run
+/// competes with a compiler): the right one and the one broken on purpose. Each is copied
+/// next to `target/release/httpraft` under its own name, since the build with the other
+/// features overwrites that file.
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let copy = |bin: &Path, name: &str| {
+            let to = bin.with_file_name(name);
+            std::fs::copy(bin, &to).unwrap();
+            to
+        };
+        let good = copy(&common::binary(), "httpraft-chaos-run");
+        let broken = copy(
+            &common::build_with("httpraft", &["stale-linearizable-reads"]),
+            "httpraft-stale-reads",
+        );
+        // Put the right binary back for the other end-to-end tests.
+        common::build_with("httpraft", &[]);
+        (good, broken)
+    })
 }
 
 /// The seed of the short run: `RAFT_CHAOS_SEED` to replay or explore another schedule.
@@ -34,12 +47,7 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_every_kind_of_fault_the_log_and_the_key_value_history_stay_correct() {
-    let bins = tempfile::tempdir().unwrap();
-    let binary = {
-        let _turn = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
-        private_copy(&common::binary(), bins.path(), "httpraft")
-    };
-    let mut cfg = RunConfig::new(binary, seed());
+    let mut cfg = RunConfig::new(binaries().0.clone(), seed());
     cfg.duration = Duration::from_secs(20);
     cfg.pace = Duration::from_millis(800);
     cfg.every_kind = true;
@@ -58,16 +66,7 @@ async fn under_every_kind_of_fault_the_log_and_the_key_value_history_stay_correc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_that_serves_linearizable_reads_from_the_local_map_is_caught() {
-    let bins = tempfile::tempdir().unwrap();
-    let binary = {
-        let _turn = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
-        let broken = common::build_with("httpraft", &["stale-linearizable-reads"]);
-        let copy = private_copy(&broken, bins.path(), "httpraft-stale-reads");
-        // Put the right binary back for whoever builds next.
-        common::build_with("httpraft", &[]);
-        copy
-    };
-    let mut cfg = RunConfig::new(binary, seed());
+    let mut cfg = RunConfig::new(binaries().1.clone(), seed());
     cfg.duration = Duration::from_secs(10);
     let report = run(&cfg).await.unwrap();
     println!("{}", report.summary());
