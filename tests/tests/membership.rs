@@ -346,3 +346,37 @@ async fn a_rolling_restart_hands_over_leadership_and_loses_no_write() {
     let (acked, _) = writers.finish().await;
     check_logs(&c, &acked).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_node_restarts_from_its_own_data_when_the_node_it_joined_through_is_gone() {
+    let mut c = Cluster::start(3).await;
+    let joined = c.add_slot();
+    c.spawn_joining(joined, 0);
+    wait_members(&c, &[0, 1, 2, 3], &[]).await;
+    // The node it joined through leaves the cluster and stops for good.
+    let (status, v) = delete(&c, "/v1/members/0").await;
+    assert_eq!(status, 200, "{v}");
+    wait_members(&c, &[1, 2, 3], &[]).await;
+    c.kill(0);
+    // Restarted with the same command line, --join naming a node that is gone.
+    c.kill(joined);
+    c.spawn_joining(joined, 0);
+    let leader = c.leader().await;
+    let (ok, _) = c
+        .post_entry(c.apis[leader].clone(), "after the restart")
+        .await;
+    assert!(ok);
+    let start = Instant::now();
+    while !c
+        .log_texts(joined)
+        .await
+        .is_some_and(|l| l.iter().any(|e| e == "after the restart"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "node {joined} did not come back:\n{}",
+            c.node_log(joined)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -27,6 +27,8 @@ struct Running {
     node: RaftNode<raft_client::KvResponse>,
     stop_http: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    /// Ends the open streams when the node stops.
+    state: AppState,
 }
 
 impl Running {
@@ -40,6 +42,7 @@ impl Running {
             "stopping: no new HTTP connections; finishing requests in flight"
         );
         let _ = self.stop_http.send(true);
+        self.state.close_streams();
         // In-flight requests get a bounded time to finish; then the node stops anyway (its
         // waiting callers are answered with an error as it shuts down).
         match tokio::time::timeout(HTTP_DRAIN, &mut self.server).await {
@@ -173,6 +176,7 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
         .await
         .map_err(|e| e.to_string())?;
     let state = AppState::new(node.clone(), reader, s.http);
+    let streams = state.clone();
     let (limits, stats) = (state.limits(), state.server_stats());
     let app = raft_http::router(state);
     let (stop_http, mut stopped) = tokio::sync::watch::channel(false);
@@ -198,6 +202,7 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
         node,
         stop_http,
         server,
+        state: streams,
     })
 }
 
@@ -294,10 +299,33 @@ async fn ask_to_join(url: String, id: u64, raft: String, api: Option<String>) {
 async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
     let (s, join) = match &opts.join {
         Some(url) => {
-            let members = members_to_join(url).await?;
-            let member = members.iter().any(|m| m.id == index as u64);
-            let s = settings::join_settings(index, opts, &members)?;
-            (s, (!member).then(|| url.clone()))
+            let own = settings::rejoin_settings(index, opts)?;
+            let joined_before = own.node.data_dir.join(raft_storage::META_FILE).exists();
+            let members = if joined_before {
+                // A restart: the data directory names the members. The URL's node may be
+                // gone by now (removed, or down), which must not keep this one down.
+                match raft_http::join::fetch_members(url).await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(
+                            url,
+                            error = %e,
+                            "cannot reach the cluster through --join; starting from this node's own data, which names its members"
+                        );
+                        None
+                    }
+                }
+            } else {
+                Some(members_to_join(url).await?)
+            };
+            match members {
+                Some(members) => {
+                    let member = members.iter().any(|m| m.id == index as u64);
+                    let s = settings::join_settings(index, opts, &members)?;
+                    (s, (!member).then(|| url.clone()))
+                }
+                None => (own, None),
+            }
         }
         None => (settings::load_node_settings(index, opts)?, None),
     };

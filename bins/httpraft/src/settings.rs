@@ -179,6 +179,10 @@ pub struct Options {
     /// [default: 16].
     #[arg(long)]
     pub max_concurrent_reads: Option<usize>,
+    /// Streams (GET /v1/log/stream, GET /v1/kv/watch) open at once at most; more get 429
+    /// [default: 1024].
+    #[arg(long)]
+    pub max_watchers: Option<usize>,
     /// Take a snapshot (and compact the Raft log) every this many entries; 0: never by count
     /// [default: 100000].
     #[arg(long)]
@@ -248,6 +252,7 @@ impl Options {
                 .http_request_timeout_ms
                 .or(other.http_request_timeout_ms),
             max_concurrent_reads: self.max_concurrent_reads.or(other.max_concurrent_reads),
+            max_watchers: self.max_watchers.or(other.max_watchers),
             snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
             snapshot_wal_bytes: self.snapshot_wal_bytes.or(other.snapshot_wal_bytes),
             snapshot_tail_entries: self.snapshot_tail_entries.or(other.snapshot_tail_entries),
@@ -468,6 +473,27 @@ pub fn join_settings(
     opts: &Options,
     members: &[raft_http::join::JoinMember],
 ) -> Result<NodeSettings, String> {
+    let s = own_join_settings(index, opts, members)?;
+    if s.node.peers.keys().all(|m| s.node.learners.contains(m)) {
+        return Err(
+            "the cluster listed no voter with an address; is the URL a member's API?".into(),
+        );
+    }
+    Ok(s)
+}
+
+/// The settings of a node that joined before, restarted without reaching the cluster: its
+/// own addresses only; the members come from its data directory (the configuration in its
+/// log or snapshot, with every member's addresses).
+pub fn rejoin_settings(index: usize, opts: &Options) -> Result<NodeSettings, String> {
+    own_join_settings(index, opts, &[])
+}
+
+fn own_join_settings(
+    index: usize,
+    opts: &Options,
+    members: &[raft_http::join::JoinMember],
+) -> Result<NodeSettings, String> {
     let path = opts
         .peers
         .clone()
@@ -505,11 +531,6 @@ pub fn join_settings(
         if m.role == "learner" {
             learners.insert(m.id);
         }
-    }
-    if peers.keys().all(|m| learners.contains(m)) {
-        return Err(
-            "the cluster listed no voter with an address; is the URL a member's API?".into(),
-        );
     }
     let voter = members.iter().any(|m| m.id == id && m.role == "voter");
     if !voter {
@@ -581,6 +602,12 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
     }
     if let Some(n) = opts.max_concurrent_reads {
         http.max_concurrent_reads = n.max(1);
+    }
+    if let Some(n) = opts.max_watchers {
+        if n == 0 {
+            return Err("--max-watchers must be at least 1".into());
+        }
+        http.max_watchers = n;
     }
     Ok(http)
 }

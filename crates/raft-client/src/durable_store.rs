@@ -24,7 +24,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use crate::kv::{KvCommand, KvResponse, Versioned};
+use crate::kv::{KvCommand, KvEvent, KvResponse, Versioned};
 use crate::state_machine::{SnapshotSource, StateMachine};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -34,6 +34,11 @@ const KV_UNVERSIONED: TableDefinition<&str, &str> = TableDefinition::new("kv");
 /// The map: key → revision (8 bytes LE) and value.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv2");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The changes applied to the map, for watchers: log index → postcard `(key, value)` (a
+/// `None` value: deleted). Trimmed with the log.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("kv_events");
+/// The first index from which [`EVENTS`] is complete.
+const EVENTS_FROM: &str = "events_from";
 const APPLIED: &str = "applied";
 const LOG_BYTES: &str = "log_bytes";
 
@@ -154,6 +159,8 @@ pub struct DurableStore {
     cfg: DurableConfig,
     /// What the database reflects (durably or not).
     applied: Arc<AtomicU64>,
+    /// Tells watchers the applied index moved.
+    applied_tx: Arc<tokio::sync::watch::Sender<LogIndex>>,
     /// What is durable at open: the runtime replays from after it.
     durable_at_open: LogIndex,
     /// Entries applied since the last durable commit.
@@ -169,6 +176,7 @@ pub struct DurableStore {
 pub struct DurableReader {
     db: Arc<Database>,
     applied: Arc<AtomicU64>,
+    applied_tx: Arc<tokio::sync::watch::Sender<LogIndex>>,
 }
 
 impl DurableStore {
@@ -205,7 +213,13 @@ impl DurableStore {
         {
             txn.open_table(LOG).map_err(io_err)?;
             txn.open_table(KV).map_err(io_err)?;
-            txn.open_table(META).map_err(io_err)?;
+            txn.open_table(EVENTS).map_err(io_err)?;
+            let mut meta = txn.open_table(META).map_err(io_err)?;
+            if meta.get(EVENTS_FROM).map_err(io_err)?.is_none() {
+                // A new store, or one of a build that kept no events: complete from here.
+                let applied = meta.get(APPLIED).map_err(io_err)?.map_or(0, |v| v.value());
+                meta.insert(EVENTS_FROM, applied + 1).map_err(io_err)?;
+            }
         }
         let moved = migrate_unversioned(&txn)?;
         txn.commit().map_err(io_err)?;
@@ -225,6 +239,7 @@ impl DurableStore {
             db: Arc::new(db),
             cfg,
             applied: Arc::new(AtomicU64::new(applied)),
+            applied_tx: Arc::new(tokio::sync::watch::Sender::new(applied)),
             durable_at_open: applied,
             since_durable: 0,
             failed: None,
@@ -236,6 +251,7 @@ impl DurableStore {
         DurableReader {
             db: self.db.clone(),
             applied: self.applied.clone(),
+            applied_tx: self.applied_tx.clone(),
         }
     }
 
@@ -258,6 +274,7 @@ impl DurableStore {
         {
             let mut log = txn.open_table(LOG).map_err(io_err)?;
             let mut kv = txn.open_table(KV).map_err(io_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(io_err)?;
             let mut meta = txn.open_table(META).map_err(io_err)?;
             let mut bytes = meta
                 .get(LOG_BYTES)
@@ -275,15 +292,21 @@ impl DurableStore {
                             None => None,
                         };
                         let outcome = cmd.decide(e.index, current.as_ref());
-                        match outcome.write {
+                        let changed = match outcome.write {
                             Some(Some(new)) => {
                                 kv.insert(key, encode_versioned(&new).as_slice())
                                     .map_err(io_err)?;
+                                Some(Some(new.value))
                             }
-                            Some(None) => {
+                            Some(None) if current.is_some() => {
                                 kv.remove(key).map_err(io_err)?;
+                                Some(None)
                             }
-                            None => {}
+                            Some(None) | None => None,
+                        };
+                        if let Some(value) = changed {
+                            let row = postcard::to_allocvec(&(key, value)).map_err(io_err)?;
+                            events.insert(e.index, row.as_slice()).map_err(io_err)?;
                         }
                         outcome.response
                     }
@@ -292,6 +315,7 @@ impl DurableStore {
                 out.push(response);
             }
             bytes = trim_log(&mut log, bytes, &self.cfg)?;
+            trim_events(&log, &mut events, &mut meta)?;
             meta.insert(LOG_BYTES, bytes).map_err(io_err)?;
             if let Some(last) = entries.last() {
                 meta.insert(APPLIED, last.index).map_err(io_err)?;
@@ -303,6 +327,7 @@ impl DurableStore {
         }
         if let Some(last) = entries.last() {
             self.applied.store(last.index, Ordering::Release);
+            self.applied_tx.send_replace(last.index);
         }
         Ok(out)
     }
@@ -342,6 +367,39 @@ fn trim_log(
         }
     }
     Ok(bytes)
+}
+
+/// Drops the events older than the log's first kept entry (the retention policy applies to
+/// both), moving [`EVENTS_FROM`] up accordingly.
+fn trim_events(
+    log: &redb::Table<'_, u64, &[u8]>,
+    events: &mut redb::Table<'_, u64, &[u8]>,
+    meta: &mut redb::Table<'_, &str, u64>,
+) -> std::io::Result<()> {
+    let Some(first) = log.first().map_err(io_err)?.map(|(k, _)| k.value()) else {
+        return Ok(());
+    };
+    let from = meta
+        .get(EVENTS_FROM)
+        .map_err(io_err)?
+        .map_or(1, |v| v.value());
+    if first <= from {
+        return Ok(());
+    }
+    loop {
+        let oldest = {
+            let row = events.first().map_err(io_err)?;
+            row.map(|(k, _)| k.value())
+        };
+        match oldest {
+            Some(k) if k < first => {
+                events.pop_first().map_err(io_err)?;
+            }
+            _ => break,
+        }
+    }
+    meta.insert(EVENTS_FROM, first).map_err(io_err)?;
+    Ok(())
 }
 
 /// Runs `f` where it may block: out of the async workers' way when possible.
@@ -394,10 +452,14 @@ impl StateMachine for DurableStore {
         txn.set_quick_repair(true);
         txn.delete_table(LOG).map_err(io_err)?;
         txn.delete_table(KV).map_err(io_err)?;
+        txn.delete_table(EVENTS).map_err(io_err)?;
         {
             let mut log = txn.open_table(LOG).map_err(io_err)?;
             let mut kv = txn.open_table(KV).map_err(io_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(io_err)?;
             let mut meta = txn.open_table(META).map_err(io_err)?;
+            // A snapshot without events (from an earlier build) has no history to watch.
+            let mut events_from = index + 1;
             let mut bytes = 0u64;
             let mut buf = Vec::new();
             loop {
@@ -405,7 +467,7 @@ impl StateMachine for DurableStore {
                 data.read_exact(&mut tag)?;
                 match tag[0] {
                     0 => break,
-                    1..=3 => {
+                    1..=5 => {
                         let mut len = [0u8; 4];
                         data.read_exact(&mut len)?;
                         let len = u32::from_le_bytes(len) as usize;
@@ -419,6 +481,12 @@ impl StateMachine for DurableStore {
                                 postcard::from_bytes(&buf).map_err(io_err)?;
                             bytes += row.len() as u64;
                             log.insert(index, row).map_err(io_err)?;
+                        } else if tag[0] == 4 {
+                            let (index, row): (u64, &[u8]) =
+                                postcard::from_bytes(&buf).map_err(io_err)?;
+                            events.insert(index, row).map_err(io_err)?;
+                        } else if tag[0] == 5 {
+                            events_from = postcard::from_bytes(&buf).map_err(io_err)?;
                         } else {
                             // 2: a pair from a build that kept no revisions; 3: versioned.
                             let (k, value, revision): (&str, &str, u64) = if tag[0] == 2 {
@@ -439,17 +507,20 @@ impl StateMachine for DurableStore {
             }
             meta.insert(LOG_BYTES, bytes).map_err(io_err)?;
             meta.insert(APPLIED, index).map_err(io_err)?;
+            meta.insert(EVENTS_FROM, events_from).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)?;
         self.applied.store(index, Ordering::Release);
+        self.applied_tx.send_replace(index);
         self.since_durable = 0;
         Ok(())
     }
 }
 
-/// A consistent view of the store, streamed as records: `1` log rows, `3` map entries
-/// (key, value, revision), `0` the end. (`2`, map pairs without revisions, is read from
-/// snapshots of earlier builds.)
+/// A consistent view of the store, streamed as records: `5` the index from which events
+/// are kept, `1` log rows, `3` map entries (key, value, revision), `4` events (index,
+/// (key, value)), `0` the end. (`2`, map pairs without revisions, is read from snapshots
+/// of earlier builds.)
 struct DurableSnapshot {
     txn: redb::ReadTransaction,
     applied: LogIndex,
@@ -464,6 +535,16 @@ impl SnapshotSource for DurableSnapshot {
             out.write_all(&(body.len() as u32).to_le_bytes())?;
             out.write_all(body)
         };
+        let meta = self.txn.open_table(META).map_err(io_err)?;
+        let events_from = meta
+            .get(EVENTS_FROM)
+            .map_err(io_err)?
+            .map_or(1, |v| v.value());
+        record(
+            out,
+            5,
+            &postcard::to_allocvec(&events_from).map_err(io_err)?,
+        )?;
         let log = self.txn.open_table(LOG).map_err(io_err)?;
         for row in log.iter().map_err(io_err)? {
             let (k, v) = row.map_err(io_err)?;
@@ -484,6 +565,14 @@ impl SnapshotSource for DurableSnapshot {
             .map_err(io_err)?;
             record(out, 3, &buf)?;
         }
+        let events = self.txn.open_table(EVENTS).map_err(io_err)?;
+        for row in events.iter().map_err(io_err)? {
+            let (k, v) = row.map_err(io_err)?;
+            buf.clear();
+            buf = postcard::to_extend(&(k.value(), v.value()), std::mem::take(&mut buf))
+                .map_err(io_err)?;
+            record(out, 4, &buf)?;
+        }
         out.write_all(&[0])
     }
 }
@@ -500,6 +589,98 @@ impl DurableReader {
         let kv = r.open_table(KV).map_err(io_err)?;
         let v = kv.get(key).map_err(io_err)?;
         v.map(|v| decode_versioned(key, v.value())).transpose()
+    }
+
+    /// The keys starting with `prefix`, in order, with their values and revisions: at
+    /// most `limit`, and whether more follow.
+    pub fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> std::io::Result<(Vec<(String, Versioned)>, bool)> {
+        self.list_from(prefix, None, limit)
+    }
+
+    /// Like [`list`](Self::list), starting after the key `after` (to page through).
+    pub fn list_from(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> std::io::Result<(Vec<(String, Versioned)>, bool)> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let kv = r.open_table(KV).map_err(io_err)?;
+        let mut out = Vec::new();
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        for row in kv.range(start..).map_err(io_err)? {
+            let (k, v) = row.map_err(io_err)?;
+            let key = k.value();
+            if Some(key) == after {
+                continue;
+            }
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if out.len() >= limit {
+                return Ok((out, true));
+            }
+            out.push((key.to_string(), decode_versioned(key, v.value())?));
+        }
+        Ok((out, false))
+    }
+
+    /// The first revision from which every change is kept for watchers (older ones were
+    /// trimmed with the log, or predate this store's events).
+    pub fn events_from(&self) -> std::io::Result<LogIndex> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let meta = r.open_table(META).map_err(io_err)?;
+        let v = meta
+            .get(EVENTS_FROM)
+            .map_err(io_err)?
+            .map_or(1, |v| v.value());
+        Ok(v)
+    }
+
+    /// The changes to keys starting with `prefix` at revisions `from..`, in order: at most
+    /// `limit` of them, looking at no more than `scan` changes; and the revision to go on
+    /// from.
+    pub fn events(
+        &self,
+        from: LogIndex,
+        prefix: &str,
+        limit: usize,
+        scan: usize,
+    ) -> std::io::Result<(Vec<KvEvent>, LogIndex)> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let events = r.open_table(EVENTS).map_err(io_err)?;
+        let mut out = Vec::new();
+        let mut next = from;
+        for row in events.range(from..).map_err(io_err)?.take(scan.max(1)) {
+            let (k, v) = row.map_err(io_err)?;
+            let revision = k.value();
+            let (key, value): (String, Option<String>) =
+                postcard::from_bytes(v.value()).map_err(io_err)?;
+            next = revision + 1;
+            if key.starts_with(prefix) {
+                out.push(KvEvent {
+                    revision,
+                    key,
+                    value,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// A receiver told each time the applied index moves.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<LogIndex> {
+        self.applied_tx.subscribe()
     }
 
     /// The number of keys.
@@ -694,5 +875,86 @@ mod tests {
         assert_eq!(tr.get_versioned("k4").unwrap().map(|v| v.revision), Some(4));
         assert_eq!(tr.log(1, 100, u64::MAX).unwrap(), logged);
         assert!(t.restore(3, &mut &bytes[..7]).is_err(), "a cut snapshot");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn applied_changes_are_kept_for_watchers_and_listed_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DurableConfig {
+            retain_entries: Some(6),
+            ..DurableConfig::default()
+        };
+        let mut s = DurableStore::open(&dir.path().join("a.redb"), cfg).unwrap();
+        let r = s.reader();
+        let mut applied = r.watch_applied();
+        assert_eq!(
+            r.events_from().unwrap(),
+            1,
+            "a new store keeps every change"
+        );
+        let refused = KvCommand::Put {
+            key: "app/a".into(),
+            value: "x".into(),
+            expect: Some(crate::kv::Expect::value("nope")),
+        };
+        s.apply(&[
+            put(1, "app/a", "1"),
+            put(2, "other", "1"),
+            cmd(3, &refused),
+            cmd(4, &KvCommand::delete("app/missing")),
+            put(5, "app/b", "2"),
+            cmd(6, &KvCommand::delete("app/a")),
+        ])
+        .await;
+        assert_eq!(*applied.borrow_and_update(), 6, "watchers are told");
+        let (events, next) = r.events(1, "app/", 100, 1000).unwrap();
+        let seen: Vec<(u64, &str, Option<&str>)> = events
+            .iter()
+            .map(|e| (e.revision, e.key.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, "app/a", Some("1")),
+                (5, "app/b", Some("2")),
+                (6, "app/a", None)
+            ],
+            "a refused swap and a delete of nothing change nothing"
+        );
+        assert_eq!(next, 7);
+        let (one, next) = r.events(2, "app/", 1, 1000).unwrap();
+        assert_eq!(
+            (one[0].revision, next),
+            (5, 6),
+            "limited, and where to go on"
+        );
+        let (keys, more) = r.list("app/", 10).unwrap();
+        assert_eq!(
+            keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["app/b"]
+        );
+        assert!(!more);
+        let (keys, more) = r.list("", 1).unwrap();
+        assert_eq!((keys.len(), more), (1, true));
+
+        // The retention policy trims the changes with the log.
+        let more_puts: Vec<Entry> = (7..=10).map(|i| put(i, "app/c", "v")).collect();
+        s.apply(&more_puts).await;
+        assert_eq!(r.events_from().unwrap(), 5, "six entries kept: 5 to 10");
+        assert_eq!(r.events(1, "", 100, 1000).unwrap().0[0].revision, 5);
+
+        // A snapshot carries them.
+        let snap = s.snapshot().await.unwrap();
+        let mut bytes = Vec::new();
+        snap.write_to(&mut bytes).unwrap();
+        let mut t =
+            DurableStore::open(&dir.path().join("b.redb"), DurableConfig::default()).unwrap();
+        t.restore(10, &mut &bytes[..]).unwrap();
+        let tr = t.reader();
+        assert_eq!(tr.events_from().unwrap(), 5);
+        assert_eq!(
+            tr.events(1, "", 100, 1000).unwrap(),
+            r.events(1, "", 100, 1000).unwrap()
+        );
     }
 }

@@ -26,6 +26,17 @@ pub struct Versioned {
     pub revision: Revision,
 }
 
+/// A change applied to the map, as a watcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEvent {
+    /// The log index of the write (the key's new revision, for a put).
+    pub revision: Revision,
+    /// The key.
+    pub key: String,
+    /// The new value; `None`: the key was deleted.
+    pub value: Option<String>,
+}
+
 /// What a conditional write requires of the key's current state; every condition given
 /// must hold. The default requires nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

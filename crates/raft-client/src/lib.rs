@@ -72,7 +72,7 @@ pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use error::{Error, StartError};
 pub use handle::{Committed, RaftNode};
-pub use kv::{Expect, KvCommand, KvResponse, Revision, Versioned};
+pub use kv::{Expect, KvCommand, KvEvent, KvResponse, Revision, Versioned};
 pub use leader::LeaderInfo;
 pub use membership::{MemberInfo, MemberRole};
 pub use raft_core::{ConfChange, ConfChangeError, TransferError};

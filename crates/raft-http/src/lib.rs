@@ -4,7 +4,10 @@
 //!
 //! - the original httpraft API, byte-compatible: `POST /request`, `GET /log?index=n`, and its
 //!   key-value companion `PUT /`, `GET /?key=k`;
-//! - a versioned API: `POST|GET /v1/log`, `PUT|GET|DELETE /v1/kv/{key}`, `GET /v1/status`;
+//! - a versioned API: `POST|GET /v1/log`, `PUT|GET|DELETE /v1/kv/{key}` (with
+//!   compare-and-swap), `GET /v1/kv?prefix=`, `GET /v1/status`, membership;
+//! - streams of server-sent events: `GET /v1/log/stream` (committed entries) and
+//!   `GET /v1/kv/watch` (puts and deletes under a prefix), resumable with `Last-Event-ID`;
 //! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text).
 //!
 //! Errors are JSON `{"error": {"code", "message", "leader"}}`; bodies are limited
@@ -24,6 +27,7 @@ mod parse_errors;
 mod server;
 mod state;
 mod v1;
+mod watch;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
@@ -86,6 +90,12 @@ pub fn router(state: AppState) -> Router {
         .route("/log", get(compat::get_log))
         .route("/", get(compat::get_kv).put(compat::put_kv))
         .route("/v1/log", post(v1::append).get(v1::read_log))
+        .route("/v1/log/stream", get(watch::log_stream))
+        .route("/v1/kv", get(v1::list))
+        .route(
+            "/v1/kv/watch",
+            get(watch::kv_watch).put(v1::put).delete(v1::delete),
+        )
         .route(
             "/v1/kv/{*key}",
             get(v1::get).put(v1::put).delete(v1::delete),

@@ -28,6 +28,9 @@ pub struct HttpConfig {
     /// A request not answered within this time gets a 503 `request_timeout` (a write may
     /// or may not have been applied). Default 30 s.
     pub request_timeout: Duration,
+    /// Streams (`/v1/log/stream`, `/v1/kv/watch`) open at once at most; more get 429
+    /// `too_many_watchers`. Default 1,024.
+    pub max_watchers: usize,
     /// Connection limits (count, header and idle timeouts).
     pub limits: ServerLimits,
 }
@@ -41,6 +44,7 @@ impl Default for HttpConfig {
             max_log_bytes: 4 << 20,
             max_concurrent_reads: 16,
             request_timeout: Duration::from_secs(30),
+            max_watchers: 1024,
             limits: ServerLimits::default(),
         }
     }
@@ -56,12 +60,17 @@ pub struct AppState {
     pub(crate) backups: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) server: Arc<ServerStats>,
+    /// One permit per open stream.
+    pub(crate) watchers: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the node stops: open streams end.
+    pub(crate) closing: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
     /// State for serving `node`, whose state machine (a [`raft_client::DurableStore`]) is
     /// read through `store`.
     pub fn new(node: RaftNode<KvResponse>, store: DurableReader, cfg: HttpConfig) -> Self {
+        let watchers = cfg.max_watchers.max(1);
         AppState {
             node,
             store,
@@ -70,7 +79,20 @@ impl AppState {
             cfg,
             metrics: Arc::new(Metrics::default()),
             server: Arc::new(ServerStats::default()),
+            watchers: Arc::new(tokio::sync::Semaphore::new(watchers)),
+            closing: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Ends every open stream (`/v1/log/stream`, `/v1/kv/watch`) with a `closing` event;
+    /// call it when the node stops, before waiting for requests in flight.
+    pub fn close_streams(&self) {
+        self.closing.cancel();
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.cfg.max_watchers.max(1) - self.watchers.available_permits()
     }
 
     /// The counters [`crate::serve`] keeps about connections, shown in `/metrics`.
@@ -315,6 +337,10 @@ impl axum::extract::FromRequestParts<AppState> for KeyPath {
         st: &AppState,
     ) -> Result<Self, ApiError> {
         use axum::extract::Path;
+        if parts.uri.path() == "/v1/kv/watch" {
+            // The key `watch`, whose GET is the watch endpoint; its writes land here.
+            return Ok(KeyPath("watch".into()));
+        }
         let Path(key) =
             <Path<String> as axum::extract::FromRequestParts<AppState>>::from_request_parts(
                 parts, st,

@@ -5,6 +5,8 @@
 //! body are kept by clients that follow redirects, e.g. `curl -L`), with a JSON error body
 //! naming the leader. With no known leader the answer is `503` with `Retry-After: 1`.
 
+use std::time::Duration;
+
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -180,7 +182,47 @@ pub(crate) async fn append(
     ))
 }
 
-/// `GET /v1/log?from=1&limit=100` → `{"entries": [...], "next": <index to ask next>}`.
+/// A long poll's `wait`: `30s`, `500ms`, or a number of seconds.
+fn parse_wait(w: &str) -> Result<Duration, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "wait must be a duration such as 30s or 500ms, got {w:?}"
+        ))
+    };
+    let (num, unit_ms) = if let Some(n) = w.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = w.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (w, 1000)
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    Ok(Duration::from_millis(
+        n.checked_mul(unit_ms).ok_or_else(bad)?,
+    ))
+}
+
+/// Waits (at most `wait`) until the entry at `from` is applied here, or the node stops.
+async fn wait_for_applied(st: &AppState, from: u64, wait: Duration) {
+    let mut applied = st.store.watch_applied();
+    let closing = st.closing.clone();
+    let ready = async {
+        while *applied.borrow_and_update() < from {
+            if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ready => {}
+        _ = tokio::time::sleep(wait) => {}
+        _ = closing.cancelled() => {}
+    }
+}
+
+/// `GET /v1/log?from=1&limit=100[&wait=30s]` → `{"entries": [...], "next": <index to ask
+/// next>}`; with `wait`, a long poll: the answer comes as soon as the entry at `from` is
+/// committed and applied here, or after `wait` (then with no entries).
 pub(crate) async fn read_log(
     State(st): State<AppState>,
     Params(q): Params,
@@ -201,6 +243,14 @@ pub(crate) async fn read_log(
         ));
     }
     let limit = limit.min(st.cfg.max_log_entries as u64);
+    if let Some(w) = q.get("wait") {
+        let wait = parse_wait(w)?.min(
+            st.cfg
+                .request_timeout
+                .saturating_sub(Duration::from_secs(1)),
+        );
+        wait_for_applied(&st, from, wait).await;
+    }
     // Read and serialise on a blocking thread, under the read limit.
     st.read_log(from, limit as usize, move |entries, first| {
         let next = entries.last().map_or(from.max(first), |e| e.index + 1);
@@ -272,37 +322,46 @@ pub(crate) async fn delete(
     })))
 }
 
+/// Confirms, for `consistency=linearizable` (the default), that this node leads and has
+/// applied everything committed before the read began (ReadIndex); `local` reads at once.
+async fn confirm_read(
+    st: &AppState,
+    uri: &axum::http::Uri,
+    q: &std::collections::HashMap<String, String>,
+) -> Result<(), ApiError> {
+    match q.get("consistency").map(String::as_str) {
+        None | Some("linearizable") if cfg!(feature = "stale-linearizable-reads") => {
+            // Deliberately wrong (see the feature): answered from this node's map.
+            Ok(())
+        }
+        None | Some("linearizable") => {
+            if !is_leader(st) {
+                return Err(elsewhere(st, uri, None));
+            }
+            match st.node.read_barrier().await {
+                Ok(_) => Ok(()),
+                Err(e @ Error::NotLeader { .. }) => Err(elsewhere(st, uri, Some(e))),
+                Err(e) => Err(ApiError::from_node(e, st.leader_api())),
+            }
+        }
+        Some("local") => Ok(()),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency must be linearizable or local, got {other:?}"
+        ))),
+    }
+}
+
 /// `GET /v1/kv/{key}?consistency=linearizable|local` → `{"key", "value", "revision",
-/// "applied"}`, 404
-/// when absent. `linearizable` (the default) confirms leadership through ReadIndex first and
-/// must reach the leader; `local` answers from this node's map, possibly stale.
+/// "applied"}`, 404 when absent. `linearizable` (the default) confirms leadership through
+/// ReadIndex first and must reach the leader; `local` answers from this node's map,
+/// possibly stale.
 pub(crate) async fn get(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
     KeyPath(key): KeyPath,
     Params(q): Params,
 ) -> Result<Json<Value>, ApiError> {
-    match q.get("consistency").map(String::as_str) {
-        None | Some("linearizable") if cfg!(feature = "stale-linearizable-reads") => {
-            // Deliberately wrong (see the feature): answered from this node's map.
-        }
-        None | Some("linearizable") => {
-            if !is_leader(&st) {
-                return Err(elsewhere(&st, &uri, None));
-            }
-            match st.node.read_barrier().await {
-                Ok(_) => {}
-                Err(e @ Error::NotLeader { .. }) => return Err(elsewhere(&st, &uri, Some(e))),
-                Err(e) => return Err(ApiError::from_node(e, st.leader_api())),
-            }
-        }
-        Some("local") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "consistency must be linearizable or local, got {other:?}"
-            )))
-        }
-    }
+    confirm_read(&st, &uri, &q).await?;
     match st.get_versioned(&key)? {
         Some(v) => Ok(Json(
             json!({"key": key, "value": v.value, "revision": v.revision, "applied": st.store.applied()}),
@@ -313,4 +372,46 @@ pub(crate) async fn get(
             format!("no value for key {key:?}"),
         )),
     }
+}
+
+/// `GET /v1/kv?prefix=p&limit=n&consistency=...` → `{"kvs": [{"key", "value",
+/// "revision"}], "more", "applied"}`: the keys starting with `p` in order, at most `n`
+/// (default and cap `--max-log-entries`); `more` says whether others follow (ask again
+/// with a longer prefix, or from the last key with `start_after`).
+pub(crate) async fn list(
+    State(st): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    Params(q): Params,
+) -> Result<Json<Value>, ApiError> {
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let limit = match q.get("limit") {
+        None => st.cfg.max_log_entries,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit must be a number of at least 1, got {s:?}"))
+            })?
+            .min(st.cfg.max_log_entries),
+    };
+    let start_after = q.get("start_after").cloned();
+    confirm_read(&st, &uri, &q).await?;
+    let store = st.store.clone();
+    let (kvs, more, applied) = tokio::task::spawn_blocking(move || {
+        let applied = store.applied();
+        let (kvs, more) = store.list_from(&prefix, start_after.as_deref(), limit)?;
+        Ok::<_, std::io::Error>((kvs, more, applied))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the list task failed: {e}")))?
+    .map_err(|e| ApiError::internal(format!("cannot read the map: {e}")))?;
+    Ok(Json(json!({
+        "kvs": kvs
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v.value, "revision": v.revision}))
+            .collect::<Vec<_>>(),
+        "more": more,
+        "applied": applied,
+    })))
 }
