@@ -605,3 +605,25 @@ async fn dev_without_a_data_dir_uses_a_new_private_directory_and_prints_it() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_log_format_json_every_log_line_is_a_json_object_with_level_and_message() {
+    let mut c = Cluster::start_with(1, &["--log-format", "json"]).await;
+    let (ok, _) = c.post_entry(c.apis[0].clone(), "logged").await;
+    assert!(ok);
+    c.stop(0);
+    let log = c.node_log(0);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"message\":\"httpraft node started\"")),
+        "{log}"
+    );
+}

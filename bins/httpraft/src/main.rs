@@ -690,11 +690,19 @@ async fn async_main(cli: Cli, opts: Options) -> ExitCode {
         .or(opts.log_level.clone())
         .unwrap_or_else(|| "info".into());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match opts.log_format.as_deref() {
+        None | Some("text") => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Some("json") => logs.json().flatten_event(true).init(),
+        Some(other) => {
+            eprintln!("httpraft: error: --log-format must be text or json, got {other:?}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match (cli.command, cli.id) {
         (
             Some(Command::Dev {

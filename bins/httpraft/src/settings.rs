@@ -155,6 +155,10 @@ pub struct Options {
     /// Log level or filter, e.g. info, debug, raft_client=debug [default: info; RUST_LOG wins].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// How log lines are written: text (for people) or json (one object per line, for log
+    /// collectors) [default: text].
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// Async worker threads [default: the number of CPUs]. Lower it when several nodes share
     /// a machine.
     #[arg(long)]
@@ -244,6 +248,7 @@ impl Options {
             max_frame_bytes: self.max_frame_bytes.or(other.max_frame_bytes),
             sync: self.sync.or(other.sync),
             log_level: self.log_level.or(other.log_level),
+            log_format: self.log_format.or(other.log_format),
             worker_threads: self.worker_threads.or(other.worker_threads),
             http_max_connections: self.http_max_connections.or(other.http_max_connections),
             http_header_timeout_ms: self.http_header_timeout_ms.or(other.http_header_timeout_ms),
