@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use raft_http_client::{Client, ClientConfig};
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::{json, Value};
 
@@ -82,7 +83,8 @@ pub struct Cluster {
     network: Network,
     /// What the clients talk to.
     pub endpoints: Endpoints,
-    http: reqwest::Client,
+    /// Asks one node at a time, once, briefly (status polls).
+    probe: Client,
 }
 
 fn free_addr() -> Result<SocketAddr, String> {
@@ -135,10 +137,15 @@ impl Cluster {
             json!({"peers": peers, "apis": apis, "cluster_id": "chaos"}).to_string(),
         )
         .map_err(|e| format!("cannot write peers.json: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let probe = Client::with_config(
+            &apis,
+            ClientConfig {
+                timeout: Duration::from_millis(500),
+                retries: 0,
+                ..ClientConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
         let mut c = Cluster {
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
@@ -147,7 +154,7 @@ impl Cluster {
             next_id: n as NodeId,
             network,
             endpoints: Arc::new(RwLock::new(apis)),
-            http,
+            probe,
         };
         for id in 0..n as NodeId {
             c.spawn(id)?;
@@ -293,21 +300,16 @@ impl Cluster {
         self.dir.join(format!("node-{id}.log"))
     }
 
-    async fn get_json(&self, id: NodeId, path: &str) -> Option<Value> {
-        self.get_json_within(id, path, Duration::from_millis(500))
-            .await
+    /// Node `id`'s `/v1/status`, if it answers within half a second.
+    async fn status_of(&self, id: NodeId) -> Option<Value> {
+        let api = &self.nodes.get(&id)?.api;
+        self.probe.status(Some(api)).await.ok()
     }
 
-    async fn get_json_within(&self, id: NodeId, path: &str, within: Duration) -> Option<Value> {
-        let api = &self.nodes.get(&id)?.api;
-        let r = self
-            .http
-            .get(format!("http://{api}{path}"))
-            .timeout(within)
-            .send()
-            .await
-            .ok()?;
-        r.json().await.ok()
+    /// A client of the members, for changes and transfers (retrying what may be retried).
+    fn admin(&self) -> Result<Client, String> {
+        let apis: Vec<&str> = self.nodes.values().map(|n| n.api.as_str()).collect();
+        Client::new(apis).map_err(|e| e.to_string())
     }
 
     /// The leader, if the running nodes that answer agree on one that says so itself.
@@ -316,7 +318,7 @@ impl Cluster {
             if n.proc.is_none() || n.paused {
                 continue;
             }
-            if let Some(s) = self.get_json(id, "/v1/status").await {
+            if let Some(s) = self.status_of(id).await {
                 if s["role"] == "leader" {
                     return Some(id);
                 }
@@ -339,50 +341,22 @@ impl Cluster {
         }
     }
 
-    /// Sends `body` with `method` to the leader's `path`; the answer's status and JSON.
-    async fn to_leader(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), String> {
-        let leader = self.wait_leader(Duration::from_secs(10)).await?;
-        let api = &self.nodes[&leader].api;
-        let mut req = self
-            .http
-            .request(method, format!("http://{api}{path}"))
-            .timeout(Duration::from_secs(10));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
-    }
-
-    /// Asks the leader to hand leadership to `to`; its answer.
-    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(u16, Value), String> {
-        self.to_leader(
-            reqwest::Method::POST,
-            "/v1/leader/transfer",
-            Some(json!({ "to": to })),
-        )
-        .await
+    /// Asks the leader to hand leadership to `to`; the new leader.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<NodeId, String> {
+        self.admin()?
+            .transfer_leader(Some(to))
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The ids of the voters, as the leader sees them.
     pub async fn voters(&self) -> Result<Vec<NodeId>, String> {
-        let (_, v) = self
-            .to_leader(reqwest::Method::GET, "/v1/members", None)
-            .await?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|m| m["role"] == "voter")
-                    .filter_map(|m| m["id"].as_u64())
-                    .collect()
-            })
-            .unwrap_or_default())
+        let members = self.admin()?.members().await.map_err(|e| e.to_string())?;
+        Ok(members
+            .into_iter()
+            .filter(|m| m.role == "voter")
+            .map(|m| m.id)
+            .collect())
     }
 
     /// Starts a new node that joins through the leader; waits (at most `within`) until
@@ -425,17 +399,15 @@ impl Cluster {
     /// then stops its process and forgets it.
     pub async fn remove_node(&mut self, id: NodeId, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
+        let admin = self.admin()?;
         loop {
-            match self
-                .to_leader(reqwest::Method::DELETE, &format!("/v1/members/{id}"), None)
-                .await
-            {
-                Ok((200, _)) => break,
+            match admin.remove_member(id).await {
+                Ok(_) => break,
                 // Removed already (by an attempt whose answer was lost).
-                Ok((400, v)) if v["error"]["code"] == "invalid_member" => break,
-                other => {
+                Err(e) if e.code() == Some("invalid_member") => break,
+                Err(e) => {
                     if Instant::now() > deadline {
-                        return Err(format!("removing node {id}: {other:?}"));
+                        return Err(format!("removing node {id}: {e}"));
                     }
                 }
             }
@@ -464,7 +436,7 @@ impl Cluster {
             let mut applied = Vec::new();
             let mut commit = None;
             for &id in self.nodes.keys() {
-                match self.get_json(id, "/v1/status").await {
+                match self.status_of(id).await {
                     Some(s) => {
                         applied.push(s["applied_index"].as_u64().unwrap_or(0));
                         if s["role"] == "leader" {
@@ -490,33 +462,32 @@ impl Cluster {
 
     /// Node `id`'s plain log entries, `(index, text)`, read through `GET /v1/log`.
     pub async fn plain_log(&self, id: NodeId) -> Result<Vec<(u64, String)>, String> {
+        let api = &self
+            .nodes
+            .get(&id)
+            .ok_or_else(|| format!("no node {id}"))?
+            .api;
+        let node = self.admin()?.via(api);
         let mut out = Vec::new();
         let mut from = 1u64;
         loop {
-            let v = self
-                .get_json_within(
-                    id,
-                    &format!("/v1/log?from={from}&limit=10000"),
-                    Duration::from_secs(10),
-                )
+            // Local reads of this node's copy (GET /v1/log never redirects).
+            let page = node
+                .read_log(from, 10_000)
                 .await
-                .ok_or_else(|| format!("node {id} did not answer GET /v1/log"))?;
-            let entries = v["entries"].as_array().cloned().unwrap_or_default();
-            if entries.is_empty() {
+                .map_err(|e| format!("node {id}: GET /v1/log: {e}"))?;
+            if page.entries.is_empty() {
                 return Ok(out);
             }
-            for e in &entries {
-                if e["kind"] == "entry" {
-                    if let (Some(i), Some(t)) = (e["index"].as_u64(), e["entry"].as_str()) {
-                        out.push((i, t.to_string()));
-                    }
+            for e in &page.entries {
+                if let (true, Some(t)) = (e.kind == "entry", &e.entry) {
+                    out.push((e.index, t.clone()));
                 }
             }
-            let next = v["next"].as_u64().unwrap_or(from + entries.len() as u64);
-            if next <= from {
+            if page.next <= from {
                 return Ok(out);
             }
-            from = next;
+            from = page.next;
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use raft_http_client::{Client, ClientConfig, Error, Expect};
 
 use crate::cluster::Endpoints;
 use crate::linearizable::{KvOp, KvOutcome, Operation};
@@ -31,11 +31,15 @@ impl Shared {
     }
 
     fn endpoint(&self, rng: &mut Rng) -> Option<String> {
-        let e = match self.endpoints.read() {
+        let e = self.all();
+        (!e.is_empty()).then(|| e[rng.below(e.len() as u64) as usize].clone())
+    }
+
+    fn all(&self) -> Vec<String> {
+        match self.endpoints.read() {
             Ok(e) => e.clone(),
             Err(p) => p.into_inner().clone(),
-        };
-        (!e.is_empty()).then(|| e[rng.below(e.len() as u64) as usize].clone())
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -43,55 +47,30 @@ impl Shared {
     }
 }
 
-/// How a request ended, from the client's side.
-enum Answer {
-    /// The status and the JSON body.
-    Got(u16, Value),
-    /// The request surely never reached a node (the connection was refused).
-    NotSent,
-    /// No answer: it may have been applied or not.
-    Lost,
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Answer {
-    match req.send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            match r.json::<Value>().await {
-                Ok(v) => Answer::Got(status, v),
-                Err(_) => Answer::Lost,
-            }
-        }
-        Err(e) if e.is_connect() => Answer::NotSent,
-        Err(_) => Answer::Lost,
+/// What a write's failure means for the history: `None` if it surely did not happen (the
+/// cluster refused it before proposing, or it was never sent), `Some(code)` otherwise (it
+/// may have happened).
+fn maybe_applied(e: &Error) -> Option<String> {
+    match e {
+        // Sent to no one, or answered with a code that means nothing was done (the client
+        // gives up at once on those: it makes no retries here).
+        Error::Unavailable { .. } | Error::Config(_) => None,
+        Error::Api { code, .. } if code == "bad_request" || code == "payload_too_large" => None,
+        Error::Api { code, .. } => Some(code.clone()),
+        Error::Unknown { message, .. } | Error::Decode { message, .. } => Some(message.clone()),
+        Error::PreconditionFailed { .. } | Error::NotFound => Some(e.to_string()),
     }
 }
 
-/// Error codes that mean the write was never proposed, or surely not committed: the
-/// operation did not happen.
-fn surely_not_applied(body: &Value) -> bool {
-    matches!(
-        body["error"]["code"].as_str(),
-        Some(
-            "not_leader"
-                | "no_leader"
-                | "busy"
-                | "overwritten"
-                | "transfer_in_progress"
-                | "bad_request"
-                | "payload_too_large"
-                | "too_many_reads"
-        )
-    )
-}
-
-/// The client's HTTP client: follows redirects (a follower sends writes to the leader).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .pool_idle_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())
+/// The clients' HTTP client: one try per operation (a retry would blur the history), the
+/// given timeout, redirects to the leader followed.
+pub fn http_client(endpoints: &[String], timeout: Duration) -> Result<Client, String> {
+    let cfg = ClientConfig {
+        timeout,
+        retries: 0,
+        ..ClientConfig::default()
+    };
+    Client::with_config(endpoints, cfg).map_err(|e| e.to_string())
 }
 
 /// A key-value client: reads, writes and compare-and-swaps on `keys`, until stopped. Its
@@ -102,7 +81,7 @@ pub async fn kv_client(
     keys: Vec<String>,
     mut rng: Rng,
 ) -> Vec<Operation> {
-    let Ok(http) = http_client(shared.timeout) else {
+    let Ok(http) = http_client(&shared.all(), shared.timeout) else {
         return Vec::new();
     };
     let mut history = Vec::new();
@@ -114,9 +93,9 @@ pub async fn kv_client(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        let node = http.via(&api);
         let k = rng.below(keys.len() as u64) as usize;
         let key = &keys[k];
-        let url = format!("http://{api}/v1/kv/{key}");
         n += 1;
         let value = format!("c{client}-{n}");
         let op = match rng.below(10) {
@@ -127,40 +106,42 @@ pub async fn kv_client(
                 new: value.clone(),
             },
         };
-        let req = match &op {
-            KvOp::Read => http.get(&url),
-            KvOp::Write(v) => http.put(&url).json(&json!({ "value": v })),
-            KvOp::Cas { expect, new } => http
-                .put(&url)
-                .json(&json!({ "value": new, "expect": expect })),
-        };
         let invoke = shared.now();
-        let answer = send(req).await;
-        let complete = shared.now();
-        let outcome = match (&op, answer) {
-            (KvOp::Read, Answer::Got(200, v)) => {
-                let got = v["value"].as_str().map(String::from);
-                seen[k] = got.clone();
-                Some(KvOutcome::Read(got))
+        let outcome = match &op {
+            KvOp::Read => match node.get(key).await {
+                Ok(got) => {
+                    seen[k] = got.map(|kv| kv.value);
+                    Some(KvOutcome::Read(seen[k].clone()))
+                }
+                // A read that failed changed nothing and says nothing.
+                Err(_) => None,
+            },
+            KvOp::Write(v) => match node.put(key, v.clone()).await {
+                Ok(_) => {
+                    seen[k] = Some(v.clone());
+                    Some(KvOutcome::Ok)
+                }
+                Err(e) => maybe_applied(&e).map(|_| KvOutcome::Unknown),
+            },
+            KvOp::Cas { expect, new } => {
+                let condition = Expect {
+                    value: Some(expect.clone()),
+                    revision: None,
+                };
+                match node.put_if(key, new.clone(), condition).await {
+                    Ok(_) => {
+                        seen[k] = Some(new.clone());
+                        Some(KvOutcome::Ok)
+                    }
+                    Err(Error::PreconditionFailed { current }) => {
+                        seen[k] = current.map(|c| c.value);
+                        Some(KvOutcome::CasFailed)
+                    }
+                    Err(e) => maybe_applied(&e).map(|_| KvOutcome::Unknown),
+                }
             }
-            (KvOp::Read, Answer::Got(404, v)) if v["error"]["code"] == "key_not_found" => {
-                seen[k] = None;
-                Some(KvOutcome::Read(None))
-            }
-            // A read that failed changed nothing and says nothing.
-            (KvOp::Read, _) => None,
-            (_, Answer::Got(200, _)) => {
-                seen[k] = Some(value.clone());
-                Some(KvOutcome::Ok)
-            }
-            (KvOp::Cas { .. }, Answer::Got(412, v)) => {
-                seen[k] = v["error"]["current"]["value"].as_str().map(String::from);
-                Some(KvOutcome::CasFailed)
-            }
-            (_, Answer::Got(_, v)) if surely_not_applied(&v) => None,
-            (_, Answer::NotSent) => None,
-            (_, Answer::Got(..) | Answer::Lost) => Some(KvOutcome::Unknown),
         };
+        let complete = shared.now();
         if let Some(outcome) = outcome {
             let complete = (outcome != KvOutcome::Unknown).then_some(complete);
             history.push(Operation {
@@ -195,7 +176,7 @@ pub async fn log_client(
     client: usize,
     mut rng: Rng,
 ) -> (Vec<Append>, Vec<Refused>) {
-    let Ok(http) = http_client(shared.timeout) else {
+    let Ok(http) = http_client(&shared.all(), shared.timeout) else {
         return (Vec::new(), Vec::new());
     };
     let mut appends = Vec::new();
@@ -209,31 +190,20 @@ pub async fn log_client(
         n += 1;
         let text = format!("a{client}-{n}");
         let invoke = shared.now();
-        let answer = send(
-            http.post(format!("http://{api}/v1/log"))
-                .json(&json!({ "entry": text })),
-        )
-        .await;
+        let answer = http.via(&api).append(text.clone()).await;
         let complete = shared.now();
         let acked = match answer {
-            Answer::Got(201, v) => v["index"].as_u64().map(|i| (complete, i)),
-            Answer::Got(_, v) if surely_not_applied(&v) => {
-                refused.push(Refused {
-                    text: text.clone(),
-                    code: v["error"]["code"].as_str().unwrap_or("").to_string(),
-                });
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(a) => Some((complete, a.index)),
+            Err(e) => {
+                if maybe_applied(&e).is_none() {
+                    refused.push(Refused {
+                        text: text.clone(),
+                        code: e.to_string(),
+                    });
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 None
             }
-            Answer::NotSent => {
-                refused.push(Refused {
-                    text: text.clone(),
-                    code: "connection refused".into(),
-                });
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                None
-            }
-            _ => None,
         };
         appends.push(Append {
             client,

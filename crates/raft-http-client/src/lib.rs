@@ -264,6 +264,21 @@ impl Client {
         })
     }
 
+    /// A client that sends to `endpoint` first (then to the others), sharing this one's
+    /// connections and settings but not its remembered leader.
+    pub fn via(&self, endpoint: &str) -> Client {
+        let first = base_url(endpoint);
+        let mut endpoints = vec![first.clone()];
+        endpoints.extend(self.endpoints.iter().filter(|e| **e != first).cloned());
+        Client {
+            endpoints: Arc::new(endpoints),
+            preferred: Arc::new(Mutex::new(None)),
+            http: self.http.clone(),
+            streams: self.streams.clone(),
+            cfg: self.cfg.clone(),
+        }
+    }
+
     /// The endpoints, the one that answered last first.
     fn order(&self) -> Vec<String> {
         let preferred = match self.preferred.lock() {
@@ -356,11 +371,15 @@ impl Client {
                         return Ok(answer);
                     }
                     last = format!("{status} {}", answer.code());
-                    tokio::time::sleep(self.pause(attempt, retry_after)).await;
+                    if attempt < self.cfg.retries {
+                        tokio::time::sleep(self.pause(attempt, retry_after)).await;
+                    }
                 }
                 Err(e) if e.is_connect() || (idempotent && (e.is_timeout() || e.is_request())) => {
                     last = format!("{endpoint}: {e}");
-                    tokio::time::sleep(self.pause(attempt, None)).await;
+                    if attempt < self.cfg.retries {
+                        tokio::time::sleep(self.pause(attempt, None)).await;
+                    }
                 }
                 Err(e) => {
                     return Err(Error::Unknown {

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// A member as `GET /v1/members` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -35,44 +34,47 @@ impl std::fmt::Display for JoinError {
     }
 }
 
-fn client() -> Result<reqwest::Client, JoinError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| JoinError {
-            message: format!("cannot make an HTTP client: {e}"),
-            retry: false,
-        })
+/// A client of the member serving `url`, trying once (the callers retry, and log each
+/// try).
+fn client(url: &str) -> Result<raft_http_client::Client, JoinError> {
+    let cfg = raft_http_client::ClientConfig {
+        timeout: Duration::from_secs(10),
+        retries: 0,
+        ..raft_http_client::ClientConfig::default()
+    };
+    raft_http_client::Client::with_config([url], cfg).map_err(|e| JoinError {
+        message: e.to_string(),
+        retry: false,
+    })
 }
 
-fn base(url: &str) -> String {
-    let url = url.trim_end_matches('/');
-    if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
+/// Whether trying again may help after `e`.
+fn retryable(e: &raft_http_client::Error) -> bool {
+    use raft_http_client::Error as E;
+    match e {
+        // Unreachable, no answer, or an answer meaning "not now" (no leader, another change
+        // under way, busy).
+        E::Unavailable { .. } | E::Unknown { .. } => true,
+        E::Api { status, code, .. } => *status >= 500 || *status == 409 || code == "not_leader",
+        _ => false,
     }
 }
 
 /// The members listed by the member serving `url` (`http://host:port`, or `host:port`).
 pub async fn fetch_members(url: &str) -> Result<Vec<JoinMember>, JoinError> {
-    let target = format!("{}/v1/members", base(url));
-    let r = client()?.get(&target).send().await.map_err(|e| JoinError {
-        message: format!("cannot reach {target}: {e}"),
-        retry: true,
+    let members = client(url)?.members().await.map_err(|e| JoinError {
+        message: format!("cannot list the members through {url}: {e}"),
+        retry: retryable(&e),
     })?;
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    if !status.is_success() {
-        return Err(JoinError {
-            message: format!("{target} answered {status}: {body}"),
-            retry: status.is_server_error(),
-        });
-    }
-    serde_json::from_str(&body).map_err(|e| JoinError {
-        message: format!("{target} did not list members: {e}"),
-        retry: false,
-    })
+    Ok(members
+        .into_iter()
+        .map(|m| JoinMember {
+            id: m.id,
+            raft: m.raft,
+            api: m.api,
+            role: m.role,
+        })
+        .collect())
 }
 
 /// Asks the cluster, through the member serving `url`, to add node `id` as a learner.
@@ -84,27 +86,11 @@ pub async fn ask_to_join(
     raft: &str,
     api: Option<&str>,
 ) -> Result<u64, JoinError> {
-    let target = format!("{}/v1/members", base(url));
-    let r = client()?
-        .post(&target)
-        .json(&json!({"id": id, "raft": raft, "api": api}))
-        .send()
+    client(url)?
+        .add_learner(id, raft, api)
         .await
         .map_err(|e| JoinError {
-            message: format!("cannot reach {target}: {e}"),
-            retry: true,
-        })?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        return v["index"].as_u64().ok_or_else(|| JoinError {
-            message: format!("{target} answered {status} without an index: {v}"),
-            retry: false,
-        });
-    }
-    let code = v["error"]["code"].as_str().unwrap_or("");
-    Err(JoinError {
-        message: format!("{target} answered {status}: {v}"),
-        retry: status.is_server_error() || status.as_u16() == 409 || code == "not_leader",
-    })
+            message: format!("asking {url} to add node {id}: {e}"),
+            retry: retryable(&e),
+        })
 }
