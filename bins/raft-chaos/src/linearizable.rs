@@ -539,6 +539,50 @@ mod tests {
         let text = ex.to_string();
         assert!(text.contains("write \"b\""), "{text}");
         assert!(text.contains("read => \"a\""), "{text}");
+        assert!(
+            text.contains("[0.004s .. 0.005s]"),
+            "times in seconds: {text}"
+        );
+    }
+
+    #[test]
+    fn the_excerpt_names_each_operation_that_could_come_next_once_and_at_most_eight() {
+        // After a and then b, ten concurrent reads of a: none fits.
+        let mut h = vec![write(0, (0, 1), "a"), write(0, (2, 3), "b")];
+        for c in 1..=10 {
+            h.push(read(c, (4 + c as u64, 100), Some("a")));
+        }
+        let Verdict::NotLinearizable(ex) = check(&h, 1_000_000) else {
+            panic!("ten stale reads");
+        };
+        assert_eq!(ex.linearized_count, 2);
+        assert_eq!(ex.stuck.len(), 8, "{ex}");
+        let clients: Vec<usize> = ex.stuck.iter().map(|o| o.client).collect();
+        assert_eq!(
+            clients,
+            (1..=8).collect::<Vec<_>>(),
+            "in call order, each once"
+        );
+        // The excerpt is the deepest attempt, even when a shallower one failed first:
+        // ordering x before y fails after two operations, y before x after three.
+        let xy = [
+            write(0, (0, 10), "x"),
+            write(1, (0, 10), "y"),
+            read(2, (11, 12), Some("x")),
+            read(2, (13, 14), Some("y")),
+        ];
+        let Verdict::NotLinearizable(deepest) = check(&xy, 1_000_000) else {
+            panic!("y read after x was the last value");
+        };
+        assert_eq!(deepest.linearized_count, 3, "{deepest}");
+        // Two of them: both named.
+        let Verdict::NotLinearizable(ex) = check(&h[..4], 1_000_000) else {
+            panic!("two stale reads");
+        };
+        assert_eq!(
+            ex.stuck.iter().map(|o| o.client).collect::<Vec<_>>(),
+            [1, 2]
+        );
     }
 
     /// A history made by running operations one at a time on a register, each at its own

@@ -173,6 +173,41 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_found_at_another_index_than_acknowledged_is_reported() {
+        let appends = [append("a", 0, Some((1, 2)))];
+        let v = check(&appends, &BTreeMap::from([(0, log(&[(3, "a")]))]));
+        assert!(v.iter().any(|v| v.contains("but is at 3")), "{v:?}");
+    }
+
+    #[test]
+    fn real_time_order_counts_the_highest_index_acknowledged_before_and_only_strictly_before() {
+        // b (index 7) was acknowledged before c was sent; c has index 6.
+        let appends = [
+            append("a", 0, Some((1, 5))),
+            append("b", 0, Some((2, 7))),
+            append("c", 3, Some((4, 6))),
+        ];
+        let l = log(&[(5, "a"), (6, "c"), (7, "b")]);
+        let v = check(&appends, &BTreeMap::from([(0, l)]));
+        assert!(v.iter().any(|v| v.contains("\"b\" (index 7)")), "{v:?}");
+        // Acknowledged at the very instant the other was sent: concurrent, not before.
+        let appends = [append("a", 0, Some((3, 5))), append("c", 3, Some((4, 4)))];
+        let v = check(&appends, &BTreeMap::from([(0, log(&[(4, "c"), (5, "a")]))]));
+        assert_eq!(v, Vec::<String>::new());
+        // A lower index acknowledged later does not hide a higher one.
+        let appends = [
+            append("a", 0, Some((1, 5))),
+            append("b", 0, Some((2, 3))),
+            append("c", 3, Some((4, 4))),
+        ];
+        let v = check(
+            &appends,
+            &BTreeMap::from([(0, log(&[(3, "b"), (4, "c"), (5, "a")]))]),
+        );
+        assert!(v.iter().any(|v| v.contains("\"a\" (index 5)")), "{v:?}");
+    }
+
+    #[test]
     fn logs_that_differ_between_nodes_are_reported() {
         let appends = [append("a", 0, None), append("b", 0, None)];
         let v = check(
