@@ -650,7 +650,16 @@ async fn httpraft_dev_starts_a_working_local_cluster_and_stops_cleanly_on_ctrl_c
 async fn raft_bench_drives_a_cluster_and_reports_what_it_measured() {
     let c = Cluster::start(3).await;
     let bench = common::bench_binary();
+    // The highest term any node is in: it moves only with an election.
+    let term = || async {
+        let mut t = 0;
+        for i in 0..3 {
+            t = t.max(c.status(i).await["term"].as_u64().unwrap_or(0));
+        }
+        t
+    };
     for op in ["request", "append", "kv-put", "kv-get"] {
+        let term_before = term().await;
         let mut cmd = std::process::Command::new(&bench);
         for api in &c.apis {
             cmd.args(["--target", &format!("http://{api}")]);
@@ -678,7 +687,20 @@ async fn raft_bench_drives_a_cluster_and_reports_what_it_measured() {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["op"], op, "the report names the op as it was given");
         assert!(v["ok"].as_u64().unwrap() >= 200, "{op}: {v}");
-        assert_eq!(v["errors"], 0, "{op}: {v}");
+        if term().await == term_before {
+            assert_eq!(v["errors"], 0, "{op}: {v}");
+        } else {
+            // An election during the run (a loaded machine can delay heartbeats past the
+            // election timeout): writes caught in it are reported failed, as they should
+            // be; nothing else may fail.
+            let kinds = v["errors_by_kind"].as_object().unwrap();
+            assert!(
+                kinds
+                    .keys()
+                    .all(|k| ["not-committed", "http-503"].contains(&k.as_str())),
+                "{op}: {v}"
+            );
+        }
         assert!(v["throughput"].as_f64().unwrap() > 0.0);
         assert!(
             v["latency_ms"]["p50"].as_f64().unwrap() <= v["latency_ms"]["max"].as_f64().unwrap()
