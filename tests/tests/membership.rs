@@ -356,8 +356,10 @@ async fn a_joined_node_restarts_from_its_own_data_when_the_node_it_joined_throug
     // The node it joined through leaves the cluster and stops for good.
     let (status, v) = delete(&c, "/v1/members/0").await;
     assert_eq!(status, 200, "{v}");
-    wait_members(&c, &[1, 2, 3], &[]).await;
+    // (Stopped before waiting: a removed node that runs on hears from no leader, so the
+    // running nodes would not all name the same one.)
     c.kill(0);
+    wait_members(&c, &[1, 2, 3], &[]).await;
     // Restarted with the same command line, --join naming a node that is gone.
     c.kill(joined);
     c.spawn_joining(joined, 0);
