@@ -87,7 +87,25 @@ async fn a_follower_away_for_300000_writes_catches_up_through_a_snapshot_that_re
         String::from_utf8_lossy(&bench.stderr)
     );
     eprintln!("{:?}: 300,000 writes done", t0.elapsed());
-    let s = c.status(leader).await;
+    // Wait for the snapshot the last writes started (taking one copies the whole store, and
+    // takes a while): offered midway through the first transfer, a newer snapshot would
+    // rightly replace the part, and there would be nothing to resume.
+    let start = Instant::now();
+    let s = loop {
+        let s = c.status(leader).await;
+        let (commit, snap) = (
+            s["commit_index"].as_u64().unwrap(),
+            s["snapshot_index"].as_u64().unwrap(),
+        );
+        if commit - snap < 20_000 {
+            break s;
+        }
+        assert!(
+            start.elapsed() < DEADLINE * 2,
+            "the last snapshot never came: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         s["first_index"].as_u64().unwrap() > 1000,
         "the leader compacted its log: {s}"

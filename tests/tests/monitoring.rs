@@ -1,0 +1,67 @@
+//! The monitoring files in `docs/monitoring` (alert rules, Grafana dashboard) name only
+//! metrics that a node exports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::Cluster;
+
+/// Every `raft_*` name in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("raft_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let before = start.checked_sub(1).map(|b| bytes[b]);
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            out.insert(text[start..end].to_string());
+        }
+        i = end.max(start + 1);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_rules_and_the_dashboard_name_only_exported_metrics() {
+    let c = Cluster::start(3).await;
+    let l = c.leader().await;
+    let (ok, _) = c.post_entry(c.apis[l].clone(), "measured").await;
+    assert!(ok);
+    let text = c.metrics_text(l).await;
+    // Names with samples, and declared ones (some have samples only while something
+    // happens, e.g. a snapshot transfer); histograms export _bucket, _sum and _count.
+    let mut exported = BTreeSet::new();
+    for line in text.lines() {
+        let name = match line.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split(' ').next().unwrap_or(""),
+            None if line.starts_with('#') => continue,
+            None => line.split(['{', ' ']).next().unwrap_or(""),
+        };
+        for suffix in ["", "_bucket", "_sum", "_count"] {
+            exported.insert(format!("{name}{suffix}"));
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/monitoring");
+    for file in ["alerts.yml", "grafana-dashboard.json"] {
+        let doc = std::fs::read_to_string(dir.join(file)).unwrap();
+        let named = metric_names(&doc);
+        assert!(named.len() > 10, "{file} names {named:?}");
+        let missing: Vec<&String> = named.iter().filter(|n| !exported.contains(*n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} names metrics no node exports: {missing:?}"
+        );
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 10);
+}
