@@ -60,6 +60,30 @@ async fn the_alert_rules_and_the_dashboard_name_only_exported_metrics() {
             "{file} names metrics no node exports: {missing:?}"
         );
     }
+    // What operators of etcd alert on besides: a leader known, and the process itself.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not exported:\n{text}"))
+    };
+    assert_eq!(value("raft_has_leader"), 1.0);
+    assert_eq!(value("raft_http_streams_open"), 0.0);
+    if cfg!(target_os = "linux") {
+        assert!(value("process_resident_memory_bytes") > 1e6);
+        assert!(value("process_open_fds") >= 4.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_cpu_seconds_total") > 0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(
+            started <= now + 1.0 && now - started < 600.0,
+            "{started} vs {now}"
+        );
+    }
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
             .unwrap();

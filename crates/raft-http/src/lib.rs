@@ -24,6 +24,7 @@ mod members;
 mod metrics;
 mod ops;
 mod parse_errors;
+mod process;
 mod server;
 mod state;
 mod v1;

@@ -1,5 +1,7 @@
 //! Status, health, readiness and metrics.
 
+use std::fmt::Write as _;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -266,9 +268,17 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
         server: &st.server,
         listener,
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&s, &net, &extra),
-    )
-        .into_response()
+    let mut text = st.metrics.render(&s, &net, &extra);
+    let _ = writeln!(
+        text,
+        "# HELP raft_has_leader 1 when this node knows a leader it heard from within an election timeout (or leads), else 0.\n# TYPE raft_has_leader gauge\nraft_has_leader {}",
+        u8::from(matches!(st.leader(), crate::state::Leader::Me | crate::state::Leader::Known(_)))
+    );
+    let _ = writeln!(
+        text,
+        "# HELP raft_http_streams_open Streams open now (GET /v1/log/stream, GET /v1/kv/watch).\n# TYPE raft_http_streams_open gauge\nraft_http_streams_open {}",
+        st.open_streams()
+    );
+    crate::process::render(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
