@@ -30,8 +30,6 @@ pub struct Node {
     proc: Option<Child>,
     /// Stopped with SIGSTOP.
     pub paused: bool,
-    /// Killed by a fault, to be restarted.
-    pub killed: bool,
     /// Started with `--join` (and restarted the same way).
     joined_via: Option<String>,
 }
@@ -85,6 +83,8 @@ pub struct Cluster {
     pub endpoints: Endpoints,
     /// Asks one node at a time, once, briefly (status polls).
     probe: Client,
+    /// Talks to the members (see [`Cluster::admin`]).
+    admin: Option<Client>,
 }
 
 fn free_addr() -> Result<SocketAddr, String> {
@@ -127,7 +127,6 @@ impl Cluster {
                     raft_listen,
                     proc: None,
                     paused: false,
-                    killed: false,
                     joined_via: None,
                 },
             );
@@ -153,6 +152,7 @@ impl Cluster {
             nodes,
             next_id: n as NodeId,
             network,
+            admin: Client::new(&apis).ok(),
             endpoints: Arc::new(RwLock::new(apis)),
             probe,
         };
@@ -195,7 +195,6 @@ impl Cluster {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
         node.proc = Some(child);
-        node.killed = false;
         node.paused = false;
         Ok(())
     }
@@ -218,12 +217,11 @@ impl Cluster {
                 let _ = c.kill();
                 let _ = c.wait();
             }
-            n.killed = true;
             n.paused = false;
         }
     }
 
-    /// Starts a killed node again from its data.
+    /// Starts a killed node again from its data (nothing if it runs).
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
         if self.nodes.get(&id).is_some_and(|n| n.proc.is_none()) {
             self.spawn(id)?;
@@ -255,9 +253,7 @@ impl Cluster {
             if self.nodes[&id].paused {
                 self.resume(id);
             }
-            if self.nodes[&id].proc.is_none() {
-                self.spawn(id)?;
-            }
+            self.restart(id)?;
         }
         Ok(())
     }
@@ -295,21 +291,18 @@ impl Cluster {
         self.nodes.keys().copied().collect()
     }
 
-    /// The node whose log a failure points at.
-    pub fn log_path(&self, id: NodeId) -> PathBuf {
-        self.dir.join(format!("node-{id}.log"))
-    }
-
     /// Node `id`'s `/v1/status`, if it answers within half a second.
     async fn status_of(&self, id: NodeId) -> Option<Value> {
         let api = &self.nodes.get(&id)?.api;
         self.probe.status(Some(api)).await.ok()
     }
 
-    /// A client of the members, for changes and transfers (retrying what may be retried).
+    /// A client of the members, for changes and transfers (retrying what may be
+    /// retried); made again when the members change.
     fn admin(&self) -> Result<Client, String> {
-        let apis: Vec<&str> = self.nodes.values().map(|n| n.api.as_str()).collect();
-        Client::new(apis).map_err(|e| e.to_string())
+        self.admin
+            .clone()
+            .ok_or_else(|| "no member to talk to".to_string())
     }
 
     /// The leader, if the running nodes that answer agree on one that says so itself.
@@ -375,7 +368,6 @@ impl Cluster {
                 raft_listen,
                 proc: None,
                 paused: false,
-                killed: false,
                 joined_via: Some(via),
             },
         );
@@ -420,8 +412,9 @@ impl Cluster {
     }
 
     /// Tells the clients the current members' API addresses.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let apis: Vec<String> = self.nodes.values().map(|n| n.api.clone()).collect();
+        self.admin = Client::new(&apis).ok();
         match self.endpoints.write() {
             Ok(mut e) => *e = apis,
             Err(p) => *p.into_inner() = apis,

@@ -138,7 +138,7 @@ fn cut(c: &Cluster, from: &[NodeId], to: &[NodeId]) -> Result<(), String> {
     Ok(())
 }
 
-/// Injects `step`'s fault; what was done, in words. The fault stays until [`heal`].
+/// Injects `step`'s fault; what was done, in words. The fault stays until [`Cluster::heal`].
 pub async fn inject(c: &mut Cluster, step: &Step) -> Result<String, String> {
     let mut rng = Rng::new(step.choice);
     let ids = c.ids();
@@ -250,11 +250,6 @@ pub async fn inject(c: &mut Cluster, step: &Step) -> Result<String, String> {
             format!("replace: node {added} joined and became a voter, node {out} was removed")
         }
     })
-}
-
-/// Ends the fault: links healed, paused nodes resumed, killed nodes restarted.
-pub fn heal(c: &mut Cluster) -> Result<(), String> {
-    c.heal()
 }
 
 #[cfg(test)]

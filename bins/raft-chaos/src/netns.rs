@@ -125,33 +125,12 @@ impl Namespaces {
 
     /// Delays everything node `id` sends by `delay`.
     pub fn delay(&self, id: NodeId, delay: Duration) -> Result<(), String> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(id),
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                "eth0",
-            ])
-            .args([
-                "root",
-                "netem",
-                "delay",
-                &format!("{}ms", delay.as_millis()),
-            ])
-            .output()
-            .map_err(|e| format!("cannot run tc: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "tc netem: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        let ms = format!("{}ms", delay.as_millis());
+        let ns = self.ns(id);
+        ip(&[
+            "netns", "exec", &ns, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem",
+            "delay", &ms,
+        ])
     }
 
     /// Removes every cut and delay.
@@ -159,11 +138,9 @@ impl Namespaces {
         for &id in ids {
             let ns = self.ns(id);
             let _ = ip(&["-n", &ns, "route", "flush", "type", "blackhole"]);
-            let _ = Command::new("ip")
-                .args([
-                    "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
-                ])
-                .output();
+            let _ = ip(&[
+                "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+            ]);
         }
     }
 }

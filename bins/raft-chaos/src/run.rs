@@ -256,10 +256,10 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
         };
         faults.push((at, what));
         tokio::time::sleep(step.hold).await;
-        nemesis::heal(&mut cluster)?;
+        cluster.heal()?;
         tokio::time::sleep(step.gap).await;
     }
-    nemesis::heal(&mut cluster)?;
+    cluster.heal()?;
     shared
         .stop
         .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -201,6 +201,20 @@ fn event_text(e: &Event) -> String {
     }
 }
 
+/// Prints a stream's events (at most `count`) until it ends.
+async fn print_stream(
+    json_out: bool,
+    stream: impl futures_util::Stream<Item = Result<Event, Error>>,
+    count: Option<usize>,
+) -> Result<(), Failure> {
+    let mut stream = Box::pin(stream.take(count.unwrap_or(usize::MAX)));
+    while let Some(e) = stream.next().await {
+        let e = e?;
+        show(json_out, &event_json(&e), || event_text(&e));
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let cfg = raft_http_client::ClientConfig {
         timeout: Duration::from_secs(cli.timeout.max(1)),
@@ -269,29 +283,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             follow,
             count,
         } => {
-            let mut printed = 0usize;
-            let done = |n: usize| count.is_some_and(|c| n >= c);
             if follow {
-                let mut s = Box::pin(c.log_stream(Some(from)));
-                while !done(printed) {
-                    match s.next().await {
-                        Some(Ok(e)) => {
-                            show(j, &event_json(&e), || event_text(&e));
-                            printed += 1;
-                        }
-                        Some(Err(e)) => return Err(e.into()),
-                        None => break,
-                    }
-                }
+                print_stream(j, c.log_stream(Some(from)), count).await?;
             } else {
                 let page = c.read_log(from, limit).await?;
-                for e in page.entries {
-                    if done(printed) {
-                        break;
-                    }
+                for e in page.entries.into_iter().take(count.unwrap_or(usize::MAX)) {
                     let ev = Event::Entry(e);
                     show(j, &event_json(&ev), || event_text(&ev));
-                    printed += 1;
                 }
             }
         }
@@ -377,18 +375,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             from_revision,
             count,
         } => {
-            let mut s = Box::pin(c.watch(&prefix, from_revision));
-            let mut printed = 0usize;
-            while count.is_none_or(|n| printed < n) {
-                match s.next().await {
-                    Some(Ok(e)) => {
-                        show(j, &event_json(&e), || event_text(&e));
-                        printed += 1;
-                    }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => break,
-                }
-            }
+            print_stream(j, c.watch(&prefix, from_revision), count).await?;
         }
         Cmd::TransferLeader { to } => {
             let leader = c.transfer_leader(to).await?;

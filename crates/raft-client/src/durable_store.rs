@@ -14,7 +14,6 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,6 +22,7 @@ use raft_core::{Entry, EntryKind, LogIndex};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
+use tokio::sync::watch;
 
 use crate::kv::{KvCommand, KvEvent, KvResponse, Versioned};
 use crate::state_machine::{SnapshotSource, StateMachine};
@@ -157,10 +157,8 @@ fn decode_row(index: u64, row: &[u8]) -> std::io::Result<Entry> {
 pub struct DurableStore {
     db: Arc<Database>,
     cfg: DurableConfig,
-    /// What the database reflects (durably or not).
-    applied: Arc<AtomicU64>,
-    /// Tells watchers the applied index moved.
-    applied_tx: Arc<tokio::sync::watch::Sender<LogIndex>>,
+    /// What the database reflects (durably or not); watchers are told when it moves.
+    applied: Arc<watch::Sender<LogIndex>>,
     /// What is durable at open: the runtime replays from after it.
     durable_at_open: LogIndex,
     /// Entries applied since the last durable commit.
@@ -175,8 +173,7 @@ pub struct DurableStore {
 #[derive(Clone)]
 pub struct DurableReader {
     db: Arc<Database>,
-    applied: Arc<AtomicU64>,
-    applied_tx: Arc<tokio::sync::watch::Sender<LogIndex>>,
+    applied: Arc<watch::Sender<LogIndex>>,
 }
 
 impl DurableStore {
@@ -238,8 +235,7 @@ impl DurableStore {
         Ok(DurableStore {
             db: Arc::new(db),
             cfg,
-            applied: Arc::new(AtomicU64::new(applied)),
-            applied_tx: Arc::new(tokio::sync::watch::Sender::new(applied)),
+            applied: Arc::new(watch::Sender::new(applied)),
             durable_at_open: applied,
             since_durable: 0,
             failed: None,
@@ -251,7 +247,6 @@ impl DurableStore {
         DurableReader {
             db: self.db.clone(),
             applied: self.applied.clone(),
-            applied_tx: self.applied_tx.clone(),
         }
     }
 
@@ -314,8 +309,12 @@ impl DurableStore {
                 };
                 out.push(response);
             }
+            let before = bytes;
             bytes = trim_log(&mut log, bytes, &self.cfg)?;
-            trim_events(&log, &mut events, &mut meta)?;
+            if bytes < before {
+                // Only when the log lost rows: the events go with them.
+                trim_events(&log, &mut events, &mut meta)?;
+            }
             meta.insert(LOG_BYTES, bytes).map_err(io_err)?;
             if let Some(last) = entries.last() {
                 meta.insert(APPLIED, last.index).map_err(io_err)?;
@@ -326,8 +325,7 @@ impl DurableStore {
             self.since_durable = 0;
         }
         if let Some(last) = entries.last() {
-            self.applied.store(last.index, Ordering::Release);
-            self.applied_tx.send_replace(last.index);
+            self.applied.send_replace(last.index);
         }
         Ok(out)
     }
@@ -440,10 +438,7 @@ impl StateMachine for DurableStore {
     async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
         blocking(|| self.make_durable())?;
         let txn = self.db.begin_read().map_err(io_err)?;
-        Ok(Box::new(DurableSnapshot {
-            txn,
-            applied: self.applied.load(Ordering::Acquire),
-        }))
+        Ok(Box::new(DurableSnapshot { txn }))
     }
 
     fn restore(&mut self, index: LogIndex, data: &mut dyn Read) -> std::io::Result<()> {
@@ -510,8 +505,7 @@ impl StateMachine for DurableStore {
             meta.insert(EVENTS_FROM, events_from).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)?;
-        self.applied.store(index, Ordering::Release);
-        self.applied_tx.send_replace(index);
+        self.applied.send_replace(index);
         self.since_durable = 0;
         Ok(())
     }
@@ -523,12 +517,10 @@ impl StateMachine for DurableStore {
 /// of earlier builds.)
 struct DurableSnapshot {
     txn: redb::ReadTransaction,
-    applied: LogIndex,
 }
 
 impl SnapshotSource for DurableSnapshot {
     fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
-        let _ = self.applied;
         let mut buf = Vec::new();
         let record = |out: &mut dyn Write, tag: u8, body: &[u8]| -> std::io::Result<()> {
             out.write_all(&[tag])?;
@@ -680,7 +672,7 @@ impl DurableReader {
 
     /// A receiver told each time the applied index moves.
     pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<LogIndex> {
-        self.applied_tx.subscribe()
+        self.applied.subscribe()
     }
 
     /// The number of keys.
@@ -697,7 +689,7 @@ impl DurableReader {
 
     /// The highest index applied.
     pub fn applied(&self) -> LogIndex {
-        self.applied.load(Ordering::Acquire)
+        *self.applied.borrow()
     }
 
     /// The first log index still kept (after the retention policy), or the next index to
@@ -735,7 +727,7 @@ impl DurableReader {
 impl std::fmt::Debug for DurableStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DurableStore")
-            .field("applied", &self.applied.load(Ordering::Relaxed))
+            .field("applied", &*self.applied.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -743,7 +735,7 @@ impl std::fmt::Debug for DurableStore {
 impl std::fmt::Debug for DurableReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DurableReader")
-            .field("applied", &self.applied.load(Ordering::Relaxed))
+            .field("applied", &*self.applied.borrow())
             .finish_non_exhaustive()
     }
 }

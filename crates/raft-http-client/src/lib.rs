@@ -43,6 +43,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 pub use error::Error;
+pub use sse::{next_event, RawEvent};
 pub use types::{Appended, Event, Kv, KvPage, LogEntry, LogPage, Member, Versioned, Written};
 
 /// How a read is served.

@@ -8,16 +8,20 @@ use serde_json::Value;
 use crate::types::{Event, Kv, LogEntry};
 use crate::{Client, Error};
 
-/// One parsed block of the event stream.
+/// One server-sent event as it came (what [`next_event`] cuts out of a stream).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct RawEvent {
-    pub(crate) event: String,
-    pub(crate) id: Option<u64>,
-    pub(crate) data: String,
+pub struct RawEvent {
+    /// Its `event:` field (`message` when absent).
+    pub event: String,
+    /// Its `id:` field, when it is a number.
+    pub id: Option<u64>,
+    /// Its `data:` lines, joined by newlines.
+    pub data: String,
 }
 
-/// Takes the next complete event out of `buf` (comments and empty blocks skipped).
-pub(crate) fn next_event(buf: &mut String) -> Option<RawEvent> {
+/// Takes the next complete event out of `buf`, the text of an event stream received so far
+/// (comments and empty blocks are skipped); `None` until one is complete.
+pub fn next_event(buf: &mut String) -> Option<RawEvent> {
     loop {
         let pos = buf.find("\n\n")?;
         let block: String = buf.drain(..pos + 2).collect();

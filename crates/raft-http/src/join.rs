@@ -3,20 +3,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 /// A member as `GET /v1/members` lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct JoinMember {
-    /// Its id.
-    pub id: u64,
-    /// Its Raft address.
-    pub raft: Option<String>,
-    /// Its API address.
-    pub api: Option<String>,
-    /// `voter` or `learner`.
-    pub role: String,
-}
+pub type JoinMember = raft_http_client::Member;
 
 /// Why a join step failed, and whether trying again may help.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,19 +50,10 @@ fn retryable(e: &raft_http_client::Error) -> bool {
 
 /// The members listed by the member serving `url` (`http://host:port`, or `host:port`).
 pub async fn fetch_members(url: &str) -> Result<Vec<JoinMember>, JoinError> {
-    let members = client(url)?.members().await.map_err(|e| JoinError {
+    client(url)?.members().await.map_err(|e| JoinError {
         message: format!("cannot list the members through {url}: {e}"),
         retry: retryable(&e),
-    })?;
-    Ok(members
-        .into_iter()
-        .map(|m| JoinMember {
-            id: m.id,
-            raft: m.raft,
-            api: m.api,
-            role: m.role,
-        })
-        .collect())
+    })
 }
 
 /// Asks the cluster, through the member serving `url`, to add node `id` as a learner.
