@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use common::Cluster;
 use serde_json::Value;
@@ -86,7 +85,8 @@ async fn raftctl_drives_a_cluster_with_script_friendly_output_and_exit_codes() {
         .iter()
         .any(|e| e["index"].as_u64() == Some(index) && e["entry"] == "hello from raftctl"));
 
-    // A watch and a follow started now see what is written next.
+    // A watch and a follow from after the append see what is written next (from a
+    // revision, so it does not matter when they connect).
     let watch = Command::new(raftctl())
         .args([
             "--endpoints",
@@ -94,6 +94,8 @@ async fn raftctl_drives_a_cluster_with_script_friendly_output_and_exit_codes() {
             "--json",
             "watch",
             "app/",
+            "--from-revision",
+            &(index + 1).to_string(),
             "--count",
             "2",
         ])
@@ -114,7 +116,6 @@ async fn raftctl_drives_a_cluster_with_script_friendly_output_and_exit_codes() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(code(&ctl(&c, &["put", "app/w", "1"])), 0);
     assert_eq!(code(&ctl(&c, &["del", "app/w"])), 0);
     let watched = tokio::task::spawn_blocking(move || watch.wait_with_output().unwrap())

@@ -45,25 +45,11 @@ impl Sse {
     async fn next(&mut self, within: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(pos) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..pos + 2).collect();
-                let (mut event, mut id, mut data) = ("message".to_string(), None, String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().ok();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a keep-alive comment
-                }
+            if let Some(raw) = raft_http_client::next_event(&mut self.buf) {
                 return Some(Event {
-                    event,
-                    id,
-                    data: serde_json::from_str(&data).unwrap(),
+                    event: raw.event,
+                    id: raw.id,
+                    data: serde_json::from_str(&raw.data).unwrap(),
                 });
             }
             let chunk = tokio::time::timeout_at(deadline, self.resp.chunk()).await;
@@ -105,7 +91,11 @@ async fn a_long_poll_answers_as_soon_as_the_entry_it_waits_for_commits() {
         (Instant::now(), v)
     });
     // The poll is waiting: nothing came yet.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    while c.metric(l, "raft_http_long_polls_waiting").await < 1.0 {
+        assert!(start.elapsed() < common::DEADLINE, "the poll never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         !poll.is_finished(),
         "it answered before anything was committed"

@@ -279,6 +279,11 @@ pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
         "# HELP raft_http_streams_open Streams open now (GET /v1/log/stream, GET /v1/kv/watch).\n# TYPE raft_http_streams_open gauge\nraft_http_streams_open {}",
         st.open_streams()
     );
+    let _ = writeln!(
+        text,
+        "# HELP raft_http_long_polls_waiting Long polls (GET /v1/log?wait=) waiting now.\n# TYPE raft_http_long_polls_waiting gauge\nraft_http_long_polls_waiting {}",
+        st.long_polls.load(std::sync::atomic::Ordering::Relaxed)
+    );
     crate::process::render(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -64,6 +64,8 @@ pub struct AppState {
     pub(crate) watchers: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the node stops: open streams end.
     pub(crate) closing: tokio_util::sync::CancellationToken,
+    /// Long polls (`GET /v1/log?wait=`) waiting now.
+    pub(crate) long_polls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             server: Arc::new(ServerStats::default()),
             watchers: Arc::new(tokio::sync::Semaphore::new(watchers)),
             closing: tokio_util::sync::CancellationToken::new(),
+            long_polls: Arc::default(),
         }
     }
 

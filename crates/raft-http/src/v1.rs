@@ -204,6 +204,16 @@ fn parse_wait(w: &str) -> Result<Duration, ApiError> {
 
 /// Waits (at most `wait`) until the entry at `from` is applied here, or the node stops.
 async fn wait_for_applied(st: &AppState, from: u64, wait: Duration) {
+    use std::sync::atomic::Ordering;
+    /// Counts the poll among those waiting while it lives.
+    struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    st.long_polls.fetch_add(1, Ordering::Relaxed);
+    let _waiting = Waiting(&st.long_polls);
     let mut applied = st.store.watch_applied();
     let closing = st.closing.clone();
     let ready = async {
