@@ -630,6 +630,7 @@ async fn run_dev(
     println!("  curl -sL -XPUT http://{target}/v1/kv/greeting -d '{{\"value\": \"hi\"}}'");
     println!("  curl -sL http://{target}/v1/kv/greeting");
     println!("  curl -s http://{target}/v1/status");
+    println!("the live dashboard: http://{}/ui", c.api(0));
     println!("type `stop <id>` / `start <id>` to stop and restart a node, `status` to see who leads; Ctrl-C stops everything");
     let mut commands = dev_commands();
     let signal = signals.recv();

@@ -271,6 +271,18 @@ impl<R: Send + 'static> RaftNode<R> {
         self.shared.leader.get()
     }
 
+    /// How many leaders this node has learned of since it started (a new leader, or the
+    /// same one in a new term, count once each): the `leader changes` operators alert on.
+    pub fn leader_changes(&self) -> u64 {
+        self.shared.leader.changes()
+    }
+
+    /// The latest leaders this node learned of (at most [`crate::LEADER_HISTORY`]), oldest
+    /// first.
+    pub fn leader_history(&self) -> Vec<crate::LeaderChange> {
+        self.shared.leader.history()
+    }
+
     /// A receiver that sees every leader change.
     pub fn watch_leader(&self) -> watch::Receiver<LeaderInfo> {
         self.shared.leader.watch()

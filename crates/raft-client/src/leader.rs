@@ -5,9 +5,10 @@
 //! A follower whose leader went silent still names it until its own election timer fires;
 //! the clock lets a front end stop sending clients to a leader that is probably gone.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use raft_core::{NodeId, Term};
 use tokio::sync::watch;
@@ -19,6 +20,57 @@ pub struct LeaderInfo {
     pub leader: Option<NodeId>,
     /// The term this node is in.
     pub term: Term,
+}
+
+/// A leader this node learned of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// When this node learned of it.
+    pub at: SystemTime,
+    /// The leader.
+    pub leader: NodeId,
+    /// Its term.
+    pub term: Term,
+}
+
+/// Leader changes kept by [`LeaderHistory`].
+pub const LEADER_HISTORY: usize = 64;
+
+/// The leaders this node learned of: how many in all, and the latest
+/// [`LEADER_HISTORY`].
+#[derive(Debug, Default)]
+struct LeaderHistory {
+    seen: AtomicU64,
+    recent: Mutex<VecDeque<LeaderChange>>,
+}
+
+impl LeaderHistory {
+    fn recent(&self) -> std::sync::MutexGuard<'_, VecDeque<LeaderChange>> {
+        match self.recent.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Records `leader` in `term` unless it is the leader recorded last.
+    fn record(&self, leader: NodeId, term: Term) {
+        let mut recent = self.recent();
+        if recent
+            .back()
+            .is_some_and(|c| c.leader == leader && c.term == term)
+        {
+            return;
+        }
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        recent.push_back(LeaderChange {
+            at: SystemTime::now(),
+            leader,
+            term,
+        });
+        while recent.len() > LEADER_HISTORY {
+            recent.pop_front();
+        }
+    }
 }
 
 /// When the leader was last heard from: milliseconds since `base`, plus one (0: never).
@@ -51,6 +103,7 @@ impl ContactClock {
 pub(crate) struct LeaderSender {
     tx: watch::Sender<LeaderInfo>,
     clock: Arc<ContactClock>,
+    history: Arc<LeaderHistory>,
 }
 
 /// The handles' side.
@@ -58,6 +111,7 @@ pub(crate) struct LeaderSender {
 pub(crate) struct LeaderView {
     rx: watch::Receiver<LeaderInfo>,
     clock: Arc<ContactClock>,
+    history: Arc<LeaderHistory>,
 }
 
 /// A connected sender and view, with no leader known.
@@ -67,20 +121,23 @@ pub(crate) fn channel() -> (LeaderSender, LeaderView) {
         base: Instant::now(),
         last: AtomicU64::new(0),
     });
+    let history = Arc::new(LeaderHistory::default());
     (
         LeaderSender {
             tx,
             clock: clock.clone(),
+            history: history.clone(),
         },
-        LeaderView { rx, clock },
+        LeaderView { rx, clock, history },
     )
 }
 
 impl LeaderSender {
     /// A new leader (or none) in `term`. Learning of a leader counts as hearing from it.
     pub(crate) fn set(&self, leader: Option<NodeId>, term: Term) {
-        if leader.is_some() {
+        if let Some(l) = leader {
             self.clock.touch();
+            self.history.record(l, term);
         }
         self.tx.send_replace(LeaderInfo { leader, term });
     }
@@ -103,6 +160,17 @@ impl LeaderView {
     /// A receiver that sees every change.
     pub(crate) fn watch(&self) -> watch::Receiver<LeaderInfo> {
         self.rx.clone()
+    }
+
+    /// Leaders learned of since the node started (a new leader, or the same one in a new
+    /// term, each count once).
+    pub(crate) fn changes(&self) -> u64 {
+        self.history.seen.load(Ordering::Relaxed)
+    }
+
+    /// The latest leaders learned of, oldest first.
+    pub(crate) fn history(&self) -> Vec<LeaderChange> {
+        self.history.recent().iter().copied().collect()
     }
 
     /// Time since a message from the current leader arrived (None before any leader).
@@ -128,12 +196,14 @@ mod tests {
             base,
             last: AtomicU64::new(1),
         });
+        let history = Arc::new(LeaderHistory::default());
         (
             LeaderSender {
                 tx,
                 clock: clock.clone(),
+                history: history.clone(),
             },
-            LeaderView { rx, clock },
+            LeaderView { rx, clock, history },
         )
     }
 
@@ -180,5 +250,33 @@ mod tests {
         assert_eq!(view.since_contact(), None);
         tx.heard(1, 0);
         assert_eq!(view.since_contact(), None);
+    }
+
+    #[test]
+    fn each_new_leader_or_new_term_is_one_change_and_repeats_are_not() {
+        let (tx, view) = channel();
+        tx.set(None, 1);
+        tx.set(Some(1), 1);
+        tx.set(Some(1), 1);
+        tx.set(None, 2);
+        tx.set(Some(1), 2);
+        tx.set(Some(2), 3);
+        assert_eq!(view.changes(), 3);
+        let h: Vec<(NodeId, Term)> = view.history().iter().map(|c| (c.leader, c.term)).collect();
+        assert_eq!(h, vec![(1, 1), (1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_changes_only() {
+        let (tx, view) = channel();
+        let n = LEADER_HISTORY as u64 + 5;
+        for term in 1..=n {
+            tx.set(Some(1), term);
+        }
+        assert_eq!(view.changes(), n);
+        let h = view.history();
+        assert_eq!(h.len(), LEADER_HISTORY);
+        assert_eq!(h.first().map(|c| c.term), Some(6));
+        assert_eq!(h.last().map(|c| c.term), Some(n));
     }
 }

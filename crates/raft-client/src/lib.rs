@@ -73,7 +73,7 @@ pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use error::{Error, StartError};
 pub use handle::{Committed, RaftNode};
 pub use kv::{Expect, KvCommand, KvEvent, KvResponse, Revision, Versioned};
-pub use leader::LeaderInfo;
+pub use leader::{LeaderChange, LeaderInfo, LEADER_HISTORY};
 pub use membership::{MemberInfo, MemberRole};
 pub use raft_core::{ConfChange, ConfChangeError, TransferError};
 pub use raft_net::{ListenerStats, PeerStats};

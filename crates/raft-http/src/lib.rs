@@ -8,7 +8,10 @@
 //!   compare-and-swap), `GET /v1/kv?prefix=`, `GET /v1/status`, membership;
 //! - streams of server-sent events: `GET /v1/log/stream` (committed entries) and
 //!   `GET /v1/kv/watch` (puts and deletes under a prefix), resumable with `Last-Event-ID`;
-//! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text).
+//! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text);
+//! - a live dashboard at `GET /ui`, drawn from the server-sent events of `GET /v1/events`
+//!   (every member's state, replication, elections, snapshot transfers, write rate and
+//!   latency), its assets embedded in the binary.
 //!
 //! Errors are JSON `{"error": {"code", "message", "leader"}}`; bodies are limited
 //! ([`HttpConfig::max_body_bytes`], 413 past it); wrong methods get 405 and unknown paths
@@ -19,6 +22,7 @@
 mod compat;
 mod entry_json;
 mod error;
+mod events;
 pub mod join;
 mod members;
 mod metrics;
@@ -27,6 +31,7 @@ mod parse_errors;
 mod process;
 mod server;
 mod state;
+mod ui;
 mod v1;
 mod watch;
 
@@ -110,6 +115,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/events", get(events::events))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

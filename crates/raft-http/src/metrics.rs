@@ -24,6 +24,25 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Proposals submitted through HTTP on this node: outcomes and a cumulative latency
+/// histogram, as shown in `/v1/status` and summed over the members by the dashboard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProposalSummary {
+    /// Proposals committed and applied.
+    pub(crate) committed: u64,
+    /// Proposals that failed.
+    pub(crate) failed: u64,
+    /// Proposals that took at most [`LATENCY_BUCKETS`]`[i]` seconds.
+    pub(crate) buckets: [u64; BUCKETS.len()],
+    /// Proposals timed.
+    pub(crate) count: u64,
+    /// Their total time, in microseconds.
+    pub(crate) sum_us: u64,
+}
+
+/// Upper bounds (seconds) of the proposal latency histogram's buckets.
+pub(crate) const LATENCY_BUCKETS: [f64; 12] = BUCKETS;
+
 /// A network counter's name, help text and how to read it from the stats.
 type NetCounter = (&'static str, &'static str, fn(&PeerStats) -> u64);
 
@@ -54,6 +73,17 @@ impl Metrics {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The proposal counters and latency histogram as they stand.
+    pub(crate) fn proposals(&self) -> ProposalSummary {
+        ProposalSummary {
+            committed: self.proposals_ok.load(Ordering::Relaxed),
+            failed: self.proposals_failed.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.latency_count.load(Ordering::Relaxed),
+            sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+        }
     }
 
     /// The exposition text.

@@ -10,6 +10,7 @@ use raft_core::Role;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::metrics::{ProposalSummary, LATENCY_BUCKETS};
 use crate::state::AppState;
 
 fn role_name(r: Role) -> &'static str {
@@ -30,6 +31,11 @@ fn sync_name(p: raft_client::SyncPolicy) -> &'static str {
 
 /// `GET /v1/status` → the node's state, and every follower's progress on the leader.
 pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    status_json(&st).await.map(Json)
+}
+
+/// What `GET /v1/status` answers.
+pub(crate) async fn status_json(st: &AppState) -> Result<Value, ApiError> {
     let s = st
         .node
         .status()
@@ -60,6 +66,7 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         "term": s.term,
         "leader": s.leader,
         "leader_api": st.leader_api(),
+        "leader_changes": st.node.leader_changes(),
         "commit_index": s.commit,
         "applied_index": s.applied,
         "last_index": s.last_index,
@@ -69,7 +76,8 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
         "sync": sync_name(st.node.sync_policy()),
         "storage": {"writes": storage.writes, "syncs": storage.syncs, "bytes_written": storage.bytes_written},
         "rejected_messages": s.rejected_messages,
-        "snapshots": snapshot_json(&st),
+        "snapshots": snapshot_json(st),
+        "proposals": proposals_json(&st.metrics.proposals()),
         "membership": {
             "voters": s.membership.voters,
             "outgoing_voters": s.membership.outgoing,
@@ -78,13 +86,27 @@ pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
             "joint": s.membership.is_joint(),
         },
         "transfer_to": s.transfer_to,
-        "autopilot": autopilot_json(&st).await,
+        "autopilot": autopilot_json(st).await,
     });
     // Followers' progress is known only to the leader; other nodes leave the field out.
     if s.role == Role::Leader {
         out["progress"] = Value::Array(progress);
     }
-    Ok(Json(out))
+    Ok(out)
+}
+
+/// Proposals made through this node's API: outcomes and the cumulative latency histogram.
+fn proposals_json(p: &ProposalSummary) -> Value {
+    json!({
+        "committed": p.committed,
+        "failed": p.failed,
+        "latency": {
+            "le_seconds": LATENCY_BUCKETS,
+            "cumulative": p.buckets,
+            "count": p.count,
+            "sum_seconds": p.sum_us as f64 / 1e6,
+        },
+    })
 }
 
 /// The autopilot's latest decisions on this node, oldest first.

@@ -66,6 +66,8 @@ pub struct AppState {
     pub(crate) closing: tokio_util::sync::CancellationToken,
     /// Long polls (`GET /v1/log?wait=`) waiting now.
     pub(crate) long_polls: Arc<std::sync::atomic::AtomicUsize>,
+    /// The live view's sampler and what it keeps (`/v1/events`, `/ui`).
+    pub(crate) dashboard: Arc<crate::events::Dashboard>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             watchers: Arc::new(tokio::sync::Semaphore::new(watchers)),
             closing: tokio_util::sync::CancellationToken::new(),
             long_polls: Arc::default(),
+            dashboard: Arc::default(),
         }
     }
 

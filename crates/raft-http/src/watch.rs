@@ -63,7 +63,7 @@ fn start_at(
     }
 }
 
-fn permit(st: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+pub(crate) fn permit(st: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
     st.watchers.clone().try_acquire_owned().map_err(|_| {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+
 use serde_json::Value;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
