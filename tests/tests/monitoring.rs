@@ -69,6 +69,24 @@ async fn the_alert_rules_and_the_dashboard_name_only_exported_metrics() {
     };
     assert_eq!(value("raft_has_leader"), 1.0);
     assert_eq!(value("raft_http_streams_open"), 0.0);
+    assert!(value("raft_leader_changes_seen_total") >= 1.0);
+    assert_eq!(value("raft_proposals_pending"), 0.0);
+    // Requests by the route that matched, method and status; the write above was one.
+    assert!(
+        value("raft_http_requests_total{route=\"/request\",method=\"POST\",code=\"200\"}") >= 1.0
+    );
+    assert!(
+        text.contains(
+            "raft_http_request_seconds_bucket{le=\"0.001\",route=\"/request\",method=\"POST\"}"
+        ) || text.contains(
+            "raft_http_request_seconds_bucket{route=\"/request\",method=\"POST\",le=\"0.001\"}"
+        ),
+        "no latency histogram for POST /request:\n{text}"
+    );
+    assert!(
+        text.ends_with("# EOF\n"),
+        "an OpenMetrics exposition ends with # EOF"
+    );
     if cfg!(target_os = "linux") {
         assert!(value("process_resident_memory_bytes") > 1e6);
         assert!(value("process_open_fds") >= 4.0);

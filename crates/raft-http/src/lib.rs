@@ -8,7 +8,8 @@
 //!   compare-and-swap), `GET /v1/kv?prefix=`, `GET /v1/status`, membership;
 //! - streams of server-sent events: `GET /v1/log/stream` (committed entries) and
 //!   `GET /v1/kv/watch` (puts and deletes under a prefix), resumable with `Last-Event-ID`;
-//! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus text);
+//! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (OpenMetrics text, through
+//!   the `prometheus-client` crate);
 //! - a live dashboard at `GET /ui`, drawn from the server-sent events of `GET /v1/events`
 //!   (every member's state, replication, elections, snapshot transfers, write rate and
 //!   latency), its assets embedded in the binary.
@@ -23,6 +24,7 @@ mod compat;
 mod entry_json;
 mod error;
 mod events;
+mod exposition;
 pub mod join;
 mod members;
 mod metrics;
@@ -88,6 +90,22 @@ async fn request_timeout(State(st): State<AppState>, req: Request, next: Next) -
     }
 }
 
+/// Counts every answered request in `raft_http_requests_total` and times it in
+/// `raft_http_request_seconds`, by the route pattern that matched (not the path, so that
+/// keys do not become series).
+async fn track_request(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    st.metrics
+        .record_request(&route, &method, resp.status().as_u16(), t0.elapsed());
+    resp
+}
+
 /// The router serving one node.
 pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
@@ -126,6 +144,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            track_request,
         ))
         .with_state(state)
 }

@@ -1,7 +1,5 @@
 //! Status, health, readiness and metrics.
 
-use std::fmt::Write as _;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -270,42 +268,10 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics` → Prometheus text format.
+/// `GET /metrics` → OpenMetrics text (which Prometheus reads).
 pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
-    let (s, net, listener) = match (
-        st.node.status().await,
-        st.node.net_stats().await,
-        st.node.listener_stats().await,
-    ) {
-        (Ok(s), Ok(n), Ok(l)) => (s, n, l),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return ApiError::from_node(e, None).into_response()
-        }
-    };
-    let extra = crate::metrics::Extra {
-        snapshots: st.node.snapshot_stats(),
-        transfers: st.node.snapshot_transfers(),
-        storage: st.node.storage_stats(),
-        sync_always: st.node.sync_policy() == raft_client::SyncPolicy::Always,
-        server: &st.server,
-        listener,
-    };
-    let mut text = st.metrics.render(&s, &net, &extra);
-    let _ = writeln!(
-        text,
-        "# HELP raft_has_leader 1 when this node knows a leader it heard from within an election timeout (or leads), else 0.\n# TYPE raft_has_leader gauge\nraft_has_leader {}",
-        u8::from(matches!(st.leader(), crate::state::Leader::Me | crate::state::Leader::Known(_)))
-    );
-    let _ = writeln!(
-        text,
-        "# HELP raft_http_streams_open Streams open now (GET /v1/log/stream, GET /v1/kv/watch).\n# TYPE raft_http_streams_open gauge\nraft_http_streams_open {}",
-        st.open_streams()
-    );
-    let _ = writeln!(
-        text,
-        "# HELP raft_http_long_polls_waiting Long polls (GET /v1/log?wait=) waiting now.\n# TYPE raft_http_long_polls_waiting gauge\nraft_http_long_polls_waiting {}",
-        st.long_polls.load(std::sync::atomic::Ordering::Relaxed)
-    );
-    crate::process::render(&mut text);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    match crate::exposition::collect(&st).await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => e.into_response(),
+    }
 }

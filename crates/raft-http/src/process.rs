@@ -1,7 +1,7 @@
 //! The standard `process_*` metrics, read from `/proc/self` (Linux; elsewhere they are
 //! left out).
 
-use std::fmt::Write;
+use crate::metrics::Scrape;
 
 /// Linux's `USER_HZ`, the unit of CPU times in `/proc`: 100 on every architecture Linux
 /// supports (it is part of the ABI, unlike the kernel's internal tick rate).
@@ -45,15 +45,8 @@ fn start_time_seconds(fields: &[String]) -> Option<f64> {
     Some(btime + ticks / USER_HZ)
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-    );
-}
-
-/// Appends the process metrics this system provides.
-pub(crate) fn render(out: &mut String) {
+/// Adds the process metrics this system provides to a scrape.
+pub(crate) fn register(s: &mut Scrape) {
     if let Some(f) = stat_fields() {
         // utime and stime: fields 14 and 15 (the 12th and 13th after the command name).
         let cpu = f
@@ -61,58 +54,47 @@ pub(crate) fn render(out: &mut String) {
             .and_then(|u| u.parse::<f64>().ok())
             .zip(f.get(12).and_then(|s| s.parse::<f64>().ok()));
         if let Some((user, system)) = cpu {
-            gauge(
-                out,
-                "process_cpu_seconds_total",
+            s.counter_f64(
+                "process_cpu_seconds",
                 "CPU time used by the process (user and system), in seconds.",
-                "counter",
                 (user + system) / USER_HZ,
             );
         }
         if let Some(t) = start_time_seconds(&f) {
-            gauge(
-                out,
+            s.gauge(
                 "process_start_time_seconds",
                 "When the process started, in seconds since the Unix epoch.",
-                "gauge",
                 t,
             );
         }
     }
+    let whole = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     if let Some(rss) = status_kb("VmRSS:") {
-        gauge(
-            out,
+        s.gauge_int(
             "process_resident_memory_bytes",
             "Resident memory of the process, in bytes.",
-            "gauge",
-            rss,
+            whole(rss),
         );
     }
     if let Some(vm) = status_kb("VmSize:") {
-        gauge(
-            out,
+        s.gauge_int(
             "process_virtual_memory_bytes",
             "Virtual memory of the process, in bytes.",
-            "gauge",
-            vm,
+            whole(vm),
         );
     }
     if let Some(n) = open_fds() {
-        gauge(
-            out,
+        s.gauge_int(
             "process_open_fds",
             "File descriptors open in the process.",
-            "gauge",
-            n,
+            whole(n),
         );
     }
     if let Some(n) = max_fds() {
-        gauge(
-            out,
+        s.gauge_int(
             "process_max_fds",
             "The process's limit on open file descriptors.",
-            "gauge",
-            n,
+            whole(n),
         );
     }
 }

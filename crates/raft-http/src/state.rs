@@ -146,6 +146,7 @@ impl AppState {
         &self,
         data: impl Into<Bytes>,
     ) -> Result<Committed<KvResponse>, raft_client::Error> {
+        let _pending = self.metrics.proposal_pending();
         let t0 = Instant::now();
         let r = self.node.submit(data).await;
         self.metrics.record_proposal(r.is_ok(), t0.elapsed());
@@ -162,6 +163,7 @@ impl AppState {
                 "cannot encode the command: {e}"
             )))
         })?;
+        let _pending = self.metrics.proposal_pending();
         let t0 = Instant::now();
         let r = self.node.submit_command(data).await;
         self.metrics.record_proposal(r.is_ok(), t0.elapsed());
