@@ -27,6 +27,8 @@ struct PutBody {
 /// `POST /request {"entry": "..."}` → `{"success": bool, "leader": "<host:port>"}`.
 /// The leader answers once the entry is committed; any other node at once, with
 /// `success: false` and its leader hint.
+#[utoipa::path(post, operation_id = "original_request", path = "/request", tag = "original", request_body = crate::openapi::OriginalRequest,
+    responses((status = 200, description = "Committed (on the leader), or not the leader (`success: false` with the leader hint)", body = crate::openapi::OriginalAnswer), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn post_request(
     State(st): State<AppState>,
     Body(body): Body,
@@ -44,6 +46,8 @@ pub(crate) async fn post_request(
 
 /// `GET /log?index=n` → the committed entries from `n` on, as a JSON array (see
 /// [`crate::entry_json`] for their shape).
+#[utoipa::path(get, operation_id = "original_get_log", path = "/log", tag = "original", params(("index" = Option<u64>, Query, description = "The first index (1-based; default 1)")),
+    responses((status = 200, description = "The committed entries from `index` on", body = Vec<crate::openapi::LogEntry>)))]
 pub(crate) async fn get_log(
     State(st): State<AppState>,
     Params(q): Params,
@@ -63,6 +67,8 @@ pub(crate) async fn get_log(
 
 /// `PUT / {"key","value"}` → `{"leader","key","value"}` once committed; a follower
 /// answers at once with only the leader hint.
+#[utoipa::path(put, operation_id = "original_put_kv", path = "/", tag = "original", request_body = crate::openapi::OriginalPut,
+    responses((status = 200, description = "Committed (on the leader), or the leader hint alone", body = crate::openapi::OriginalKv), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn put_kv(
     State(st): State<AppState>,
     Body(body): Body,
@@ -83,6 +89,8 @@ pub(crate) async fn put_kv(
 
 /// `GET /?key=k` → `{"leader","key","value"}` from this node's map (empty value when the
 /// key is absent).
+#[utoipa::path(get, operation_id = "original_get_kv", path = "/", tag = "original", params(("key" = String, Query, description = "The key")),
+    responses((status = 200, description = "The value from this node's map (empty when absent)", body = crate::openapi::OriginalKv)))]
 pub(crate) async fn get_kv(
     State(st): State<AppState>,
     Params(q): Params,

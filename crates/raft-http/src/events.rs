@@ -114,6 +114,9 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 /// `GET /v1/events` → server-sent events: `history` once (the points and timeline kept),
 /// then `cluster` (the latest sample) about once a second; `closing` when the node stops.
+#[utoipa::path(get, path = "/v1/events", tag = "dashboard",
+    responses((status = 200, description = "Server-sent events: `history` once, then `cluster` samples about once a second; `closing`", content_type = "text/event-stream"),
+        (status = 429, description = "Too many streams (--max-watchers)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn events(State(st): State<AppState>) -> Result<Response, ApiError> {
     let permit = crate::watch::permit(&st)?;
     let rx = Dashboard::subscribe(&st);

@@ -10,6 +10,7 @@
 //!   `GET /v1/kv/watch` (puts and deletes under a prefix), resumable with `Last-Event-ID`;
 //! - operations: `GET /healthz`, `GET /readyz`, `GET /metrics` (OpenMetrics text, through
 //!   the `prometheus-client` crate);
+//! - `GET /v1/openapi.json`: the OpenAPI description of all of the above;
 //! - a live dashboard at `GET /ui`, drawn from the server-sent events of `GET /v1/events`
 //!   (every member's state, replication, elections, snapshot transfers, write rate and
 //!   latency), its assets embedded in the binary.
@@ -28,6 +29,7 @@ mod exposition;
 pub mod join;
 mod members;
 mod metrics;
+mod openapi;
 mod ops;
 mod parse_errors;
 mod process;
@@ -134,8 +136,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/events", get(events::events))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/ui", get(ui::index))
-        .route("/ui/", get(ui::index))
+        .route("/ui/", get(ui::index_slash))
         .route("/ui/app.js", get(ui::script))
         .route("/ui/style.css", get(ui::style))
         .fallback(not_found)

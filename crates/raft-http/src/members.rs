@@ -46,6 +46,8 @@ async fn on_leader<T>(
 /// `GET /v1/members` → `[{"id", "raft", "api", "role", "match_index", "lag", "reachable"}]`.
 /// Progress (`match_index`, `lag`, `reachable`) is known on the leader only, `null`
 /// elsewhere.
+#[utoipa::path(get, operation_id = "list_members", path = "/v1/members", tag = "members",
+    responses((status = 200, description = "The members in the configuration in effect on this node", body = Vec<crate::openapi::Member>)))]
 pub(crate) async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let members = st
         .node
@@ -74,6 +76,8 @@ pub(crate) async fn list(State(st): State<AppState>) -> Result<Json<Value>, ApiE
 
 /// `POST /v1/members {"id": 4, "raft": "host:port", "api": "host:port"}` adds a learner;
 /// `200 {"index"}` once the change is committed.
+#[utoipa::path(post, operation_id = "add_member", path = "/v1/members", tag = "members", request_body = crate::openapi::AddMemberRequest,
+    responses((status = 200, description = "Added as a learner", body = crate::openapi::Changed), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 409, description = "Another change is in progress", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn add(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -92,6 +96,8 @@ pub(crate) async fn add(
 }
 
 /// `POST /v1/members/{id}/promote` makes a learner a voter.
+#[utoipa::path(post, operation_id = "promote_member", path = "/v1/members/{id}/promote", tag = "members", params(("id" = u64, Path, description = "The learner")),
+    responses((status = 200, description = "Now a voter", body = crate::openapi::Changed), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 409, description = "Another change is in progress", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn promote(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -102,6 +108,8 @@ pub(crate) async fn promote(
 }
 
 /// `DELETE /v1/members/{id}` removes a member, the leader included.
+#[utoipa::path(delete, operation_id = "remove_member", path = "/v1/members/{id}", tag = "members", params(("id" = u64, Path, description = "The member")),
+    responses((status = 200, description = "Removed", body = crate::openapi::Changed), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 409, description = "Another change is in progress", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn remove(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -113,6 +121,9 @@ pub(crate) async fn remove(
 
 /// `POST /v1/leader/transfer` with `{"to": 2}`, or without a body for the most caught-up
 /// voter → `200 {"leader"}` once it leads.
+#[utoipa::path(post, operation_id = "transfer_leader", path = "/v1/leader/transfer", tag = "members",
+    request_body(content = Option<crate::openapi::TransferRequest>, description = "The target; none: the most caught-up voter"),
+    responses((status = 200, description = "The target leads", body = crate::openapi::Transferred), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 409, description = "No other voter", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn transfer(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,

@@ -28,6 +28,8 @@ fn sync_name(p: raft_client::SyncPolicy) -> &'static str {
 }
 
 /// `GET /v1/status` → the node's state, and every follower's progress on the leader.
+#[utoipa::path(get, operation_id = "status", path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "This node's state; followers' progress on the leader (see docs/http-api.md)", body = Object)))]
 pub(crate) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     status_json(&st).await.map(Json)
 }
@@ -193,6 +195,9 @@ impl std::io::Write for ChannelWriter {
 /// `GET /v1/snapshot` → a consistent copy of this node's state (the application log and
 /// the map as of its applied index), streamed in the snapshot file format; restore it with
 /// `httpraft restore`. One at a time per node (429 otherwise).
+#[utoipa::path(get, path = "/v1/snapshot", tag = "operations",
+    responses((status = 200, description = "A consistent copy of the state, in the snapshot file format", content_type = "application/octet-stream"),
+        (status = 429, description = "A copy is already being made", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn snapshot(State(st): State<AppState>) -> Response {
     let Ok(permit) = st.backups.clone().try_acquire_owned() else {
         let mut e = ApiError::new(
@@ -236,6 +241,8 @@ pub(crate) async fn snapshot(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /healthz` → 200 while the node's runtime answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The node's runtime answers", body = Object), (status = 503, description = "It does not", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
     match st.node.status().await {
         Ok(_) => Json(json!({"status": "ok"})).into_response(),
@@ -244,6 +251,8 @@ pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /readyz` → 200 when a leader is known and everything committed is applied.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "A leader is known and everything committed is applied", body = Object), (status = 503, description = "Not yet (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
     let s = match st.node.status().await {
         Ok(s) => s,
@@ -269,6 +278,8 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /metrics` → OpenMetrics text (which Prometheus reads).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics(State(st): State<AppState>) -> Response {
     match crate::exposition::collect(&st).await {
         Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),

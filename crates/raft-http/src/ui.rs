@@ -21,16 +21,25 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /ui` → the dashboard page.
+#[utoipa::path(get, operation_id = "dashboard", path = "/ui", tag = "dashboard", responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
 pub(crate) async fn index() -> Response {
     asset("text/html; charset=utf-8", include_str!("ui/index.html"))
 }
 
+/// `GET /ui/` → the dashboard page.
+#[utoipa::path(get, operation_id = "dashboard_slash", path = "/ui/", tag = "dashboard", responses((status = 200, description = "The dashboard page", content_type = "text/html")))]
+pub(crate) async fn index_slash() -> Response {
+    index().await
+}
+
 /// `GET /ui/app.js` → the page's script.
+#[utoipa::path(get, operation_id = "dashboard_script", path = "/ui/app.js", tag = "dashboard", responses((status = 200, description = "The page's script", content_type = "text/javascript")))]
 pub(crate) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", include_str!("ui/app.js"))
 }
 
 /// `GET /ui/style.css` → the page's style sheet.
+#[utoipa::path(get, operation_id = "dashboard_style", path = "/ui/style.css", tag = "dashboard", responses((status = 200, description = "The page's style sheet", content_type = "text/css")))]
 pub(crate) async fn style() -> Response {
     asset("text/css; charset=utf-8", include_str!("ui/style.css"))
 }

@@ -169,6 +169,8 @@ async fn submit_kv(
 }
 
 /// `POST /v1/log {"entry": "..."}` → `201 {"index", "term"}` once committed.
+#[utoipa::path(post, path = "/v1/log", tag = "log", request_body = crate::openapi::AppendRequest,
+    responses((status = 201, description = "Committed", body = crate::openapi::Appended), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -233,6 +235,11 @@ async fn wait_for_applied(st: &AppState, from: u64, wait: Duration) {
 /// `GET /v1/log?from=1&limit=100[&wait=30s]` → `{"entries": [...], "next": <index to ask
 /// next>}`; with `wait`, a long poll: the answer comes as soon as the entry at `from` is
 /// committed and applied here, or after `wait` (then with no entries).
+#[utoipa::path(get, path = "/v1/log", tag = "log", params(
+        ("from" = Option<u64>, Query, description = "The first index (default 1)"),
+        ("limit" = Option<u64>, Query, description = "At most this many entries (1 to --max-log-entries)"),
+        ("wait" = Option<String>, Query, description = "Long poll: answer as soon as `from` is committed, or after this long (`30s`, `500ms`)")),
+    responses((status = 200, description = "Committed entries", body = crate::openapi::LogPage), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn read_log(
     State(st): State<AppState>,
     Params(q): Params,
@@ -276,6 +283,10 @@ pub(crate) async fn read_log(
 /// `PUT /v1/kv/{key} {"value": "...", ["expect": "..."|null], ["if_revision": n]}` →
 /// `{"key", "value", "revision", "previous", "previous_revision", "index", "term"}`; `412
 /// precondition_failed` (with `current`) when a condition does not hold.
+#[utoipa::path(put, operation_id = "put_key", path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key: everything after /v1/kv/, `/` included")),
+    request_body = crate::openapi::PutRequest,
+    responses((status = 200, description = "Committed", body = crate::openapi::Written), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody),
+        (status = 412, description = "A condition did not hold (`error.current`)", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn put(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -307,6 +318,10 @@ pub(crate) async fn put(
 /// `DELETE /v1/kv/{key}` (optionally with a body `{"expect": ..., "if_revision": n}`) →
 /// `{"key", "previous", "previous_revision", "index", "term"}`; `412 precondition_failed`
 /// when a condition does not hold.
+#[utoipa::path(delete, operation_id = "delete_key", path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key: everything after /v1/kv/, `/` included")),
+    request_body(content = Option<crate::openapi::DeleteRequest>, description = "Optional conditions"),
+    responses((status = 200, description = "Committed", body = crate::openapi::Written), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody),
+        (status = 412, description = "A condition did not hold (`error.current`)", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn delete(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -365,6 +380,10 @@ async fn confirm_read(
 /// "applied"}`, 404 when absent. `linearizable` (the default) confirms leadership through
 /// ReadIndex first and must reach the leader; `local` answers from this node's map,
 /// possibly stale.
+#[utoipa::path(get, operation_id = "get_key", path = "/v1/kv/{key}", tag = "kv", params(
+        ("key" = String, Path, description = "The key: everything after /v1/kv/, `/` included"),
+        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `local`")),
+    responses((status = 200, description = "The value", body = crate::openapi::KeyValue), (status = 404, description = "No such key", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn get(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,
@@ -388,6 +407,12 @@ pub(crate) async fn get(
 /// "revision"}], "more", "applied"}`: the keys starting with `p` in order, at most `n`
 /// (default and cap `--max-log-entries`); `more` says whether others follow (ask again
 /// with a longer prefix, or from the last key with `start_after`).
+#[utoipa::path(get, operation_id = "list_keys", path = "/v1/kv", tag = "kv", params(
+        ("prefix" = Option<String>, Query, description = "Keys starting with this"),
+        ("limit" = Option<u64>, Query, description = "At most this many"),
+        ("start_after" = Option<String>, Query, description = "Keys after this one (to page)"),
+        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `local`")),
+    responses((status = 200, description = "The keys in order", body = crate::openapi::KvList), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     OriginalUri(uri): OriginalUri,

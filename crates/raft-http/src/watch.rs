@@ -203,6 +203,11 @@ where
 /// `GET /v1/log/stream?from=N` → server-sent events `entry` (id: the index; data: the
 /// entry as in `/v1/log`), from index `N` (default: the next one to commit), as they
 /// commit.
+#[utoipa::path(get, path = "/v1/log/stream", tag = "log", params(
+        ("from" = Option<u64>, Query, description = "The first index (default: the next to commit)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this index")),
+    responses((status = 200, description = "Server-sent events `entry` (id: the index), then `compacted` or `closing`", content_type = "text/event-stream"),
+        (status = 429, description = "Too many streams (--max-watchers)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn log_stream(
     State(st): State<AppState>,
     Params(q): Params,
@@ -232,6 +237,12 @@ pub(crate) async fn log_stream(
 /// `GET /v1/kv/watch?prefix=p&from_revision=r` → server-sent events `put` and `delete`
 /// (id: the revision; data: `{"key", "value", "revision"}`) for keys starting with `p`,
 /// from revision `r` (default: changes from now on).
+#[utoipa::path(get, path = "/v1/kv/watch", tag = "kv", params(
+        ("prefix" = Option<String>, Query, description = "Keys starting with this"),
+        ("from_revision" = Option<u64>, Query, description = "Changes from this revision (default: from now on)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this revision")),
+    responses((status = 200, description = "Server-sent events `put` and `delete` (id: the revision), then `compacted` or `closing`", content_type = "text/event-stream"),
+        (status = 429, description = "Too many streams (--max-watchers)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn kv_watch(
     State(st): State<AppState>,
     Params(q): Params,

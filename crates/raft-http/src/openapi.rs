@@ -1,0 +1,425 @@
+//! The OpenAPI description of the HTTP API, generated (utoipa) from the `#[utoipa::path]`
+//! attributes on the handlers and the body shapes below; served at `GET /v1/openapi.json`.
+//! A test checks that every route of [`crate::router`] is described, and nothing else.
+
+// The shapes below describe bodies for the document; the handlers build their answers as
+// JSON values and parse requests with their own strict types.
+#![allow(dead_code)]
+
+use axum::Json;
+use utoipa::{OpenApi, ToSchema};
+
+/// `POST /v1/log`: an entry to append.
+#[derive(ToSchema)]
+pub(crate) struct AppendRequest {
+    /// The entry's text, stored exactly as given.
+    entry: String,
+}
+
+/// Where an entry was committed.
+#[derive(ToSchema)]
+pub(crate) struct Appended {
+    /// Its index in the log.
+    index: u64,
+    /// The term of the leader that committed it.
+    term: u64,
+}
+
+/// One committed log entry.
+#[derive(ToSchema)]
+pub(crate) struct LogEntry {
+    /// Its index.
+    index: u64,
+    /// Its term.
+    term: u64,
+    /// `entry` (posted text), `noop` (a leader's first entry), `kv` (a key-value write),
+    /// `bytes` (a payload that is not UTF-8), `config` (a membership change).
+    kind: String,
+    /// The text, for `entry`.
+    entry: Option<String>,
+    /// The command, for `kv`: `{"op": "put"|"delete", "key", "value", "expect",
+    /// "if_revision"}`.
+    #[schema(value_type = Option<Object>)]
+    command: Option<()>,
+    /// The payload in hexadecimal, for `bytes`.
+    hex: Option<String>,
+}
+
+/// A page of the log.
+#[derive(ToSchema)]
+pub(crate) struct LogPage {
+    /// The entries, in order.
+    entries: Vec<LogEntry>,
+    /// The index to ask for next.
+    next: u64,
+    /// The first index kept under the retention policy.
+    first: u64,
+}
+
+/// `PUT /v1/kv/{key}`: the value, and the conditions of a compare-and-swap.
+#[derive(ToSchema)]
+pub(crate) struct PutRequest {
+    /// The new value.
+    value: String,
+    /// Write only if the current value is this one (`null`: only if the key is absent).
+    #[schema(nullable)]
+    expect: Option<String>,
+    /// Write only if the key's revision is this one (0: absent).
+    if_revision: Option<u64>,
+}
+
+/// `DELETE /v1/kv/{key}`: the conditions of a compare-and-delete (optional).
+#[derive(ToSchema)]
+pub(crate) struct DeleteRequest {
+    /// Delete only if the current value is this one (`null`: only if absent).
+    #[schema(nullable)]
+    expect: Option<String>,
+    /// Delete only if the key's revision is this one.
+    if_revision: Option<u64>,
+}
+
+/// A committed write of a key.
+#[derive(ToSchema)]
+pub(crate) struct Written {
+    /// The key.
+    key: String,
+    /// The value written (absent for a delete).
+    value: Option<String>,
+    /// The key's new revision (the entry's index; absent for a delete).
+    revision: Option<u64>,
+    /// The value before, `null` when the key was absent.
+    previous: Option<String>,
+    /// The revision before, `null` when the key was absent.
+    previous_revision: Option<u64>,
+    /// The entry's index.
+    index: u64,
+    /// The entry's term.
+    term: u64,
+}
+
+/// A key, its value and revision.
+#[derive(ToSchema)]
+pub(crate) struct KeyValue {
+    /// The key.
+    key: String,
+    /// Its value.
+    value: String,
+    /// The index of its last write.
+    revision: u64,
+    /// The index this node had applied when it read it (single-key reads).
+    applied: Option<u64>,
+}
+
+/// A range of keys.
+#[derive(ToSchema)]
+pub(crate) struct KvList {
+    /// The keys, in order.
+    kvs: Vec<KeyValue>,
+    /// Whether more keys match.
+    more: bool,
+    /// The index this node had applied when it read them.
+    applied: u64,
+}
+
+/// A member of the cluster.
+#[derive(ToSchema)]
+pub(crate) struct Member {
+    /// Its id.
+    id: u64,
+    /// Its Raft address.
+    raft: Option<String>,
+    /// Its HTTP API address.
+    api: Option<String>,
+    /// `voter` or `learner`.
+    role: String,
+    /// Leader only: the highest index known to be on it.
+    match_index: Option<u64>,
+    /// Leader only: entries it is behind.
+    lag: Option<u64>,
+    /// Leader only: heard from within an election timeout.
+    reachable: Option<bool>,
+}
+
+/// `POST /v1/members`: a learner to add.
+#[derive(ToSchema)]
+pub(crate) struct AddMemberRequest {
+    /// The new member's id (unused in the cluster).
+    id: u64,
+    /// Its Raft address, `ip:port`.
+    raft: String,
+    /// Its HTTP API address, `host:port`.
+    api: Option<String>,
+}
+
+/// A committed membership change.
+#[derive(ToSchema)]
+pub(crate) struct Changed {
+    /// The index of the configuration entry.
+    index: u64,
+}
+
+/// `POST /v1/leader/transfer`: where to (no body: the most caught-up voter).
+#[derive(ToSchema)]
+pub(crate) struct TransferRequest {
+    /// The voter to hand leadership to.
+    to: u64,
+}
+
+/// A completed leadership transfer.
+#[derive(ToSchema)]
+pub(crate) struct Transferred {
+    /// The new leader.
+    leader: u64,
+}
+
+/// Every error answer.
+#[derive(ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    error: ErrorDetail,
+}
+
+/// An error's details.
+#[derive(ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable code, e.g. `not_leader`, `no_leader`, `precondition_failed`.
+    code: String,
+    /// What happened and what to do, for people.
+    message: String,
+    /// The leader's API address, when known.
+    leader: Option<String>,
+    /// `precondition_failed` only: the key's current value and revision (`null`: absent).
+    #[schema(value_type = Option<Object>)]
+    current: Option<()>,
+}
+
+/// The original's `POST /request` body.
+#[derive(ToSchema)]
+pub(crate) struct OriginalRequest {
+    /// The entry's text.
+    entry: String,
+}
+
+/// The original's `POST /request` answer.
+#[derive(ToSchema)]
+pub(crate) struct OriginalAnswer {
+    /// Whether the entry was committed here.
+    success: bool,
+    /// The leader's API address (empty when unknown).
+    leader: String,
+}
+
+/// The original's `PUT /` body.
+#[derive(ToSchema)]
+pub(crate) struct OriginalPut {
+    /// The key.
+    key: String,
+    /// The value.
+    value: String,
+}
+
+/// The original's key-value answers.
+#[derive(ToSchema)]
+pub(crate) struct OriginalKv {
+    /// The leader's API address.
+    leader: String,
+    /// The key (left out by a follower's answer to a write).
+    key: Option<String>,
+    /// The value (empty when absent).
+    value: Option<String>,
+}
+
+/// The whole document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "httpraft",
+        description = "The HTTP API of a node of a Raft replicated log with a key-value view. Writes and linearizable reads go to the leader: other nodes answer 307 with its address. Every error is `{\"error\": {\"code\", \"message\", \"leader\"}}`. See docs/http-api.md."
+    ),
+    paths(
+        crate::compat::post_request,
+        crate::compat::get_log,
+        crate::compat::put_kv,
+        crate::compat::get_kv,
+        crate::v1::append,
+        crate::v1::read_log,
+        crate::watch::log_stream,
+        crate::v1::list,
+        crate::watch::kv_watch,
+        crate::v1::get,
+        crate::v1::put,
+        crate::v1::delete,
+        crate::members::list,
+        crate::members::add,
+        crate::members::remove,
+        crate::members::promote,
+        crate::members::transfer,
+        crate::ops::status,
+        crate::ops::snapshot,
+        crate::ops::healthz,
+        crate::ops::readyz,
+        crate::ops::metrics,
+        crate::events::events,
+        crate::ui::index,
+        crate::ui::index_slash,
+        crate::ui::script,
+        crate::ui::style,
+        openapi_json,
+    ),
+    tags(
+        (name = "log", description = "The replicated log"),
+        (name = "kv", description = "The key-value view, with compare-and-swap and watches"),
+        (name = "members", description = "Membership and leadership"),
+        (name = "operations", description = "Status, health, metrics, backups"),
+        (name = "dashboard", description = "The live dashboard"),
+        (name = "original", description = "The original httpraft's API, byte-compatible"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// `GET /v1/openapi.json` → this description.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json")))]
+pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The (method, path) pairs `router()` serves, read from its source: every
+    /// `.route("<path>", <method>(handler)...)` call. Wildcards are written as OpenAPI
+    /// parameters (`{*key}` → `{key}`).
+    fn routed() -> BTreeSet<(String, String)> {
+        routes_in(include_str!("lib.rs"))
+    }
+
+    fn routes_in(src: &str) -> BTreeSet<(String, String)> {
+        let body = &src[src.find("pub fn router(").unwrap_or(0)..];
+        let mut out = BTreeSet::new();
+        for chunk in body.split(".route(").skip(1) {
+            let Some(rest) = chunk.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let Some((path, rest)) = rest.split_once('"') else {
+                continue;
+            };
+            // The method routers up to this route call's closing parenthesis.
+            let mut depth = 1i32;
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let methods = &rest[..end];
+            let path = path.replace("{*", "{");
+            for m in ["get", "post", "put", "delete"] {
+                let called = methods
+                    .match_indices(&format!("{m}("))
+                    .any(|(i, _)| i == 0 || !methods.as_bytes()[i - 1].is_ascii_alphanumeric());
+                if called {
+                    out.insert((m.to_string(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn described() -> BTreeSet<(String, String)> {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for m in ["get", "post", "put", "delete", "patch", "head", "options"] {
+                if item.get(m).is_some() {
+                    out.insert((m.to_string(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_route_is_described_and_nothing_else() {
+        let mut routed = routed();
+        assert!(routed.len() > 25, "the route scan found only {routed:?}");
+        // `/v1/kv/watch` is the watch for GET; PUT and DELETE there write the key named
+        // `watch`, which `/v1/kv/{key}` describes.
+        for m in ["put", "delete"] {
+            assert!(routed.remove(&(m.to_string(), "/v1/kv/watch".to_string())));
+        }
+        let described = described();
+        let undocumented: Vec<_> = routed.difference(&described).collect();
+        let unrouted: Vec<_> = described.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from the OpenAPI description: {undocumented:?}"
+        );
+        assert!(
+            unrouted.is_empty(),
+            "described but not routed: {unrouted:?}"
+        );
+    }
+
+    #[test]
+    fn the_route_scan_reads_every_method_of_every_route_call() {
+        let src = r#"pub fn router(state: AppState) -> Router {
+            Router::new()
+                .route("/a", get(x::a).post(x::b))
+                .route("/b/{*rest}", axum::routing::delete(x::c))
+                .route(
+                    "/c",
+                    put(x::d),
+                )
+                .fallback(not_found)
+        }"#;
+        let pairs: Vec<(String, String)> = routes_in(src).into_iter().collect();
+        let want: Vec<(String, String)> = [
+            ("delete", "/b/{rest}"),
+            ("get", "/a"),
+            ("post", "/a"),
+            ("put", "/c"),
+        ]
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(pairs, want);
+    }
+
+    #[test]
+    fn errors_and_bodies_are_described_as_components() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        for schema in ["ErrorBody", "PutRequest", "Written", "LogPage", "Member"] {
+            assert!(
+                doc["components"]["schemas"].get(schema).is_some(),
+                "no {schema} schema"
+            );
+        }
+        let mut ids = BTreeSet::new();
+        for item in doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, i)| i)
+        {
+            for op in item.as_object().into_iter().flatten().map(|(_, o)| o) {
+                let id = op["operationId"].as_str().unwrap_or("").to_string();
+                assert!(ids.insert(id.clone()), "operationId {id:?} is used twice");
+            }
+        }
+        let put = &doc["paths"]["/v1/kv/{key}"]["put"];
+        assert!(put["responses"].get("412").is_some());
+        assert_eq!(put["parameters"][0]["name"], "key");
+    }
+}
