@@ -84,11 +84,20 @@ fn b64(s: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// The clients: httpraft through `raft-http-client`; etcd's JSON gateway, which speaks
+/// etcd's API and not ours, through plain HTTP.
+#[derive(Clone)]
+struct Clients {
+    raft: raft_http_client::Client,
+    etcd: reqwest::Client,
+}
+
 /// Finds the leader's base URL among the targets.
-async fn find_leader(client: &reqwest::Client, args: &Args) -> Result<String, String> {
+async fn find_leader(c: &Clients, args: &Args) -> Result<String, String> {
     for t in &args.targets {
         if args.op == Op::EtcdPut {
-            let r = client
+            let r = c
+                .etcd
                 .post(format!("{t}/v3/maintenance/status"))
                 .json(&json!({}))
                 .send()
@@ -102,12 +111,7 @@ async fn find_leader(client: &reqwest::Client, args: &Args) -> Result<String, St
             if member.is_some() && member == leader {
                 return Ok(t.clone());
             }
-        } else {
-            let r = client.get(format!("{t}/v1/status")).send().await;
-            let Ok(r) = r else { continue };
-            let Ok(v) = r.json::<Value>().await else {
-                continue;
-            };
+        } else if let Ok(v) = c.raft.status(Some(t)).await {
             if let Some(api) = v["leader_api"].as_str() {
                 return Ok(format!("http://{api}"));
             }
@@ -116,78 +120,85 @@ async fn find_leader(client: &reqwest::Client, args: &Args) -> Result<String, St
     Err("no leader found among the targets".into())
 }
 
+/// An error's kind, as counted in the report.
+fn kind(e: &raft_http_client::Error) -> String {
+    use raft_http_client::Error;
+    match e {
+        Error::Api { status, .. } => format!("http-{status}"),
+        Error::NotFound => "http-404".into(),
+        Error::PreconditionFailed { .. } => "http-412".into(),
+        Error::Unavailable { .. } => "connect".into(),
+        Error::Unknown { message, .. } if message.contains("timed out") => "timeout".into(),
+        Error::Unknown { .. } => "transport".into(),
+        Error::Decode { .. } => "bad-body".into(),
+        Error::Config(_) => "config".into(),
+    }
+}
+
+/// One request of `op`. `via` is the httpraft client aimed at this worker's target (it
+/// follows redirects to the leader itself); the original API gives hints instead, followed
+/// here by changing `target`.
 async fn one_request(
-    client: &reqwest::Client,
+    c: &Clients,
+    via: &raft_http_client::Client,
     op: Op,
     target: &mut String,
     key: &str,
     value: &str,
     redirects: &mut u64,
 ) -> Result<(), String> {
-    for _ in 0..10 {
-        let resp = match op {
-            Op::Append => {
-                client
-                    .post(format!("{target}/v1/log"))
-                    .json(&json!({"entry": value}))
-                    .send()
+    match op {
+        Op::Append => via.append(value).await.map(drop).map_err(|e| kind(&e)),
+        Op::KvPut => via.put(key, value).await.map(drop).map_err(|e| kind(&e)),
+        Op::KvGet => match via.get(key).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("http-404".into()),
+            Err(e) => Err(kind(&e)),
+        },
+        Op::Request => {
+            for _ in 0..10 {
+                let a = c
+                    .raft
+                    .original_request(value, Some(target))
                     .await
-            }
-            Op::Request => {
-                client
-                    .post(format!("{target}/request"))
-                    .json(&json!({"entry": value}))
-                    .send()
-                    .await
-            }
-            Op::KvPut => {
-                client
-                    .put(format!("{target}/v1/kv/{key}"))
-                    .json(&json!({"value": value}))
-                    .send()
-                    .await
-            }
-            Op::KvGet => client.get(format!("{target}/v1/kv/{key}")).send().await,
-            Op::EtcdPut => {
-                client
-                    .post(format!("{target}/v3/kv/put"))
-                    .json(&json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())}))
-                    .send()
-                    .await
-            }
-        };
-        let resp = resp.map_err(|e| {
-            if e.is_timeout() {
-                "timeout".to_string()
-            } else if e.is_connect() {
-                "connect".to_string()
-            } else {
-                "transport".to_string()
-            }
-        })?;
-        let status = resp.status().as_u16();
-        if op == Op::Request {
-            let v: Value = resp.json().await.map_err(|_| "bad-body".to_string())?;
-            if v["success"] == true {
-                return Ok(());
-            }
-            match v["leader"].as_str().filter(|l| !l.is_empty()) {
-                Some(l) if format!("http://{l}") != *target => {
-                    *target = format!("http://{l}");
-                    *redirects += 1;
-                    continue;
+                    .map_err(|e| kind(&e))?;
+                if a.success {
+                    return Ok(());
                 }
-                _ => return Err("not-committed".into()),
+                let hint = format!("http://{}", a.leader);
+                if a.leader.is_empty() || hint == *target {
+                    return Err("not-committed".into());
+                }
+                *target = hint;
+                *redirects += 1;
+            }
+            Err("too-many-redirects".into())
+        }
+        Op::EtcdPut => {
+            let r = c
+                .etcd
+                .post(format!("{target}/v3/kv/put"))
+                .json(&json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())}))
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        "timeout".to_string()
+                    } else if e.is_connect() {
+                        "connect".to_string()
+                    } else {
+                        "transport".to_string()
+                    }
+                })?;
+            let status = r.status().as_u16();
+            // Parsed, as the client parses httpraft's answers, so both sides do the same work.
+            let _: Value = r.json().await.map_err(|_| "bad-body".to_string())?;
+            match status {
+                200..=299 => Ok(()),
+                s => Err(format!("http-{s}")),
             }
         }
-        // Drain the body so the connection is reused.
-        let _ = resp.bytes().await;
-        return match status {
-            200..=299 => Ok(()),
-            s => Err(format!("http-{s}")),
-        };
     }
-    Err("too-many-redirects".into())
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -199,12 +210,25 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients.max(1))
-        .timeout(Duration::from_secs_f64(args.timeout))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let client = Clients {
+        raft: raft_http_client::Client::with_config(
+            &args.targets,
+            raft_http_client::ClientConfig {
+                timeout,
+                // Every failure is counted, none hidden by a retry.
+                retries: 0,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| e.to_string())?,
+        etcd: reqwest::Client::builder()
+            .pool_max_idle_per_host(args.clients.max(1))
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?,
+    };
     let leader = if args.leader_only {
         Some(find_leader(&client, &args).await?)
     } else {
@@ -220,8 +244,10 @@ async fn run(args: Args) -> Result<(), String> {
         for w in 0..args.clients {
             let mut target = t.clone();
             let mut r = 0;
+            let via = client.raft.via(&target);
             one_request(
                 &client,
+                &via,
                 Op::KvPut,
                 &mut target,
                 &format!("bench-{w}"),
@@ -246,6 +272,7 @@ async fn run(args: Args) -> Result<(), String> {
         let op = args.op;
         workers.push(tokio::spawn(async move {
             let mut res = WorkerResult::default();
+            let via = client.raft.via(&target);
             let mut n = 0u64;
             while !done.load(Ordering::Relaxed) {
                 let key = if op == Op::KvGet {
@@ -255,7 +282,16 @@ async fn run(args: Args) -> Result<(), String> {
                 };
                 n += 1;
                 let t0 = Instant::now();
-                match one_request(&client, op, &mut target, &key, &value, &mut res.redirects).await
+                match one_request(
+                    &client,
+                    &via,
+                    op,
+                    &mut target,
+                    &key,
+                    &value,
+                    &mut res.redirects,
+                )
+                .await
                 {
                     Ok(()) => {
                         res.latencies_us

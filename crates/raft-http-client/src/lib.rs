@@ -44,7 +44,9 @@ use serde_json::{json, Value};
 
 pub use error::Error;
 pub use sse::{next_event, RawEvent};
-pub use types::{Appended, Event, Kv, KvPage, LogEntry, LogPage, Member, Versioned, Written};
+pub use types::{
+    Appended, Event, Kv, KvPage, LogEntry, LogPage, Member, OriginalAnswer, Versioned, Written,
+};
 
 /// How a read is served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -306,6 +308,17 @@ impl Client {
         }
     }
 
+    /// Remembers `endpoint` (one of ours) as the one to try first, unless it already is.
+    fn remember_endpoint(&self, endpoint: &str) {
+        let mut p = match self.preferred.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        if p.as_deref() != Some(endpoint) {
+            *p = Some(endpoint.to_string());
+        }
+    }
+
     fn pause(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exp = self
             .cfg
@@ -347,7 +360,13 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let url = resp.url().clone();
+                    // Where the answer came from, when a redirect moved it elsewhere.
+                    let here = resp
+                        .url()
+                        .as_str()
+                        .strip_prefix(endpoint.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'));
+                    let moved = (!here).then(|| resp.url().clone());
                     let text = resp.text().await.map_err(|e| Error::Unknown {
                         endpoint: endpoint.clone(),
                         message: e.to_string(),
@@ -367,7 +386,10 @@ impl Client {
                     };
                     if status < 400 || !RETRYABLE.contains(&answer.code()) {
                         if status < 400 {
-                            self.remember(&url);
+                            match &moved {
+                                Some(url) => self.remember(url),
+                                None => self.remember_endpoint(endpoint),
+                            }
                         }
                         return Ok(answer);
                     }
@@ -510,6 +532,24 @@ impl Client {
             path.push_str(&format!("&start_after={}", query_value(a)));
         }
         self.ok(Method::GET, &path, None, true).await?.decode()
+    }
+
+    /// The original API's `POST /request {"entry"}` sent to `endpoint` (or to the endpoints
+    /// in turn): `success` when that node led and committed it, else the leader's address
+    /// to send it to. Not retried once sent.
+    pub async fn original_request(
+        &self,
+        entry: impl Into<String>,
+        endpoint: Option<&str>,
+    ) -> Result<OriginalAnswer, Error> {
+        let body = json!({ "entry": entry.into() });
+        let a = self
+            .call(Method::POST, "/request", Some(&body), false, endpoint)
+            .await?;
+        if a.status >= 400 {
+            return Err(a.into_error());
+        }
+        a.decode()
     }
 
     /// `GET /v1/status` of `endpoint` (or of the first endpoint that answers).

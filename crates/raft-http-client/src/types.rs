@@ -11,6 +11,16 @@ pub struct Versioned {
     pub revision: u64,
 }
 
+/// The original API's answer to `POST /request`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginalAnswer {
+    /// Whether the entry was committed by the node asked.
+    pub success: bool,
+    /// The leader's API address (`host:port`; empty when unknown): where to send it when
+    /// `success` is false.
+    pub leader: String,
+}
+
 /// Where an appended entry was committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
