@@ -64,6 +64,9 @@ pub struct NetConfig {
     pub keepalive: Duration,
     /// Adds and checks credentials in the handshake. Default: none.
     pub authenticator: Arc<dyn Authenticator>,
+    /// Mutual TLS under every connection ([`crate::tls`]); `None` (the default): plain TCP,
+    /// which anyone who can reach the port can use to speak as any member.
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 impl NetConfig {
@@ -93,6 +96,7 @@ impl NetConfig {
             idle_timeout: Duration::from_secs(60),
             keepalive: Duration::from_secs(10),
             authenticator: Arc::new(NoAuth),
+            tls: None,
         }
     }
 }
@@ -111,6 +115,7 @@ impl std::fmt::Debug for NetConfig {
             .field("send_queue_bytes", &self.send_queue_bytes)
             .field("max_pending_handshakes", &self.max_pending_handshakes)
             .field("idle_timeout", &self.idle_timeout)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -24,6 +24,7 @@ use crate::config::NetConfig;
 use crate::error::ConnError;
 use crate::frame::{decode_message, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
 use crate::handshake::{Channel, Hello, HelloReply, REFUSED};
+use crate::io::BoxIo;
 use crate::peers::PeerTable;
 use crate::stats::{ListenerCounters, PeerCounters};
 use crate::stream::PeerStream;
@@ -204,7 +205,25 @@ async fn serve(
     let cfg = &shared.cfg;
     stream.set_nodelay(true)?;
     keepalive(&stream, cfg.keepalive)?;
-    let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
+    // With TLS, the dialer's certificate must be of the cluster's CA before anything else
+    // is read; the node it names is checked against the hello below.
+    let (io, certified): (BoxIo, Option<Option<NodeId>>) = match &cfg.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                _ = shared.cancel.cancelled() => return Ok(()),
+                r = tokio::time::timeout(cfg.handshake_timeout, tls.accept(stream)) => r,
+            };
+            match accepted.map_err(|_| ConnError::Timeout)? {
+                Ok((s, named)) => (Box::new(s), Some(named)),
+                Err(e) => {
+                    PeerCounters::add(&shared.listener.refused, 1);
+                    return Err(ConnError::Refused(format!("TLS handshake failed: {e}")));
+                }
+            }
+        }
+    };
+    let mut framed = Framed::new(io, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
     let first = tokio::select! {
         _ = shared.cancel.cancelled() => return Ok(()),
         f = tokio::time::timeout(cfg.handshake_timeout, framed.next()) => f,
@@ -217,7 +236,20 @@ async fn serve(
         Err(e) => return Err(ConnError::Malformed(format!("not a hello: {e}"))),
     };
     let known = |id: NodeId| shared.peers.contains(id);
-    if let Err(reason) = hello.check(&cfg.cluster_id, cfg.id, known, &*cfg.authenticator) {
+    let checked = hello
+        .check(&cfg.cluster_id, cfg.id, known, &*cfg.authenticator)
+        .and_then(|()| match certified {
+            Some(named) if named != Some(hello.from) => Err(format!(
+                "the hello claims node {} but the TLS certificate names {}",
+                hello.from,
+                named.map_or_else(
+                    || "no node of this cluster".to_string(),
+                    |n| format!("node {n}")
+                )
+            )),
+            _ => Ok(()),
+        });
+    if let Err(reason) = checked {
         PeerCounters::add(&shared.listener.refused, 1);
         // The dialer learns only that it was refused: the reason names this node's cluster
         // and ids, which an outsider must not learn. It goes to the local log instead.
@@ -284,7 +316,7 @@ async fn serve(
 
 async fn read_messages(
     shared: &Shared,
-    framed: &mut Framed<TcpStream, FrameCodec>,
+    framed: &mut Framed<BoxIo, FrameCodec>,
     from: NodeId,
     peer_counters: &PeerCounters,
     mine: &CancellationToken,

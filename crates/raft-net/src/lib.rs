@@ -10,6 +10,10 @@
 //!   cluster id, sender id, intended receiver id, credentials) answered by a
 //!   [`HelloReply`]; the acceptor refuses, with a logged reason, a wrong magic, version,
 //!   cluster or receiver, an unknown sender, or credentials its [`Authenticator`] rejects.
+//! - **TLS** ([`tls`], optional: [`NetConfig::tls`]): mutual TLS under the handshake, each
+//!   member's certificate naming its cluster and node id; a dialer whose hello claims
+//!   another identity than its certificate's is refused, and so is one without a
+//!   certificate of the cluster's CA, before any Raft message is read.
 //! - **Outbound**: one persistent connection per peer, owned by a writer task fed by a
 //!   bounded queue; sends never block and are dropped (and counted) when the queue is
 //!   full; each batch is flushed once; `TCP_NODELAY` is on; reconnects back off
@@ -42,15 +46,18 @@
 #![forbid(unsafe_code)]
 
 mod backoff;
+pub mod certs;
 mod config;
 mod error;
 mod frame;
 mod handshake;
 mod inbound;
+mod io;
 mod outbound;
 mod peers;
 mod stats;
 mod stream;
+pub mod tls;
 mod transport;
 
 pub use config::NetConfig;
@@ -62,4 +69,5 @@ pub use frame::{
 pub use handshake::{Authenticator, Channel, Hello, HelloReply, NoAuth, MAGIC, REFUSED};
 pub use stats::{ListenerStats, PeerStats};
 pub use stream::PeerStream;
+pub use tls::{PeerTls, TlsError, TlsFiles};
 pub use transport::{Inbound, Transport};

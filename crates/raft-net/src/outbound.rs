@@ -13,6 +13,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::io::{BoxIo, BoxRead, BoxWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -26,8 +28,8 @@ use crate::stats::PeerCounters;
 /// Messages written per flush at most.
 const MAX_BATCH: usize = 1024;
 
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>;
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>;
+type Writer = FramedWrite<BoxWrite, FrameCodec>;
+type Reader = FramedRead<BoxRead, FrameCodec>;
 
 /// A message in a peer's queue, with the bytes it holds of the queue's byte bound.
 pub(crate) struct Queued {
@@ -136,9 +138,10 @@ pub(crate) async fn connect_stream(
     addr: SocketAddr,
 ) -> std::io::Result<crate::stream::PeerStream> {
     let refused = |why: String| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why);
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    keepalive(&stream, cfg.keepalive)?;
+    let stream = dial(cfg, peer, addr).await.map_err(|e| match e {
+        ConnError::Io(e) => e,
+        e => refused(e.to_string()),
+    })?;
     let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
     let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer).for_stream();
     hello.credentials = cfg.authenticator.credentials(&hello);
@@ -158,6 +161,21 @@ pub(crate) async fn connect_stream(
     }
 }
 
+/// Connects to `peer` at `addr`: TCP, then TLS when configured (which must find the
+/// peer's certificate naming it).
+async fn dial(cfg: &NetConfig, peer: NodeId, addr: SocketAddr) -> Result<BoxIo, ConnError> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    keepalive(&stream, cfg.keepalive)?;
+    match &cfg.tls {
+        None => Ok(Box::new(stream)),
+        Some(tls) => match tls.connect(peer, stream).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(ConnError::Refused(format!("TLS: {e}"))),
+        },
+    }
+}
+
 async fn connect(
     cfg: &NetConfig,
     peer: NodeId,
@@ -166,7 +184,20 @@ async fn connect(
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     keepalive(&stream, cfg.keepalive)?;
-    let (r, w) = stream.into_split();
+    // Plain TCP splits without a lock; TLS through tokio's split.
+    let (r, w): (BoxRead, BoxWrite) = match &cfg.tls {
+        None => {
+            let (r, w) = stream.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Some(tls) => match tls.connect(peer, stream).await {
+            Ok(s) => {
+                let (r, w) = tokio::io::split(s);
+                (Box::new(r), Box::new(w))
+            }
+            Err(e) => return Err(ConnError::Refused(format!("TLS: {e}"))),
+        },
+    };
     let mut writer = FramedWrite::new(w, FrameCodec::new(cfg.max_frame_bytes));
     let mut reader = FramedRead::new(r, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
     let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer);

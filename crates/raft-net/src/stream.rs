@@ -4,20 +4,20 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use raft_core::NodeId;
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::frame::FrameCodec;
+use crate::io::BoxIo;
 
 /// A connection with one peer, authenticated by the same handshake as message
 /// connections, carrying frames both ways (up to the transport's frame limit).
 pub struct PeerStream {
     peer: NodeId,
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<BoxIo, FrameCodec>,
 }
 
 impl PeerStream {
-    pub(crate) fn new(peer: NodeId, framed: Framed<TcpStream, FrameCodec>) -> Self {
+    pub(crate) fn new(peer: NodeId, framed: Framed<BoxIo, FrameCodec>) -> Self {
         PeerStream { peer, framed }
     }
 
