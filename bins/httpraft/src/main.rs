@@ -1,6 +1,8 @@
 //! `httpraft`: one Raft node with an HTTP API, or (`httpraft dev`) a local 3-node cluster.
 
+mod certs;
 mod settings;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener as StdListener;
@@ -29,6 +31,8 @@ struct Running {
     server: JoinHandle<std::io::Result<()>>,
     /// Ends the open streams when the node stops.
     state: AppState,
+    /// Reloads the TLS material on SIGHUP while the node runs.
+    reloader: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -58,6 +62,9 @@ impl Running {
             }
         }
         tracing::info!(id, "stopping: HTTP closed; stopping the Raft node");
+        if let Some(r) = self.reloader.take() {
+            r.abort();
+        }
         self.node.shutdown().await;
     }
 }
@@ -159,6 +166,7 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
     let data_dir = s.node.data_dir.clone();
     let cluster = s.node.cluster_id.clone();
     let sync = s.node.sync;
+    let peer_tls = s.node.net.tls.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         format!(
             "cannot create the data directory {}: {e}",
@@ -175,14 +183,26 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
     let node = RaftNode::start(s.node, store)
         .await
         .map_err(|e| e.to_string())?;
-    let state = AppState::new(node.clone(), reader, s.http);
+    let api_tls = s.api_tls.clone();
+    let access = s.access.clone();
+    let state = AppState::new(node.clone(), reader, s.http)
+        .with_access(access.clone())
+        .with_peer_api(s.peer_api.clone())
+        .with_https(api_tls.is_some());
     let streams = state.clone();
     let (limits, stats) = (state.limits(), state.server_stats());
     let app = raft_http::router(state);
     let (stop_http, mut stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(raft_http::serve(listener, app, limits, stats, async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }));
+    let server = tokio::spawn(raft_http::serve_with_tls(
+        listener,
+        app,
+        limits,
+        stats,
+        api_tls.clone(),
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
     tracing::info!(
         id,
         raft = %raft_addr,
@@ -191,8 +211,33 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
         cluster = %cluster,
         sync = ?sync,
         max_http_connections = limits.max_connections,
+        peer_traffic = if peer_tls.is_some() { "mutual TLS" } else { "PLAINTEXT" },
+        api_scheme = if api_tls.is_some() { "https" } else { "http" },
+        api_access = if access.enabled() { "tokens" } else { "OPEN" },
         "httpraft node started"
     );
+    if !access.enabled() {
+        tracing::warn!(
+            id,
+            api = %api_addr,
+            "the HTTP API is OPEN: anyone who can reach {api_addr} can read, write and change the members; give --tokens (see docs/security.md) on any network you do not fully control"
+        );
+    }
+    if peer_tls.is_none() {
+        tracing::warn!(
+            id,
+            raft = %raft_addr,
+            "peer traffic is PLAINTEXT: anyone who can reach {raft_addr} can speak as any member (forge votes, entries and acknowledgements); on any network you do not fully control give --tls-cert, --tls-key and --tls-ca (see `httpraft certs`)"
+        );
+    }
+    let reloadable = Reloadable {
+        peer: peer_tls,
+        api: api_tls,
+        access,
+    };
+    let reloader = reloadable
+        .any()
+        .then(|| tokio::spawn(reload_on_sighup(id, reloadable)));
     if cfg!(feature = "stale-linearizable-reads") {
         tracing::error!(
             "this build serves linearizable reads from the local map (feature stale-linearizable-reads): it is broken on purpose, for testing the fault harness; never run it for real"
@@ -203,7 +248,70 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
         stop_http,
         server,
         state: streams,
+        reloader,
     })
+}
+
+/// What SIGHUP reloads.
+struct Reloadable {
+    peer: Option<std::sync::Arc<raft_net::PeerTls>>,
+    api: Option<std::sync::Arc<raft_net::ServerTls>>,
+    access: std::sync::Arc<raft_http::Access>,
+}
+
+impl Reloadable {
+    fn any(&self) -> bool {
+        self.peer.is_some() || self.api.is_some() || self.access.enabled()
+    }
+
+    fn reload(&self, id: u64) {
+        if let Some(tls) = &self.peer {
+            match tls.reload() {
+                Ok(()) => tracing::info!(id, "SIGHUP: reloaded the peer TLS material"),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "SIGHUP: the peer TLS material did not load; still using the previous one")
+                }
+            }
+        }
+        if let Some(tls) = &self.api {
+            match tls.reload() {
+                Ok(()) => tracing::info!(id, "SIGHUP: reloaded the API's TLS material"),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "SIGHUP: the API's TLS material did not load; still using the previous one")
+                }
+            }
+        }
+        if self.access.enabled() {
+            match self.access.reload() {
+                Ok(n) => tracing::info!(id, tokens = n, "SIGHUP: reloaded the token file"),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "SIGHUP: the token file did not load; still using the previous tokens")
+                }
+            }
+        }
+    }
+}
+
+/// Reads the TLS files and the token file again at every SIGHUP: connections opened and
+/// requests made afterwards use them; open connections finish with what they have. A file
+/// that does not load leaves what is in use.
+async fn reload_on_sighup(id: u64, what: Reloadable) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!(
+                id,
+                "cannot listen for SIGHUP: TLS material and tokens will not be reloaded"
+            );
+            return;
+        };
+        while hup.recv().await.is_some() {
+            what.reload(id);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (id, what);
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment this is created: a signal that
@@ -262,10 +370,13 @@ impl Signals {
 }
 
 /// Reads the members of the cluster `url` belongs to, retrying while it cannot answer.
-async fn members_to_join(url: &str) -> Result<Vec<raft_http::join::JoinMember>, String> {
+async fn members_to_join(
+    url: &str,
+    client: &raft_http_client::ClientConfig,
+) -> Result<Vec<raft_http::join::JoinMember>, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        match raft_http::join::fetch_members(url).await {
+        match raft_http::join::fetch_members(url, client).await {
             Ok(m) => return Ok(m),
             Err(e) if e.retry && std::time::Instant::now() < deadline => {
                 tracing::warn!(url, error = %e, "cannot list the cluster's members yet; retrying");
@@ -277,9 +388,15 @@ async fn members_to_join(url: &str) -> Result<Vec<raft_http::join::JoinMember>, 
 }
 
 /// Asks the cluster to add this node as a learner until it has (or says it already is).
-async fn ask_to_join(url: String, id: u64, raft: String, api: Option<String>) {
+async fn ask_to_join(
+    url: String,
+    client: raft_http_client::ClientConfig,
+    id: u64,
+    raft: String,
+    api: Option<String>,
+) {
     loop {
-        match raft_http::join::ask_to_join(&url, id, &raft, api.as_deref()).await {
+        match raft_http::join::ask_to_join(&url, &client, id, &raft, api.as_deref()).await {
             Ok(index) => {
                 tracing::info!(node = id, index, "added to the cluster as a learner");
                 return;
@@ -297,6 +414,7 @@ async fn ask_to_join(url: String, id: u64, raft: String, api: Option<String>) {
 }
 
 async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
+    let client = settings::api_client_config(opts)?;
     let (s, join) = match &opts.join {
         Some(url) => {
             let own = settings::rejoin_settings(index, opts)?;
@@ -304,7 +422,7 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
             let members = if joined_before {
                 // A restart: the data directory names the members. The URL's node may be
                 // gone by now (removed, or down), which must not keep this one down.
-                match raft_http::join::fetch_members(url).await {
+                match raft_http::join::fetch_members(url, &client).await {
                     Ok(m) => Some(m),
                     Err(e) => {
                         tracing::warn!(
@@ -316,7 +434,7 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
                     }
                 }
             } else {
-                Some(members_to_join(url).await?)
+                Some(members_to_join(url, &client).await?)
             };
             match members {
                 Some(members) => {
@@ -333,7 +451,13 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
     let mut signals = Signals::listen();
     let running = start_node(s, None).await?;
     if let (Some(url), Some(me)) = (join, me) {
-        tokio::spawn(ask_to_join(url, index as u64, me.raft.to_string(), me.api));
+        tokio::spawn(ask_to_join(
+            url,
+            client,
+            index as u64,
+            me.raft.to_string(),
+            me.api,
+        ));
     }
     signals.recv().await;
     let t0 = std::time::Instant::now();
@@ -393,6 +517,9 @@ impl DevCluster {
             node,
             http: settings::http_config(opts)?,
             api_listen: settings::resolve(&api)?,
+            api_tls: None,
+            access: std::sync::Arc::new(raft_http::Access::open()),
+            peer_api: raft_http_client::ClientConfig::default(),
             store: settings::store_config(opts),
         })
     }
@@ -730,6 +857,8 @@ async fn async_main(cli: Cli, opts: Options) -> ExitCode {
             };
             run_restore(&from, id, &opts)
         }
+        (Some(Command::Certs { what }), _) => certs::run(what),
+        (Some(Command::Tokens { what }), _) => tokens::run(what),
         (None, Some(id)) => run_node(id, &opts).await,
         (None, None) => Err(
             "give the node's id (httpraft <id>), or run httpraft dev; see httpraft --help".into(),

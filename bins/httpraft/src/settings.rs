@@ -62,6 +62,18 @@ pub enum Command {
         #[arg(long)]
         cluster_id: Option<String>,
     },
+    /// Make the cluster's certificates: a CA, then one certificate per node (and per
+    /// client, if the API asks for them).
+    Certs {
+        #[command(subcommand)]
+        what: crate::certs::CertsCommand,
+    },
+    /// Manage the API's bearer tokens (the file given to --tokens): add one with a role,
+    /// list them, remove one. Send SIGHUP to the nodes to load the file again.
+    Tokens {
+        #[command(subcommand)]
+        what: crate::tokens::TokensCommand,
+    },
 }
 
 /// Every option; each can also be set in the `--config` file (same names, with
@@ -86,6 +98,40 @@ pub struct Options {
     /// or --raft-addr].
     #[arg(long)]
     pub raft_listen: Option<String>,
+    /// This node's certificate (PEM, from `httpraft certs node`): with --tls-key and
+    /// --tls-ca, peer traffic is mutual TLS, each member authenticated by its certificate.
+    /// Without them peer traffic is plain TCP, which anyone who reaches the Raft port can
+    /// use to speak as any member. Reloaded on SIGHUP.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM), for --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM, `ca.pem` from `httpraft certs init`).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve the HTTP API in plain HTTP even with --tls-cert (which otherwise makes it
+    /// HTTPS with the same certificate).
+    #[arg(long)]
+    #[serde(default)]
+    pub api_plaintext: bool,
+    /// HTTPS: also accept client certificates of this CA (PEM) besides the cluster's.
+    #[arg(long, value_name = "PEM")]
+    pub api_client_ca: Option<PathBuf>,
+    /// HTTPS: refuse clients that present no certificate of the cluster's CA (or of
+    /// --api-client-ca).
+    #[arg(long)]
+    #[serde(default)]
+    pub api_require_client_cert: bool,
+    /// The API's bearer tokens (JSON, made with `httpraft tokens add`): each request needs
+    /// a token whose role allows it (read, write, admin). Without it the API is open to
+    /// anyone who reaches it. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// With --tokens: let /metrics be read without a token.
+    #[arg(long)]
+    #[serde(default)]
+    pub metrics_public: bool,
     /// Join a running cluster: URL is any member's API (http://host:port). The node starts
     /// as a learner, asks to be added, catches up, and is promoted by the cluster's
     /// autopilot. Its own addresses come from --raft-addr and --api, or from the peers file.
@@ -223,6 +269,14 @@ impl Options {
             peers: self.peers.or(other.peers),
             api: self.api.or(other.api),
             raft_listen: self.raft_listen.or(other.raft_listen),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            tls_ca: self.tls_ca.or(other.tls_ca),
+            api_plaintext: self.api_plaintext || other.api_plaintext,
+            api_client_ca: self.api_client_ca.or(other.api_client_ca),
+            api_require_client_cert: self.api_require_client_cert || other.api_require_client_cert,
+            tokens: self.tokens.or(other.tokens),
+            metrics_public: self.metrics_public || other.metrics_public,
             join: self.join.or(other.join),
             raft_addr: self.raft_addr.or(other.raft_addr),
             autopilot: self.autopilot.or(other.autopilot),
@@ -348,6 +402,12 @@ pub struct NodeSettings {
     pub node: NodeConfig,
     pub http: HttpConfig,
     pub api_listen: SocketAddr,
+    /// HTTPS, unless the API is plain HTTP.
+    pub api_tls: Option<std::sync::Arc<raft_net::ServerTls>>,
+    /// Who may do what through the API.
+    pub access: std::sync::Arc<raft_http::Access>,
+    /// How this node calls the other members' APIs.
+    pub peer_api: raft_http_client::ClientConfig,
     /// The application store (the log served by /log, and the key-value map).
     pub store: DurableConfig,
 }
@@ -445,6 +505,45 @@ pub fn autopilot_config(opts: &Options) -> Result<AutopilotConfig, String> {
     })
 }
 
+/// The TLS files named by --tls-cert, --tls-key and --tls-ca: all three, or none.
+pub fn tls_files(opts: &Options) -> Result<Option<raft_net::TlsFiles>, String> {
+    match (&opts.tls_cert, &opts.tls_key, &opts.tls_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(raft_net::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        _ => Err("--tls-cert, --tls-key and --tls-ca go together: give all three (see `httpraft certs`), or none for plaintext".into()),
+    }
+}
+
+/// How this node calls members' APIs (to join, for the dashboard): over HTTPS with its own
+/// certificate, which makes it a member there, when the API is HTTPS.
+pub fn api_client_config(opts: &Options) -> Result<raft_http_client::ClientConfig, String> {
+    let base = raft_http_client::ClientConfig::default();
+    match tls_files(opts)? {
+        Some(f) if !opts.api_plaintext => base
+            .with_tls_files(&f.ca, Some((&f.cert, &f.key)))
+            .map_err(|e| e.to_string()),
+        _ => Ok(base),
+    }
+}
+
+/// Peer TLS for node `id` of `cluster`, if the options name its files.
+fn peer_tls(
+    opts: &Options,
+    cluster: &str,
+    id: u64,
+) -> Result<Option<std::sync::Arc<raft_net::PeerTls>>, String> {
+    match tls_files(opts)? {
+        None => Ok(None),
+        Some(files) => raft_net::PeerTls::load(cluster, id, files)
+            .map(|t| Some(std::sync::Arc::new(t)))
+            .map_err(|e| e.to_string()),
+    }
+}
+
 /// Tuning, HTTP and store settings on top of a node's identity and peers.
 fn finish_settings(
     mut node: NodeConfig,
@@ -452,6 +551,7 @@ fn finish_settings(
     api: &str,
 ) -> Result<NodeSettings, String> {
     apply_tuning(&mut node, opts)?;
+    node.net.tls = peer_tls(opts, &node.cluster_id, node.id)?;
     node.autopilot = autopilot_config(opts)?;
     if let Some(l) = &opts.raft_listen {
         node.raft_listen = Some(resolve(l)?);
@@ -461,10 +561,30 @@ fn finish_settings(
         http.max_log_entries = n.max(1);
         node.max_retrieve_entries = n.max(1);
     }
+    let cluster = node.cluster_id.clone();
+    let api_tls = match tls_files(opts)? {
+        Some(files) if !opts.api_plaintext => Some(std::sync::Arc::new(
+            raft_net::ServerTls::load(
+                &cluster,
+                files,
+                opts.api_client_ca.clone(),
+                opts.api_require_client_cert,
+            )
+            .map_err(|e| e.to_string())?,
+        )),
+        _ => None,
+    };
+    let access = match &opts.tokens {
+        None => raft_http::Access::open(),
+        Some(f) => raft_http::Access::with_tokens(f.clone(), &cluster, opts.metrics_public)?,
+    };
     Ok(NodeSettings {
         node,
         http,
         api_listen: resolve(api)?,
+        api_tls,
+        access: std::sync::Arc::new(access),
+        peer_api: api_client_config(opts)?,
         store: store_config(opts),
     })
 }

@@ -140,6 +140,9 @@ pub struct NetTuning {
     pub idle_timeout: Duration,
     /// TCP keepalive time and interval on peer connections. Default 10 s.
     pub keepalive: Duration,
+    /// Mutual TLS with the other members ([`raft_net::tls`]); `None` (the default): plain
+    /// TCP, on which anyone who reaches the port can speak as any member.
+    pub tls: Option<std::sync::Arc<raft_net::PeerTls>>,
 }
 
 impl Default for NetTuning {
@@ -155,6 +158,7 @@ impl Default for NetTuning {
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(60),
             keepalive: Duration::from_secs(10),
+            tls: None,
         }
     }
 }

@@ -236,6 +236,7 @@ async fn build<SM: StateMachine>(
     ncfg.handshake_timeout = cfg.net.handshake_timeout;
     ncfg.idle_timeout = cfg.net.idle_timeout;
     ncfg.keepalive = cfg.net.keepalive;
+    ncfg.tls = cfg.net.tls.clone();
     let (transport, inbound) = Transport::start(ncfg).await?;
     let transport = Arc::new(transport);
     let (events_tx, events) = mpsc::unbounded_channel();

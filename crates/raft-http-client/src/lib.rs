@@ -113,7 +113,7 @@ impl Expect {
 }
 
 /// Settings of a [`Client`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// How long one request may take. Default 10 s.
     pub timeout: Duration,
@@ -124,6 +124,30 @@ pub struct ClientConfig {
     pub backoff: Duration,
     /// The longest wait between tries. Default 1 s.
     pub max_backoff: Duration,
+    /// HTTPS: the CA certificate(s), PEM, that the nodes' certificates chain to (the
+    /// cluster's `ca.pem`). With it, endpoints given as `host:port` are reached over
+    /// `https://`. Default: none (plain HTTP).
+    pub ca_pem: Option<Vec<u8>>,
+    /// HTTPS: a client certificate and its private key, PEM, to present (for an API that
+    /// asks for one; a member's certificate makes the client a member). Default: none.
+    pub identity_pem: Option<Vec<u8>>,
+    /// A bearer token sent with every request (for an API started with `--tokens`).
+    /// Default: none.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("https", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity_pem.is_some())
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -133,9 +157,65 @@ impl Default for ClientConfig {
             retries: 20,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
+            ca_pem: None,
+            identity_pem: None,
+            token: None,
         }
     }
 }
+
+impl ClientConfig {
+    /// HTTPS with the CA in the PEM file `ca`, and, if given, the client certificate and
+    /// key in the PEM files `identity`.
+    pub fn with_tls_files(
+        mut self,
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<ClientConfig, Error> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| Error::Config(format!("cannot read {}: {e}", p.display())))
+        };
+        self.ca_pem = Some(read(ca)?);
+        if let Some((cert, key)) = identity {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            self.identity_pem = Some(pem);
+        }
+        Ok(self)
+    }
+
+    /// A reqwest builder with the TLS settings and token of this configuration.
+    fn builder(&self) -> Result<reqwest::ClientBuilder, Error> {
+        let mut b = reqwest::Client::builder();
+        if let Some(ca) = &self.ca_pem {
+            b = b.use_rustls_tls().tls_built_in_root_certs(false);
+            let certs = reqwest::Certificate::from_pem_bundle(ca)
+                .map_err(|e| Error::Config(format!("the CA certificate is not usable: {e}")))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some(id) = &self.identity_pem {
+            let identity = reqwest::Identity::from_pem(id).map_err(|e| {
+                Error::Config(format!("the client certificate or key is not usable: {e}"))
+            })?;
+            b = b.identity(identity);
+        }
+        if let Some(token) = &self.token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::Config("the token holds characters a header cannot".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+            b = b.default_headers(headers);
+        }
+        Ok(b)
+    }
+}
+
+/// Redirects (to the leader) followed for one request at most.
+const MAX_REDIRECTS: u32 = 5;
 
 /// Error codes that mean the request did nothing and may be sent again.
 const RETRYABLE: &[&str] = &[
@@ -161,10 +241,14 @@ pub struct Client {
 }
 
 /// `host:port` or a URL, as a base URL without a trailing slash.
-fn base_url(endpoint: &str) -> String {
+/// An endpoint as a base URL: as given if it has a scheme, else `https://` for a client
+/// with TLS settings and `http://` otherwise.
+fn base_url(endpoint: &str, https: bool) -> String {
     let e = endpoint.trim().trim_end_matches('/');
     if e.contains("://") {
         e.to_string()
+    } else if https {
+        format!("https://{e}")
     } else {
         format!("http://{e}")
     }
@@ -244,17 +328,20 @@ impl Client {
     {
         let endpoints: Vec<String> = endpoints
             .into_iter()
-            .map(|e| base_url(e.as_ref()))
-            .filter(|e| e != "http://")
+            .map(|e| base_url(e.as_ref(), cfg.ca_pem.is_some()))
+            .filter(|e| e != "http://" && e != "https://")
             .collect();
         if endpoints.is_empty() {
             return Err(Error::Config("no endpoint given".into()));
         }
-        let http = reqwest::Client::builder()
+        let http = cfg
+            .builder()?
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| Error::Config(format!("cannot make an HTTP client: {e}")))?;
-        let streams = reqwest::Client::builder()
+        let streams = cfg
+            .builder()?
             .connect_timeout(cfg.timeout)
             .build()
             .map_err(|e| Error::Config(format!("cannot make an HTTP client: {e}")))?;
@@ -270,7 +357,7 @@ impl Client {
     /// A client that sends to `endpoint` first (then to the others), sharing this one's
     /// connections and settings but not its remembered leader.
     pub fn via(&self, endpoint: &str) -> Client {
-        let first = base_url(endpoint);
+        let first = base_url(endpoint, self.cfg.ca_pem.is_some());
         let mut endpoints = vec![first.clone()];
         endpoints.extend(self.endpoints.iter().filter(|e| **e != first).cloned());
         Client {
@@ -297,15 +384,23 @@ impl Client {
         out
     }
 
-    fn remember(&self, url: &reqwest::Url) {
-        let base = match url.port() {
-            Some(p) => format!("{}://{}:{p}", url.scheme(), url.host_str().unwrap_or("")),
-            None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or("")),
-        };
-        match self.preferred.lock() {
-            Ok(mut p) => *p = Some(base),
-            Err(p) => *p.into_inner() = Some(base),
+    /// Where a redirect answer sends the request: the base URL of its `Location`, unless
+    /// it would leave TLS for plain HTTP.
+    fn redirect_target(&self, from: &str, resp: &reqwest::Response) -> Option<String> {
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)?
+            .to_str()
+            .ok()?;
+        let url = reqwest::Url::parse(location).ok()?;
+        if from.starts_with("https://") && url.scheme() != "https" {
+            return None;
         }
+        let host = url.host_str()?;
+        Some(match url.port() {
+            Some(p) => format!("{}://{host}:{p}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        })
     }
 
     /// Remembers `endpoint` (one of ours) as the one to try first, unless it already is.
@@ -339,12 +434,28 @@ impl Client {
         target: Option<&str>,
     ) -> Result<Answer, Error> {
         let order = match target {
-            Some(t) => vec![base_url(t)],
+            Some(t) => vec![base_url(t, self.cfg.ca_pem.is_some())],
             None => self.order(),
         };
         let mut last = String::new();
-        for attempt in 0..=self.cfg.retries {
-            let endpoint = &order[attempt as usize % order.len()];
+        // Redirects to the leader are followed here, not by reqwest, which drops the
+        // Authorization header on a redirect to another host (port).
+        let mut redirected: Option<String> = None;
+        let mut redirects = 0u32;
+        let mut attempt = 0u32;
+        loop {
+            if redirected.is_none() && attempt > self.cfg.retries {
+                break;
+            }
+            let endpoint = match redirected.take() {
+                Some(e) => e,
+                None => {
+                    let e = order[attempt as usize % order.len()].clone();
+                    attempt += 1;
+                    e
+                }
+            };
+            let endpoint = &endpoint;
             let mut req = self
                 .http
                 .request(method.clone(), format!("{endpoint}{path}"));
@@ -354,19 +465,19 @@ impl Client {
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
+                    if matches!(status, 307 | 308) && redirects < MAX_REDIRECTS {
+                        if let Some(to) = self.redirect_target(endpoint, &resp) {
+                            redirects += 1;
+                            redirected = Some(to);
+                            continue;
+                        }
+                    }
                     let retry_after = resp
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    // Where the answer came from, when a redirect moved it elsewhere.
-                    let here = resp
-                        .url()
-                        .as_str()
-                        .strip_prefix(endpoint.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'));
-                    let moved = (!here).then(|| resp.url().clone());
                     let text = resp.text().await.map_err(|e| Error::Unknown {
                         endpoint: endpoint.clone(),
                         message: e.to_string(),
@@ -386,22 +497,19 @@ impl Client {
                     };
                     if status < 400 || !RETRYABLE.contains(&answer.code()) {
                         if status < 400 {
-                            match &moved {
-                                Some(url) => self.remember(url),
-                                None => self.remember_endpoint(endpoint),
-                            }
+                            self.remember_endpoint(endpoint);
                         }
                         return Ok(answer);
                     }
                     last = format!("{status} {}", answer.code());
-                    if attempt < self.cfg.retries {
-                        tokio::time::sleep(self.pause(attempt, retry_after)).await;
+                    if attempt <= self.cfg.retries {
+                        tokio::time::sleep(self.pause(attempt - 1, retry_after)).await;
                     }
                 }
                 Err(e) if e.is_connect() || (idempotent && (e.is_timeout() || e.is_request())) => {
                     last = format!("{endpoint}: {e}");
-                    if attempt < self.cfg.retries {
-                        tokio::time::sleep(self.pause(attempt, None)).await;
+                    if attempt <= self.cfg.retries {
+                        tokio::time::sleep(self.pause(attempt.saturating_sub(1), None)).await;
                     }
                 }
                 Err(e) => {
@@ -624,7 +732,7 @@ impl Client {
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<u64, Error> {
         let order = match endpoint {
-            Some(e) => vec![base_url(e)],
+            Some(e) => vec![base_url(e, self.cfg.ca_pem.is_some())],
             None => self.order(),
         };
         let base = &order[0];
@@ -703,8 +811,9 @@ mod tests {
         assert_eq!(key_path("app/db host?#%"), "app/db%20host%3F%23%25");
         assert_eq!(key_path("ü"), "%C3%BC");
         assert_eq!(query_value("a/b c"), "a%2Fb%20c");
-        assert_eq!(base_url("127.0.0.1:9000/"), "http://127.0.0.1:9000");
-        assert_eq!(base_url("https://h:1"), "https://h:1");
+        assert_eq!(base_url("127.0.0.1:9000/", false), "http://127.0.0.1:9000");
+        assert_eq!(base_url("127.0.0.1:9000", true), "https://127.0.0.1:9000");
+        assert_eq!(base_url("https://h:1", false), "https://h:1");
         assert!(matches!(
             Client::new(Vec::<String>::new()),
             Err(Error::Config(_))

@@ -333,6 +333,11 @@ fn http(s: &mut Scrape, st: &AppState) {
             "HTTP requests answered 503 request_timeout.",
             load(&sv.request_timeouts),
         ),
+        (
+            "raft_http_tls_handshake_failures",
+            "HTTPS connections closed because their TLS handshake failed (no or a bad client certificate, a plaintext client).",
+            load(&sv.tls_failures),
+        ),
     ] {
         s.counter(name, help, v);
     }

@@ -24,11 +24,14 @@ impl std::fmt::Display for JoinError {
 
 /// A client of the member serving `url`, trying once (the callers retry, and log each
 /// try).
-fn client(url: &str) -> Result<raft_http_client::Client, JoinError> {
+fn client(
+    url: &str,
+    base: &raft_http_client::ClientConfig,
+) -> Result<raft_http_client::Client, JoinError> {
     let cfg = raft_http_client::ClientConfig {
         timeout: Duration::from_secs(10),
         retries: 0,
-        ..raft_http_client::ClientConfig::default()
+        ..base.clone()
     };
     raft_http_client::Client::with_config([url], cfg).map_err(|e| JoinError {
         message: e.to_string(),
@@ -48,9 +51,13 @@ fn retryable(e: &raft_http_client::Error) -> bool {
     }
 }
 
-/// The members listed by the member serving `url` (`http://host:port`, or `host:port`).
-pub async fn fetch_members(url: &str) -> Result<Vec<JoinMember>, JoinError> {
-    client(url)?.members().await.map_err(|e| JoinError {
+/// The members listed by the member serving `url` (`http://host:port`, or `host:port`),
+/// reached with the TLS settings and token of `base`.
+pub async fn fetch_members(
+    url: &str,
+    base: &raft_http_client::ClientConfig,
+) -> Result<Vec<JoinMember>, JoinError> {
+    client(url, base)?.members().await.map_err(|e| JoinError {
         message: format!("cannot list the members through {url}: {e}"),
         retry: retryable(&e),
     })
@@ -61,11 +68,12 @@ pub async fn fetch_members(url: &str) -> Result<Vec<JoinMember>, JoinError> {
 /// member is reported as an error that says so, not to be retried.
 pub async fn ask_to_join(
     url: &str,
+    base: &raft_http_client::ClientConfig,
     id: u64,
     raft: &str,
     api: Option<&str>,
 ) -> Result<u64, JoinError> {
-    client(url)?
+    client(url, base)?
         .add_learner(id, raft, api)
         .await
         .map_err(|e| JoinError {

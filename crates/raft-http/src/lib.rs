@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod compat;
 mod entry_json;
 mod error;
@@ -46,10 +47,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use auth::{new_token, token_hash, Access, ClientCertificate, Role, TokenEntry, TokenFile};
 pub use entry_json::entry_to_json;
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use server::{serve, ServerCounts, ServerLimits, ServerStats};
+pub use server::{serve, serve_with_tls, ServerCounts, ServerLimits, ServerStats};
 pub use state::{AppState, HttpConfig};
 
 async fn not_found() -> ApiError {
@@ -144,6 +146,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_timeout,

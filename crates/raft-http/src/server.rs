@@ -23,7 +23,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +64,7 @@ pub struct ServerStats {
     pub(crate) idle_closed: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
+    pub(crate) tls_failures: AtomicU64,
 }
 
 impl ServerStats {
@@ -296,14 +297,14 @@ impl http_body::Body for Guarded {
 
 /// A TCP stream that tells its connection's [`Activity`] when bytes move, and gives hyper's
 /// automatic error answers a JSON body (see [`crate::parse_errors`]).
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
     /// A rewritten error answer, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-impl Watched {
+impl<S: AsyncRead + AsyncWrite + Unpin> Watched<S> {
     /// Whether `bufs` is hyper's own error answer (written with no request in flight), and
     /// if so, queues its replacement.
     fn intercept(&mut self, bufs: &[std::io::IoSlice<'_>]) -> bool {
@@ -355,7 +356,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -370,7 +371,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -432,6 +433,20 @@ pub async fn serve(
     stats: Arc<ServerStats>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_tls(listener, router, limits, stats, None, shutdown).await
+}
+
+/// Like [`serve`], over TLS when `tls` is given: the TLS handshake must complete within
+/// the header timeout, and each request carries the member its client certificate names
+/// ([`crate::auth::ClientCertificate`]).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: ServerLimits,
+    stats: Arc<ServerStats>,
+    tls: Option<Arc<raft_net::ServerTls>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
@@ -470,9 +485,31 @@ pub async fn serve(
         let router = router.clone();
         let stats = stats.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             stats.open.fetch_add(1, Ordering::Relaxed);
-            serve_connection(stream, router, limits, &stats, stop).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, router, limits, &stats, stop, None).await,
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok((s, member))) => {
+                            let cert = crate::auth::ClientCertificate { member };
+                            serve_connection(s, router, limits, &stats, stop, Some(cert)).await;
+                        }
+                        Ok(Err(e)) => {
+                            ServerStats::add(&stats.tls_failures, 1);
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            ServerStats::add(&stats.header_timeouts, 1);
+                            tracing::debug!(
+                                "closing a connection whose TLS handshake did not finish in time"
+                            );
+                        }
+                    }
+                }
+            }
             stats.open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
@@ -484,14 +521,16 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     router: Router,
     limits: ServerLimits,
     stats: &ServerStats,
     stop: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+    cert: Option<crate::auth::ClientCertificate>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -499,7 +538,10 @@ async fn serve_connection(
         replacement: None,
     });
     let served = activity.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(c) = cert {
+            req.extensions_mut().insert(c);
+        }
         let router = router.clone();
         let activity = served.clone();
         activity.request_started();

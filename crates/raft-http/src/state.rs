@@ -68,6 +68,13 @@ pub struct AppState {
     pub(crate) long_polls: Arc<std::sync::atomic::AtomicUsize>,
     /// The live view's sampler and what it keeps (`/v1/events`, `/ui`).
     pub(crate) dashboard: Arc<crate::events::Dashboard>,
+    /// Who may do what ([`crate::auth`]).
+    pub(crate) access: Arc<crate::auth::Access>,
+    /// How this node reaches the other members' APIs (the dashboard's sampler): the URL
+    /// scheme, and the client's TLS settings.
+    pub(crate) peer_api: raft_http_client::ClientConfig,
+    /// Whether the API is served over TLS (redirects name `https://`).
+    pub(crate) https: bool,
 }
 
 impl AppState {
@@ -87,6 +94,39 @@ impl AppState {
             closing: tokio_util::sync::CancellationToken::new(),
             long_polls: Arc::default(),
             dashboard: Arc::default(),
+            access: Arc::new(crate::auth::Access::open()),
+            peer_api: raft_http_client::ClientConfig::default(),
+            https: false,
+        }
+    }
+
+    /// Checks requests against `access` (tokens and roles) instead of letting everyone do
+    /// everything.
+    pub fn with_access(mut self, access: Arc<crate::auth::Access>) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// How this node calls the other members' APIs (for the dashboard): with TLS and this
+    /// node's certificate when the API is HTTPS.
+    pub fn with_peer_api(mut self, cfg: raft_http_client::ClientConfig) -> Self {
+        self.peer_api = cfg;
+        self
+    }
+
+    /// Says the API is served over TLS ([`crate::serve_with_tls`]): redirects name
+    /// `https://`.
+    pub fn with_https(mut self, https: bool) -> Self {
+        self.https = https;
+        self
+    }
+
+    /// The scheme clients reach this API by.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
         }
     }
 

@@ -99,7 +99,7 @@ pub(crate) fn elsewhere(st: &AppState, uri: &axum::http::Uri, err: Option<Error>
                 "not_leader",
                 format!("this node is not the leader; send the request to {api}"),
             );
-            e.location = Some(format!("http://{api}{path}"));
+            e.location = Some(format!("{}://{api}{path}", st.scheme()));
             e.leader = Some(api);
             e
         }

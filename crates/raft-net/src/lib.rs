@@ -69,5 +69,5 @@ pub use frame::{
 pub use handshake::{Authenticator, Channel, Hello, HelloReply, NoAuth, MAGIC, REFUSED};
 pub use stats::{ListenerStats, PeerStats};
 pub use stream::PeerStream;
-pub use tls::{PeerTls, TlsError, TlsFiles};
+pub use tls::{PeerTls, ServerTls, TlsError, TlsFiles};
 pub use transport::{Inbound, Transport};

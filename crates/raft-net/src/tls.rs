@@ -339,6 +339,124 @@ impl PeerTls {
     }
 }
 
+/// TLS for a member's HTTP API: its node certificate (which names the hosts clients reach it
+/// by), and client certificates of the cluster's CA (or of `client_ca`), required or
+/// optional. Reloadable.
+pub struct ServerTls {
+    cluster: String,
+    files: TlsFiles,
+    client_ca: Option<PathBuf>,
+    require_client_cert: bool,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cluster", &self.cluster)
+            .field("files", &self.files)
+            .field("client_ca", &self.client_ca)
+            .field("require_client_cert", &self.require_client_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Reads the files. Clients may present a certificate of the cluster's CA (a member's)
+    /// or of `client_ca`; with `require_client_cert`, they must.
+    pub fn load(
+        cluster: &str,
+        files: TlsFiles,
+        client_ca: Option<PathBuf>,
+        require_client_cert: bool,
+    ) -> Result<ServerTls, TlsError> {
+        let config = Self::build(&files, client_ca.as_deref(), require_client_cert)?;
+        Ok(ServerTls {
+            cluster: cluster.to_string(),
+            files,
+            client_ca,
+            require_client_cert,
+            current: RwLock::new(Arc::new(config)),
+        })
+    }
+
+    fn build(
+        files: &TlsFiles,
+        client_ca: Option<&Path>,
+        require: bool,
+    ) -> Result<ServerConfig, TlsError> {
+        let certs = load_certs(&files.cert)?;
+        let key = load_key(&files.key)?;
+        let mut roots = RootCertStore::empty();
+        let mut cas = load_certs(&files.ca)?;
+        if let Some(extra) = client_ca {
+            cas.extend(load_certs(extra)?);
+        }
+        for ca in cas {
+            roots.add(ca).map_err(|e| TlsError::Invalid {
+                path: files.ca.clone(),
+                message: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        );
+        let verifier = if require {
+            builder.build()
+        } else {
+            builder.allow_unauthenticated().build()
+        }
+        .map_err(settings)?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(settings)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(settings)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// Reads the files again; connections accepted from now on use them. On error the
+    /// material in use is kept.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = Self::build(
+            &self.files,
+            self.client_ca.as_deref(),
+            self.require_client_cert,
+        )?;
+        match self.current.write() {
+            Ok(mut c) => *c = Arc::new(config),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
+        }
+        Ok(())
+    }
+
+    /// Accepts TLS over `tcp`; the member of this cluster the client's certificate names,
+    /// if it presented one that does.
+    pub async fn accept(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        Option<NodeId>,
+    )> {
+        let config = match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let tls = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
+        let member = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| certificate_node(c, &self.cluster));
+        Ok((tls, member))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,18 @@ pub fn binary() -> PathBuf {
     BUILT.get_or_init(|| build("httpraft")).clone()
 }
 
+/// Runs a command to completion; panics with its output unless it succeeded.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The `raft-bench` binary, (re)built like [`binary`].
 pub fn bench_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -82,6 +94,14 @@ fn free_port() -> u16 {
     }
 }
 
+/// Tokens made by [`Cluster::enable_tokens`], one per role.
+pub struct Tokens {
+    pub read: String,
+    pub write: String,
+    pub admin: String,
+    pub file: PathBuf,
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub apis: Vec<String>,
@@ -90,6 +110,10 @@ pub struct Cluster {
     procs: Vec<Option<Child>>,
     /// Extra command-line arguments of every node.
     args: Vec<String>,
+    /// Extra command-line arguments of each node (its TLS files).
+    node_args: Vec<Vec<String>>,
+    /// Whether the nodes speak mutual TLS with each other ([`Cluster::enable_tls`]).
+    tls: bool,
     pub http: reqwest::Client,
 }
 
@@ -140,8 +164,118 @@ impl Cluster {
             peers,
             procs: (0..n).map(|_| None).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            node_args: vec![Vec::new(); n],
+            tls: false,
             http,
         }
+    }
+
+    /// `https` once [`enable_tls`](Self::enable_tls) made the API HTTPS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// An HTTP client that trusts the cluster's CA (when it has one) and sends `token`.
+    pub fn client_with(&self, token: Option<&str>) -> reqwest::Client {
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if self.tls {
+            let ca = std::fs::read(self.certs_dir().join("ca.pem")).unwrap();
+            b = b
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+        }
+        if let Some(t) = token {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
+            b = b.default_headers(h);
+        }
+        b.build().unwrap()
+    }
+
+    /// Makes a token of each role with `httpraft tokens add` and starts every node (from
+    /// now on) with `--tokens`; the cluster's own client uses the admin token.
+    pub fn enable_tokens(&mut self) -> Tokens {
+        let file = self.dir.path().join("tokens.json");
+        let add = |name: &str, role: &str| {
+            let out = run_ok(
+                Command::new(binary())
+                    .args(["tokens", "add", name, "--role", role, "--file"])
+                    .arg(&file),
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let tokens = Tokens {
+            read: add("reader", "read"),
+            write: add("writer", "write"),
+            admin: add("operator", "admin"),
+            file: file.clone(),
+        };
+        self.args.push("--tokens".into());
+        self.args.push(file.display().to_string());
+        self.http = self.client_with(Some(&tokens.admin));
+        tokens
+    }
+
+    /// Where `httpraft certs` put the cluster's certificates.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// Makes the cluster's CA and every node's certificate with `httpraft certs`, as an
+    /// operator would, and starts every node (from now on) with mutual TLS between members.
+    pub fn enable_tls(&mut self) {
+        let certs = self.certs_dir();
+        run_ok(
+            Command::new(binary())
+                .args(["certs", "init", "--dir"])
+                .arg(&certs),
+        );
+        self.tls = true;
+        for i in 0..self.procs.len() {
+            self.issue_node_cert(i);
+        }
+        self.http = self.client_with(None);
+    }
+
+    fn issue_node_cert(&mut self, i: usize) {
+        let certs = self.certs_dir();
+        run_ok(
+            Command::new(binary())
+                .args([
+                    "certs",
+                    "node",
+                    &i.to_string(),
+                    "--host",
+                    "127.0.0.1",
+                    "--dir",
+                ])
+                .arg(&certs),
+        );
+        let file = |name: String| certs.join(name).display().to_string();
+        self.node_args[i] = vec![
+            "--tls-cert".into(),
+            file(format!("node-{i}.pem")),
+            "--tls-key".into(),
+            file(format!("node-{i}.key")),
+            "--tls-ca".into(),
+            file("ca.pem".into()),
+        ];
+    }
+
+    /// Like [`start`](Self::start), with mutual TLS between members.
+    pub async fn start_tls(n: usize) -> Cluster {
+        let mut c = Self::new(n, &[]);
+        c.enable_tls();
+        c.launch().await;
+        c
     }
 
     /// Makes room for one more node with fresh addresses (peers.json is left as it is: a
@@ -150,14 +284,19 @@ impl Cluster {
         self.peers.push(format!("127.0.0.1:{}", free_port()));
         self.apis.push(format!("127.0.0.1:{}", free_port()));
         self.procs.push(None);
-        self.apis.len() - 1
+        self.node_args.push(Vec::new());
+        let i = self.apis.len() - 1;
+        if self.tls {
+            self.issue_node_cert(i);
+        }
+        i
     }
 
     /// Starts node `i` as a new member joining the cluster through node `via`'s API.
     pub fn spawn_joining(&mut self, i: usize, via: usize) {
         let extra = [
             "--join".to_string(),
-            format!("http://{}", self.apis[via]),
+            format!("{}://{}", self.scheme(), self.apis[via]),
             "--raft-addr".to_string(),
             self.peers[i].clone(),
             "--api".to_string(),
@@ -184,6 +323,7 @@ impl Cluster {
             .arg(i.to_string())
             .args(timing)
             .args(&self.args)
+            .args(&self.node_args[i])
             .args(extra)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
@@ -205,6 +345,18 @@ impl Cluster {
     /// SIGTERM, then wait for a clean exit; returns how long the node took to exit.
     pub fn stop(&mut self, i: usize) -> Duration {
         self.stop_timed(i).unwrap_or_default()
+    }
+
+    /// Sends signal `name` (`HUP`, `STOP`, ...) to node `i`, with the shell's own `kill`.
+    pub fn signal(&self, i: usize, name: &str) {
+        let Some(c) = &self.procs[i] else {
+            panic!("node {i} is not running");
+        };
+        let ok = Command::new("sh")
+            .args(["-c", &format!("kill -{name} {}", c.id())])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{name} failed");
     }
 
     fn stop_timed(&mut self, i: usize) -> Option<Duration> {
@@ -241,7 +393,7 @@ impl Cluster {
     }
 
     pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{path}", self.apis[i])
+        format!("{}://{}{path}", self.scheme(), self.apis[i])
     }
 
     /// Node `i`'s answer to `GET path`, as JSON.
@@ -351,7 +503,7 @@ impl Cluster {
         loop {
             let r = self
                 .http
-                .post(format!("http://{api}/request"))
+                .post(format!("{}://{api}/request", self.scheme()))
                 .header("Host", "me")
                 .json(&serde_json::json!({"entry": entry}))
                 .send()

@@ -1,0 +1,447 @@
+//! Security of a running cluster: mutual TLS between members, with certificates made by
+//! `httpraft certs`; forged or unauthenticated peers are refused while the cluster goes on
+//! committing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Cluster;
+use futures_util::{SinkExt, StreamExt};
+use raft_net::tls::{load_certs, load_key, load_roots, peer_dns_name, provider};
+use raft_net::{FrameCodec, Hello, HelloReply, HANDSHAKE_FRAME_BYTES};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// Says hello as node `from` to node `to` over `io`; whether it was welcomed.
+async fn hello(io: impl AsyncRead + AsyncWrite + Unpin, from: u64, to: u64) -> bool {
+    let mut framed = Framed::new(io, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
+    let h = Hello::new("httpraft", from, to);
+    if framed
+        .send(Bytes::from(postcard::to_allocvec(&h).unwrap()))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), framed.next()).await {
+        Ok(Some(Ok(reply))) => {
+            postcard::from_bytes::<HelloReply>(&reply).ok() == Some(HelloReply::Welcome)
+        }
+        _ => false,
+    }
+}
+
+/// Dials node `to` at `addr` with TLS, presenting `cert`, and says hello as node `from`.
+async fn tls_hello(addr: SocketAddr, certs: &Path, cert: &str, from: u64, to: u64) -> bool {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(load_roots(&certs.join("ca.pem")).unwrap())
+        .with_client_auth_cert(
+            load_certs(&certs.join(format!("{cert}.pem"))).unwrap(),
+            load_key(&certs.join(format!("{cert}.key"))).unwrap(),
+        )
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(peer_dns_name(to)).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    match tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+    {
+        Ok(tls) => hello(tls, from, to).await,
+        Err(_) => false,
+    }
+}
+
+async fn commits(c: &Cluster, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = c.leader().await;
+        let (ok, _) = c.post_entry(c.apis[l].clone(), what).await;
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} never committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_refuses_forged_and_plaintext_peers_and_keeps_committing() {
+    let c = Cluster::start_tls(3).await;
+    for i in 0..3 {
+        assert!(
+            c.node_log(i).contains("peer_traffic=\"mutual TLS\""),
+            "{}",
+            c.node_log(i)
+        );
+        assert!(!c.node_log(i).contains("PLAINTEXT"));
+    }
+    commits(&c, "before").await;
+    let target: SocketAddr = c.peers[0].parse().unwrap();
+    let certs = c.certs_dir();
+    // The control: node 1's own certificate is welcomed as node 1.
+    assert!(tls_hello(target, &certs, "node-1", 1, 0).await);
+    // Node 1's genuine certificate cannot speak as node 2.
+    assert!(!tls_hello(target, &certs, "node-1", 2, 0).await);
+    // Plain TCP gets nowhere, whatever it claims.
+    let tcp = TcpStream::connect(target).await.unwrap();
+    assert!(!hello(tcp, 1, 0).await);
+    commits(&c, "after").await;
+    let refused = c.metric(0, "raft_net_handshakes_refused_total").await;
+    assert!(refused >= 2.0, "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_cluster_says_so_loudly_when_it_starts() {
+    let c = Cluster::start(3).await;
+    let log = c.node_log(0);
+    assert!(log.contains("peer_traffic=\"PLAINTEXT\""), "{log}");
+    assert!(log.contains("peer traffic is PLAINTEXT"), "{log}");
+}
+
+#[test]
+fn certs_refuse_to_overwrite_and_name_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let httpraft = common::binary();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&httpraft)
+            .args(args)
+            .arg("--dir")
+            .arg(&certs)
+            .output()
+            .unwrap()
+    };
+    let no_ca = run(&["certs", "node", "0"]);
+    assert!(!no_ca.status.success());
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("httpraft certs init"));
+    assert!(run(&["certs", "init"]).status.success());
+    let again = run(&["certs", "init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not overwriting"));
+    assert!(run(&["certs", "node", "0", "--host", "db0.example"])
+        .status
+        .success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join("node-0.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
+    }
+}
+
+/// Status of `method path` sent to node `i` with `token` (and a JSON body for writes).
+async fn status_of(
+    c: &Cluster,
+    token: Option<&str>,
+    method: reqwest::Method,
+    i: usize,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> u16 {
+    let client = c.client_with(token);
+    let mut req = client.request(method, c.url(i, path));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_each_role_can_do_exactly_what_the_role_allows() {
+    let mut c = Cluster::new(3, &[]);
+    c.enable_tls();
+    let t = c.enable_tokens();
+    c.launch().await;
+    let l = c.leader().await;
+    for i in 0..3 {
+        assert!(c.node_log(i).contains("api_access=\"tokens\""));
+        assert!(c.node_log(i).contains("api_scheme=\"https\""));
+    }
+    use reqwest::Method as M;
+    let put = || Some(serde_json::json!({"value": "v"}));
+    // No token: only health, readiness, the dashboard's page and the API description.
+    assert_eq!(status_of(&c, None, M::GET, l, "/healthz", None).await, 200);
+    assert_eq!(status_of(&c, None, M::GET, l, "/ui", None).await, 200);
+    assert_eq!(
+        status_of(&c, None, M::GET, l, "/v1/openapi.json", None).await,
+        200
+    );
+    assert_eq!(
+        status_of(&c, None, M::GET, l, "/v1/status", None).await,
+        401
+    );
+    assert_eq!(status_of(&c, None, M::GET, l, "/metrics", None).await, 401);
+    assert_eq!(status_of(&c, None, M::PUT, l, "/v1/kv/k", put()).await, 401);
+    assert_eq!(
+        status_of(&c, Some("rt_forged"), M::GET, l, "/v1/status", None).await,
+        401
+    );
+    // read: reads, streams' handshakes and metrics; no writes.
+    let r = Some(t.read.as_str());
+    assert_eq!(status_of(&c, r, M::GET, l, "/v1/status", None).await, 200);
+    assert_eq!(status_of(&c, r, M::GET, l, "/metrics", None).await, 200);
+    assert_eq!(status_of(&c, r, M::GET, l, "/v1/kv/k", None).await, 404);
+    assert_eq!(status_of(&c, r, M::PUT, l, "/v1/kv/k", put()).await, 403);
+    assert_eq!(
+        status_of(
+            &c,
+            r,
+            M::POST,
+            l,
+            "/v1/log",
+            Some(serde_json::json!({"entry": "x"}))
+        )
+        .await,
+        403
+    );
+    // write: also writes; no membership, transfers or backups.
+    let w = Some(t.write.as_str());
+    assert_eq!(status_of(&c, w, M::PUT, l, "/v1/kv/k", put()).await, 200);
+    assert_eq!(status_of(&c, w, M::GET, l, "/v1/kv/k", None).await, 200);
+    assert_eq!(
+        status_of(
+            &c,
+            w,
+            M::POST,
+            l,
+            "/v1/log",
+            Some(serde_json::json!({"entry": "x"}))
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        status_of(&c, w, M::DELETE, l, "/v1/members/2", None).await,
+        403
+    );
+    assert_eq!(status_of(&c, w, M::GET, l, "/v1/snapshot", None).await, 403);
+    assert_eq!(
+        status_of(&c, w, M::POST, l, "/v1/leader/transfer", None).await,
+        403
+    );
+    // admin: everything.
+    let a = Some(t.admin.as_str());
+    assert_eq!(status_of(&c, a, M::GET, l, "/v1/snapshot", None).await, 200);
+    assert_eq!(
+        status_of(&c, a, M::POST, l, "/v1/leader/transfer", None).await,
+        200
+    );
+    // A 403 names the token and the role it lacks, as JSON.
+    let resp = c
+        .client_with(r)
+        .put(c.url(l, "/v1/kv/k"))
+        .json(&serde_json::json!({"value": "v"}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("reader"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_https_and_members_sample_each_other_with_their_certificates() {
+    let mut c = Cluster::new(3, &[]);
+    c.enable_tls();
+    let t = c.enable_tokens();
+    c.launch().await;
+    // Plain HTTP to the HTTPS port gets no answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/healthz", c.apis[0]))
+        .send()
+        .await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    // The dashboard's sampler on node 0 reads the other members' status over HTTPS,
+    // authenticated by node 0's certificate (no token).
+    let mut resp = c
+        .client_with(Some(&t.read))
+        .get(c.url(0, "/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        let reachable = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .rfind(|v| v["members"].is_array())
+            .map(|v| {
+                v["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| m["reachable"] == true)
+                    .count()
+            });
+        if reachable == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never all reachable: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotation_keeps_a_writing_client_running_without_errors() {
+    let mut c = Cluster::new(3, &[]);
+    c.enable_tls();
+    let t = c.enable_tokens();
+    c.launch().await;
+    let l = c.leader().await;
+    // A client writing without pause, over HTTPS with the write token.
+    let client = raft_http_client::Client::with_config(
+        &c.apis,
+        raft_http_client::ClientConfig {
+            token: Some(t.write.clone()),
+            ..raft_http_client::ClientConfig::default()
+        }
+        .with_tls_files(&c.certs_dir().join("ca.pem"), None)
+        .unwrap(),
+    )
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                match client
+                    .put(&format!("rot/{}", n % 50), format!("v{n}"))
+                    .await
+                {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (ok, errors)
+        })
+    };
+    // New certificates for every node from the same CA, written over the files in use; a
+    // new token; then SIGHUP everywhere.
+    let certs = c.certs_dir();
+    let fresh = c.dir.path().join("fresh");
+    for i in 0..3 {
+        std::fs::create_dir_all(&fresh).unwrap();
+        std::fs::copy(certs.join("ca.pem"), fresh.join("ca.pem")).unwrap();
+        std::fs::copy(certs.join("ca.key"), fresh.join("ca.key")).unwrap();
+        common::run_ok(
+            std::process::Command::new(common::binary())
+                .args([
+                    "certs",
+                    "node",
+                    &i.to_string(),
+                    "--host",
+                    "127.0.0.1",
+                    "--dir",
+                ])
+                .arg(&fresh),
+        );
+        for ext in ["pem", "key"] {
+            std::fs::copy(
+                fresh.join(format!("node-{i}.{ext}")),
+                certs.join(format!("node-{i}.{ext}")),
+            )
+            .unwrap();
+        }
+        std::fs::remove_dir_all(&fresh).unwrap();
+    }
+    let out = common::run_ok(
+        std::process::Command::new(common::binary())
+            .args(["tokens", "add", "late", "--role", "read", "--file"])
+            .arg(&t.file),
+    );
+    let late = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        status_of(&c, Some(&late), reqwest::Method::GET, l, "/v1/status", None).await,
+        401,
+        "a token is not accepted before the file is reloaded"
+    );
+    for i in 0..3 {
+        c.signal(i, "HUP");
+    }
+    // Reloaded: the new token works, and new connections see the new certificates.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of(&c, Some(&late), reqwest::Method::GET, l, "/v1/status", None).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the token file was never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..3 {
+        let log = c.node_log(i);
+        assert!(
+            log.contains("SIGHUP: reloaded the peer TLS material"),
+            "{log}"
+        );
+        assert!(
+            log.contains("SIGHUP: reloaded the API's TLS material"),
+            "{log}"
+        );
+    }
+    let served = served_certificate(&c.apis[l], &certs).await;
+    let expected = load_certs(&certs.join(format!("node-{l}.pem"))).unwrap();
+    assert_eq!(
+        served,
+        expected[0].as_ref(),
+        "the API still serves the old certificate"
+    );
+    // The peers reconnect with the new material: writes keep committing.
+    commits(&c, "after rotation").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, errors) = writer.await.unwrap();
+    assert!(
+        errors.is_empty(),
+        "the writer saw errors ({ok} writes went through): {:?}",
+        &errors[..errors.len().min(5)]
+    );
+    assert!(ok > 10, "only {ok} writes");
+}
+
+/// The certificate the API at `api` presents to a new connection (DER).
+async fn served_certificate(api: &str, certs: &Path) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(load_roots(&certs.join("ca.pem")).unwrap())
+        .with_no_client_auth();
+    let host = api.rsplit_once(':').unwrap().0.to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let tcp = TcpStream::connect(api).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
