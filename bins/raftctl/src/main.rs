@@ -33,6 +33,31 @@ struct Cli {
     /// Seconds a request may take.
     #[arg(long, global = true, default_value_t = 10)]
     timeout: u64,
+    /// HTTPS: the cluster's CA certificate (PEM); endpoints without a scheme are reached
+    /// over https.
+    #[arg(long, global = true, env = "RAFTCTL_CACERT", value_name = "PEM")]
+    cacert: Option<std::path::PathBuf>,
+    /// HTTPS: a client certificate (PEM) to present, with --key.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTCTL_CERT",
+        value_name = "PEM",
+        requires = "key"
+    )]
+    cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTCTL_KEY",
+        value_name = "PEM",
+        requires = "cert"
+    )]
+    key: Option<std::path::PathBuf>,
+    /// A bearer token for an API started with --tokens.
+    #[arg(long, global = true, env = "RAFTCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -216,10 +241,15 @@ async fn print_stream(
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let cfg = raft_http_client::ClientConfig {
+    let mut cfg = raft_http_client::ClientConfig {
         timeout: Duration::from_secs(cli.timeout.max(1)),
+        token: cli.token.clone(),
         ..raft_http_client::ClientConfig::default()
     };
+    if let Some(ca) = &cli.cacert {
+        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+        cfg = cfg.with_tls_files(ca, identity)?;
+    }
     let c = Client::with_config(&cli.endpoints, cfg)?;
     let j = cli.json;
     match cli.command {

@@ -34,7 +34,17 @@ fn drain(bytes: &[u8]) -> (usize, bool) {
     }
 }
 
+/// `RAFT_FUZZ_CASES=<n>` for the long mode (see `tests/fuzz.rs`).
+fn cases() -> u32 {
+    std::env::var("RAFT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
     #[test]
     fn arbitrary_bytes_never_panic_or_overallocate(bytes in proptest::collection::vec(any::<u8>(), 0..20_000)) {
         drain(&bytes);
