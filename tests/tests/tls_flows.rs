@@ -113,7 +113,12 @@ async fn a_node_joins_over_https_with_its_certificate_and_the_cluster_restarts_i
     // A rolling restart: every node stopped and started in turn, writes in between.
     for i in 0..c.apis.len() {
         c.stop(i);
-        c.spawn(i);
+        if i < 3 {
+            c.spawn(i);
+        } else {
+            // Not in peers.json: it restarts as it started, from its own data.
+            c.spawn_joining(i, 0);
+        }
         c.wait_ready().await;
         kv.put("k", format!("after restarting {i}")).await.unwrap();
     }

@@ -39,22 +39,22 @@ struct Cli {
     cacert: Option<std::path::PathBuf>,
     /// HTTPS: a client certificate (PEM) to present, with --key.
     #[arg(
-        long,
+        long = "cert",
         global = true,
         env = "RAFTCTL_CERT",
         value_name = "PEM",
-        requires = "key"
+        requires = "key_file"
     )]
-    cert: Option<std::path::PathBuf>,
+    cert_file: Option<std::path::PathBuf>,
     /// The private key (PEM) of --cert.
     #[arg(
-        long,
+        long = "key",
         global = true,
         env = "RAFTCTL_KEY",
         value_name = "PEM",
-        requires = "cert"
+        requires = "cert_file"
     )]
-    key: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
     /// A bearer token for an API started with --tokens.
     #[arg(long, global = true, env = "RAFTCTL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -247,7 +247,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         ..raft_http_client::ClientConfig::default()
     };
     if let Some(ca) = &cli.cacert {
-        let identity = cli.cert.as_deref().zip(cli.key.as_deref());
+        let identity = cli.cert_file.as_deref().zip(cli.key_file.as_deref());
         cfg = cfg.with_tls_files(ca, identity)?;
     }
     let c = Client::with_config(&cli.endpoints, cfg)?;
