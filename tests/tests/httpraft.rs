@@ -573,7 +573,7 @@ async fn v1_writes_on_a_follower_redirect_to_the_leader_and_ops_endpoints_report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn httpraft_dev_starts_a_working_local_cluster_and_stops_cleanly_on_ctrl_c() {
+async fn httpraft_dev_starts_a_working_local_cluster_with_tls_and_stops_cleanly_on_ctrl_c() {
     use std::io::{BufRead, BufReader};
     let data = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(common::binary())
@@ -596,19 +596,34 @@ async fn httpraft_dev_starts_a_working_local_cluster_and_stops_cleanly_on_ctrl_c
     let start = Instant::now();
     while urls.len() < 3 {
         let line = rx.recv_timeout(DEADLINE).expect("dev prints its nodes");
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("https://")) {
             if line.starts_with("node ") {
                 urls.push(url.to_string());
             }
         }
         assert!(start.elapsed() < DEADLINE);
     }
-    let http = reqwest::Client::new();
+    // HTTPS with the throwaway CA it wrote under the data directory.
+    let ca = std::fs::read(data.path().join("certs").join("ca.pem")).unwrap();
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let plain = reqwest::Client::new()
+        .get(urls[0].replace("https://", "http://") + "/healthz")
+        .send()
+        .await;
+    assert!(
+        plain.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plain HTTP must not work"
+    );
     let start = Instant::now();
-    let mut target = urls[0].trim_start_matches("http://").to_string();
+    let mut target = urls[0].trim_start_matches("https://").to_string();
     loop {
         let r = http
-            .post(format!("http://{target}/request"))
+            .post(format!("https://{target}/request"))
             .json(&json!({"entry": "from dev"}))
             .send()
             .await;

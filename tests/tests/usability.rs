@@ -495,6 +495,7 @@ async fn dev_on_fixed_ports_aims_its_samples_at_the_leader_and_stops_and_starts_
     let data = tempfile::tempdir().unwrap();
     let base = free_base_port();
     let mut dev = Dev::start(&[
+        "--plaintext",
         "--base-port",
         &base.to_string(),
         "--data-dir",

@@ -498,6 +498,8 @@ fn free_listener() -> Result<StdListener, String> {
 /// The nodes of `httpraft dev`: where each listens, and the running ones.
 struct DevCluster {
     base: PathBuf,
+    /// The throwaway certificates (`ca.pem`, `node-<id>.pem`/`.key`), unless plaintext.
+    certs: Option<PathBuf>,
     cluster_id: String,
     peers: BTreeMap<u64, Peer>,
     running: BTreeMap<u64, Running>,
@@ -513,15 +515,43 @@ impl DevCluster {
         );
         settings::apply_tuning(&mut node, opts)?;
         let api = self.api(id);
+        let (api_tls, peer_api) = match &self.certs {
+            None => (None, raft_http_client::ClientConfig::default()),
+            Some(dir) => {
+                let files = raft_net::TlsFiles {
+                    cert: dir.join(format!("node-{id}.pem")),
+                    key: dir.join(format!("node-{id}.key")),
+                    ca: dir.join("ca.pem"),
+                };
+                node.net.tls = Some(std::sync::Arc::new(
+                    raft_net::PeerTls::load(&self.cluster_id, id, files.clone())
+                        .map_err(|e| e.to_string())?,
+                ));
+                let peer_api = raft_http_client::ClientConfig::default()
+                    .with_tls_files(&files.ca, Some((&files.cert, &files.key)))
+                    .map_err(|e| e.to_string())?;
+                let api_tls = raft_net::ServerTls::load(&self.cluster_id, files, None, false)
+                    .map_err(|e| e.to_string())?;
+                (Some(std::sync::Arc::new(api_tls)), peer_api)
+            }
+        };
         Ok(NodeSettings {
             node,
             http: settings::http_config(opts)?,
             api_listen: settings::resolve(&api)?,
-            api_tls: None,
+            api_tls,
             access: std::sync::Arc::new(raft_http::Access::open()),
-            peer_api: raft_http_client::ClientConfig::default(),
+            peer_api,
             store: settings::store_config(opts),
         })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn api(&self, id: u64) -> String {
@@ -591,7 +621,8 @@ impl DevCluster {
                 }
             };
             println!(
-                "node {id}: http://{}  {state}",
+                "node {id}: {}://{}  {state}",
+                self.scheme(),
                 p.api.as_deref().unwrap_or("")
             );
         }
@@ -717,9 +748,44 @@ fn private_temp_builder() -> tempfile::Builder<'static, 'static> {
     b
 }
 
+/// The dev cluster's throwaway CA and node certificates under `dir` (made once, reused
+/// when the data directory is).
+fn dev_certs(dir: &std::path::Path, cluster: &str, ids: &[u64]) -> Result<(), String> {
+    use raft_net::certs::{Ca, Validity};
+    let ca_cert = dir.join("ca.pem");
+    if ca_cert.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let ca = Ca::generate(cluster, Validity::days(30)).map_err(|e| e.to_string())?;
+    let write = |name: String, text: &str| {
+        let path = dir.join(&name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {name}: {e}"))?;
+        #[cfg(unix)]
+        if name.ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot restrict {name}: {e}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    write("ca.key".into(), ca.key_pem())?;
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    for id in ids {
+        let n = ca
+            .issue_node(cluster, *id, &hosts, Validity::days(30))
+            .map_err(|e| e.to_string())?;
+        write(format!("node-{id}.pem"), &n.cert_pem)?;
+        write(format!("node-{id}.key"), &n.key_pem)?;
+    }
+    // Last: its presence means the rest is there.
+    write("ca.pem".into(), ca.cert_pem())
+}
+
 async fn run_dev(
     data_dir: Option<PathBuf>,
     base_port: Option<u16>,
+    plaintext: bool,
     opts: &Options,
 ) -> Result<(), String> {
     let base = match data_dir {
@@ -731,12 +797,22 @@ async fn run_dev(
     };
     let mut signals = Signals::listen();
     let DevAddresses { peers, listeners } = dev_addresses(base_port)?;
+    let cluster_id = opts
+        .cluster_id
+        .clone()
+        .unwrap_or_else(|| "httpraft-dev".into());
+    let certs = if plaintext {
+        None
+    } else {
+        let dir = base.join("certs");
+        let ids: Vec<u64> = peers.keys().copied().collect();
+        dev_certs(&dir, &cluster_id, &ids)?;
+        Some(dir)
+    };
     let mut c = DevCluster {
         base: base.clone(),
-        cluster_id: opts
-            .cluster_id
-            .clone()
-            .unwrap_or_else(|| "httpraft-dev".into()),
+        certs,
+        cluster_id,
         peers,
         running: BTreeMap::new(),
     };
@@ -752,12 +828,30 @@ async fn run_dev(
         Some(l) => println!("node {l} leads; try:"),
         None => println!("no leader yet; try (with -L, any node forwards to the leader):"),
     }
-    println!("  curl -sL -XPOST http://{target}/v1/log -d '{{\"entry\": \"hello\"}}'");
-    println!("  curl -s 'http://{target}/v1/log?from=1'");
-    println!("  curl -sL -XPUT http://{target}/v1/kv/greeting -d '{{\"value\": \"hi\"}}'");
-    println!("  curl -sL http://{target}/v1/kv/greeting");
-    println!("  curl -s http://{target}/v1/status");
-    println!("the live dashboard: http://{}/ui", c.api(0));
+    let scheme = c.scheme();
+    let curl = match &c.certs {
+        Some(dir) => format!("curl --cacert {}", dir.join("ca.pem").display()),
+        None => "curl".to_string(),
+    };
+    println!("  {curl} -sL -XPOST {scheme}://{target}/v1/log -d '{{\"entry\": \"hello\"}}'");
+    println!("  {curl} -s '{scheme}://{target}/v1/log?from=1'");
+    println!("  {curl} -sL -XPUT {scheme}://{target}/v1/kv/greeting -d '{{\"value\": \"hi\"}}'");
+    println!("  {curl} -sL {scheme}://{target}/v1/kv/greeting");
+    println!("  {curl} -s {scheme}://{target}/v1/status");
+    match &c.certs {
+        Some(dir) => {
+            println!(
+                "members speak mutual TLS and the API is HTTPS, with throwaway certificates of a dev CA in {} (raftctl: --cacert {}; httpraft dev --plaintext for plain HTTP)",
+                dir.display(),
+                dir.join("ca.pem").display()
+            );
+            println!(
+                "the live dashboard: {scheme}://{}/ui (a browser does not know the dev CA: import ca.pem, or accept the warning)",
+                c.api(0)
+            );
+        }
+        None => println!("the live dashboard: {scheme}://{}/ui", c.api(0)),
+    }
     println!("type `stop <id>` / `start <id>` to stop and restart a node, `status` to see who leads; Ctrl-C stops everything");
     let mut commands = dev_commands();
     let signal = signals.recv();
@@ -836,9 +930,10 @@ async fn async_main(cli: Cli, opts: Options) -> ExitCode {
             Some(Command::Dev {
                 data_dir,
                 base_port,
+                plaintext,
             }),
             _,
-        ) => run_dev(data_dir, base_port, &opts).await,
+        ) => run_dev(data_dir, base_port, plaintext, &opts).await,
         (
             Some(Command::Restore {
                 from,

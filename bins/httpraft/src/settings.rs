@@ -42,6 +42,10 @@ pub enum Command {
         /// ports picked at random].
         #[arg(long)]
         base_port: Option<u16>,
+        /// Plain TCP between the nodes and plain HTTP for the API, instead of TLS with
+        /// throwaway certificates (written under the data directory's `certs/`).
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Seed a new node's data directory from a backup (GET /v1/snapshot), as a member of the
     /// cluster the peers file describes. Run it for every node of the new cluster, from the
