@@ -68,6 +68,13 @@ struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// HTTPS (httpraft): the cluster's CA certificate (PEM); targets given without a
+    /// scheme are reached over https.
+    #[arg(long, value_name = "PEM")]
+    cacert: Option<std::path::PathBuf>,
+    /// A bearer token for an httpraft started with --tokens.
+    #[arg(long)]
+    token: Option<String>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -113,11 +120,20 @@ async fn find_leader(c: &Clients, args: &Args) -> Result<String, String> {
             }
         } else if let Ok(v) = c.raft.status(Some(t)).await {
             if let Some(api) = v["leader_api"].as_str() {
-                return Ok(format!("http://{api}"));
+                return Ok(format!("{}://{api}", scheme_of(t, args.cacert.is_some())));
             }
         }
     }
     Err("no leader found among the targets".into())
+}
+
+/// The scheme `target` is reached by (an address without one: https when a CA is given).
+fn scheme_of(target: &str, ca: bool) -> &'static str {
+    if target.starts_with("https://") || (!target.contains("://") && ca) {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// An error's kind, as counted in the report.
@@ -165,7 +181,7 @@ async fn one_request(
                 if a.success {
                     return Ok(());
                 }
-                let hint = format!("http://{}", a.leader);
+                let hint = format!("{}://{}", scheme_of(target, false), a.leader);
                 if a.leader.is_empty() || hint == *target {
                     return Err("not-committed".into());
                 }
@@ -212,15 +228,19 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 async fn run(args: Args) -> Result<(), String> {
     let timeout = Duration::from_secs_f64(args.timeout);
     let client = Clients {
-        raft: raft_http_client::Client::with_config(
-            &args.targets,
-            raft_http_client::ClientConfig {
+        raft: raft_http_client::Client::with_config(&args.targets, {
+            let cfg = raft_http_client::ClientConfig {
                 timeout,
                 // Every failure is counted, none hidden by a retry.
                 retries: 0,
+                token: args.token.clone(),
                 ..Default::default()
-            },
-        )
+            };
+            match &args.cacert {
+                Some(ca) => cfg.with_tls_files(ca, None).map_err(|e| e.to_string())?,
+                None => cfg,
+            }
+        })
         .map_err(|e| e.to_string())?,
         etcd: reqwest::Client::builder()
             .pool_max_idle_per_host(args.clients.max(1))
