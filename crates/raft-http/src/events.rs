@@ -208,7 +208,7 @@ async fn run_sampler(st: AppState) {
         raft_http_client::ClientConfig {
             timeout: MEMBER_TIMEOUT,
             retries: 0,
-            ..st.peer_api.clone()
+            ..(*st.peer_api).clone()
         },
     );
     let Ok(client) = client else {

@@ -72,7 +72,8 @@ pub struct AppState {
     pub(crate) access: Arc<crate::auth::Access>,
     /// How this node reaches the other members' APIs (the dashboard's sampler): the URL
     /// scheme, and the client's TLS settings.
-    pub(crate) peer_api: raft_http_client::ClientConfig,
+    /// Shared, not copied: the state is cloned for every request, and this holds PEM bytes.
+    pub(crate) peer_api: Arc<raft_http_client::ClientConfig>,
     /// Whether the API is served over TLS (redirects name `https://`).
     pub(crate) https: bool,
 }
@@ -95,7 +96,7 @@ impl AppState {
             long_polls: Arc::default(),
             dashboard: Arc::default(),
             access: Arc::new(crate::auth::Access::open()),
-            peer_api: raft_http_client::ClientConfig::default(),
+            peer_api: Arc::default(),
             https: false,
         }
     }
@@ -110,7 +111,7 @@ impl AppState {
     /// How this node calls the other members' APIs (for the dashboard): with TLS and this
     /// node's certificate when the API is HTTPS.
     pub fn with_peer_api(mut self, cfg: raft_http_client::ClientConfig) -> Self {
-        self.peer_api = cfg;
+        self.peer_api = Arc::new(cfg);
         self
     }
 
