@@ -83,7 +83,12 @@ fn write_new(path: &Path, text: &str, secret: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn write_pair(dir: &Path, name: &str, issued: &Issued) -> Result<(PathBuf, PathBuf), String> {
+/// Writes `<name>.pem` and `<name>.key` (mode 0600) under `dir`, refusing to overwrite.
+pub(crate) fn write_pair(
+    dir: &Path,
+    name: &str,
+    issued: &Issued,
+) -> Result<(PathBuf, PathBuf), String> {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     for p in [&cert, &key] {

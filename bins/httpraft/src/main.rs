@@ -515,33 +515,20 @@ impl DevCluster {
         );
         settings::apply_tuning(&mut node, opts)?;
         let api = self.api(id);
-        let (api_tls, peer_api) = match &self.certs {
-            None => (None, raft_http_client::ClientConfig::default()),
-            Some(dir) => {
-                let files = raft_net::TlsFiles {
-                    cert: dir.join(format!("node-{id}.pem")),
-                    key: dir.join(format!("node-{id}.key")),
-                    ca: dir.join("ca.pem"),
-                };
-                node.net.tls = Some(std::sync::Arc::new(
-                    raft_net::PeerTls::load(&self.cluster_id, id, files.clone())
-                        .map_err(|e| e.to_string())?,
-                ));
-                let peer_api = raft_http_client::ClientConfig::default()
-                    .with_tls_files(&files.ca, Some((&files.cert, &files.key)))
-                    .map_err(|e| e.to_string())?;
-                let api_tls = raft_net::ServerTls::load(&self.cluster_id, files, None, false)
-                    .map_err(|e| e.to_string())?;
-                (Some(std::sync::Arc::new(api_tls)), peer_api)
-            }
-        };
+        let files = self.certs.as_ref().map(|dir| raft_net::TlsFiles {
+            cert: dir.join(format!("node-{id}.pem")),
+            key: dir.join(format!("node-{id}.key")),
+            ca: dir.join("ca.pem"),
+        });
+        let tls = settings::node_tls(&self.cluster_id, id, files, false, None, false)?;
+        node.net.tls = tls.peer;
         Ok(NodeSettings {
             node,
             http: settings::http_config(opts)?,
             api_listen: settings::resolve(&api)?,
-            api_tls,
+            api_tls: tls.api,
             access: std::sync::Arc::new(raft_http::Access::open()),
-            peer_api,
+            peer_api: tls.client,
             store: settings::store_config(opts),
         })
     }
@@ -751,35 +738,25 @@ fn private_temp_builder() -> tempfile::Builder<'static, 'static> {
 /// The dev cluster's throwaway CA and node certificates under `dir` (made once, reused
 /// when the data directory is).
 fn dev_certs(dir: &std::path::Path, cluster: &str, ids: &[u64]) -> Result<(), String> {
-    use raft_net::certs::{Ca, Validity};
-    let ca_cert = dir.join("ca.pem");
-    if ca_cert.exists() {
+    use raft_net::certs::{Ca, Issued, Validity};
+    // Written last: its presence means the rest is there.
+    if dir.join("ca.key").exists() {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ca = Ca::generate(cluster, Validity::days(30)).map_err(|e| e.to_string())?;
-    let write = |name: String, text: &str| {
-        let path = dir.join(&name);
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {name}: {e}"))?;
-        #[cfg(unix)]
-        if name.ends_with(".key") {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("cannot restrict {name}: {e}"))?;
-        }
-        Ok::<(), String>(())
-    };
-    write("ca.key".into(), ca.key_pem())?;
     let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
     for id in ids {
         let n = ca
             .issue_node(cluster, *id, &hosts, Validity::days(30))
             .map_err(|e| e.to_string())?;
-        write(format!("node-{id}.pem"), &n.cert_pem)?;
-        write(format!("node-{id}.key"), &n.key_pem)?;
+        certs::write_pair(dir, &format!("node-{id}"), &n)?;
     }
-    // Last: its presence means the rest is there.
-    write("ca.pem".into(), ca.cert_pem())
+    let issued = Issued {
+        cert_pem: ca.cert_pem().to_string(),
+        key_pem: ca.key_pem().to_string(),
+    };
+    certs::write_pair(dir, "ca", &issued).map(drop)
 }
 
 async fn run_dev(

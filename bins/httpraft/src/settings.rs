@@ -525,27 +525,64 @@ pub fn tls_files(opts: &Options) -> Result<Option<raft_net::TlsFiles>, String> {
 /// How this node calls members' APIs (to join, for the dashboard): over HTTPS with its own
 /// certificate, which makes it a member there, when the API is HTTPS.
 pub fn api_client_config(opts: &Options) -> Result<raft_http_client::ClientConfig, String> {
+    member_client(tls_files(opts)?.as_ref(), opts.api_plaintext)
+}
+
+fn member_client(
+    files: Option<&raft_net::TlsFiles>,
+    api_plaintext: bool,
+) -> Result<raft_http_client::ClientConfig, String> {
     let base = raft_http_client::ClientConfig::default();
-    match tls_files(opts)? {
-        Some(f) if !opts.api_plaintext => base
+    match files {
+        Some(f) if !api_plaintext => base
             .with_tls_files(&f.ca, Some((&f.cert, &f.key)))
             .map_err(|e| e.to_string()),
         _ => Ok(base),
     }
 }
 
-/// Peer TLS for node `id` of `cluster`, if the options name its files.
-fn peer_tls(
-    opts: &Options,
+/// A node's TLS, from its files.
+pub struct NodeTls {
+    /// Mutual TLS with the other members.
+    pub peer: Option<std::sync::Arc<raft_net::PeerTls>>,
+    /// HTTPS for the API (none when the API is plain HTTP).
+    pub api: Option<std::sync::Arc<raft_net::ServerTls>>,
+    /// How the node calls the members' APIs.
+    pub client: raft_http_client::ClientConfig,
+}
+
+/// The TLS of node `id` of `cluster` from `files` (none: plaintext everywhere); the API
+/// stays plain HTTP with `api_plaintext`, and takes client certificates of `client_ca` too
+/// (required with `require_client_cert`).
+pub fn node_tls(
     cluster: &str,
     id: u64,
-) -> Result<Option<std::sync::Arc<raft_net::PeerTls>>, String> {
-    match tls_files(opts)? {
-        None => Ok(None),
-        Some(files) => raft_net::PeerTls::load(cluster, id, files)
-            .map(|t| Some(std::sync::Arc::new(t)))
-            .map_err(|e| e.to_string()),
-    }
+    files: Option<raft_net::TlsFiles>,
+    api_plaintext: bool,
+    client_ca: Option<PathBuf>,
+    require_client_cert: bool,
+) -> Result<NodeTls, String> {
+    let Some(files) = files else {
+        return Ok(NodeTls {
+            peer: None,
+            api: None,
+            client: raft_http_client::ClientConfig::default(),
+        });
+    };
+    let client = member_client(Some(&files), api_plaintext)?;
+    let peer = raft_net::PeerTls::load(cluster, id, files.clone()).map_err(|e| e.to_string())?;
+    let api = if api_plaintext {
+        None
+    } else {
+        let tls = raft_net::ServerTls::load(cluster, files, client_ca, require_client_cert)
+            .map_err(|e| e.to_string())?;
+        Some(std::sync::Arc::new(tls))
+    };
+    Ok(NodeTls {
+        peer: Some(std::sync::Arc::new(peer)),
+        api,
+        client,
+    })
 }
 
 /// Tuning, HTTP and store settings on top of a node's identity and peers.
@@ -555,7 +592,15 @@ fn finish_settings(
     api: &str,
 ) -> Result<NodeSettings, String> {
     apply_tuning(&mut node, opts)?;
-    node.net.tls = peer_tls(opts, &node.cluster_id, node.id)?;
+    let tls = node_tls(
+        &node.cluster_id,
+        node.id,
+        tls_files(opts)?,
+        opts.api_plaintext,
+        opts.api_client_ca.clone(),
+        opts.api_require_client_cert,
+    )?;
+    node.net.tls = tls.peer;
     node.autopilot = autopilot_config(opts)?;
     if let Some(l) = &opts.raft_listen {
         node.raft_listen = Some(resolve(l)?);
@@ -565,30 +610,17 @@ fn finish_settings(
         http.max_log_entries = n.max(1);
         node.max_retrieve_entries = n.max(1);
     }
-    let cluster = node.cluster_id.clone();
-    let api_tls = match tls_files(opts)? {
-        Some(files) if !opts.api_plaintext => Some(std::sync::Arc::new(
-            raft_net::ServerTls::load(
-                &cluster,
-                files,
-                opts.api_client_ca.clone(),
-                opts.api_require_client_cert,
-            )
-            .map_err(|e| e.to_string())?,
-        )),
-        _ => None,
-    };
     let access = match &opts.tokens {
         None => raft_http::Access::open(),
-        Some(f) => raft_http::Access::with_tokens(f.clone(), &cluster, opts.metrics_public)?,
+        Some(f) => raft_http::Access::with_tokens(f.clone(), opts.metrics_public)?,
     };
     Ok(NodeSettings {
         node,
         http,
         api_listen: resolve(api)?,
-        api_tls,
+        api_tls: tls.api,
         access: std::sync::Arc::new(access),
-        peer_api: api_client_config(opts)?,
+        peer_api: tls.client,
         store: store_config(opts),
     })
 }

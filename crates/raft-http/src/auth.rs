@@ -165,7 +165,6 @@ pub struct Access {
     file: Option<PathBuf>,
     tokens: RwLock<Arc<Tokens>>,
     metrics_public: bool,
-    cluster: String,
 }
 
 impl Access {
@@ -175,23 +174,17 @@ impl Access {
             file: None,
             tokens: RwLock::default(),
             metrics_public: true,
-            cluster: String::new(),
         }
     }
 
-    /// The tokens of `file` (members of `cluster` are recognised by their certificates);
-    /// `/metrics` needs a `read` token unless `metrics_public`.
-    pub fn with_tokens(
-        file: PathBuf,
-        cluster: &str,
-        metrics_public: bool,
-    ) -> Result<Access, String> {
+    /// The tokens of `file`; `/metrics` needs a `read` token unless `metrics_public`.
+    /// (Members are recognised by the certificates the HTTPS server names in each request.)
+    pub fn with_tokens(file: PathBuf, metrics_public: bool) -> Result<Access, String> {
         let tokens = Tokens::from_file(&TokenFile::load(&file)?);
         Ok(Access {
             file: Some(file),
             tokens: RwLock::new(Arc::new(tokens)),
             metrics_public,
-            cluster: cluster.to_string(),
         })
     }
 
@@ -326,13 +319,6 @@ pub(crate) async fn check(State(st): State<AppState>, req: Request, next: Next) 
             ),
         )
         .into_response(),
-    }
-}
-
-impl Access {
-    /// The cluster whose members' certificates are recognised.
-    pub fn cluster(&self) -> &str {
-        &self.cluster
     }
 }
 

@@ -195,6 +195,36 @@ fn settings(e: impl std::fmt::Display) -> TlsError {
     TlsError::Settings(e.to_string())
 }
 
+/// What a reload swaps: readers take the current value, a reload replaces it.
+struct Swappable<T>(RwLock<Arc<T>>);
+
+impl<T> Swappable<T> {
+    fn new(value: T) -> Self {
+        Swappable(RwLock::new(Arc::new(value)))
+    }
+
+    fn get(&self) -> Arc<T> {
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, value: T) {
+        match self.0.write() {
+            Ok(mut c) => *c = Arc::new(value),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
+        }
+    }
+}
+
+/// The node of `cluster` the peer's certificate on a TLS connection names, if any.
+fn peer_node(conn: &rustls::CommonState, cluster: &str) -> Option<NodeId> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| certificate_node(c, cluster))
+}
+
 /// The client and server configurations built from one reading of the files.
 struct Configs {
     client: Arc<ClientConfig>,
@@ -207,7 +237,7 @@ pub struct PeerTls {
     cluster: String,
     id: NodeId,
     files: TlsFiles,
-    current: RwLock<Arc<Configs>>,
+    current: Swappable<Configs>,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -229,7 +259,7 @@ impl PeerTls {
             cluster: cluster.to_string(),
             id,
             files,
-            current: RwLock::new(Arc::new(configs)),
+            current: Swappable::new(configs),
         })
     }
 
@@ -269,24 +299,9 @@ impl PeerTls {
     /// Reads the files again; connections opened from now on use them. On error the
     /// material in use is kept.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let configs = Self::build(&self.cluster, self.id, &self.files)?;
-        match self.current.write() {
-            Ok(mut c) => *c = Arc::new(configs),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(configs),
-        }
+        self.current
+            .set(Self::build(&self.cluster, self.id, &self.files)?);
         Ok(())
-    }
-
-    fn configs(&self) -> Arc<Configs> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// The cluster whose members this material authenticates.
-    pub fn cluster(&self) -> &str {
-        &self.cluster
     }
 
     /// Opens TLS to node `peer` over `tcp`, and checks that the certificate it presents
@@ -298,15 +313,9 @@ impl PeerTls {
     ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let name = ServerName::try_from(peer_dns_name(peer))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let connector = tokio_rustls::TlsConnector::from(self.configs().client.clone());
+        let connector = tokio_rustls::TlsConnector::from(self.current.get().client.clone());
         let tls = connector.connect(name, tcp).await?;
-        let named = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| certificate_node(c, &self.cluster));
-        if named != Some(peer) {
+        if peer_node(tls.get_ref().1, &self.cluster) != Some(peer) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!(
@@ -327,14 +336,9 @@ impl PeerTls {
         tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
         Option<NodeId>,
     )> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.configs().server.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current.get().server.clone());
         let tls = acceptor.accept(tcp).await?;
-        let named = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| certificate_node(c, &self.cluster));
+        let named = peer_node(tls.get_ref().1, &self.cluster);
         Ok((tls, named))
     }
 }
@@ -347,7 +351,7 @@ pub struct ServerTls {
     files: TlsFiles,
     client_ca: Option<PathBuf>,
     require_client_cert: bool,
-    current: RwLock<Arc<ServerConfig>>,
+    current: Swappable<ServerConfig>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -376,7 +380,7 @@ impl ServerTls {
             files,
             client_ca,
             require_client_cert,
-            current: RwLock::new(Arc::new(config)),
+            current: Swappable::new(config),
         })
     }
 
@@ -426,10 +430,7 @@ impl ServerTls {
             self.client_ca.as_deref(),
             self.require_client_cert,
         )?;
-        match self.current.write() {
-            Ok(mut c) => *c = Arc::new(config),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(config),
-        }
+        self.current.set(config);
         Ok(())
     }
 
@@ -442,17 +443,10 @@ impl ServerTls {
         tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
         Option<NodeId>,
     )> {
-        let config = match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        let tls = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
-        let member = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| certificate_node(c, &self.cluster));
+        let tls = tokio_rustls::TlsAcceptor::from(self.current.get())
+            .accept(tcp)
+            .await?;
+        let member = peer_node(tls.get_ref().1, &self.cluster);
         Ok((tls, member))
     }
 }
