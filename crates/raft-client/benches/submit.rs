@@ -1,7 +1,9 @@
 //! Committed entries per second and submit latency through the API: a 3-node cluster in
 //! one process over loopback TCP, sync on, data under the cargo target directory.
 //! Run with `cargo bench -p raft-client`. `RAFT_BENCH_SECS` sets each run's length
-//! (default 3).
+//! (default 3); `RAFT_BENCH_SIZES` and `RAFT_BENCH_SUBMITTERS` (comma-separated) choose
+//! which runs to make (default 16,1024 bytes and 1,16,64,256,1024 submitters);
+//! `RAFT_BENCH_PIPELINE=0` waits for each write before stepping on (for comparison).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -27,7 +29,8 @@ async fn cluster(base: &Path) -> (Vec<RaftNode<LogIndex>>, RaftNode<LogIndex>) {
     for id in 1..=3 {
         let dir = base.join(format!("node-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = NodeConfig::new(id, "bench", peers.clone(), dir);
+        let mut cfg = NodeConfig::new(id, "bench", peers.clone(), dir);
+        cfg.pipeline_writes = std::env::var("RAFT_BENCH_PIPELINE").map_or(true, |v| v != "0");
         nodes.push(RaftNode::start(cfg, ReplicatedLog::new()).await.unwrap());
     }
     let leader = loop {
@@ -96,6 +99,14 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// A comma-separated list of numbers from the environment, or `default`.
+fn list(var: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
 fn main() {
     let secs: f64 = std::env::var("RAFT_BENCH_SECS")
         .ok()
@@ -112,8 +123,8 @@ fn main() {
         "{:>6} {:>11} {:>12} {:>9} {:>9} {:>7}",
         "size", "submitters", "commits/s", "p50 ms", "p99 ms", "errors"
     );
-    for size in [16usize, 1024] {
-        for submitters in [1usize, 16, 64, 256] {
+    for &size in &list("RAFT_BENCH_SIZES", &[16, 1024]) {
+        for &submitters in &list("RAFT_BENCH_SUBMITTERS", &[1, 16, 64, 256, 1024]) {
             rt.block_on(async {
                 let (nodes, leader) = cluster(&base).await;
                 let mut r = run(&leader, submitters, size, secs).await;

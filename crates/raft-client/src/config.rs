@@ -44,6 +44,10 @@ pub struct NodeConfig {
     pub raft: raft_core::Config,
     /// When the log is made durable. Default `SyncPolicy::Always`.
     pub sync: SyncPolicy,
+    /// Whether the node keeps stepping (acknowledgements, proposals, appends to followers)
+    /// while its writes are being made durable. Default `true`; `false` waits for each
+    /// write before going on (for comparison; it is slower and no safer).
+    pub pipeline_writes: bool,
     /// Log segment size. Default 64 MiB.
     pub segment_bytes: u64,
     /// Requests queued toward the node at most; past it, `submit` returns `Busy`.
@@ -181,6 +185,7 @@ impl NodeConfig {
             tick: Duration::from_millis(10),
             raft: raft_core::Config::new(id, voters),
             sync: SyncPolicy::Always,
+            pipeline_writes: true,
             segment_bytes: 64 << 20,
             request_queue: 16_384,
             max_pending_submits: 65_536,

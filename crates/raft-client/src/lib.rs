@@ -65,6 +65,7 @@ mod snapshot_transfer;
 mod snapshots;
 mod state_machine;
 mod storage;
+mod writes;
 
 pub use autopilot::{AutopilotConfig, AutopilotDecision, UnreachableAction};
 pub use backup::{restore_backup, Backup};

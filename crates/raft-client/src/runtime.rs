@@ -1,6 +1,7 @@
 //! The runtime task (the original's `Run`): owns the core node and drives it with ticks,
-//! peer messages and client commands; persists each `Ready` off the async threads; sends;
-//! applies; answers callers.
+//! peer messages and client commands; sends; hands each `Ready`'s writes to the write
+//! pipeline (`writes.rs`) and keeps stepping while they are made durable; applies;
+//! answers callers.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use crate::snapshot_transfer::Transfers;
 use crate::snapshots::{receive_streams, restore_at_start, Event, Snapshots};
 use crate::state_machine::StateMachine;
 use crate::storage::SharedStorage;
+use crate::writes::{Done, Write, WritePipeline};
 
 /// Inputs handled per turn at most before the node's output is processed.
 const MAX_INPUTS_PER_TURN: usize = 4096;
@@ -88,6 +90,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     seen_as_member: bool,
     autopilot: crate::autopilot::Autopilot,
     autopilot_ran: std::time::Instant,
+    /// Writes handed off by the core, being made durable while the node keeps stepping.
+    writes: WritePipeline,
 }
 
 /// A node's own tokio runtime: one worker thread (plus its blocking pool) that nothing but
@@ -272,7 +276,7 @@ async fn build<SM: StateMachine>(
     let rt = Runtime {
         cfg,
         node,
-        storage,
+        storage: storage.clone(),
         sm,
         transport,
         inbound,
@@ -299,6 +303,7 @@ async fn build<SM: StateMachine>(
         seen_as_member: !joining,
         autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
         autopilot_ran: std::time::Instant::now(),
+        writes: WritePipeline::new(storage),
     };
     Ok((rt, reader, storage_stats))
 }
@@ -343,6 +348,11 @@ impl<SM: StateMachine> Runtime<SM> {
                         }
                     }
                 }
+                done = self.writes.completed() => {
+                    if let Err(e) = self.on_written(done) {
+                        break e;
+                    }
+                }
             }
             if let Err(e) = self.process_ready().await {
                 break e;
@@ -352,6 +362,9 @@ impl<SM: StateMachine> Runtime<SM> {
     }
 
     async fn stop(mut self, why: Error) {
+        // A write in progress finishes before the store closes (its outcome no longer
+        // matters: nothing it promised will be sent).
+        let _ = self.writes.completed_if_any().await;
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(why.clone()));
         }
@@ -473,7 +486,10 @@ impl<SM: StateMachine> Runtime<SM> {
         }
     }
 
-    /// Carries out everything the core has for us, in the order the core requires.
+    /// Carries out everything the core has for us, in the order the core requires: messages
+    /// leave at once, writes go to the pipeline (their promises wait for them), committed
+    /// entries are applied. A `Ready` holding a snapshot is carried out whole, after every
+    /// earlier write.
     async fn process_ready(&mut self) -> Result<(), Error> {
         while self.node.has_ready() {
             let mut rd = self.node.ready();
@@ -485,35 +501,30 @@ impl<SM: StateMachine> Runtime<SM> {
                 self.on_soft_state(ss.role, ss.leader);
             }
             self.send_all(std::mem::take(&mut rd.messages));
-            let mut rd = self.persist(rd).await?;
-            if let Some(meta) = &rd.snapshot {
-                // Storage holds the snapshot now; the state machine follows it.
-                self.restore_installed(meta)?;
-                self.applied = meta.index;
-                self.readable.store(meta.index, Ordering::Release);
+            if rd.snapshot.is_some() || !self.cfg.pipeline_writes {
+                self.flush_writes().await?;
+                self.process_ready_in_place(rd).await?;
+                continue;
             }
-            self.send_all(std::mem::take(&mut rd.persisted_messages));
-            self.apply(rd.committed_entries).await;
-            if let Some(e) = self.sm.failure() {
-                return Err(Error::Storage(format!("the state machine failed: {e}")));
+            if rd.must_persist() || (self.writes.busy() && !rd.persisted_messages.is_empty()) {
+                self.writes.push(Write {
+                    mark: rd.persisted_mark(),
+                    entries: std::mem::take(&mut rd.entries),
+                    hard_state: rd.hard_state,
+                    must_sync: rd.must_sync,
+                    promises: std::mem::take(&mut rd.persisted_messages),
+                });
+            } else {
+                self.send_all(std::mem::take(&mut rd.persisted_messages));
             }
-            if rd.soft_state.is_some_and(|ss| ss.role != Role::Leader) {
-                self.fail_pending_submits();
+            let last = rd.committed_entries.last().map(|e| e.index);
+            self.apply(std::mem::take(&mut rd.committed_entries)).await;
+            if let Some(index) = last {
+                self.node.on_applied(index);
             }
-            for rs in rd.read_states {
-                let Some(reply) = self.reads.remove(&rs.id) else {
-                    continue;
-                };
-                match rs.outcome {
-                    ReadOutcome::Ready { index } => self.parked_reads.push((index, reply)),
-                    ReadOutcome::Aborted => {
-                        let _ = reply.send(Err(Error::LeadershipLost));
-                    }
-                }
-            }
-            self.release_reads();
-            self.node.advance();
+            self.after_apply(rd)?;
         }
+        self.writes.start();
         self.follow_membership();
         self.check_transfer();
         self.run_autopilot();
@@ -521,6 +532,73 @@ impl<SM: StateMachine> Runtime<SM> {
         self.maybe_take_snapshot(written).await;
         for reply in std::mem::take(&mut self.pending_backups) {
             let _ = reply.send(self.take_backup().await);
+        }
+        Ok(())
+    }
+
+    /// Carries out a `Ready` whole before going on (a snapshot to install, or writes not
+    /// pipelined): persist, promise, apply, advance.
+    async fn process_ready_in_place(&mut self, rd: raft_core::Ready) -> Result<(), Error> {
+        let mut rd = self.persist(rd).await?;
+        if let Some(meta) = &rd.snapshot {
+            // Storage holds the snapshot now; the state machine follows it.
+            self.restore_installed(meta)?;
+            self.applied = meta.index;
+            self.readable.store(meta.index, Ordering::Release);
+        }
+        self.send_all(std::mem::take(&mut rd.persisted_messages));
+        self.apply(std::mem::take(&mut rd.committed_entries)).await;
+        self.after_apply(rd)?;
+        self.node.advance();
+        Ok(())
+    }
+
+    /// What follows applying a `Ready`'s committed entries: a failed state machine stops
+    /// the node, a step-down fails the submits waiting here, reads are answered.
+    fn after_apply(&mut self, rd: raft_core::Ready) -> Result<(), Error> {
+        if let Some(e) = self.sm.failure() {
+            return Err(Error::Storage(format!("the state machine failed: {e}")));
+        }
+        if rd.soft_state.is_some_and(|ss| ss.role != Role::Leader) {
+            self.fail_pending_submits();
+        }
+        for rs in rd.read_states {
+            let Some(reply) = self.reads.remove(&rs.id) else {
+                continue;
+            };
+            match rs.outcome {
+                ReadOutcome::Ready { index } => self.parked_reads.push((index, reply)),
+                ReadOutcome::Aborted => {
+                    let _ = reply.send(Err(Error::LeadershipLost));
+                }
+            }
+        }
+        self.release_reads();
+        Ok(())
+    }
+
+    /// A batch of writes is durable: the core learns it, write by write, and each write's
+    /// promises leave.
+    fn on_written(&mut self, done: Result<Done, String>) -> Result<(), Error> {
+        let done = done.map_err(|e| {
+            tracing::error!(id = self.cfg.id, error = %e, "storage failed; stopping the node");
+            Error::Storage(e)
+        })?;
+        for (mark, promises) in done.acks {
+            if let Some((index, term)) = mark {
+                self.node.on_persisted(index, term);
+            }
+            self.send_all(promises);
+        }
+        Ok(())
+    }
+
+    /// Waits until every write handed to the pipeline is durable and acknowledged.
+    pub(crate) async fn flush_writes(&mut self) -> Result<(), Error> {
+        while self.writes.busy() {
+            self.writes.start();
+            let done = self.writes.completed().await;
+            self.on_written(done)?;
         }
         Ok(())
     }
@@ -1125,6 +1203,8 @@ mod tests {
             permit: limits.try_acquire(1).unwrap(),
         });
         rt.process_ready().await.unwrap();
+        // The leader's own write of the entry is durable before the acknowledgement comes.
+        rt.flush_writes().await.unwrap();
         let index = rt.node.last_index();
         assert_eq!(index, noop + 1);
 

@@ -421,11 +421,16 @@ impl<S: LogStore> Node<S> {
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::InstallSnapshot { .. }
-                    if self.cfg.check_quorum || self.cfg.pre_vote || !self.may_campaign() =>
+                    if self.cfg.check_quorum
+                        || self.cfg.pre_vote
+                        || !self.may_campaign()
+                        || !self.configs.latest().contains(m.from) =>
                 {
                     // Tell the stale leader about the newer term so that it steps down. (Without
-                    // pre-vote and check-quorum a voter would rather campaign; a node that may
-                    // not campaign, a learner, has no other way to end its leaderless term.)
+                    // pre-vote and check-quorum a voter would rather campaign; but a node that
+                    // may not campaign, a learner, has no other way to end its leaderless
+                    // term, and the campaigns of a voter whose configuration does not name
+                    // the stale leader never reach it.)
                     self.send(
                         m.from,
                         MessageBody::AppendEntriesResponse {
@@ -616,6 +621,31 @@ impl<S: LogStore> Node<S> {
         }
         let applying = self.log.applying();
         self.log.applied_to(applying);
+        self.configs.compact(self.log.applied);
+    }
+
+    /// Acknowledges that the entries handed out in `Ready`s up to `index` (whose term was
+    /// `term`, see [`Ready::persisted_mark`]) are durable, without acknowledging anything
+    /// else: the caller persists `Ready`s asynchronously, and keeps stepping the node and
+    /// taking further `Ready`s while earlier ones are being written.
+    ///
+    /// The caller must write `Ready`s in the order it took them, send each one's
+    /// `persisted_messages` only once its write (and every earlier one) is durable, and
+    /// carry out a `Ready` holding a snapshot only after every earlier write completed,
+    /// with [`advance`](Self::advance). A mark whose entries were replaced since they were
+    /// handed out (a later `Ready` rewrites them) acknowledges nothing.
+    pub fn on_persisted(&mut self, index: LogIndex, term: Term) {
+        self.log.stable_to(index, term);
+        if self.failure.is_none() && self.role == Role::Leader && self.maybe_commit() {
+            self.commit_broadcast = true;
+        }
+    }
+
+    /// Acknowledges that the committed entries handed out so far were applied up to
+    /// `index` (the companion of [`on_persisted`](Self::on_persisted) for a caller that
+    /// applies asynchronously). Indexes not handed out yet are not acknowledged.
+    pub fn on_applied(&mut self, index: LogIndex) {
+        self.log.applied_to(index);
         self.configs.compact(self.log.applied);
     }
 

@@ -42,6 +42,10 @@ pub struct ReadState {
 ///    [`read_states`](Self::read_states) once the applied index reaches each read's index;
 /// 5. call [`crate::Node::advance`].
 ///
+/// A caller that persists asynchronously replaces step 5 by acknowledging each write with
+/// [`crate::Node::on_persisted`] and each apply with [`crate::Node::on_applied`], and may
+/// take further `Ready`s meanwhile (see `on_persisted` for the rules).
+///
 /// When [`storage_error`](Self::storage_error) is set, everything else is empty: storage
 /// failed, the node stopped, and the caller must stop it too.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -73,6 +77,12 @@ pub struct Ready {
 }
 
 impl Ready {
+    /// The index and term of the last entry this `Ready` hands out for persistence: what
+    /// the caller passes to [`crate::Node::on_persisted`] once the write is durable.
+    pub fn persisted_mark(&self) -> Option<(LogIndex, crate::types::Term)> {
+        self.entries.last().map(|e| (e.index, e.term))
+    }
+
     /// Whether persisting this `Ready` requires a write.
     pub fn must_persist(&self) -> bool {
         self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()

@@ -637,6 +637,35 @@ fn without_pre_vote_or_check_quorum_a_voter_ignores_a_stale_leader_but_a_learner
 }
 
 #[test]
+fn without_pre_vote_or_check_quorum_a_voter_answers_a_stale_leader_its_configuration_omits() {
+    // Node 2 fell behind at a newer term with an old configuration {1, 2, 3}; the leader
+    // of term 1, node 7, joined later. Node 2's own campaigns go to 1 and 3 only, so they
+    // would never end node 7's term: node 2 must tell it the newer term.
+    let mut voter = lone_node(2, &[1, 2, 3], storage_with(&[1], 2, None), plain);
+    voter.step(msg(7, 2, 1, append(1, 1, vec![], 1)));
+    let out = drain(&mut voter);
+    assert!(
+        out.iter().any(|m| m.to == 7
+            && m.term == 2
+            && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
+        "{out:?}"
+    );
+    voter.step(msg(
+        7,
+        2,
+        1,
+        raft_core::MessageBody::Heartbeat {
+            commit: 1,
+            read_seq: 0,
+        },
+    ));
+    assert!(
+        drain(&mut voter).iter().any(|m| m.to == 7 && m.term == 2),
+        "a heartbeat is answered the same way"
+    );
+}
+
+#[test]
 fn a_snapshot_without_a_valid_configuration_falls_back_to_the_initial_one() {
     let mut store = MemStorage::new();
     store.apply_snapshot(&raft_core::SnapshotMeta {

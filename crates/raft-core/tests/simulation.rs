@@ -13,13 +13,18 @@
 //! its configuration, that a removed member never leads again, and that the commit index
 //! never passes what a quorum of the leader's configuration persisted.
 //!
+//! Half the seeds persist asynchronously, as the runtime does: a node keeps stepping and
+//! taking `Ready`s while earlier writes are still in progress, writes complete later and in
+//! order (acknowledged with `on_persisted`, their promises sent only then), applies are
+//! acknowledged with `on_applied`, and a crash loses every write in progress.
+//!
 //! `RAFT_SIM_SEEDS=N` runs N seeds per cluster size; `RAFT_SIM_SEED=S` replays seed S
-//! exactly. A failing run prints the seed to replay.
+//! exactly (`RAFT_SIM_ASYNC=0` or `1` forces the persistence mode, all else equal). A failing run prints the seed to replay.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
@@ -114,6 +119,15 @@ struct SimNode {
     pending: BTreeMap<(LogIndex, Term), Pending>,
     /// Reads in progress: id → the highest acknowledged write index when the read began.
     reads: BTreeMap<u64, LogIndex>,
+    /// Asynchronous writes in progress, oldest first: what each persists and promises.
+    writes: VecDeque<Write>,
+}
+
+/// A `Ready`'s write in progress (asynchronous persistence): its entries, hard state and
+/// the messages that may leave once it is durable, due to complete at `due`.
+struct Write {
+    rd: Ready,
+    due: u64,
 }
 
 struct Faults {
@@ -176,6 +190,10 @@ struct Sim {
     transfers: u64,
     /// The highest committed configuration entry noted.
     committed_configs_seen: LogIndex,
+    /// Whether nodes persist asynchronously (see the module's documentation).
+    async_writes: bool,
+    /// The longest a write takes to complete, in steps.
+    max_write_steps: u64,
 }
 
 impl Sim {
@@ -207,7 +225,21 @@ impl Sim {
             },
             compact_tail: rng.below(6),
         };
+        let async_writes = match std::env::var("RAFT_SIM_ASYNC").as_deref() {
+            Ok("0") => {
+                rng.chance(500);
+                false
+            }
+            Ok("1") => {
+                rng.chance(500);
+                true
+            }
+            _ => rng.chance(500),
+        };
+        let max_write_steps = 1 + rng.below(3 * STEPS_PER_TICK);
         let mut sim = Sim {
+            async_writes,
+            max_write_steps,
             seed,
             rng,
             ids: ids.clone(),
@@ -266,6 +298,7 @@ impl Sim {
             sm: SmState::default(),
             pending: BTreeMap::new(),
             reads: BTreeMap::new(),
+            writes: VecDeque::new(),
         };
         sn.node = Some(self.start_node(&sn.cfg, MemStorage::new(), 0));
         self.nodes.insert(id, sn);
@@ -485,6 +518,7 @@ impl Sim {
         self.deliver_due();
         let ids = self.ids.clone();
         for id in ids {
+            self.complete_writes(id);
             self.process_ready(id);
         }
         self.check_invariants();
@@ -580,6 +614,8 @@ impl Sim {
             }
         }
         n.down_until = now + down;
+        // Writes in progress never reached the disk.
+        n.writes.clear();
         n.pending.clear();
         n.reads.clear();
         self.digest.write_u64(id ^ 0xC0FFEE);
@@ -830,12 +866,23 @@ impl Sim {
             return;
         }
         let rd = node.ready();
+        if self.async_writes && rd.snapshot.is_none() {
+            self.process_ready_async(id, rd, crash_before);
+            return;
+        }
+        if self.async_writes {
+            // A snapshot is installed only once every earlier write is done.
+            self.complete_writes_until(id, u64::MAX);
+            if self.nodes[&id].node.is_none() {
+                return;
+            }
+        }
         let empty = rd == Ready::default();
         format!("{:?}", rd.hard_state).hash(&mut self.digest);
         (rd.entries.len(), rd.committed_entries.len()).hash(&mut self.digest);
         if let Some(ss) = rd.soft_state {
             if ss.role == Role::Leader {
-                let term = node.term();
+                let term = self.nodes[&id].node.as_ref().expect("live node").term();
                 self.on_new_leader(id, term);
             }
         }
@@ -868,6 +915,94 @@ impl Sim {
             }
         }
         self.maybe_snapshot(id, crash_while_snapshotting);
+    }
+
+    /// Carries out a `Ready` the way an asynchronous runtime does: messages leave now, the
+    /// write is queued behind earlier ones (its promises wait for it), committed entries are
+    /// applied and acknowledged at once.
+    fn process_ready_async(&mut self, id: NodeId, mut rd: Ready, crash_before: bool) {
+        let empty = rd == Ready::default();
+        format!("{:?}", rd.hard_state).hash(&mut self.digest);
+        (rd.entries.len(), rd.committed_entries.len()).hash(&mut self.digest);
+        if let Some(ss) = rd.soft_state {
+            if ss.role == Role::Leader {
+                let term = self.nodes[&id].node.as_ref().expect("live node").term();
+                self.on_new_leader(id, term);
+            }
+        }
+        for m in std::mem::take(&mut rd.messages) {
+            self.send(m);
+        }
+        if crash_before {
+            self.crash(id);
+            return;
+        }
+        let applied = Ready {
+            committed_entries: std::mem::take(&mut rd.committed_entries),
+            read_states: std::mem::take(&mut rd.read_states),
+            ..Ready::default()
+        };
+        let queued = !self.nodes[&id].writes.is_empty();
+        if rd.must_persist() || (queued && !rd.persisted_messages.is_empty()) {
+            // Writes complete in order: never before the one queued ahead.
+            let ahead = self.nodes[&id].writes.back().map_or(0, |w| w.due);
+            let due = (self.now + self.rng.below(self.max_write_steps)).max(ahead);
+            let n = self.nodes.get_mut(&id).expect("known node");
+            n.writes.push_back(Write { rd, due });
+        } else {
+            for m in std::mem::take(&mut rd.persisted_messages) {
+                self.send(m);
+            }
+        }
+        let last_applied = applied.committed_entries.last().map(|e| e.index);
+        self.apply(id, &applied);
+        let crash_while_snapshotting = self.rng.chance(self.faults.crash_per_mille * 20);
+        if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
+            if let Some(index) = last_applied {
+                node.on_applied(index);
+            }
+            if empty && node.has_ready() {
+                self.fail(format!(
+                    "node {id}: has_ready() stays true though ready() hands out nothing"
+                ));
+            }
+        }
+        self.maybe_snapshot(id, crash_while_snapshotting);
+    }
+
+    /// Completes the node's writes that are due, in order.
+    fn complete_writes(&mut self, id: NodeId) {
+        let now = self.now;
+        self.complete_writes_until(id, now);
+    }
+
+    /// Completes, in order, the node's writes due by `until`: each is persisted, its mark
+    /// acknowledged, then its promises sent. A crash may strike between two of them.
+    fn complete_writes_until(&mut self, id: NodeId, until: u64) {
+        loop {
+            let Some(n) = self.nodes.get_mut(&id) else {
+                return;
+            };
+            if n.node.is_none() || n.writes.front().is_none_or(|w| w.due > until) {
+                return;
+            }
+            let Some(w) = n.writes.pop_front() else {
+                return;
+            };
+            self.persist(id, &w.rd);
+            if self.rng.chance(self.faults.crash_per_mille) {
+                self.crash(id);
+                return;
+            }
+            if let Some((index, term)) = w.rd.persisted_mark() {
+                if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
+                    node.on_persisted(index, term);
+                }
+            }
+            for m in w.rd.persisted_messages {
+                self.send(m);
+            }
+        }
     }
 
     /// Snapshots the state machine and compacts the log once enough was applied since the
@@ -1266,6 +1401,7 @@ struct Outcome {
     reads: u64,
     leaders: usize,
     digest: u64,
+    async_writes: bool,
 }
 
 fn run_seed(seed: u64, nodes: u64, churn: bool) -> Outcome {
@@ -1278,6 +1414,7 @@ fn run_seed(seed: u64, nodes: u64, churn: bool) -> Outcome {
             reads: sim.reads_done,
             leaders: sim.leaders.len(),
             digest: sim.digest.finish(),
+            async_writes: sim.async_writes,
             conf_changes: sim.conf_changes,
             transfers: sim.transfers,
             removed: sim.removed.len(),
@@ -1300,11 +1437,15 @@ fn simulate(nodes: u64, churn: bool) {
     let mut elections = 0;
     let mut installed = 0;
     let (mut changes, mut transfers, mut removed) = (0, 0, 0);
+    let mut async_acked = 0;
     let seeds = seeds();
     for &seed in &seeds {
         let o = run_seed(seed, nodes, churn);
         installed += o.snapshots_installed;
         acked += o.acked;
+        if o.async_writes {
+            async_acked += o.acked;
+        }
         reads += o.reads;
         elections += o.leaders;
         changes += o.conf_changes;
@@ -1312,7 +1453,7 @@ fn simulate(nodes: u64, churn: bool) {
         removed += o.removed;
     }
     eprintln!(
-        "{} seeds, {nodes} nodes: {acked} acknowledged proposals, {reads} linearizable reads, {elections} leader terms, {installed} snapshots installed, {changes} membership changes, {removed} members removed, {transfers} leadership transfers",
+        "{} seeds, {nodes} nodes: {acked} acknowledged proposals ({async_acked} with asynchronous writes), {reads} linearizable reads, {elections} leader terms, {installed} snapshots installed, {changes} membership changes, {removed} members removed, {transfers} leadership transfers",
         seeds.len()
     );
     assert!(
@@ -1322,6 +1463,10 @@ fn simulate(nodes: u64, churn: bool) {
     assert!(
         !churn || seeds.len() < 20 || (changes > 0 && removed > 0 && transfers > 0),
         "churn changed no membership"
+    );
+    assert!(
+        seeds.len() < 20 || async_acked > 0,
+        "no run persisted asynchronously"
     );
     assert!(
         seeds.len() < 20 || installed > 0,

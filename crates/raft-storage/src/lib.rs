@@ -54,5 +54,5 @@ pub use reader::{ReadPlan, SegmentReader};
 pub use record::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 pub use segment::SEGMENT_EXT;
 pub use stats::{StatsSnapshot, StorageStats, SYNC_BUCKETS};
-pub use store::{LogStorage, WAL_DIR};
+pub use store::{LogStorage, PendingSync, SyncFailure, WAL_DIR};
 pub use vfs::{StdVfs, Vfs, VfsFile};

@@ -40,7 +40,8 @@ struct Loc {
 
 struct Segment {
     path: PathBuf,
-    file: Box<dyn VfsFile>,
+    /// Shared with [`PendingSync`]s, which make it durable outside the store's lock.
+    file: Arc<dyn VfsFile>,
     size: u64,
 }
 
@@ -73,8 +74,38 @@ pub struct LogStorage {
     dirty: bool,
 }
 
+/// The sync a [`LogStorage::write_deferred`] left to its caller.
+pub struct PendingSync {
+    file: Arc<dyn VfsFile>,
+    path: PathBuf,
+    stats: Arc<StorageStats>,
+}
+
+/// A [`PendingSync`] that failed: hand it to [`LogStorage::sync_failed`].
+#[derive(Debug)]
+pub struct SyncFailure {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for SyncFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sync {}: {}", self.path.display(), self.source)
+    }
+}
+
+impl PendingSync {
+    /// Makes the deferred write (and everything written to its segment before it) durable.
+    pub fn sync(self) -> Result<(), SyncFailure> {
+        timed_sync(&*self.file, &self.stats).map_err(|source| SyncFailure {
+            path: self.path,
+            source,
+        })
+    }
+}
+
 /// Syncs `file`, counting the call and its latency in `stats`.
-fn timed_sync(file: &mut dyn VfsFile, stats: &StorageStats) -> std::io::Result<()> {
+fn timed_sync(file: &dyn VfsFile, stats: &StorageStats) -> std::io::Result<()> {
     let t0 = std::time::Instant::now();
     let r = file.sync_data();
     stats.synced(t0.elapsed());
@@ -301,8 +332,8 @@ impl LogStorage {
                     }
                 }
             }
-            let file = self.vfs.open(&path).map_err(io_err("open", &path))?;
-            let mut seg = Segment {
+            let file = Arc::from(self.vfs.open(&path).map_err(io_err("open", &path))?);
+            let seg = Segment {
                 path: path.clone(),
                 file,
                 size: valid_len,
@@ -474,7 +505,7 @@ impl LogStorage {
         if let Err(e) = seg
             .file
             .append(&buf)
-            .and_then(|_| timed_sync(&mut *seg.file, &self.stats))
+            .and_then(|_| timed_sync(&*seg.file, &self.stats))
         {
             return self.fail("append to", path, e);
         }
@@ -594,7 +625,7 @@ impl LogStorage {
         self.stats.wrote(buf.len());
         seg.size += buf.len() as u64;
         if sync {
-            if let Err(e) = timed_sync(&mut *seg.file, &self.stats) {
+            if let Err(e) = timed_sync(&*seg.file, &self.stats) {
                 self.buf = buf;
                 return self.fail("sync", path, e);
             }
@@ -624,6 +655,43 @@ impl LogStorage {
         Ok(())
     }
 
+    /// Like [`write_batch`](Self::write_batch), but the sync, when one is needed, is left
+    /// to the caller: the returned [`PendingSync`] makes the write durable without the
+    /// store (so without holding whatever lock guards it), while the store goes on serving
+    /// reads and further writes. The entries are in the store's view at once, before they
+    /// are durable: the caller must not treat them as durable (acknowledge, apply, or
+    /// promise them) until the sync succeeded, and must report a failed sync with
+    /// [`sync_failed`](Self::sync_failed), which stops the store.
+    pub fn write_deferred(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<HardState>,
+        sync: bool,
+    ) -> Result<Option<PendingSync>, WriteError> {
+        self.write_batch(entries, hard_state, false)?;
+        // A write that filled its segment was synced when the next segment started.
+        if !sync || self.cfg.sync != SyncPolicy::Always || !self.dirty {
+            return Ok(None);
+        }
+        let Some(seg) = self.segments.get(&self.active) else {
+            return Err(WriteError::Failed);
+        };
+        Ok(Some(PendingSync {
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            stats: self.stats.clone(),
+        }))
+    }
+
+    /// Records that a [`PendingSync`] failed: the store stops (every later write is
+    /// refused) and the error to report is returned.
+    pub fn sync_failed(&mut self, failure: SyncFailure) -> WriteError {
+        match self.fail::<()>("sync", failure.path, failure.source) {
+            Err(e) => e,
+            Ok(()) => WriteError::Failed,
+        }
+    }
+
     /// Syncs the active segment if it holds unsynced writes.
     fn sync_if_dirty(&mut self) -> Result<(), WriteError> {
         if !self.dirty || self.cfg.sync != SyncPolicy::Always {
@@ -632,7 +700,7 @@ impl LogStorage {
         let Some(seg) = self.segments.get_mut(&self.active) else {
             return Err(WriteError::Failed);
         };
-        if let Err(e) = timed_sync(&mut *seg.file, &self.stats) {
+        if let Err(e) = timed_sync(&*seg.file, &self.stats) {
             let path = seg.path.clone();
             return self.fail("sync", path, e);
         }
@@ -670,13 +738,13 @@ impl LogStorage {
             Ok(())
         })();
         enc.map_err(|e| WriteError::Encode(e.to_string()))?;
-        let mut file = match self.vfs.create(&path) {
-            Ok(f) => f,
+        let file: Arc<dyn VfsFile> = match self.vfs.create(&path) {
+            Ok(f) => Arc::from(f),
             Err(e) => return self.fail("create", path, e),
         };
         if let Err(e) = file
             .append(&buf)
-            .and_then(|_| timed_sync(&mut *file, &self.stats))
+            .and_then(|_| timed_sync(&*file, &self.stats))
         {
             return self.fail("write", path, e);
         }

@@ -6,16 +6,17 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// An open file of the store.
+/// An open file of the store. Every operation takes `&self`, so that the store can make
+/// a file durable on one thread (outside its lock) while it appends on another.
 pub trait VfsFile: Send + Sync {
     /// Appends all of `buf` at the end of the file.
-    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    fn append(&self, buf: &[u8]) -> io::Result<()>;
     /// Makes the file's data durable (`fdatasync`).
-    fn sync_data(&mut self) -> io::Result<()>;
+    fn sync_data(&self) -> io::Result<()>;
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Cuts or extends the file to `len` bytes.
-    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
 }
 
 /// Directory-level operations of the store.
@@ -45,16 +46,16 @@ pub struct StdVfs;
 struct StdFile(File);
 
 impl VfsFile for StdFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        (&self.0).write_all(buf)
     }
-    fn sync_data(&mut self) -> io::Result<()> {
+    fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.0.read_exact_at(buf, offset)
     }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
+    fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
 }

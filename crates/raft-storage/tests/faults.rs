@@ -46,7 +46,7 @@ struct FaultyFile {
 }
 
 impl VfsFile for FaultyFile {
-    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
         if !Switches::take(&self.sw.appends_left) {
             let n = (self.sw.partial.load(Ordering::SeqCst).max(0) as usize).min(buf.len());
             self.inner.append(&buf[..n])?;
@@ -54,7 +54,7 @@ impl VfsFile for FaultyFile {
         }
         self.inner.append(buf)
     }
-    fn sync_data(&mut self) -> io::Result<()> {
+    fn sync_data(&self) -> io::Result<()> {
         if !Switches::take(&self.sw.syncs_left) {
             return Err(io::Error::from_raw_os_error(5)); // EIO
         }
@@ -63,7 +63,7 @@ impl VfsFile for FaultyFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_exact_at(buf, offset)
     }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
+    fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
     }
 }
@@ -220,4 +220,71 @@ fn losing_permission_to_create_the_next_segment_stops_the_store() {
         log.entries(1, acked + 1, u64::MAX).unwrap(),
         (1..=acked).map(entry).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_deferred_write_is_read_at_once_and_durable_once_its_sync_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sw = Switches::healthy();
+    let mut log = open_faulty(dir.path(), &sw, 64 << 20);
+    let pending = log
+        .write_deferred(&[entry(1), entry(2)], None, true)
+        .unwrap()
+        .expect("a write that must be synced leaves its sync to the caller");
+    assert_eq!(
+        log.last_index(),
+        2,
+        "the store's view has the entries at once"
+    );
+    // Meanwhile the store takes more writes; the one sync covers both.
+    let second = log.write_deferred(&[entry(3)], None, true).unwrap();
+    let syncs_before = sw.syncs_left.load(Ordering::SeqCst);
+    pending.sync().unwrap();
+    second.expect("a second pending sync").sync().unwrap();
+    assert_eq!(syncs_before - sw.syncs_left.load(Ordering::SeqCst), 2);
+    assert!(
+        log.write_deferred(&[entry(4)], None, false)
+            .unwrap()
+            .is_none(),
+        "a write that need not be synced leaves no sync"
+    );
+    drop(log);
+    assert_eq!(
+        reopen(dir.path()).entries(1, 5, u64::MAX).unwrap(),
+        (1..=4).map(entry).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_failed_deferred_sync_stops_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let sw = Switches::healthy();
+    let mut log = open_faulty(dir.path(), &sw, 64 << 20);
+    log.write(&[entry(1)], None).unwrap();
+    let pending = log
+        .write_deferred(&[entry(2)], None, true)
+        .unwrap()
+        .unwrap();
+    sw.syncs_left.store(0, Ordering::SeqCst);
+    let failure = pending.sync().expect_err("the sync fails");
+    assert!(!log.has_failed(), "the store learns of it from the caller");
+    match log.sync_failed(failure) {
+        WriteError::Io { op: "sync", .. } => {}
+        other => panic!("expected a sync error, got {other:?}"),
+    }
+    assert_stopped(&mut log);
+}
+
+#[test]
+fn a_deferred_write_that_starts_a_new_segment_is_synced_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sw = Switches::healthy();
+    // Tiny segments: every write fills one, and the store syncs it before the next.
+    let mut log = open_faulty(dir.path(), &sw, 64);
+    let big = Entry::normal(1, 1, vec![7u8; 200]);
+    assert!(
+        log.write_deferred(&[big], None, true).unwrap().is_none(),
+        "the write was synced when its segment was closed"
+    );
+    assert!(log.segment_count() >= 2);
 }

@@ -1,0 +1,159 @@
+//! Asynchronous storage writes: a caller that keeps stepping the node while `Ready`s are
+//! being written acknowledges each write with `on_persisted` and each apply with
+//! `on_applied`. The persist-before-promise rules hold as with `advance`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use raft_core::{LogIndex, MemStorage, Message, MessageBody, Node, NodeId, Ready};
+
+/// How many appends (with entries or not) `msgs` hold for `to`.
+fn appends_to(msgs: &[Message], to: NodeId) -> usize {
+    msgs.iter()
+        .filter(|m| m.to == to && matches!(m.body, MessageBody::AppendEntries { .. }))
+        .count()
+}
+
+/// A 3-node leader (id 1) with its no-op committed and applied, everything drained.
+fn leader() -> Node<MemStorage> {
+    let mut leader = lone_node(1, &ids(3), MemStorage::new(), plain);
+    make_leader(&mut leader);
+    drain(&mut leader);
+    for p in [2, 3] {
+        leader.step(msg(p, 1, 1, ack(1)));
+    }
+    drain(&mut leader);
+    assert_eq!(leader.commit_index(), 1);
+    leader
+}
+
+/// Writes a `Ready`'s entries and hard state to the node's storage, without telling it.
+fn write(node: &mut Node<MemStorage>, rd: &Ready) {
+    node.storage_mut().apply_ready(rd).unwrap();
+}
+
+fn committed_indexes(rd: &Ready) -> Vec<LogIndex> {
+    rd.committed_entries.iter().map(|e| e.index).collect()
+}
+
+#[test]
+fn a_quorum_of_followers_commits_while_the_leaders_own_write_is_in_progress() {
+    let mut leader = leader();
+    let (index, term) = leader.propose(&b"x"[..]).unwrap();
+    let rd = leader.ready();
+    assert_eq!(rd.persisted_mark(), Some((index, term)));
+    assert_eq!(appends_to(&rd.messages, 2), 1, "appends leave at once");
+    // Both followers persisted it; the leader's write has not finished.
+    for p in [2, 3] {
+        leader.step(msg(p, 1, term, ack(index)));
+    }
+    assert_eq!(leader.commit_index(), index, "two of three persisted it");
+    let rd2 = leader.ready();
+    assert!(
+        rd2.committed_entries.is_empty(),
+        "applied on the leader before its own copy is durable"
+    );
+    write(&mut leader, &rd);
+    leader.on_persisted(index, term);
+    let rd3 = leader.ready();
+    assert_eq!(committed_indexes(&rd3), vec![index]);
+}
+
+#[test]
+fn the_leaders_own_write_counts_toward_the_quorum_once_acknowledged() {
+    let mut leader = leader();
+    let (index, term) = leader.propose(&b"x"[..]).unwrap();
+    let rd = leader.ready();
+    leader.step(msg(2, 1, term, ack(index)));
+    assert_eq!(leader.commit_index(), 1, "one follower alone is no quorum");
+    write(&mut leader, &rd);
+    leader.on_persisted(index, term);
+    assert_eq!(leader.commit_index(), index, "the leader and one follower");
+    let rd2 = leader.ready();
+    assert_eq!(committed_indexes(&rd2), vec![index]);
+    assert!(
+        appends_to(&rd2.messages, 2) + appends_to(&rd2.messages, 3) > 0,
+        "the new commit index is broadcast"
+    );
+}
+
+#[test]
+fn later_readies_are_taken_while_earlier_writes_are_in_progress() {
+    let mut leader = leader();
+    let (a, term) = leader.propose(&b"a"[..]).unwrap();
+    let rd_a = leader.ready();
+    let (b, _) = leader.propose(&b"b"[..]).unwrap();
+    let rd_b = leader.ready();
+    assert_eq!(
+        rd_b.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![b],
+        "each entry is handed out once"
+    );
+    for p in [2, 3] {
+        leader.step(msg(p, 1, term, ack(b)));
+    }
+    write(&mut leader, &rd_a);
+    leader.on_persisted(a, term);
+    assert_eq!(
+        committed_indexes(&leader.ready()),
+        vec![a],
+        "only what is durable here is applied"
+    );
+    write(&mut leader, &rd_b);
+    leader.on_persisted(b, term);
+    assert_eq!(committed_indexes(&leader.ready()), vec![b]);
+}
+
+#[test]
+fn a_mark_for_entries_replaced_since_acknowledges_nothing() {
+    // A follower gets entries 2..3 of term 1, then, before that write completes, a new
+    // leader of term 2 replaces entry 3.
+    let mut f = lone_node(2, &ids(3), MemStorage::new(), plain);
+    f.step(msg(
+        1,
+        2,
+        1,
+        append(0, 0, entries_with_terms(&[1, 1, 1]), 0),
+    ));
+    let rd1 = f.ready();
+    assert_eq!(rd1.persisted_mark(), Some((3, 1)));
+    let mut replacing = entries_with_terms(&[1, 1, 2]);
+    replacing.drain(..2);
+    f.step(msg(3, 2, 2, append(2, 1, replacing, 0)));
+    let rd2 = f.ready();
+    assert_eq!(rd2.persisted_mark(), Some((3, 2)));
+    write(&mut f, &rd1);
+    f.on_persisted(3, 1);
+    assert_eq!(
+        f.status().persisted_index,
+        0,
+        "entry 3 of term 1 is no longer in the log: nothing may count as durable past what is still unwritten"
+    );
+    write(&mut f, &rd2);
+    f.on_persisted(3, 2);
+    assert_eq!(f.status().persisted_index, 3);
+}
+
+#[test]
+fn on_applied_acknowledges_only_entries_handed_out() {
+    let mut leader = leader();
+    let (index, term) = leader.propose(&b"x"[..]).unwrap();
+    let rd = leader.ready();
+    write(&mut leader, &rd);
+    leader.on_persisted(index, term);
+    for p in [2, 3] {
+        leader.step(msg(p, 1, term, ack(index)));
+    }
+    leader.on_applied(index);
+    assert_eq!(
+        leader.status().applied,
+        1,
+        "an entry not yet handed out for applying cannot be applied"
+    );
+    let rd = leader.ready();
+    assert_eq!(committed_indexes(&rd), vec![index]);
+    leader.on_applied(index);
+    assert_eq!(leader.status().applied, index);
+}
