@@ -11,6 +11,8 @@
 #        BEFORE=<dir> benchmarks/compare-etcd.sh  (also runs the httpraft binary in <dir>, e.g.
 #        an older commit's release build, as "before", in the same run, and prints a second
 #        table: before vs after)
+#        BATCH=100 benchmarks/compare-etcd.sh  (also runs httpraft's batched appends, 100
+#        entries per POST /v1/log, at each client count, and prints entries per second)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,7 @@ DURATION="${DURATION:-10}"
 VALUE_SIZE="${VALUE_SIZE:-64}"
 THREADS="${THREADS:-}"
 BEFORE="${BEFORE:-}"
+BATCH="${BATCH:-}"
 ETCD_ENV=()
 HR_ARGS=()
 if [ -n "$THREADS" ]; then
@@ -129,7 +132,7 @@ HR_SRV=("${HR_PIDS[@]}")
 
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
-run() { # name, op, clients, pids...
+run() { # name, op, clients, pids... (EXTRA_ARGS: more raft-bench arguments)
   local name=$1 op=$2 clients=$3; shift 3
   local targets=()
   if [ "$name" = etcd ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
@@ -139,7 +142,7 @@ run() { # name, op, clients, pids...
   before=$(cpu_ticks "$@")
   local out
   out=$("$BIN/raft-bench" "${targets[@]}" --op "$op" --clients "$clients" --duration "$DURATION" \
-        --value-size "$VALUE_SIZE" --leader-only --json --quiet)
+        --value-size "$VALUE_SIZE" --leader-only --json --quiet ${EXTRA_ARGS:-})
   after=$(cpu_ticks "$@")
   echo "{\"system\": \"$name\", \"cpu_ticks\": $((after - before)), \"result\": $out}" >>"$RESULTS"
   echo "  $name, $clients clients: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f req/s, p99 %.2f ms, errors %d" % (r["throughput"], r["latency_ms"]["p99"], r["errors"]))')" >&2
@@ -150,6 +153,7 @@ for c in $CLIENTS; do
   run etcd etcd-put "$c" "${ETCD_SRV[@]}"
   run httpraft append "$c" "${HR_SRV[@]}"
   if [ -n "$BEFORE" ]; then run before append "$c" "${BF_PIDS[@]}"; fi
+  if [ -n "$BATCH" ]; then EXTRA_ARGS="--batch $BATCH" run batched append "$c" "${HR_SRV[@]}"; fi
 done
 
 python3 - "$RESULTS" "$(getconf CLK_TCK)" "$THREADS" <<'PY'
@@ -176,6 +180,22 @@ for c in sorted(by):
         er["latency_ms"]["p50"], hr["latency_ms"]["p50"],
         er["latency_ms"]["p99"], hr["latency_ms"]["p99"],
         er["errors"], hr["errors"], cpu_per_100k(e), cpu_per_100k(h)))
+if any("batched" in v for v in by.values()):
+    print()
+    print("httpraft batched appends (POST /v1/log {\"entries\": [...]}), same run")
+    hdr = "| clients | entries per request | requests/s | entries/s | p50 ms | p99 ms | errors | CPU s per 100k entries |"
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for c in sorted(by):
+        b = by[c].get("batched")
+        if not b:
+            continue
+        br = b["result"]
+        n = br["ok"] * br["batch"]
+        cpu = (b["cpu_ticks"] / hz) / n * 100000 if n else float("nan")
+        print("| %d | %d | %.0f | %.0f | %.2f | %.2f | %d | %.2f |" % (
+            c, br["batch"], br["throughput"], br["entries_per_sec"],
+            br["latency_ms"]["p50"], br["latency_ms"]["p99"], br["errors"], cpu))
 if any("before" in v for v in by.values()):
     print()
     print("httpraft before vs after, same run")

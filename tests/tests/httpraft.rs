@@ -744,3 +744,54 @@ async fn raft_bench_drives_a_cluster_and_reports_what_it_measured() {
     let entries = log["entries"].as_array().unwrap();
     assert!(entries.iter().filter(|e| e["kind"] == "entry").count() >= 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_entries_posted_at_once_commits_in_order_at_consecutive_indexes() {
+    let c = Cluster::start_with(3, &["--max-batch-entries", "100"]).await;
+    let leader = c.leader().await;
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let texts: Vec<String> = (0..100).map(|k| format!("batch-{k}")).collect();
+    // Posted to a follower: redirected to the leader with the body, like a single entry.
+    let api = raft_http_client::Client::new(&[c.url(follower, "")]).unwrap();
+    let done = api.append_batch(texts.clone()).await.unwrap();
+    assert_eq!(done.indexes.len(), 100);
+    let first = done.indexes[0];
+    assert_eq!(
+        done.indexes,
+        (first..first + 100).collect::<Vec<_>>(),
+        "consecutive indexes, in order"
+    );
+    let page = api.read_log(first, 100).await.unwrap();
+    let got: Vec<&str> = page
+        .entries
+        .iter()
+        .map(|e| e.entry.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(got, texts.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // What is refused, with nothing appended.
+    let last = c.status(leader).await["last_index"].as_u64().unwrap();
+    for (body, code) in [
+        (json!({"entries": []}), "bad_request"),
+        (json!({"entry": "a", "entries": ["b"]}), "bad_request"),
+        (json!({}), "bad_request"),
+        (json!({"entries": vec!["x"; 101]}), "too_many_entries"),
+        (json!({"entries": ["ok", 7]}), "bad_request"),
+    ] {
+        let r = c
+            .http
+            .post(c.url(leader, "/v1/log"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+    }
+    assert_eq!(
+        c.status(leader).await["last_index"].as_u64().unwrap(),
+        last,
+        "a refused batch appended nothing"
+    );
+}

@@ -237,6 +237,10 @@ pub struct Options {
     /// [default: 1024].
     #[arg(long)]
     pub max_watchers: Option<usize>,
+    /// Entries one POST /v1/log may append at most ({"entries": [...]}); more get 400
+    /// [default: 10000].
+    #[arg(long)]
+    pub max_batch_entries: Option<usize>,
     /// Take a snapshot (and compact the Raft log) every this many entries; 0: never by count
     /// [default: 100000].
     #[arg(long)]
@@ -316,6 +320,7 @@ impl Options {
                 .or(other.http_request_timeout_ms),
             max_concurrent_reads: self.max_concurrent_reads.or(other.max_concurrent_reads),
             max_watchers: self.max_watchers.or(other.max_watchers),
+            max_batch_entries: self.max_batch_entries.or(other.max_batch_entries),
             snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
             snapshot_wal_bytes: self.snapshot_wal_bytes.or(other.snapshot_wal_bytes),
             snapshot_tail_entries: self.snapshot_tail_entries.or(other.snapshot_tail_entries),
@@ -769,6 +774,12 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
             return Err("--max-watchers must be at least 1".into());
         }
         http.max_watchers = n;
+    }
+    if let Some(n) = opts.max_batch_entries {
+        if n == 0 {
+            return Err("--max-batch-entries must be at least 1".into());
+        }
+        http.max_batch_entries = n;
     }
     Ok(http)
 }

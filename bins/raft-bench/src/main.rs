@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 /// The operation each client repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Op {
-    /// POST /v1/log {"entry": value} (httpraft).
+    /// POST /v1/log {"entry": value} (httpraft); with --batch N > 1,
+    /// {"entries": [value; N]}.
     Append,
     /// POST /request {"entry": value}, the original API, following leader hints (httpraft).
     Request,
@@ -58,6 +59,10 @@ struct Args {
     /// Bytes of each written value.
     #[arg(long, default_value_t = 64)]
     value_size: usize,
+    /// Entries per request for --op append (one POST /v1/log {"entries": [...]}); the
+    /// report then also gives entries per second.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
     /// Send only to the leader (found through /v1/status, or etcd's maintenance status)
     /// instead of spreading clients over the targets and following hints.
     #[arg(long)]
@@ -151,19 +156,37 @@ fn kind(e: &raft_http_client::Error) -> String {
     }
 }
 
-/// One request of `op`. `via` is the httpraft client aimed at this worker's target (it
-/// follows redirects to the leader itself); the original API gives hints instead, followed
-/// here by changing `target`.
+/// What one request does: the operation, on which key, with which value, how many
+/// entries at once (appends).
+struct Work<'a> {
+    op: Op,
+    key: &'a str,
+    value: &'a str,
+    batch: u64,
+}
+
+/// One request. `via` is the httpraft client aimed at this worker's target (it follows
+/// redirects to the leader itself); the original API gives hints instead, followed here by
+/// changing `target`.
 async fn one_request(
     c: &Clients,
     via: &raft_http_client::Client,
-    op: Op,
+    work: &Work<'_>,
     target: &mut String,
-    key: &str,
-    value: &str,
     redirects: &mut u64,
 ) -> Result<(), String> {
+    let Work {
+        op,
+        key,
+        value,
+        batch,
+    } = *work;
     match op {
+        Op::Append if batch > 1 => via
+            .append_batch(vec![value.to_string(); batch as usize])
+            .await
+            .map(drop)
+            .map_err(|e| kind(&e)),
         Op::Append => via.append(value).await.map(drop).map_err(|e| kind(&e)),
         Op::KvPut => via.put(key, value).await.map(drop).map_err(|e| kind(&e)),
         Op::KvGet => match via.get(key).await {
@@ -265,16 +288,14 @@ async fn run(args: Args) -> Result<(), String> {
             let mut target = t.clone();
             let mut r = 0;
             let via = client.raft.via(&target);
-            one_request(
-                &client,
-                &via,
-                Op::KvPut,
-                &mut target,
-                &format!("bench-{w}"),
-                &value,
-                &mut r,
-            )
-            .await?;
+            let key = format!("bench-{w}");
+            let work = Work {
+                op: Op::KvPut,
+                key: &key,
+                value: &value,
+                batch: 1,
+            };
+            one_request(&client, &via, &work, &mut target, &mut r).await?;
         }
     }
     let done = Arc::new(AtomicBool::new(false));
@@ -290,6 +311,7 @@ async fn run(args: Args) -> Result<(), String> {
         let (done, ok_count, err_count) = (done.clone(), ok_count.clone(), err_count.clone());
         let value = value.clone();
         let op = args.op;
+        let batch = args.batch;
         workers.push(tokio::spawn(async move {
             let mut res = WorkerResult::default();
             let via = client.raft.via(&target);
@@ -302,17 +324,13 @@ async fn run(args: Args) -> Result<(), String> {
                 };
                 n += 1;
                 let t0 = Instant::now();
-                match one_request(
-                    &client,
-                    &via,
+                let work = Work {
                     op,
-                    &mut target,
-                    &key,
-                    &value,
-                    &mut res.redirects,
-                )
-                .await
-                {
+                    key: &key,
+                    value: &value,
+                    batch,
+                };
+                match one_request(&client, &via, &work, &mut target, &mut res.redirects).await {
                     Ok(()) => {
                         res.latencies_us
                             .push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
@@ -370,6 +388,11 @@ async fn run(args: Args) -> Result<(), String> {
     let ok = l.len() as u64;
     let errors: u64 = all.errors.values().sum();
     let throughput = ok as f64 / elapsed;
+    let entries_per_sec = if args.op == Op::Append {
+        throughput * args.batch as f64
+    } else {
+        throughput
+    };
     let (p50, p90, p99, p999) = (pct(l, 0.5), pct(l, 0.9), pct(l, 0.99), pct(l, 0.999));
     let max = l.last().map_or(0.0, |m| f64::from(*m) / 1000.0);
     if args.json {
@@ -384,6 +407,8 @@ async fn run(args: Args) -> Result<(), String> {
             "errors_by_kind": all.errors,
             "redirects": all.redirects,
             "throughput": throughput,
+            "batch": args.batch,
+            "entries_per_sec": entries_per_sec,
             "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "p99_9": p999, "max": max},
         });
         println!("{out}");
@@ -397,6 +422,12 @@ async fn run(args: Args) -> Result<(), String> {
             all.errors, all.redirects
         );
         println!("throughput {throughput:.1} req/s");
+        if args.batch > 1 {
+            println!(
+                "entries {entries_per_sec:.1} /s ({} per request)",
+                args.batch
+            );
+        }
         println!(
             "latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  p99.9 {p999:.2}  max {max:.2}"
         );

@@ -22,6 +22,16 @@ pub enum Error {
     /// Retry.
     #[error("the entry was replaced by another leader's entry and will never commit; retry")]
     Overwritten,
+    /// Of a batch of entries submitted together, the first `committed` (from index
+    /// `first`) committed, and another leader's entries replaced the rest, which will never
+    /// commit: resubmit those.
+    #[error("the first {committed} entries of the batch committed from index {first}; another leader's entries replaced the rest, which will never commit: resubmit them")]
+    PartlyCommitted {
+        /// The batch's first index.
+        first: raft_core::LogIndex,
+        /// How many of its entries committed.
+        committed: usize,
+    },
     /// Too much is in flight; retry after a moment.
     #[error("too many requests in flight; retry later")]
     Busy,

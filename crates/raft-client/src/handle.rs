@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::CommittedBatch;
 use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
 use crate::leader::{LeaderInfo, LeaderView};
@@ -35,6 +36,12 @@ pub(crate) enum Command<R> {
         kind: EntryKind,
         data: Bytes,
         reply: oneshot::Sender<Result<Committed<R>, Error>>,
+        permit: Permit,
+    },
+    SubmitBatch {
+        kind: EntryKind,
+        data: Vec<Bytes>,
+        reply: crate::batch::BatchReply<R>,
         permit: Permit,
     },
     Read {
@@ -184,6 +191,59 @@ impl<R: Send + 'static> RaftNode<R> {
     /// any bytes). [`crate::KvStore`] applies only commands.
     pub async fn submit_command(&self, command: impl Into<Bytes>) -> Result<Committed<R>, Error> {
         self.submit_kind(EntryKind::Command, command.into()).await
+    }
+
+    /// Appends `entries` together, all or none, at consecutive indexes in one term, and
+    /// waits until the last one is committed and applied; one answer, with a response per
+    /// entry. Far cheaper per entry than as many `submit`s: one command to the runtime and
+    /// one answer. A batch counts as one submit, with all its bytes, against the limits on
+    /// submits in flight; each entry is bound by the entry size limit. Refused as a whole
+    /// (nothing appended) for the reasons one entry is, and `Busy` when it does not fit
+    /// the leader's uncommitted-bytes limit. When leadership is lost meanwhile, the answer
+    /// is [`Error::LeadershipLost`] (some or all may still commit); when another leader's
+    /// entries replaced some of it, [`Error::PartlyCommitted`] says how many committed.
+    pub async fn submit_batch(&self, entries: Vec<Bytes>) -> Result<CommittedBatch<R>, Error> {
+        self.submit_batch_kind(EntryKind::Normal, entries).await
+    }
+
+    /// Like [`submit_batch`](Self::submit_batch), for commands encoded for the state
+    /// machine (see [`submit_command`](Self::submit_command)).
+    pub async fn submit_command_batch(
+        &self,
+        commands: Vec<Bytes>,
+    ) -> Result<CommittedBatch<R>, Error> {
+        self.submit_batch_kind(EntryKind::Command, commands).await
+    }
+
+    async fn submit_batch_kind(
+        &self,
+        kind: EntryKind,
+        data: Vec<Bytes>,
+    ) -> Result<CommittedBatch<R>, Error> {
+        let max = self.shared.max_entry;
+        if let Some(big) = data.iter().find(|d| d.len() > max) {
+            return Err(Error::TooLarge {
+                size: big.len(),
+                max,
+            });
+        }
+        let bytes = data
+            .iter()
+            .fold(0u64, |sum, d| sum.saturating_add(d.len() as u64));
+        let permit = self.shared.limits.try_acquire(bytes).ok_or(Error::Busy)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Command::SubmitBatch {
+                kind,
+                data,
+                reply,
+                permit,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::Busy,
+                mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
+            })?;
+        rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
     async fn submit_kind(&self, kind: EntryKind, data: Bytes) -> Result<Committed<R>, Error> {

@@ -50,6 +50,7 @@
 
 mod autopilot;
 mod backup;
+mod batch;
 mod config;
 mod durable_store;
 mod error;
@@ -69,6 +70,7 @@ mod writes;
 
 pub use autopilot::{AutopilotConfig, AutopilotDecision, UnreachableAction};
 pub use backup::{restore_backup, Backup};
+pub use batch::CommittedBatch;
 pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use error::{Error, StartError};

@@ -56,6 +56,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     leader_tx: LeaderSender,
     /// Submits on this leader awaiting their entry's commit, by index.
     pending: BTreeMap<LogIndex, PendingSubmit<SM::Response>>,
+    /// Batches on this leader awaiting their entries' commit.
+    batches: crate::batch::Batches<SM::Response>,
     /// Reads awaiting leadership confirmation, by read id.
     reads: BTreeMap<u64, ReadReply>,
     /// Confirmed reads awaiting the state machine to reach their index.
@@ -283,6 +285,7 @@ async fn build<SM: StateMachine>(
         cmds,
         leader_tx,
         pending: BTreeMap::new(),
+        batches: crate::batch::Batches::new(),
         reads: BTreeMap::new(),
         parked_reads: Vec::new(),
         next_read_id: 0,
@@ -368,6 +371,7 @@ impl<SM: StateMachine> Runtime<SM> {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(why.clone()));
         }
+        self.batches.fail_all(&why);
         for (_, r) in std::mem::take(&mut self.reads) {
             let _ = r.send(Err(why.clone()));
         }
@@ -412,6 +416,16 @@ impl<SM: StateMachine> Runtime<SM> {
         Error::NotLeader { leader, address }
     }
 
+    /// What a refused proposal tells its submitter.
+    fn refused(&self, e: ProposeError) -> Error {
+        match e {
+            ProposeError::NotLeader { leader } => self.not_leader(leader),
+            ProposeError::Busy | ProposeError::UnsupportedKind => Error::Busy,
+            ProposeError::TransferInProgress { to } => Error::TransferInProgress { to },
+            ProposeError::Stopped(e) => Error::Storage(e.to_string()),
+        }
+    }
+
     fn on_command(&mut self, cmd: Command<SM::Response>) {
         match cmd {
             Command::Submit {
@@ -430,22 +444,31 @@ impl<SM: StateMachine> Runtime<SM> {
                         },
                     );
                 }
-                Err(ProposeError::NotLeader { leader }) => {
-                    let _ = reply.send(Err(self.not_leader(leader)));
-                }
-                Err(ProposeError::Busy) => {
-                    let _ = reply.send(Err(Error::Busy));
-                }
-                Err(ProposeError::TransferInProgress { to }) => {
-                    let _ = reply.send(Err(Error::TransferInProgress { to }));
-                }
-                Err(ProposeError::UnsupportedKind) => {
-                    let _ = reply.send(Err(Error::Busy));
-                }
-                Err(ProposeError::Stopped(e)) => {
-                    let _ = reply.send(Err(Error::Storage(e.to_string())));
+                Err(e) => {
+                    let _ = reply.send(Err(self.refused(e)));
                 }
             },
+            Command::SubmitBatch {
+                kind,
+                data,
+                reply,
+                permit,
+            } => {
+                let count = data.len();
+                match self.node.propose_batch(kind, data) {
+                    Ok((first, term)) if count == 0 => {
+                        let _ = reply.send(Ok(crate::CommittedBatch {
+                            first,
+                            term,
+                            responses: Vec::new(),
+                        }));
+                    }
+                    Ok((first, term)) => self.batches.insert(first, count, term, reply, permit),
+                    Err(e) => {
+                        let _ = reply.send(Err(self.refused(e)));
+                    }
+                }
+            }
             Command::Read { reply } => {
                 self.next_read_id += 1;
                 let id = self.next_read_id;
@@ -664,6 +687,7 @@ impl<SM: StateMachine> Runtime<SM> {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(Error::LeadershipLost));
         }
+        self.batches.fail_all(&Error::LeadershipLost);
         for (_, (_, r)) in std::mem::take(&mut self.pending_changes) {
             let _ = r.send(Err(Error::LeadershipLost));
         }
@@ -914,6 +938,9 @@ impl<SM: StateMachine> Runtime<SM> {
                 let _ = reply.send(outcome);
             }
             let Some(p) = self.pending.remove(&e.index) else {
+                if !self.batches.is_empty() {
+                    self.batches.applied(e, response);
+                }
                 continue;
             };
             let outcome = match response {
@@ -993,6 +1020,9 @@ fn propose(
 fn reject<R>(cmd: Command<R>, why: Error) {
     match cmd {
         Command::Submit { reply, .. } => {
+            let _ = reply.send(Err(why));
+        }
+        Command::SubmitBatch { reply, .. } => {
             let _ = reply.send(Err(why));
         }
         Command::Read { reply } => {

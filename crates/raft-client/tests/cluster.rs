@@ -210,6 +210,62 @@ async fn sixty_four_tasks_submit_ten_thousand_entries_and_every_node_agrees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_from_many_tasks_commit_whole_at_consecutive_indexes_with_a_response_each() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let node = c.nodes[&leader].clone();
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for b in 0..20u64 {
+                let batch: Vec<bytes::Bytes> = (0..1 + (t + b) % 50)
+                    .map(|k| format!("task-{t}-batch-{b}-entry-{k}").into())
+                    .collect();
+                let done = loop {
+                    match node.submit_batch(batch.clone()).await {
+                        Ok(done) => break done,
+                        Err(Error::Busy) => tokio::task::yield_now().await,
+                        Err(e) => panic!("task {t}: unexpected {e}"),
+                    }
+                };
+                assert_eq!(done.responses.len(), batch.len());
+                for (i, data) in batch.into_iter().enumerate() {
+                    let index = done.first + i as u64;
+                    // ReplicatedLog answers each entry with its index.
+                    assert_eq!(done.responses[i], index);
+                    acked.push((index, data));
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let distinct: BTreeSet<_> = acked.iter().map(|(i, _)| *i).collect();
+    assert_eq!(distinct.len(), acked.len(), "every entry got its own index");
+    let max = *distinct.iter().next_back().unwrap();
+    let logs = c.logs_through(max).await;
+    assert_identical(&logs, max);
+    let by_index: BTreeMap<LogIndex, &Entry> = logs[&leader].iter().map(|e| (e.index, e)).collect();
+    for (index, data) in &acked {
+        assert_eq!(by_index[index].data, *data, "entry {index}");
+    }
+    // An empty batch commits nothing and is answered at once; an oversized entry refuses
+    // the whole batch.
+    let empty = node.submit_batch(Vec::new()).await.unwrap();
+    assert!(empty.responses.is_empty());
+    let big = bytes::Bytes::from(vec![0u8; 64 << 20]);
+    assert!(matches!(
+        node.submit_batch(vec!["small".into(), big]).await,
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitting_to_a_follower_names_the_leader_and_its_address() {
     let c = Cluster::start(3).await;
     let leader = c.leader().await;

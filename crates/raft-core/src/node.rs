@@ -317,11 +317,47 @@ impl<S: LogStore> Node<S> {
         self.propose_entry(EntryKind::Command, data.into())
     }
 
-    pub(crate) fn propose_entry(
+    /// Proposes several entries of `kind` at once, all or none: on the leader they get
+    /// consecutive indexes from the returned one on, in the returned term, and each
+    /// succeeded once its index is committed with that term. The batch is refused as a whole
+    /// (nothing proposed) for every reason [`propose`](Self::propose) refuses one entry, and
+    /// with [`ProposeError::Busy`] when it does not fit the uncommitted-bytes limit (as one
+    /// entry, a batch alone over the limit is admitted when nothing is uncommitted). An
+    /// empty batch proposes nothing and returns the index the next entry would get.
+    pub fn propose_batch(
         &mut self,
         kind: EntryKind,
-        data: Bytes,
+        data: Vec<Bytes>,
     ) -> Result<(LogIndex, Term), ProposeError> {
+        self.check_proposal(kind)?;
+        let first = self.log.last_index() + 1;
+        let size = data.iter().fold(0u64, |sum, d| {
+            sum.saturating_add(d.len() as u64)
+                .saturating_add(crate::entry::ENTRY_OVERHEAD_BYTES)
+        });
+        if data.is_empty() {
+            return Ok((first, self.term));
+        }
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes.saturating_add(size) > self.cfg.max_uncommitted_bytes
+        {
+            return Err(ProposeError::Busy);
+        }
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_add(size);
+        for (i, data) in (0u64..).zip(data) {
+            self.log.append(Entry {
+                term: self.term,
+                index: first + i,
+                kind,
+                data,
+            });
+        }
+        self.pending_broadcast = true;
+        Ok((first, self.term))
+    }
+
+    /// Why a proposal of `kind` cannot be taken now, if it cannot.
+    fn check_proposal(&self, kind: EntryKind) -> Result<(), ProposeError> {
         if let Some(e) = &self.failure {
             return Err(ProposeError::Stopped(e.clone()));
         }
@@ -336,6 +372,15 @@ impl<S: LogStore> Node<S> {
         if let Some(t) = &self.transfer {
             return Err(ProposeError::TransferInProgress { to: t.to });
         }
+        Ok(())
+    }
+
+    pub(crate) fn propose_entry(
+        &mut self,
+        kind: EntryKind,
+        data: Bytes,
+    ) -> Result<(LogIndex, Term), ProposeError> {
+        self.check_proposal(kind)?;
         let entry = Entry {
             term: self.term,
             index: self.log.last_index() + 1,

@@ -6,6 +6,8 @@
 //! properties of Raft (§5.4, Figure 3) and that state machines at the same applied index
 //! hold the same state; after healing, it checks liveness.
 //!
+//! Clients propose single entries and, now and then, batches (`propose_batch`).
+//!
 //! With churn on, the cluster also changes shape under those faults: learners join with
 //! fresh ids, are promoted, voters are demoted or removed (the leader included), two voters
 //! change at once through a joint configuration, and leadership is transferred; between 1
@@ -718,18 +720,34 @@ impl Sim {
             Some(l) if self.rng.chance(900) => l,
             _ => id,
         };
-        self.next_data += 1;
-        let data = Bytes::from(format!("s{}-v{}", self.seed, self.next_data));
+        // One entry, or now and then a batch of up to four proposed together.
+        let count = if self.rng.chance(200) {
+            2 + self.rng.below(3)
+        } else {
+            1
+        };
+        let mut batch = Vec::new();
+        for _ in 0..count {
+            self.next_data += 1;
+            batch.push(Bytes::from(format!("s{}-v{}", self.seed, self.next_data)));
+        }
         let n = self.nodes.get_mut(&id).expect("known node");
         let Some(node) = n.node.as_mut() else {
             return;
         };
-        if let Ok((index, term)) = node.propose(data.clone()) {
-            if n.pending
-                .insert((index, term), Pending { term, data })
-                .is_some()
-            {
-                panic!("two proposals were given index {index} in term {term} on node {id}");
+        let proposed = if count == 1 {
+            node.propose(batch[0].clone())
+        } else {
+            node.propose_batch(EntryKind::Normal, batch.clone())
+        };
+        if let Ok((first, term)) = proposed {
+            for (index, data) in (first..).zip(batch) {
+                if n.pending
+                    .insert((index, term), Pending { term, data })
+                    .is_some()
+                {
+                    panic!("two proposals were given index {index} in term {term} on node {id}");
+                }
             }
         }
     }

@@ -30,6 +30,15 @@ pub struct Appended {
     pub term: u64,
 }
 
+/// Where the entries of a batch were committed: at consecutive indexes, in one term.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendedBatch {
+    /// The index of each entry, in order.
+    pub indexes: Vec<u64>,
+    /// The term they were committed in.
+    pub term: u64,
+}
+
 /// A committed write to a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {

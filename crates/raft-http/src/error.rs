@@ -80,6 +80,11 @@ impl ApiError {
                 "overwritten",
                 e.to_string(),
             ),
+            E::PartlyCommitted { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "partly_committed",
+                e.to_string(),
+            ),
             E::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
             E::Membership(c) => {
                 use raft_client::ConfChangeError as C;

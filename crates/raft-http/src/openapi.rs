@@ -9,18 +9,23 @@
 use axum::Json;
 use utoipa::{OpenApi, ToSchema};
 
-/// `POST /v1/log`: an entry to append.
+/// `POST /v1/log`: an entry to append, or a batch of entries (exactly one of the two).
 #[derive(ToSchema)]
 pub(crate) struct AppendRequest {
     /// The entry's text, stored exactly as given.
-    entry: String,
+    entry: Option<String>,
+    /// Entries appended together, all or none, at consecutive indexes (at most
+    /// `--max-batch-entries`).
+    entries: Option<Vec<String>>,
 }
 
-/// Where an entry was committed.
+/// Where an entry, or each entry of a batch, was committed.
 #[derive(ToSchema)]
 pub(crate) struct Appended {
-    /// Its index in the log.
-    index: u64,
+    /// Its index in the log (a single entry).
+    index: Option<u64>,
+    /// The index of each entry, in order (a batch).
+    indexes: Option<Vec<u64>>,
     /// The term of the leader that committed it.
     term: u64,
 }

@@ -31,6 +31,9 @@ pub struct HttpConfig {
     /// Streams (`/v1/log/stream`, `/v1/kv/watch`) open at once at most; more get 429
     /// `too_many_watchers`. Default 1,024.
     pub max_watchers: usize,
+    /// Entries one `POST /v1/log` may append at most (`{"entries": [...]}`); more get 400
+    /// `too_many_entries`. Default 10,000.
+    pub max_batch_entries: usize,
     /// Connection limits (count, header and idle timeouts).
     pub limits: ServerLimits,
 }
@@ -45,6 +48,7 @@ impl Default for HttpConfig {
             max_concurrent_reads: 16,
             request_timeout: Duration::from_secs(30),
             max_watchers: 1024,
+            max_batch_entries: 10_000,
             limits: ServerLimits::default(),
         }
     }
@@ -190,6 +194,18 @@ impl AppState {
         let _pending = self.metrics.proposal_pending();
         let t0 = Instant::now();
         let r = self.node.submit(data).await;
+        self.metrics.record_proposal(r.is_ok(), t0.elapsed());
+        r
+    }
+
+    /// Submits entries together (one batch, recorded as one proposal in the metrics).
+    pub(crate) async fn submit_batch(
+        &self,
+        data: Vec<Bytes>,
+    ) -> Result<raft_client::CommittedBatch<KvResponse>, raft_client::Error> {
+        let _pending = self.metrics.proposal_pending();
+        let t0 = Instant::now();
+        let r = self.node.submit_batch(data).await;
         self.metrics.record_proposal(r.is_ok(), t0.elapsed());
         r
     }

@@ -21,10 +21,12 @@ use crate::state::{
     json_response, parse_json, AppState, Body, KeyPath, Leader, Params, SubmitKvError,
 };
 
+/// `{"entry": "..."}`, or `{"entries": ["...", ...]}` for a batch.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppendBody {
-    entry: String,
+    entry: Option<String>,
+    entries: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -168,7 +170,9 @@ async fn submit_kv(
     Ok((c, previous))
 }
 
-/// `POST /v1/log {"entry": "..."}` → `201 {"index", "term"}` once committed.
+/// `POST /v1/log {"entry": "..."}` → `201 {"index", "term"}` once committed;
+/// `POST /v1/log {"entries": ["...", ...]}` → `201 {"indexes": [...], "term"}` once all are
+/// committed (appended together, all or none, at consecutive indexes).
 #[utoipa::path(post, path = "/v1/log", tag = "log", request_body = crate::openapi::AppendRequest,
     responses((status = 201, description = "Committed", body = crate::openapi::Appended), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn append(
@@ -177,10 +181,54 @@ pub(crate) async fn append(
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: AppendBody = parse_json(&body)?;
-    let c = submit_here(&st, &uri, Bytes::from(req.entry.into_bytes())).await?;
+    let entries = match (req.entry, req.entries) {
+        (Some(entry), None) => {
+            let c = submit_here(&st, &uri, Bytes::from(entry.into_bytes())).await?;
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!({"index": c.index, "term": c.term})),
+            ));
+        }
+        (None, Some(entries)) => entries,
+        _ => {
+            return Err(ApiError::bad_request(
+                "the body must hold either \"entry\": \"...\" or \"entries\": [\"...\", ...]"
+                    .to_string(),
+            ))
+        }
+    };
+    if entries.is_empty() {
+        return Err(ApiError::bad_request(
+            "\"entries\" is empty: give at least one".to_string(),
+        ));
+    }
+    if entries.len() > st.cfg.max_batch_entries {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_many_entries",
+            format!(
+                "{} entries in one request; the limit is {} (--max-batch-entries): split the batch",
+                entries.len(),
+                st.cfg.max_batch_entries
+            ),
+        ));
+    }
+    if !is_leader(&st) {
+        return Err(elsewhere(&st, &uri, None));
+    }
+    let data = entries
+        .into_iter()
+        .map(|e| Bytes::from(e.into_bytes()))
+        .collect();
+    let c = match st.submit_batch(data).await {
+        Ok(c) => c,
+        Err(e @ Error::NotLeader { .. }) => return Err(elsewhere(&st, &uri, Some(e))),
+        Err(e) => return Err(ApiError::from_node(e, st.leader_api())),
+    };
+    let indexes: Vec<u64> = (c.first..).take(c.responses.len()).collect();
     Ok((
         StatusCode::CREATED,
-        Json(json!({"index": c.index, "term": c.term})),
+        Json(json!({"indexes": indexes, "term": c.term})),
     ))
 }
 
