@@ -795,3 +795,43 @@ async fn a_batch_of_entries_posted_at_once_commits_in_order_at_consecutive_index
         "a refused batch appended nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_serve_linearizable_reads_themselves_and_see_every_acknowledged_write() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for k in 0..30 {
+        let r = c
+            .http
+            .put(c.url(leader, "/v1/kv/counter"))
+            .json(&json!({"value": format!("{k}")}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let written: Value = r.json().await.unwrap();
+        for f in (0..3).filter(|&i| i != leader) {
+            let r = no_redirects
+                .get(c.url(f, "/v1/kv/counter"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "follower {f} did not serve the read"
+            );
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(
+                v["value"],
+                format!("{k}"),
+                "follower {f} served a stale value"
+            );
+            assert!(v["applied"].as_u64().unwrap() >= written["index"].as_u64().unwrap());
+        }
+    }
+}

@@ -319,7 +319,10 @@ impl<R: Send + 'static> RaftNode<R> {
 
     /// A linearizable read barrier (ReadIndex): once it returns `Ok(index)`, the state
     /// machine has applied at least every write acknowledged before the call, so reading
-    /// it now is linearizable. Only the leader can serve it.
+    /// it now is linearizable. On a follower (or learner) the read index comes from the
+    /// leader (one round trip) and the barrier waits until this node has applied up to it;
+    /// with no leader known the answer is [`Error::NotLeader`], and a request the leader
+    /// does not answer within an election timeout is [`Error::LeadershipLost`] (retry).
     pub async fn read_barrier(&self) -> Result<LogIndex, Error> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Read { reply }).await?;

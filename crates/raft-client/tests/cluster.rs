@@ -462,6 +462,20 @@ async fn linearizable_reads_see_every_write_acknowledged_before_them() {
             readers[&leader].get(&format!("k{}", k % 7)),
             Some(format!("v{k}"))
         );
+        // Through a follower: the leader gives the index, the follower waits to apply it.
+        let f = 1 + (leader + k as u64) % 3;
+        let f = if f == leader { 1 + f % 3 } else { f };
+        let index = nodes[&f].read_barrier().await.unwrap();
+        assert!(
+            index >= done.index,
+            "follower {f} read at {index} misses {}",
+            done.index
+        );
+        assert_eq!(
+            readers[&f].get(&format!("k{}", k % 7)),
+            Some(format!("v{k}")),
+            "follower {f} served a stale value"
+        );
     }
     for n in nodes.values() {
         n.shutdown().await;

@@ -129,6 +129,22 @@ pub enum MessageBody {
     /// The leader hands leadership to the receiver, whose log it knows to match its own:
     /// the receiver starts an election at once, without a pre-vote (§3.10 of the thesis).
     TimeoutNow,
+    /// A follower asks the leader for a read index on behalf of its own linearizable read
+    /// `id` (§6.4 of the thesis: reads served by followers). Appended after the variants of
+    /// protocol version 4: a node that does not know it drops it, and the read times out.
+    ReadIndex {
+        /// The follower's identifier for the read.
+        id: u64,
+    },
+    /// The leader's answer to [`MessageBody::ReadIndex`], once a majority confirmed its
+    /// leadership: the follower may serve the read once it has applied up to `index`.
+    ReadIndexResponse {
+        /// Echo of the request's `id`.
+        id: u64,
+        /// The leader's commit index when the read arrived; `None`: refused (not the
+        /// leader any more).
+        index: Option<LogIndex>,
+    },
 }
 
 /// A follower's hint for where its log may agree with the leader's, so the leader backs
@@ -170,6 +186,8 @@ impl MessageBody {
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
             MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReadIndex { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
         }
     }
 }

@@ -298,6 +298,7 @@ impl<S: LogStore> Node<S> {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
         }
+        self.expire_forwarded_reads();
     }
 
     /// Proposes `data` as a new entry. On the leader it returns the index and term the
@@ -533,6 +534,8 @@ impl<S: LogStore> Node<S> {
                     self.handle_heartbeat_response(m.from, read_seq);
                 }
             }
+            MessageBody::ReadIndex { id } => self.handle_forwarded_read(m.from, id),
+            MessageBody::ReadIndexResponse { id, index } => self.handle_read_answer(id, index),
             MessageBody::InstallSnapshot { meta } => {
                 if self.accept_leader(m.from) {
                     self.handle_snapshot(m.from, meta);
@@ -718,7 +721,10 @@ impl<S: LogStore> Node<S> {
             MessageBody::AppendEntries { .. }
             | MessageBody::Heartbeat { .. }
             | MessageBody::InstallSnapshot { .. }
-            | MessageBody::TimeoutNow => self.msgs.push(m),
+            | MessageBody::TimeoutNow
+            // Reads promise nothing about this node's disk.
+            | MessageBody::ReadIndex { .. }
+            | MessageBody::ReadIndexResponse { .. } => self.msgs.push(m),
             _ => self.msgs_after_persist.push(m),
         }
     }

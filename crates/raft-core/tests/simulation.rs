@@ -6,7 +6,9 @@
 //! properties of Raft (§5.4, Figure 3) and that state machines at the same applied index
 //! hold the same state; after healing, it checks liveness.
 //!
-//! Clients propose single entries and, now and then, batches (`propose_batch`).
+//! Clients propose single entries and, now and then, batches (`propose_batch`); they
+//! read through the leader and, now and then, through a follower (which forwards the read
+//! to its leader): every read must see every write acknowledged before it began.
 //!
 //! With churn on, the cluster also changes shape under those faults: learners join with
 //! fresh ids, are promoted, voters are demoted or removed (the leader included), two voters
@@ -162,6 +164,8 @@ struct Sim {
     // --- what the checks remember ---
     leaders: BTreeMap<Term, NodeId>,
     votes: BTreeMap<(NodeId, Term), NodeId>,
+    /// Votes granted in messages: (voter, term) → candidate.
+    granted: BTreeMap<(NodeId, Term), NodeId>,
     /// Every entry ever persisted anywhere: (index, term) → (previous entry's term, data).
     seen: BTreeMap<(LogIndex, Term), (Term, Bytes)>,
     committed: BTreeMap<LogIndex, (Term, Bytes)>,
@@ -170,6 +174,8 @@ struct Sim {
     next_data: u64,
     next_read: u64,
     reads_done: u64,
+    /// Reads served through a follower.
+    follower_reads: u64,
     digest: DefaultHasher,
     /// The latest delivery time scheduled on each directed link.
     link_last: BTreeMap<(NodeId, NodeId), u64>,
@@ -255,6 +261,7 @@ impl Sim {
             faults,
             leaders: BTreeMap::new(),
             votes: BTreeMap::new(),
+            granted: BTreeMap::new(),
             seen: BTreeMap::new(),
             committed: BTreeMap::new(),
             acked: Vec::new(),
@@ -262,6 +269,7 @@ impl Sim {
             next_data: 0,
             next_read: 0,
             reads_done: 0,
+            follower_reads: 0,
             digest: DefaultHasher::new(),
             link_last: BTreeMap::new(),
             trace: std::env::var_os("RAFT_SIM_TRACE").is_some(),
@@ -752,9 +760,16 @@ impl Sim {
         }
     }
 
+    /// A linearizable read on the leader, or now and then on any node (a follower forwards
+    /// it to its leader).
     fn client_read(&mut self) {
-        let Some(l) = self.current_leader() else {
-            return;
+        let l = if self.rng.chance(300) {
+            self.ids[self.rng.below(self.ids.len() as u64) as usize]
+        } else {
+            match self.current_leader() {
+                Some(l) => l,
+                None => return,
+            }
         };
         self.next_read += 1;
         let id = self.next_read;
@@ -777,6 +792,32 @@ impl Sim {
     }
 
     fn send(&mut self, m: Message) {
+        if let MessageBody::RequestVoteResponse { granted: true } = m.body {
+            // A vote leaves only once it is durable: as the vote itself, or as a later
+            // term (which refuses every other candidate of this one).
+            let key = (m.from, m.term);
+            match self.granted.get(&key) {
+                Some(&c) if c != m.to => self.fail(format!(
+                    "node {} granted its vote in term {} to {c} and to {}",
+                    m.from, m.term, m.to
+                )),
+                _ => {
+                    self.granted.insert(key, m.to);
+                }
+            }
+            let n = &self.nodes[&m.from];
+            let durable = n
+                .node
+                .as_ref()
+                .and_then(|x| x.storage().hard_state().ok())
+                .is_some_and(|hs| hs.term > m.term || (hs.term == m.term && hs.vote == Some(m.to)));
+            if !durable {
+                self.fail(format!(
+                    "node {} sent a vote for {} in term {} before making it durable",
+                    m.from, m.to, m.term
+                ));
+            }
+        }
         let lost =
             self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.faults.drop_per_mille);
         if let MessageBody::InstallSnapshot { .. } = m.body {
@@ -1160,7 +1201,7 @@ impl Sim {
             }
             let granted = set
                 .iter()
-                .filter(|&&v| v == id || self.votes.get(&(v, term)) == Some(&id))
+                .filter(|&&v| v == id || self.granted.get(&(v, term)) == Some(&id))
                 .count();
             if granted < set.len() / 2 + 1 {
                 self.fail(format!(
@@ -1260,6 +1301,7 @@ impl Sim {
         }
         // Reads: each completed one must be at or past every write acknowledged before it.
         let n = self.nodes.get_mut(&id).expect("known node");
+        let on_follower = n.node.as_ref().is_some_and(|x| x.role() != Role::Leader);
         for rs in &rd.read_states {
             let Some(floor) = n.reads.remove(&rs.id) else {
                 continue;
@@ -1272,6 +1314,9 @@ impl Sim {
                     );
                 }
                 self.reads_done += 1;
+                if on_follower {
+                    self.follower_reads += 1;
+                }
             }
         }
     }
@@ -1420,6 +1465,7 @@ struct Outcome {
     leaders: usize,
     digest: u64,
     async_writes: bool,
+    follower_reads: u64,
 }
 
 fn run_seed(seed: u64, nodes: u64, churn: bool) -> Outcome {
@@ -1430,6 +1476,7 @@ fn run_seed(seed: u64, nodes: u64, churn: bool) -> Outcome {
             snapshots_installed: sim.snapshots_installed,
             acked: sim.acked.len(),
             reads: sim.reads_done,
+            follower_reads: sim.follower_reads,
             leaders: sim.leaders.len(),
             digest: sim.digest.finish(),
             async_writes: sim.async_writes,
@@ -1456,11 +1503,13 @@ fn simulate(nodes: u64, churn: bool) {
     let mut installed = 0;
     let (mut changes, mut transfers, mut removed) = (0, 0, 0);
     let mut async_acked = 0;
+    let mut follower_reads = 0;
     let seeds = seeds();
     for &seed in &seeds {
         let o = run_seed(seed, nodes, churn);
         installed += o.snapshots_installed;
         acked += o.acked;
+        follower_reads += o.follower_reads;
         if o.async_writes {
             async_acked += o.acked;
         }
@@ -1471,7 +1520,7 @@ fn simulate(nodes: u64, churn: bool) {
         removed += o.removed;
     }
     eprintln!(
-        "{} seeds, {nodes} nodes: {acked} acknowledged proposals ({async_acked} with asynchronous writes), {reads} linearizable reads, {elections} leader terms, {installed} snapshots installed, {changes} membership changes, {removed} members removed, {transfers} leadership transfers",
+        "{} seeds, {nodes} nodes: {acked} acknowledged proposals ({async_acked} with asynchronous writes), {reads} linearizable reads ({follower_reads} through followers), {elections} leader terms, {installed} snapshots installed, {changes} membership changes, {removed} members removed, {transfers} leadership transfers",
         seeds.len()
     );
     assert!(
@@ -1481,6 +1530,10 @@ fn simulate(nodes: u64, churn: bool) {
     assert!(
         !churn || seeds.len() < 20 || (changes > 0 && removed > 0 && transfers > 0),
         "churn changed no membership"
+    );
+    assert!(
+        seeds.len() < 20 || follower_reads > 0,
+        "no read was served through a follower"
     );
     assert!(
         seeds.len() < 20 || async_acked > 0,

@@ -395,8 +395,9 @@ pub(crate) async fn delete(
     })))
 }
 
-/// Confirms, for `consistency=linearizable` (the default), that this node leads and has
-/// applied everything committed before the read began (ReadIndex); `local` reads at once.
+/// Confirms, for `consistency=linearizable` (the default), that this node has applied
+/// everything committed before the read began (ReadIndex: on the leader, confirmed with a
+/// majority; on a follower, the index obtained from the leader); `local` reads at once.
 async fn confirm_read(
     st: &AppState,
     uri: &axum::http::Uri,
@@ -408,7 +409,7 @@ async fn confirm_read(
             Ok(())
         }
         None | Some("linearizable") => {
-            if !is_leader(st) {
+            if matches!(st.leader(), Leader::Unknown | Leader::Silent(..)) {
                 return Err(elsewhere(st, uri, None));
             }
             match st.node.read_barrier().await {
@@ -425,9 +426,9 @@ async fn confirm_read(
 }
 
 /// `GET /v1/kv/{key}?consistency=linearizable|local` → `{"key", "value", "revision",
-/// "applied"}`, 404 when absent. `linearizable` (the default) confirms leadership through
-/// ReadIndex first and must reach the leader; `local` answers from this node's map,
-/// possibly stale.
+/// "applied"}`, 404 when absent. `linearizable` (the default) is served by any node once it
+/// has applied up to a read index the leader confirmed (ReadIndex); `local` answers from
+/// this node's map, possibly stale.
 #[utoipa::path(get, operation_id = "get_key", path = "/v1/kv/{key}", tag = "kv", params(
         ("key" = String, Path, description = "The key: everything after /v1/kv/, `/` included"),
         ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `local`")),
