@@ -13,6 +13,9 @@
 #        table: before vs after)
 #        BATCH=100 benchmarks/compare-etcd.sh  (also runs httpraft's batched appends, 100
 #        entries per POST /v1/log, at each client count, and prints entries per second)
+#        READS=1 benchmarks/compare-etcd.sh  (also compares linearizable key reads: etcd's
+#        range through its gateway vs GET /v1/kv/<key>, clients spread over all members)
+#        WRITES=0 skips the write comparison (with READS=1: reads only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +25,8 @@ VALUE_SIZE="${VALUE_SIZE:-64}"
 THREADS="${THREADS:-}"
 BEFORE="${BEFORE:-}"
 BATCH="${BATCH:-}"
+READS="${READS:-}"
+WRITES="${WRITES:-1}"
 ETCD_ENV=()
 HR_ARGS=()
 if [ -n "$THREADS" ]; then
@@ -135,14 +140,14 @@ RESULTS="$WORK/results.jsonl"
 run() { # name, op, clients, pids... (EXTRA_ARGS: more raft-bench arguments)
   local name=$1 op=$2 clients=$3; shift 3
   local targets=()
-  if [ "$name" = etcd ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
+  if [ "$name" = etcd ] || [ "$name" = etcd-read ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
   elif [ "$name" = before ]; then for u in "${BF_URLS[@]}"; do targets+=(--target "$u"); done
   else for u in "${HR_URLS[@]}"; do targets+=(--target "$u"); done; fi
   local before after
   before=$(cpu_ticks "$@")
   local out
   out=$("$BIN/raft-bench" "${targets[@]}" --op "$op" --clients "$clients" --duration "$DURATION" \
-        --value-size "$VALUE_SIZE" --leader-only --json --quiet ${EXTRA_ARGS:-})
+        --value-size "$VALUE_SIZE" ${SPREAD:---leader-only} --json --quiet ${EXTRA_ARGS:-})
   after=$(cpu_ticks "$@")
   echo "{\"system\": \"$name\", \"cpu_ticks\": $((after - before)), \"result\": $out}" >>"$RESULTS"
   echo "  $name, $clients clients: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f req/s, p99 %.2f ms, errors %d" % (r["throughput"], r["latency_ms"]["p99"], r["errors"]))')" >&2
@@ -150,10 +155,16 @@ run() { # name, op, clients, pids... (EXTRA_ARGS: more raft-bench arguments)
 
 echo "running: ${DURATION}s per point, ${VALUE_SIZE}-byte values, clients: $CLIENTS, threads per process: ${THREADS:-default}" >&2
 for c in $CLIENTS; do
-  run etcd etcd-put "$c" "${ETCD_SRV[@]}"
-  run httpraft append "$c" "${HR_SRV[@]}"
-  if [ -n "$BEFORE" ]; then run before append "$c" "${BF_PIDS[@]}"; fi
+  if [ "$WRITES" != 0 ]; then
+    run etcd etcd-put "$c" "${ETCD_SRV[@]}"
+    run httpraft append "$c" "${HR_SRV[@]}"
+    if [ -n "$BEFORE" ]; then run before append "$c" "${BF_PIDS[@]}"; fi
+  fi
   if [ -n "$BATCH" ]; then EXTRA_ARGS="--batch $BATCH" run batched append "$c" "${HR_SRV[@]}"; fi
+  if [ -n "$READS" ]; then
+    SPREAD=" " run etcd-read etcd-get "$c" "${ETCD_SRV[@]}"
+    SPREAD=" " run httpraft-read kv-get "$c" "${HR_SRV[@]}"
+  fi
 done
 
 python3 - "$RESULTS" "$(getconf CLK_TCK)" "$THREADS" <<'PY'
@@ -169,9 +180,12 @@ def cpu_per_100k(r):
 print()
 print("3-node clusters on loopback, fsync on, %d-byte values, same load generator (raft-bench), threads per process: %s" % (rows[0]["result"]["value_size"], sys.argv[3] or "default"))
 hdr = "| clients | etcd req/s | httpraft req/s | ratio | etcd p50 ms | httpraft p50 ms | etcd p99 ms | httpraft p99 ms | errors e/h | CPU s per 100k writes e/h |"
-print(hdr)
-print("|" + "---|" * (hdr.count("|") - 1))
+if any("etcd" in v for v in by.values()):
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
 for c in sorted(by):
+    if "etcd" not in by[c]:
+        continue
     e, h = by[c]["etcd"], by[c]["httpraft"]
     er, hr = e["result"], h["result"]
     ratio = hr["throughput"] / er["throughput"] if er["throughput"] else float("nan")
@@ -180,6 +194,23 @@ for c in sorted(by):
         er["latency_ms"]["p50"], hr["latency_ms"]["p50"],
         er["latency_ms"]["p99"], hr["latency_ms"]["p99"],
         er["errors"], hr["errors"], cpu_per_100k(e), cpu_per_100k(h)))
+if any("etcd-read" in v for v in by.values()):
+    print()
+    print("linearizable key reads, clients spread over the 3 members (etcd: range through its gateway; httpraft: GET /v1/kv/<key>, followers ask the leader for a read index)")
+    hdr = "| clients | etcd reads/s | httpraft reads/s | ratio | etcd p50 ms | httpraft p50 ms | etcd p99 ms | httpraft p99 ms | errors e/h | CPU s per 100k reads e/h |"
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for c in sorted(by):
+        if "etcd-read" not in by[c]:
+            continue
+        e, h = by[c]["etcd-read"], by[c]["httpraft-read"]
+        er, hr = e["result"], h["result"]
+        ratio = hr["throughput"] / er["throughput"] if er["throughput"] else float("nan")
+        print("| %d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %d / %d | %.1f / %.1f |" % (
+            c, er["throughput"], hr["throughput"], ratio,
+            er["latency_ms"]["p50"], hr["latency_ms"]["p50"],
+            er["latency_ms"]["p99"], hr["latency_ms"]["p99"],
+            er["errors"], hr["errors"], cpu_per_100k(e), cpu_per_100k(h)))
 if any("batched" in v for v in by.values()):
     print()
     print("httpraft batched appends (POST /v1/log {\"entries\": [...]}), same run")

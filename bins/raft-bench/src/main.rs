@@ -25,6 +25,9 @@ enum Op {
     KvGet,
     /// POST /v3/kv/put {"key", "value"} through etcd's JSON gateway.
     EtcdPut,
+    /// POST /v3/kv/range {"key"} through etcd's JSON gateway: a linearizable read (etcd's
+    /// default; keys are written first).
+    EtcdGet,
 }
 
 impl std::fmt::Display for Op {
@@ -107,7 +110,7 @@ struct Clients {
 /// Finds the leader's base URL among the targets.
 async fn find_leader(c: &Clients, args: &Args) -> Result<String, String> {
     for t in &args.targets {
-        if args.op == Op::EtcdPut {
+        if matches!(args.op, Op::EtcdPut | Op::EtcdGet) {
             let r = c
                 .etcd
                 .post(format!("{t}/v3/maintenance/status"))
@@ -213,11 +216,19 @@ async fn one_request(
             }
             Err("too-many-redirects".into())
         }
-        Op::EtcdPut => {
+        Op::EtcdPut | Op::EtcdGet => {
+            let (path, body) = if op == Op::EtcdPut {
+                (
+                    "put",
+                    json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())}),
+                )
+            } else {
+                ("range", json!({"key": b64(key.as_bytes())}))
+            };
             let r = c
                 .etcd
-                .post(format!("{target}/v3/kv/put"))
-                .json(&json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())}))
+                .post(format!("{target}/v3/kv/{path}"))
+                .json(&body)
                 .send()
                 .await
                 .map_err(|e| {
@@ -231,8 +242,11 @@ async fn one_request(
                 })?;
             let status = r.status().as_u16();
             // Parsed, as the client parses httpraft's answers, so both sides do the same work.
-            let _: Value = r.json().await.map_err(|_| "bad-body".to_string())?;
+            let v: Value = r.json().await.map_err(|_| "bad-body".to_string())?;
             match status {
+                200..=299 if op == Op::EtcdGet && v["kvs"].as_array().is_none_or(Vec::is_empty) => {
+                    Err("http-404".into())
+                }
                 200..=299 => Ok(()),
                 s => Err(format!("http-{s}")),
             }
@@ -278,7 +292,7 @@ async fn run(args: Args) -> Result<(), String> {
         None
     };
     let value = "v".repeat(args.value_size);
-    if args.op == Op::KvGet {
+    if matches!(args.op, Op::KvGet | Op::EtcdGet) {
         // Keys to read, written once through the leader.
         let t = match &leader {
             Some(l) => l.clone(),
@@ -290,7 +304,11 @@ async fn run(args: Args) -> Result<(), String> {
             let via = client.raft.via(&target);
             let key = format!("bench-{w}");
             let work = Work {
-                op: Op::KvPut,
+                op: if args.op == Op::EtcdGet {
+                    Op::EtcdPut
+                } else {
+                    Op::KvPut
+                },
                 key: &key,
                 value: &value,
                 batch: 1,
@@ -317,7 +335,7 @@ async fn run(args: Args) -> Result<(), String> {
             let via = client.raft.via(&target);
             let mut n = 0u64;
             while !done.load(Ordering::Relaxed) {
-                let key = if op == Op::KvGet {
+                let key = if matches!(op, Op::KvGet | Op::EtcdGet) {
                     format!("bench-{w}")
                 } else {
                     format!("bench-{w}-{n}")

@@ -90,6 +90,13 @@ pub struct SnapshotConfig {
     /// Take a snapshot once the log has grown by this many bytes since the last one (0:
     /// never by size). Default 512 MiB.
     pub every_wal_bytes: u64,
+    /// Whether a snapshot also waits until the log has grown by at least the size of the
+    /// previous snapshot. A snapshot copies the whole state, so without this a large state
+    /// snapshotted every `every_entries` costs work proportional to the state for every
+    /// batch of entries; with it the copying stays proportional to what is written (at
+    /// the cost of a log that grows to about the state's size between snapshots). Default
+    /// `true`.
+    pub scale_with_size: bool,
     /// Entries kept in the log before a snapshot's index, so that followers slightly
     /// behind catch up from the log rather than a snapshot. Default 10,000.
     pub tail_entries: u64,
@@ -111,6 +118,7 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             every_entries: 100_000,
             every_wal_bytes: 512 << 20,
+            scale_with_size: true,
             tail_entries: 10_000,
             chunk_bytes: 1 << 20,
             window: 4,

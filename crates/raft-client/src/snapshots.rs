@@ -41,6 +41,8 @@ pub(crate) struct Snapshots {
     pub(crate) last: SnapshotMeta,
     /// Storage bytes written when `last` was taken (for the WAL-size trigger).
     bytes_at_last: u64,
+    /// The size of the latest snapshot file (0: none, or unknown).
+    last_size: u64,
     taking: bool,
     /// The state machine cannot take snapshots: never try again.
     unsupported: bool,
@@ -60,10 +62,12 @@ impl Snapshots {
         bytes_written: u64,
         events_tx: mpsc::UnboundedSender<Event>,
     ) -> Self {
+        let last_size = store.find(&last).map_or(0, |f| f.size);
         Snapshots {
             cfg,
             store,
             last,
+            last_size,
             bytes_at_last: bytes_written,
             taking: false,
             unsupported: false,
@@ -165,6 +169,11 @@ impl<SM: StateMachine> Runtime<SM> {
         if !(by_entries || by_bytes) {
             return;
         }
+        if s.cfg.scale_with_size && bytes_written.saturating_sub(s.bytes_at_last) < s.last_size {
+            // The state is larger than what was written since its last copy: copying it
+            // again now would cost more than the writes it compacts.
+            return;
+        }
         let index = self.applied;
         let Some(term) = self.node.entry_term(index) else {
             return;
@@ -221,6 +230,8 @@ impl<SM: StateMachine> Runtime<SM> {
                 self.snapshots.taking = false;
                 // A newer snapshot may have been installed from the leader meanwhile.
                 if meta.index > self.snapshots.last.index {
+                    self.snapshots.last_size =
+                        self.snapshots.store.find(&meta).map_or(0, |f| f.size);
                     self.snapshots.last = meta;
                 }
                 let busy = self.snapshots.busy();
@@ -355,6 +366,7 @@ impl<SM: StateMachine> Runtime<SM> {
             ))
         })?;
         self.snapshots.last = meta.clone();
+        self.snapshots.last_size = file.size;
         let busy = self.snapshots.busy();
         self.snapshots.store.remove_others(meta, &busy);
         self.snapshots.transfers.count(|c| c.installed += 1);

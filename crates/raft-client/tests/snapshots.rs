@@ -185,3 +185,62 @@ async fn a_follower_that_was_away_catches_up_through_a_snapshot() {
     c.put("after", "yes").await;
     c.wait_len(away, 602).await;
 }
+
+/// How many snapshots one node takes while it receives 60 large values (a 480 KiB state),
+/// then 500 small writes, snapshotting every 50 entries.
+async fn snapshots_taken(scale_with_size: bool) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<NodeId, Peer> = [(
+        1,
+        Peer {
+            raft: free_addr(),
+            api: None,
+        },
+    )]
+    .into();
+    let mut cfg = NodeConfig::new(1, "snap-scale", peers, dir.path());
+    cfg.raft.election_ticks = 10;
+    cfg.snapshot.every_entries = 50;
+    cfg.snapshot.tail_entries = 10;
+    cfg.snapshot.scale_with_size = scale_with_size;
+    let node = RaftNode::start(cfg, KvStore::new()).await.unwrap();
+    let start = Instant::now();
+    while node.leader().leader != Some(1) {
+        assert!(start.elapsed() < DEADLINE, "the single node did not lead");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let big = "x".repeat(8 << 10);
+    for i in 0..60 {
+        let cmd = KvCommand::put(format!("big{i}"), big.clone())
+            .encode()
+            .unwrap();
+        node.submit_command(cmd).await.unwrap();
+    }
+    for i in 0..500 {
+        let cmd = KvCommand::put("small", format!("{i}")).encode().unwrap();
+        node.submit_command(cmd).await.unwrap();
+    }
+    // Let a snapshot in progress finish before counting.
+    let start = Instant::now();
+    while node.status().await.unwrap().snapshot_index == 0 {
+        assert!(start.elapsed() < DEADLINE, "no snapshot at all");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let taken = node.snapshot_stats().taken;
+    node.shutdown().await;
+    taken
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_state_is_snapshotted_again_only_once_the_log_outgrew_its_last_snapshot() {
+    let fixed = snapshots_taken(false).await;
+    let scaled = snapshots_taken(true).await;
+    assert!(
+        fixed >= 8,
+        "every 50 entries without scaling: {fixed} snapshots"
+    );
+    assert!(
+        scaled <= 2,
+        "500 small writes are far less than the 480 KiB state: {scaled} snapshots"
+    );
+}
