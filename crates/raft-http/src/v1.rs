@@ -1,9 +1,11 @@
 //! The versioned API under `/v1`.
 //!
-//! Writes (and linearizable reads) must reach the leader. A follower answers them with
-//! `307 Temporary Redirect` to the same path on the leader's API address (the method and
-//! body are kept by clients that follow redirects, e.g. `curl -L`), with a JSON error body
-//! naming the leader. With no known leader the answer is `503` with `Retry-After: 1`.
+//! Writes must reach the leader. A follower answers them with `307 Temporary Redirect` to
+//! the same path on the leader's API address (the method and body are kept by clients that
+//! follow redirects, e.g. `curl -L`), with a JSON error body naming the leader. With no
+//! known leader the answer is `503` with `Retry-After: 1`. Linearizable reads are served by
+//! every node: a follower obtains a read index from the leader and answers once it has
+//! applied up to it.
 
 use std::time::Duration;
 
