@@ -87,17 +87,21 @@ async fn a_follower_away_for_300000_writes_catches_up_through_a_snapshot_that_re
         String::from_utf8_lossy(&bench.stderr)
     );
     eprintln!("{:?}: 300,000 writes done", t0.elapsed());
-    // Wait for the snapshot the last writes started (taking one copies the whole store, and
-    // takes a while): offered midway through the first transfer, a newer snapshot would
-    // rightly replace the part, and there would be nothing to resume.
+    // Wait for a snapshot the last writes started, if they did (taking one copies the whole
+    // store, and takes a while): offered midway through the first transfer, a newer
+    // snapshot would rightly replace the part, and there would be nothing to resume. Once
+    // everything is applied and none is being taken, none will start: no more writes come.
     let start = Instant::now();
     let s = loop {
         let s = c.status(leader).await;
-        let (commit, snap) = (
+        let (commit, applied) = (
             s["commit_index"].as_u64().unwrap(),
-            s["snapshot_index"].as_u64().unwrap(),
+            s["applied_index"].as_u64().unwrap(),
         );
-        if commit - snap < 20_000 {
+        if applied == commit
+            && s["snapshots"]["taking"] == false
+            && s["snapshot_index"].as_u64().unwrap() > 0
+        {
             break s;
         }
         assert!(

@@ -105,6 +105,8 @@ type TransferMap = BTreeMap<(NodeId, bool), (TransferStatus, Instant)>;
 pub struct SnapshotStats {
     /// Snapshots taken (and the log compacted after them).
     pub taken: u64,
+    /// Whether a snapshot is being taken now.
+    pub taking: bool,
     /// Transfers to followers that completed.
     pub sent: u64,
     /// Transfers to followers that failed (each is retried).

@@ -207,6 +207,7 @@ impl<SM: StateMachine> Runtime<SM> {
             membership,
         };
         self.snapshots.taking = true;
+        self.snapshots.transfers.count(|c| c.taking = true);
         self.snapshots.bytes_at_last = bytes_written;
         let store = self.snapshots.store.clone();
         let storage = self.storage.clone();
@@ -226,7 +227,10 @@ impl<SM: StateMachine> Runtime<SM> {
                     index = meta.index,
                     "snapshot taken, log compacted"
                 );
-                self.snapshots.transfers.count(|c| c.taken += 1);
+                self.snapshots.transfers.count(|c| {
+                    c.taken += 1;
+                    c.taking = false;
+                });
                 self.snapshots.taking = false;
                 // A newer snapshot may have been installed from the leader meanwhile.
                 if meta.index > self.snapshots.last.index {
@@ -241,6 +245,7 @@ impl<SM: StateMachine> Runtime<SM> {
             }
             Event::SnapshotTaken(Err(e)) => {
                 self.snapshots.taking = false;
+                self.snapshots.transfers.count(|c| c.taking = false);
                 tracing::error!(id = self.cfg.id, error = %e, "taking a snapshot failed");
                 if e.starts_with("storage:") {
                     return Err(Error::Storage(e));

@@ -148,6 +148,7 @@ fn snapshot_json(st: &AppState) -> Value {
         .collect();
     json!({
         "taken": c.taken,
+        "taking": c.taking,
         "sent": c.sent,
         "send_failures": c.send_failures,
         "sent_bytes": c.sent_bytes,
