@@ -217,34 +217,41 @@ async fn a_thousand_connections_that_never_finish_their_headers_are_closed_in_ti
 async fn a_forged_frame_with_the_highest_term_leaves_the_cluster_electing_and_committing() {
     let mut c = Cluster::start(3).await;
     // An outsider on the network: a plain TCP client that says it is node 0 to node 1, and
-    // sends one answer with term u64::MAX.
-    let stream = TcpStream::connect(&c.peers[1]).await.unwrap();
-    let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
-    let hello = postcard::to_allocvec(&Hello::new(CLUSTER_ID, 0, 1)).unwrap();
-    framed.send(bytes::Bytes::from(hello)).await.unwrap();
-    let reply = framed.next().await.unwrap().unwrap();
-    assert_eq!(
-        postcard::from_bytes::<HelloReply>(&reply).unwrap(),
-        HelloReply::Welcome
-    );
+    // sends one answer with term u64::MAX. Node 1 keeps one connection per peer: the real
+    // node 0 reconnecting may replace the outsider's before its frame is read, so the
+    // outsider tries again on a new connection until node 1 has seen the frame.
     let forged = Message {
         from: 0,
         to: 1,
         term: u64::MAX,
         body: MessageBody::HeartbeatResponse { read_seq: 0 },
     };
-    framed
-        .send(raft_net::encode_message(forged).unwrap())
-        .await
-        .unwrap();
     let start = Instant::now();
-    while c.status(1).await["rejected_messages"].as_u64() != Some(1) {
+    let framed = 'seen: loop {
         assert!(
             start.elapsed() < DEADLINE,
             "the forged frame was never seen"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let stream = TcpStream::connect(&c.peers[1]).await.unwrap();
+        let mut framed = Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
+        let hello = postcard::to_allocvec(&Hello::new(CLUSTER_ID, 0, 1)).unwrap();
+        framed.send(bytes::Bytes::from(hello)).await.unwrap();
+        let reply = framed.next().await.unwrap().unwrap();
+        assert_eq!(
+            postcard::from_bytes::<HelloReply>(&reply).unwrap(),
+            HelloReply::Welcome
+        );
+        let _ = framed
+            .send(raft_net::encode_message(forged.clone()).unwrap())
+            .await;
+        let tried = Instant::now();
+        while tried.elapsed() < Duration::from_millis(500) {
+            if c.status(1).await["rejected_messages"].as_u64() >= Some(1) {
+                break 'seen framed;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     drop(framed);
     let sane = |ts: &[u64]| ts.iter().all(|&t| t < 1 << 62);
     assert!(sane(&terms(&c).await), "{:?}", terms(&c).await);
