@@ -179,31 +179,16 @@ def cpu_per_100k(r):
     return (r["cpu_ticks"] / hz) / ok * 100000 if ok else float("nan")
 print()
 print("3-node clusters on loopback, fsync on, %d-byte values, same load generator (raft-bench), threads per process: %s" % (rows[0]["result"]["value_size"], sys.argv[3] or "default"))
-hdr = "| clients | etcd req/s | httpraft req/s | ratio | etcd p50 ms | httpraft p50 ms | etcd p99 ms | httpraft p99 ms | errors e/h | CPU s per 100k writes e/h |"
-if any("etcd" in v for v in by.values()):
-    print(hdr)
-    print("|" + "---|" * (hdr.count("|") - 1))
-for c in sorted(by):
-    if "etcd" not in by[c]:
-        continue
-    e, h = by[c]["etcd"], by[c]["httpraft"]
-    er, hr = e["result"], h["result"]
-    ratio = hr["throughput"] / er["throughput"] if er["throughput"] else float("nan")
-    print("| %d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %d / %d | %.1f / %.1f |" % (
-        c, er["throughput"], hr["throughput"], ratio,
-        er["latency_ms"]["p50"], hr["latency_ms"]["p50"],
-        er["latency_ms"]["p99"], hr["latency_ms"]["p99"],
-        er["errors"], hr["errors"], cpu_per_100k(e), cpu_per_100k(h)))
-if any("etcd-read" in v for v in by.values()):
-    print()
-    print("linearizable key reads, clients spread over the 3 members (etcd: range through its gateway; httpraft: GET /v1/kv/<key>, followers ask the leader for a read index)")
-    hdr = "| clients | etcd reads/s | httpraft reads/s | ratio | etcd p50 ms | httpraft p50 ms | etcd p99 ms | httpraft p99 ms | errors e/h | CPU s per 100k reads e/h |"
+def versus(a, b, what):
+    """etcd (system a) against httpraft (system b), one row per client count."""
+    hdr = ("| clients | etcd %s/s | httpraft %s/s | ratio | etcd p50 ms | httpraft p50 ms | etcd p99 ms"
+           " | httpraft p99 ms | errors e/h | CPU s per 100k %s e/h |") % (what, what, what)
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for c in sorted(by):
-        if "etcd-read" not in by[c]:
+        if a not in by[c]:
             continue
-        e, h = by[c]["etcd-read"], by[c]["httpraft-read"]
+        e, h = by[c][a], by[c][b]
         er, hr = e["result"], h["result"]
         ratio = hr["throughput"] / er["throughput"] if er["throughput"] else float("nan")
         print("| %d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %d / %d | %.1f / %.1f |" % (
@@ -211,6 +196,12 @@ if any("etcd-read" in v for v in by.values()):
             er["latency_ms"]["p50"], hr["latency_ms"]["p50"],
             er["latency_ms"]["p99"], hr["latency_ms"]["p99"],
             er["errors"], hr["errors"], cpu_per_100k(e), cpu_per_100k(h)))
+if any("etcd" in v for v in by.values()):
+    versus("etcd", "httpraft", "writes")
+if any("etcd-read" in v for v in by.values()):
+    print()
+    print("linearizable key reads, clients spread over the 3 members (etcd: range through its gateway; httpraft: GET /v1/kv/<key>, followers ask the leader for a read index)")
+    versus("etcd-read", "httpraft-read", "reads")
 if any("batched" in v for v in by.values()):
     print()
     print("httpraft batched appends (POST /v1/log {\"entries\": [...]}), same run")

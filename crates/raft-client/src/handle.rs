@@ -232,17 +232,12 @@ impl<R: Send + 'static> RaftNode<R> {
             .fold(0u64, |sum, d| sum.saturating_add(d.len() as u64));
         let permit = self.shared.limits.try_acquire(bytes).ok_or(Error::Busy)?;
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Command::SubmitBatch {
-                kind,
-                data,
-                reply,
-                permit,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::Busy,
-                mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
-            })?;
+        self.offer(Command::SubmitBatch {
+            kind,
+            data,
+            reply,
+            permit,
+        })?;
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
@@ -259,17 +254,12 @@ impl<R: Send + 'static> RaftNode<R> {
             .try_acquire(data.len() as u64)
             .ok_or(Error::Busy)?;
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Command::Submit {
-                kind,
-                data,
-                reply,
-                permit,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::Busy,
-                mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
-            })?;
+        self.offer(Command::Submit {
+            kind,
+            data,
+            reply,
+            permit,
+        })?;
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
@@ -501,5 +491,13 @@ impl<R: Send + 'static> RaftNode<R> {
 
     async fn send(&self, cmd: Command<R>) -> Result<(), Error> {
         self.tx.send(cmd).await.map_err(|_| Error::Shutdown)
+    }
+
+    /// Queues a submit without waiting: a full queue is `Busy` (admission control).
+    fn offer(&self, cmd: Command<R>) -> Result<(), Error> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Busy,
+            mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
+        })
     }
 }

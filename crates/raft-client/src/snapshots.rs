@@ -78,6 +78,13 @@ impl Snapshots {
         }
     }
 
+    /// Whether a snapshot is being taken, kept here (checked every turn) and in the
+    /// shared counters (read by status and metrics).
+    fn set_taking(&mut self, on: bool) {
+        self.taking = on;
+        self.transfers.count(|c| c.taking = on);
+    }
+
     pub(crate) fn settings(&self) -> TransferSettings {
         TransferSettings {
             chunk_bytes: self.cfg.chunk_bytes,
@@ -206,8 +213,7 @@ impl<SM: StateMachine> Runtime<SM> {
             term,
             membership,
         };
-        self.snapshots.taking = true;
-        self.snapshots.transfers.count(|c| c.taking = true);
+        self.snapshots.set_taking(true);
         self.snapshots.bytes_at_last = bytes_written;
         let store = self.snapshots.store.clone();
         let storage = self.storage.clone();
@@ -227,11 +233,8 @@ impl<SM: StateMachine> Runtime<SM> {
                     index = meta.index,
                     "snapshot taken, log compacted"
                 );
-                self.snapshots.transfers.count(|c| {
-                    c.taken += 1;
-                    c.taking = false;
-                });
-                self.snapshots.taking = false;
+                self.snapshots.transfers.count(|c| c.taken += 1);
+                self.snapshots.set_taking(false);
                 // A newer snapshot may have been installed from the leader meanwhile.
                 if meta.index > self.snapshots.last.index {
                     self.snapshots.last_size =
@@ -244,8 +247,7 @@ impl<SM: StateMachine> Runtime<SM> {
                     .remove_others(&self.snapshots.last, &busy);
             }
             Event::SnapshotTaken(Err(e)) => {
-                self.snapshots.taking = false;
-                self.snapshots.transfers.count(|c| c.taking = false);
+                self.snapshots.set_taking(false);
                 tracing::error!(id = self.cfg.id, error = %e, "taking a snapshot failed");
                 if e.starts_with("storage:") {
                     return Err(Error::Storage(e));

@@ -18,15 +18,7 @@ fn appends_to(msgs: &[Message], to: NodeId) -> usize {
 
 /// A 3-node leader (id 1) with its no-op committed and applied, everything drained.
 fn leader() -> Node<MemStorage> {
-    let mut leader = lone_node(1, &ids(3), MemStorage::new(), plain);
-    make_leader(&mut leader);
-    drain(&mut leader);
-    for p in [2, 3] {
-        leader.step(msg(p, 1, 1, ack(1)));
-    }
-    drain(&mut leader);
-    assert_eq!(leader.commit_index(), 1);
-    leader
+    leader_with_noop_committed(plain)
 }
 
 /// Writes a `Ready`'s entries and hard state to the node's storage, without telling it.

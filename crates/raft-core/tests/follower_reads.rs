@@ -22,13 +22,7 @@ fn follower() -> Node<MemStorage> {
 
 /// A 3-node leader (id 1) of term 1 with entries 1..=3 committed.
 fn leader() -> Node<MemStorage> {
-    let mut l = lone_node(1, &ids(3), MemStorage::new(), plain);
-    make_leader(&mut l);
-    drain(&mut l);
-    for p in [2, 3] {
-        l.step(msg(p, 1, 1, ack(1)));
-    }
-    drain(&mut l);
+    let mut l = leader_with_noop_committed(plain);
     l.propose(&b"a"[..]).unwrap();
     l.propose(&b"b"[..]).unwrap();
     drain(&mut l);

@@ -11,17 +11,10 @@ use raft_core::{EntryKind, MemStorage, Node, ProposeError, ENTRY_OVERHEAD_BYTES}
 
 /// A 3-node leader (id 1) with its no-op committed, and `max_uncommitted_bytes` = `limit`.
 fn leader(limit: u64) -> Node<MemStorage> {
-    let mut leader = lone_node(1, &ids(3), MemStorage::new(), |c| {
+    leader_with_noop_committed(|c| {
         plain(c);
         c.max_uncommitted_bytes = limit;
-    });
-    make_leader(&mut leader);
-    drain(&mut leader);
-    for p in [2, 3] {
-        leader.step(msg(p, 1, 1, ack(1)));
-    }
-    drain(&mut leader);
-    leader
+    })
 }
 
 fn batch(n: usize, size: usize) -> Vec<Bytes> {

@@ -936,15 +936,7 @@ impl Sim {
                 return;
             }
         }
-        let empty = rd == Ready::default();
-        format!("{:?}", rd.hard_state).hash(&mut self.digest);
-        (rd.entries.len(), rd.committed_entries.len()).hash(&mut self.digest);
-        if let Some(ss) = rd.soft_state {
-            if ss.role == Role::Leader {
-                let term = self.nodes[&id].node.as_ref().expect("live node").term();
-                self.on_new_leader(id, term);
-            }
-        }
+        let empty = self.take_in(id, &rd);
         for m in rd.messages.iter().cloned() {
             self.send(m);
         }
@@ -966,21 +958,14 @@ impl Sim {
         let crash_while_snapshotting = self.rng.chance(self.faults.crash_per_mille * 20);
         if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
             node.advance();
-            if empty && node.has_ready() {
-                // A runtime loops while has_ready() holds: this would spin forever.
-                self.fail(format!(
-                    "node {id}: has_ready() stays true though ready() hands out nothing"
-                ));
-            }
         }
+        self.check_settles(id, empty);
         self.maybe_snapshot(id, crash_while_snapshotting);
     }
 
-    /// Carries out a `Ready` the way an asynchronous runtime does: messages leave now, the
-    /// write is queued behind earlier ones (its promises wait for it), committed entries are
-    /// applied and acknowledged at once.
-    fn process_ready_async(&mut self, id: NodeId, mut rd: Ready, crash_before: bool) {
-        let empty = rd == Ready::default();
+    /// What every way of carrying out a `Ready` starts with: the run's digest, and the
+    /// election checks when the node just became leader. Whether the `Ready` was empty.
+    fn take_in(&mut self, id: NodeId, rd: &Ready) -> bool {
         format!("{:?}", rd.hard_state).hash(&mut self.digest);
         (rd.entries.len(), rd.committed_entries.len()).hash(&mut self.digest);
         if let Some(ss) = rd.soft_state {
@@ -989,6 +974,28 @@ impl Sim {
                 self.on_new_leader(id, term);
             }
         }
+        *rd == Ready::default()
+    }
+
+    /// A runtime loops while `has_ready()` holds: after an empty `Ready` it must not, or
+    /// the runtime would spin forever.
+    fn check_settles(&self, id: NodeId, empty: bool) {
+        let spins = self.nodes[&id]
+            .node
+            .as_ref()
+            .is_some_and(|node| empty && node.has_ready());
+        if spins {
+            self.fail(format!(
+                "node {id}: has_ready() stays true though ready() hands out nothing"
+            ));
+        }
+    }
+
+    /// Carries out a `Ready` the way an asynchronous runtime does: messages leave now, the
+    /// write is queued behind earlier ones (its promises wait for it), committed entries are
+    /// applied and acknowledged at once.
+    fn process_ready_async(&mut self, id: NodeId, mut rd: Ready, crash_before: bool) {
+        let empty = self.take_in(id, &rd);
         for m in std::mem::take(&mut rd.messages) {
             self.send(m);
         }
@@ -1020,12 +1027,8 @@ impl Sim {
             if let Some(index) = last_applied {
                 node.on_applied(index);
             }
-            if empty && node.has_ready() {
-                self.fail(format!(
-                    "node {id}: has_ready() stays true though ready() hands out nothing"
-                ));
-            }
         }
+        self.check_settles(id, empty);
         self.maybe_snapshot(id, crash_while_snapshotting);
     }
 

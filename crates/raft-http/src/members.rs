@@ -5,13 +5,13 @@
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use raft_client::{Error, MemberRole, Peer};
+use raft_client::{MemberRole, Peer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::state::{parse_json, AppState, Body};
-use crate::v1::{elsewhere, is_leader};
+use crate::v1::on_leader;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,22 +25,6 @@ struct AddBody {
 #[serde(deny_unknown_fields)]
 struct TransferBody {
     to: u64,
-}
-
-/// Runs a change on the leader; a follower redirects, a lost leadership says so.
-async fn on_leader<T>(
-    st: &AppState,
-    uri: &axum::http::Uri,
-    change: impl std::future::Future<Output = Result<T, Error>>,
-) -> Result<T, ApiError> {
-    if !is_leader(st) {
-        return Err(elsewhere(st, uri, None));
-    }
-    match change.await {
-        Ok(v) => Ok(v),
-        Err(e @ Error::NotLeader { .. }) => Err(elsewhere(st, uri, Some(e))),
-        Err(e) => Err(ApiError::from_node(e, st.leader_api())),
-    }
 }
 
 /// `GET /v1/members` → `[{"id", "raft", "api", "role", "match_index", "lag", "reachable"}]`.

@@ -115,19 +115,29 @@ pub(crate) fn is_leader(st: &AppState) -> bool {
     st.leader() == Leader::Me
 }
 
+/// Runs `work` (a write, a membership change) on the leader; a follower redirects, a lost
+/// leadership says so.
+pub(crate) async fn on_leader<T>(
+    st: &AppState,
+    uri: &axum::http::Uri,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, ApiError> {
+    if !is_leader(st) {
+        return Err(elsewhere(st, uri, None));
+    }
+    match work.await {
+        Ok(v) => Ok(v),
+        Err(e @ Error::NotLeader { .. }) => Err(elsewhere(st, uri, Some(e))),
+        Err(e) => Err(ApiError::from_node(e, st.leader_api())),
+    }
+}
+
 async fn submit_here(
     st: &AppState,
     uri: &axum::http::Uri,
     data: Bytes,
 ) -> Result<raft_client::Committed<KvResponse>, ApiError> {
-    if !is_leader(st) {
-        return Err(elsewhere(st, uri, None));
-    }
-    match st.submit(data).await {
-        Ok(c) => Ok(c),
-        Err(e @ Error::NotLeader { .. }) => Err(elsewhere(st, uri, Some(e))),
-        Err(e) => Err(ApiError::from_node(e, st.leader_api())),
-    }
+    on_leader(st, uri, st.submit(data)).await
 }
 
 /// Submits a key-value command on the leader; returns the commit and the key's previous
@@ -215,18 +225,11 @@ pub(crate) async fn append(
             ),
         ));
     }
-    if !is_leader(&st) {
-        return Err(elsewhere(&st, &uri, None));
-    }
     let data = entries
         .into_iter()
         .map(|e| Bytes::from(e.into_bytes()))
         .collect();
-    let c = match st.submit_batch(data).await {
-        Ok(c) => c,
-        Err(e @ Error::NotLeader { .. }) => return Err(elsewhere(&st, &uri, Some(e))),
-        Err(e) => return Err(ApiError::from_node(e, st.leader_api())),
-    };
+    let c = on_leader(&st, &uri, st.submit_batch(data)).await?;
     let indexes: Vec<u64> = (c.first..).take(c.responses.len()).collect();
     Ok((
         StatusCode::CREATED,

@@ -366,6 +366,20 @@ pub fn make_leader(node: &mut Node<MemStorage>) {
     assert_eq!(node.role(), Role::Leader, "node {id} did not win");
 }
 
+/// Node 1, leader of term 1 in a 3-node cluster whose peers the test plays, with its no-op
+/// committed (both peers acknowledged it) and everything drained.
+pub fn leader_with_noop_committed(tweak: impl Fn(&mut Config)) -> Node<MemStorage> {
+    let mut leader = lone_node(1, &ids(3), MemStorage::new(), tweak);
+    make_leader(&mut leader);
+    drain(&mut leader);
+    for p in [2, 3] {
+        leader.step(msg(p, 1, 1, ack(1)));
+    }
+    drain(&mut leader);
+    assert_eq!(leader.commit_index(), 1);
+    leader
+}
+
 /// (index, term) of every entry in a node's log, durable or not.
 pub fn log_of(node: &Node<MemStorage>) -> Vec<(LogIndex, Term)> {
     (1..=node.last_index())
