@@ -413,7 +413,8 @@ impl Cluster {
         self.get_json(i, "/v1/status").await
     }
 
-    /// The index of the node every running node names as leader (waits for agreement).
+    /// The index of the running node every running node names as leader (waits for
+    /// agreement).
     pub async fn leader(&self) -> usize {
         let start = Instant::now();
         loop {
@@ -429,8 +430,13 @@ impl Cluster {
                 if named.len() == self.running().len()
                     && named.iter().all(|n| n.as_ref() == Some(api))
                 {
+                    // A node that was just stopped (for example a leader that removed
+                    // itself) is still named until the others time out: wait for one
+                    // that runs.
                     if let Some(i) = self.apis.iter().position(|a| a == api) {
-                        return i;
+                        if self.procs[i].is_some() {
+                            return i;
+                        }
                     }
                 }
             }
