@@ -29,6 +29,9 @@ struct Pending<R> {
     term: Term,
     responses: Vec<R>,
     reply: BatchReply<R>,
+    /// Set when leadership ended with only the entries up to `last` handed over for
+    /// applying: the answer once they are applied.
+    cut: Option<Error>,
     _permit: Permit,
 }
 
@@ -61,6 +64,7 @@ impl<R> Batches<R> {
                 term,
                 responses: Vec::with_capacity(count),
                 reply,
+                cut: None,
                 _permit: permit,
             },
         );
@@ -90,7 +94,7 @@ impl<R> Batches<R> {
             ))),
             Some(r) => {
                 b.responses.push(r);
-                (e.index == b.last).then_some(Ok(()))
+                (e.index == b.last).then(|| b.cut.take().map_or(Ok(()), Err))
             }
         };
         let Some(outcome) = outcome else {
@@ -105,10 +109,36 @@ impl<R> Batches<R> {
         }
     }
 
-    /// Answers every batch with `why` (leadership lost, node stopping).
+    /// Answers every batch with `why` (the node is stopping).
     pub(crate) fn fail_all(&mut self, why: &Error) {
         for (_, b) in std::mem::take(&mut self.pending) {
             let _ = b.reply.send(Err(why.clone()));
+        }
+    }
+
+    /// Answers with `why` every batch whose entries from `index` on will not be applied
+    /// here (leadership ended; the entries before `index` were handed over for applying):
+    /// a batch wholly from `index` at once, one that straddles it once its entries before
+    /// `index` are applied.
+    pub(crate) fn fail_from(&mut self, index: LogIndex, why: &Error) {
+        for (_, b) in self.pending.split_off(&index) {
+            let _ = b.reply.send(Err(why.clone()));
+        }
+        let Some((&first, b)) = self.pending.iter_mut().next_back() else {
+            return;
+        };
+        if b.last < index {
+            return; // wholly handed over: answered when applied
+        }
+        let applied_to = first.saturating_add(b.responses.len() as u64);
+        if applied_to >= index {
+            // Everything handed over is already applied.
+            if let Some(b) = self.pending.remove(&first) {
+                let _ = b.reply.send(Err(why.clone()));
+            }
+        } else {
+            b.last = index - 1;
+            b.cut = Some(why.clone());
         }
     }
 
@@ -191,6 +221,61 @@ mod tests {
         assert!(rx.try_recv().is_err());
         b.applied(&entry(5, 2), None);
         assert!(matches!(rx.try_recv().unwrap(), Err(Error::Storage(_))));
+    }
+
+    type Answer = oneshot::Receiver<Result<CommittedBatch<u64>, Error>>;
+
+    /// Batches of `count` entries from `first`, all in term 2.
+    fn batches(specs: &[(LogIndex, usize)]) -> (Batches<u64>, Vec<Answer>) {
+        let limits = Limits::new(10, 1 << 20);
+        let mut b = Batches::new();
+        let mut rxs = Vec::new();
+        for &(first, count) in specs {
+            let (tx, rx) = oneshot::channel();
+            b.insert(first, count, 2, tx, limits.try_acquire(1).unwrap());
+            rxs.push(rx);
+        }
+        (b, rxs)
+    }
+
+    #[test]
+    fn after_a_step_down_batches_not_handed_over_fail_at_once() {
+        // Entries up to 6 were handed over for applying: [3, 4] and [5, 6] will be
+        // answered when applied, [7, 8] will not be applied here.
+        let (mut b, mut rx) = batches(&[(3, 2), (5, 2), (7, 2)]);
+        b.fail_from(7, &Error::LeadershipLost);
+        assert!(matches!(rx[2].try_recv(), Ok(Err(Error::LeadershipLost))));
+        assert!(rx[0].try_recv().is_err() && rx[1].try_recv().is_err());
+        for i in 3..=6 {
+            b.applied(&entry(i, 2), Some(i * 10));
+        }
+        assert_eq!(rx[0].try_recv().unwrap().unwrap().responses, vec![30, 40]);
+        assert_eq!(rx[1].try_recv().unwrap().unwrap().responses, vec![50, 60]);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_batch_straddling_a_step_down_is_answered_once_its_handed_part_is_applied() {
+        let (mut b, mut rx) = batches(&[(5, 4)]);
+        b.applied(&entry(5, 2), Some(50));
+        b.fail_from(7, &Error::LeadershipLost); // 5 and 6 were handed over
+        assert!(
+            rx[0].try_recv().is_err(),
+            "answered before entry 6 is applied"
+        );
+        b.applied(&entry(6, 2), Some(60));
+        assert!(matches!(rx[0].try_recv(), Ok(Err(Error::LeadershipLost))));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_straddling_batch_whose_handed_part_is_applied_fails_at_once() {
+        let (mut b, mut rx) = batches(&[(5, 4)]);
+        b.applied(&entry(5, 2), Some(50));
+        b.applied(&entry(6, 2), Some(60));
+        b.fail_from(7, &Error::LeadershipLost);
+        assert!(matches!(rx[0].try_recv(), Ok(Err(Error::LeadershipLost))));
+        assert!(b.is_empty());
     }
 
     #[test]

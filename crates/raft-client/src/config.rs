@@ -45,8 +45,9 @@ pub struct NodeConfig {
     /// When the log is made durable. Default `SyncPolicy::Always`.
     pub sync: SyncPolicy,
     /// Whether the node keeps stepping (acknowledgements, proposals, appends to followers)
-    /// while its writes are being made durable. Default `true`; `false` waits for each
-    /// write before going on (for comparison; it is slower and no safer).
+    /// while its writes are being made durable and its committed entries applied (the state
+    /// machine always applies in its own task). Default `true`; `false` waits for each
+    /// write and apply before going on (for comparison; it is slower and no safer).
     pub pipeline_writes: bool,
     /// Log segment size. Default 64 MiB.
     pub segment_bytes: u64,

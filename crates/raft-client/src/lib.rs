@@ -48,6 +48,7 @@
 
 #![forbid(unsafe_code)]
 
+mod applier;
 mod autopilot;
 mod backup;
 mod batch;

@@ -1,6 +1,7 @@
 //! The runtime task (the original's `Run`): owns the core node and drives it with ticks,
 //! peer messages and client commands; sends; hands each `Ready`'s writes to the write
-//! pipeline (`writes.rs`) and keeps stepping while they are made durable; applies;
+//! pipeline (`writes.rs`) and keeps stepping while they are made durable; hands committed
+//! entries to the apply task (`applier.rs`) and keeps stepping while they are applied;
 //! answers callers.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use crate::applier::{Applied, Applier};
 use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
 use crate::handle::{Command, Committed};
@@ -31,6 +33,9 @@ use crate::snapshots::{receive_streams, restore_at_start, Event, Snapshots};
 use crate::state_machine::StateMachine;
 use crate::storage::SharedStorage;
 use crate::writes::{Done, Write, WritePipeline};
+
+/// Why a node stops when its state machine's task ended (it panicked).
+const APPLY_TASK_GONE: &str = "the state machine's apply task stopped (it panicked)";
 
 /// Inputs handled per turn at most before the node's output is processed.
 const MAX_INPUTS_PER_TURN: usize = 4096;
@@ -49,7 +54,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     pub(crate) cfg: NodeConfig,
     pub(crate) node: Node<SharedStorage>,
     pub(crate) storage: SharedStorage,
-    pub(crate) sm: SM,
+    /// The state machine, in its own task.
+    pub(crate) applier: Applier<SM>,
     pub(crate) transport: Arc<Transport>,
     inbound: Inbound,
     cmds: mpsc::Receiver<Command<SM::Response>>,
@@ -279,7 +285,7 @@ async fn build<SM: StateMachine>(
         cfg,
         node,
         storage: storage.clone(),
-        sm,
+        applier: Applier::spawn(sm, applied),
         transport,
         inbound,
         cmds,
@@ -356,6 +362,11 @@ impl<SM: StateMachine> Runtime<SM> {
                         break e;
                     }
                 }
+                applied = self.applier.completed() => {
+                    if let Err(e) = self.on_applied(applied) {
+                        break e;
+                    }
+                }
             }
             if let Err(e) = self.process_ready().await {
                 break e;
@@ -366,8 +377,9 @@ impl<SM: StateMachine> Runtime<SM> {
 
     async fn stop(mut self, why: Error) {
         // A write in progress finishes before the store closes (its outcome no longer
-        // matters: nothing it promised will be sent).
+        // matters: nothing it promised will be sent), and so does every apply.
         let _ = self.writes.completed_if_any().await;
+        let _ = self.wait_applied().await;
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(why.clone()));
         }
@@ -540,19 +552,19 @@ impl<SM: StateMachine> Runtime<SM> {
             } else {
                 self.send_all(std::mem::take(&mut rd.persisted_messages));
             }
-            let last = rd.committed_entries.last().map(|e| e.index);
-            self.apply(std::mem::take(&mut rd.committed_entries)).await;
-            if let Some(index) = last {
-                self.node.on_applied(index);
-            }
-            self.after_apply(rd)?;
+            self.applier.push(std::mem::take(&mut rd.committed_entries));
+            self.finish_ready(rd);
         }
         self.writes.start();
         self.follow_membership();
         self.check_transfer();
         self.run_autopilot();
         let written = self.storage_stats.snapshot().bytes_written;
-        self.maybe_take_snapshot(written).await;
+        self.maybe_take_snapshot(written).await?;
+        if !self.pending_backups.is_empty() {
+            // A backup copies the state machine as of the last committed entry handed over.
+            self.wait_applied().await?;
+        }
         for reply in std::mem::take(&mut self.pending_backups) {
             let _ = reply.send(self.take_backup().await);
         }
@@ -562,26 +574,26 @@ impl<SM: StateMachine> Runtime<SM> {
     /// Carries out a `Ready` whole before going on (a snapshot to install, or writes not
     /// pipelined): persist, promise, apply, advance.
     async fn process_ready_in_place(&mut self, rd: raft_core::Ready) -> Result<(), Error> {
+        self.wait_applied().await?;
         let mut rd = self.persist(rd).await?;
         if let Some(meta) = &rd.snapshot {
             // Storage holds the snapshot now; the state machine follows it.
-            self.restore_installed(meta)?;
+            self.restore_installed(meta).await?;
             self.applied = meta.index;
+            self.applier.restored_to(meta.index);
             self.readable.store(meta.index, Ordering::Release);
         }
         self.send_all(std::mem::take(&mut rd.persisted_messages));
-        self.apply(std::mem::take(&mut rd.committed_entries)).await;
-        self.after_apply(rd)?;
+        self.applier.push(std::mem::take(&mut rd.committed_entries));
+        self.wait_applied().await?;
+        self.finish_ready(rd);
         self.node.advance();
         Ok(())
     }
 
-    /// What follows applying a `Ready`'s committed entries: a failed state machine stops
-    /// the node, a step-down fails the submits waiting here, reads are answered.
-    fn after_apply(&mut self, rd: raft_core::Ready) -> Result<(), Error> {
-        if let Some(e) = self.sm.failure() {
-            return Err(Error::Storage(format!("the state machine failed: {e}")));
-        }
+    /// What follows handing a `Ready`'s committed entries over: a step-down fails the
+    /// submits waiting here, reads are parked until applied (or answered).
+    fn finish_ready(&mut self, rd: raft_core::Ready) {
         if rd.soft_state.is_some_and(|ss| ss.role != Role::Leader) {
             self.fail_pending_submits();
         }
@@ -595,6 +607,40 @@ impl<SM: StateMachine> Runtime<SM> {
                     let _ = reply.send(Err(Error::LeadershipLost));
                 }
             }
+        }
+        self.release_reads();
+    }
+
+    /// Waits until every committed entry handed to the apply task is applied and its
+    /// callers answered.
+    pub(crate) async fn wait_applied(&mut self) -> Result<(), Error> {
+        while self.applied < self.applier.handed() {
+            let applied = self.applier.completed().await;
+            self.on_applied(applied)?;
+        }
+        Ok(())
+    }
+
+    /// The apply task applied a batch: its callers are answered, the core learns it, reads
+    /// waiting for it are released; a failed state machine stops the node.
+    fn on_applied(&mut self, applied: Option<Applied<SM::Response>>) -> Result<(), Error> {
+        let Some(Applied {
+            entries,
+            responses,
+            failure,
+        }) = applied
+        else {
+            tracing::error!(id = self.cfg.id, "{APPLY_TASK_GONE}");
+            return Err(Error::Storage(APPLY_TASK_GONE.into()));
+        };
+        self.answer_applied(&entries, responses);
+        if let Some(last) = entries.last() {
+            self.applied = last.index;
+            self.readable.store(last.index, Ordering::Release);
+            self.node.on_applied(last.index);
+        }
+        if let Some(e) = failure {
+            return Err(Error::Storage(format!("the state machine failed: {e}")));
         }
         self.release_reads();
         Ok(())
@@ -626,7 +672,8 @@ impl<SM: StateMachine> Runtime<SM> {
         Ok(())
     }
 
-    /// A consistent copy of the state machine as of the applied index.
+    /// A consistent copy of the state machine as of the applied index (call once every
+    /// entry handed to the apply task is applied).
     async fn take_backup(&mut self) -> Result<crate::Backup, Error> {
         let index = self.applied;
         let term = self
@@ -634,7 +681,9 @@ impl<SM: StateMachine> Runtime<SM> {
             .entry_term(index)
             .ok_or_else(|| Error::Storage(format!("the term of entry {index} is unknown")))?;
         let source = self
-            .sm
+            .applier
+            .lock()
+            .await
             .snapshot()
             .await
             .map_err(|e| Error::Storage(format!("the state machine cannot be copied: {e}")))?;
@@ -680,15 +729,18 @@ impl<SM: StateMachine> Runtime<SM> {
         tracing::info!(id = self.cfg.id, ?role, ?leader, term, "role changed");
     }
 
-    /// Leadership ended: submits still waiting (their entries were not among those just
-    /// applied) may commit under the next leader, or not. The outcome is unknown, and
-    /// waiting for it could take forever: say so now.
+    /// Leadership ended: submits still waiting whose entries were not among the committed
+    /// ones handed to the apply task may commit under the next leader, or not. The outcome
+    /// is unknown, and waiting for it could take forever: say so now. (Those handed over
+    /// are answered when applied; a batch that straddles the line is answered, with this
+    /// error, once its part that was handed over is applied.)
     fn fail_pending_submits(&mut self) {
-        for (_, p) in std::mem::take(&mut self.pending) {
+        let after = self.applier.handed().saturating_add(1);
+        for (_, p) in self.pending.split_off(&after) {
             let _ = p.reply.send(Err(Error::LeadershipLost));
         }
-        self.batches.fail_all(&Error::LeadershipLost);
-        for (_, (_, r)) in std::mem::take(&mut self.pending_changes) {
+        self.batches.fail_from(after, &Error::LeadershipLost);
+        for (_, (_, r)) in self.pending_changes.split_off(&after) {
             let _ = r.send(Err(Error::LeadershipLost));
         }
     }
@@ -921,13 +973,10 @@ impl<SM: StateMachine> Runtime<SM> {
         }
     }
 
-    async fn apply(&mut self, entries: Vec<Entry>) {
-        if entries.is_empty() {
-            return;
-        }
-        let responses = self.sm.apply(&entries).await;
+    /// Answers the callers waiting for `entries`, just applied with `responses`.
+    fn answer_applied(&mut self, entries: &[Entry], responses: Vec<SM::Response>) {
         let mut responses = responses.into_iter();
-        for e in &entries {
+        for e in entries {
             let response = responses.next();
             if let Some((term, reply)) = self.pending_changes.remove(&e.index) {
                 let outcome = if term == e.term {
@@ -955,10 +1004,6 @@ impl<SM: StateMachine> Runtime<SM> {
                 )),
             };
             let _ = p.reply.send(outcome);
-        }
-        if let Some(last) = entries.last() {
-            self.applied = last.index;
-            self.readable.store(last.index, Ordering::Release);
         }
     }
 
@@ -1258,6 +1303,9 @@ mod tests {
         ));
         assert_ne!(rt.node.role(), Role::Leader);
         rt.process_ready().await.unwrap();
+        // (The entry was handed to the apply task before the step-down: it is answered
+        // once applied.)
+        rt.wait_applied().await.unwrap();
         match outcome.await.unwrap() {
             Ok(c) => assert_eq!(c.index, index),
             Err(e) => panic!("the entry committed, yet the submit was told: {e}"),

@@ -164,28 +164,41 @@ pub(crate) async fn receive_streams(
 
 impl<SM: StateMachine> Runtime<SM> {
     /// After applying: takes a snapshot when enough was applied or written since the last.
-    pub(crate) async fn maybe_take_snapshot(&mut self, bytes_written: u64) {
+    /// The snapshot covers every committed entry handed to the apply task (it waits for
+    /// them); an error means the apply task is gone.
+    pub(crate) async fn maybe_take_snapshot(&mut self, bytes_written: u64) -> Result<(), Error> {
+        if self.snapshot_due(bytes_written) {
+            self.wait_applied().await?;
+            self.take_snapshot_now(bytes_written).await;
+        }
+        Ok(())
+    }
+
+    /// Whether enough was applied or written since the last snapshot to take one.
+    fn snapshot_due(&self, bytes_written: u64) -> bool {
         let s = &self.snapshots;
         if s.taking || s.unsupported || self.applied <= s.last.index {
-            return;
+            return false;
         }
         let by_entries =
             s.cfg.every_entries > 0 && self.applied - s.last.index >= s.cfg.every_entries;
         let by_bytes = s.cfg.every_wal_bytes > 0
             && bytes_written.saturating_sub(s.bytes_at_last) >= s.cfg.every_wal_bytes;
-        if !(by_entries || by_bytes) {
-            return;
-        }
-        if s.cfg.scale_with_size && bytes_written.saturating_sub(s.bytes_at_last) < s.last_size {
-            // The state is larger than what was written since its last copy: copying it
-            // again now would cost more than the writes it compacts.
-            return;
-        }
+        // Unless the state is larger than what was written since its last copy: copying
+        // it again then would cost more than the writes it compacts.
+        (by_entries || by_bytes)
+            && !(s.cfg.scale_with_size
+                && bytes_written.saturating_sub(s.bytes_at_last) < s.last_size)
+    }
+
+    /// Starts a snapshot of the state machine as of the applied index (every entry handed
+    /// to the apply task is applied).
+    async fn take_snapshot_now(&mut self, bytes_written: u64) {
         let index = self.applied;
         let Some(term) = self.node.entry_term(index) else {
             return;
         };
-        let source = match self.sm.snapshot().await {
+        let source = match self.applier.lock().await.snapshot().await {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
                 tracing::info!(
@@ -348,8 +361,9 @@ impl<SM: StateMachine> Runtime<SM> {
         });
     }
 
-    /// A `Ready` installed `meta` in storage: the state machine now restores from its file.
-    pub(crate) fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
+    /// A `Ready` installed `meta` in storage: the state machine now restores from its file
+    /// (every entry handed to the apply task before was applied).
+    pub(crate) async fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
         let Some(file) = self.snapshots.store.find(meta) else {
             return Err(Error::Storage(format!(
                 "the snapshot file for index {} is missing or damaged",
@@ -357,7 +371,7 @@ impl<SM: StateMachine> Runtime<SM> {
             )));
         };
         let store = self.snapshots.store.clone();
-        let sm = &mut self.sm;
+        let mut sm = self.applier.lock().await;
         let mut restore = || -> std::io::Result<()> {
             let mut data = store.data(&file)?;
             sm.restore(file.meta.index, &mut data)

@@ -40,6 +40,11 @@ pub struct Config {
     pub max_uncommitted_bytes: u64,
     /// Bytes of committed entries handed out in one [`crate::Ready`] at most. Default 16 MiB.
     pub max_committed_bytes_per_ready: u64,
+    /// Bytes of committed entries handed out and not yet acknowledged applied
+    /// ([`crate::Node::on_applied`]) at most: a caller that applies in the background gets
+    /// no more while this much waits (one batch always goes when none waits). Default
+    /// 64 MiB.
+    pub max_unapplied_bytes: u64,
     /// The index the application has applied (on restart, entries up to here are not
     /// delivered again). Default 0.
     pub applied: LogIndex,
@@ -65,6 +70,7 @@ impl Config {
             max_bytes_per_msg: 1 << 20,
             max_uncommitted_bytes: 64 << 20,
             max_committed_bytes_per_ready: 16 << 20,
+            max_unapplied_bytes: 64 << 20,
             applied: 0,
             seed: 0,
         }

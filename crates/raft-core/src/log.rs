@@ -1,6 +1,8 @@
 //! The node's view of its log: the persisted part read through [`LogStore`], plus the
 //! unstable tail of entries not yet made durable.
 
+use std::collections::VecDeque;
+
 use crate::entry::Entry;
 use crate::error::StorageError;
 use crate::snapshot::SnapshotMeta;
@@ -37,6 +39,11 @@ pub(crate) struct RaftLog<S> {
     pub(crate) applied: LogIndex,
     /// The highest index handed to the caller for applying.
     applying: LogIndex,
+    /// The batches of committed entries handed out and not yet acknowledged applied: each
+    /// one's last index and its bytes, oldest first.
+    unapplied: VecDeque<(LogIndex, u64)>,
+    /// The bytes in `unapplied`.
+    unapplied_bytes: u64,
     /// A snapshot accepted from the leader and not yet installed by the caller: until it is,
     /// the log is this snapshot plus the unstable entries after it, whatever `store` holds.
     snapshot: Option<SnapshotMeta>,
@@ -58,6 +65,8 @@ impl<S: LogStore> RaftLog<S> {
             committed,
             applied,
             applying: applied,
+            unapplied: VecDeque::new(),
+            unapplied_bytes: 0,
             snapshot: None,
             snapshot_handed: false,
         }
@@ -230,6 +239,7 @@ impl<S: LogStore> RaftLog<S> {
         if self.snapshot_handed {
             if let Some(s) = self.snapshot.take() {
                 self.applied = self.applied.max(s.index);
+                self.forget_applied();
             }
             self.snapshot_handed = false;
         }
@@ -333,20 +343,33 @@ impl<S: LogStore> RaftLog<S> {
         self.committed.min(self.persisted_index())
     }
 
-    pub(crate) fn has_committed_to_apply(&self) -> bool {
+    /// Whether committed entries may be handed out now: there are some, and fewer than
+    /// `max_unapplied` bytes of those handed out earlier wait to be acknowledged applied
+    /// (when none wait, one batch always may go, however large).
+    pub(crate) fn has_committed_to_apply(&self, max_unapplied: u64) -> bool {
         self.applicable_to() > self.applying
+            && (self.unapplied.is_empty() || self.unapplied_bytes < max_unapplied)
     }
 
-    /// Committed, durable entries not yet handed out for applying; marks them handed out.
-    pub(crate) fn take_committed(&mut self, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        let hi = self.applicable_to() + 1;
-        let lo = self.applying + 1;
-        if lo >= hi {
+    /// Committed, durable entries not yet handed out for applying (at most `max_bytes` of
+    /// them, and none while `max_unapplied` bytes wait to be acknowledged applied); marks
+    /// them handed out.
+    pub(crate) fn take_committed(
+        &mut self,
+        max_bytes: u64,
+        max_unapplied: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if !self.has_committed_to_apply(max_unapplied) {
             return Ok(Vec::new());
         }
+        let hi = self.applicable_to() + 1;
+        let lo = self.applying + 1;
         let out = self.entries(lo, hi, max_bytes)?;
         if let Some(e) = out.last() {
             self.applying = e.index;
+            let bytes: u64 = out.iter().map(Entry::size).sum();
+            self.unapplied.push_back((e.index, bytes));
+            self.unapplied_bytes = self.unapplied_bytes.saturating_add(bytes);
         }
         Ok(out)
     }
@@ -357,6 +380,18 @@ impl<S: LogStore> RaftLog<S> {
 
     pub(crate) fn applied_to(&mut self, index: LogIndex) {
         self.applied = self.applied.max(index.min(self.applying));
+        self.forget_applied();
+    }
+
+    /// Drops the handed-out batches that are wholly applied from the unapplied count.
+    fn forget_applied(&mut self) {
+        while let Some(&(last, bytes)) = self.unapplied.front() {
+            if last > self.applied {
+                break;
+            }
+            self.unapplied.pop_front();
+            self.unapplied_bytes = self.unapplied_bytes.saturating_sub(bytes);
+        }
     }
 }
 
@@ -517,13 +552,13 @@ mod tests {
     fn unsent_and_applicable_entries_are_reported_until_taken() {
         let mut log = RaftLog::new(MemStorage::new(), 0, 0);
         assert!(!log.has_unsent());
-        assert!(!log.has_committed_to_apply());
+        assert!(!log.has_committed_to_apply(u64::MAX));
         log.append(Entry::normal(1, 1, vec![1]));
         log.append(Entry::normal(1, 2, vec![2]));
         assert!(log.has_unsent());
         assert!(log.commit_to(2));
         assert!(
-            !log.has_committed_to_apply(),
+            !log.has_committed_to_apply(u64::MAX),
             "committed but not durable: not yet applicable"
         );
         assert_eq!(log.take_unsent().len(), 2);
@@ -531,10 +566,10 @@ mod tests {
         assert!(log.take_unsent().is_empty());
         log.store.append(&log.unstable.clone()).unwrap();
         log.stable_to(2, 1);
-        assert!(log.has_committed_to_apply());
-        let c = log.take_committed(u64::MAX).unwrap();
+        assert!(log.has_committed_to_apply(u64::MAX));
+        let c = log.take_committed(u64::MAX, u64::MAX).unwrap();
         assert_eq!(c.len(), 2);
-        assert!(!log.has_committed_to_apply(), "handed out once");
+        assert!(!log.has_committed_to_apply(u64::MAX), "handed out once");
         assert_eq!(log.applying(), 2);
         assert_eq!(log.applied, 0, "not acknowledged yet");
         log.applied_to(2);
@@ -596,9 +631,9 @@ mod tests {
         }
         persist(&mut log);
         log.commit_to(3);
-        let first = log.take_committed(40).unwrap();
+        let first = log.take_committed(40, u64::MAX).unwrap();
         assert_eq!(first.len(), 1);
-        let rest = log.take_committed(u64::MAX).unwrap();
+        let rest = log.take_committed(u64::MAX, u64::MAX).unwrap();
         assert_eq!(rest.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
     }
 
@@ -608,7 +643,7 @@ mod tests {
         s.append(&ents(&[1, 1, 1, 1])).unwrap();
         let mut log = RaftLog::new(s, 3, 2);
         assert_eq!(log.committed, 3);
-        let c = log.take_committed(u64::MAX).unwrap();
+        let c = log.take_committed(u64::MAX, u64::MAX).unwrap();
         assert_eq!(c.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
         let capped = RaftLog::new(MemStorage::new(), 7, 5);
         assert_eq!((capped.committed, capped.applied), (0, 0));

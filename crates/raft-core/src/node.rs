@@ -580,7 +580,9 @@ impl<S: LogStore> Node<S> {
             || self.log.has_unsent()
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
-            || self.log.has_committed_to_apply()
+            || self
+                .log
+                .has_committed_to_apply(self.cfg.max_unapplied_bytes)
             || self.reads.has_output()
             || (self.role == Role::Leader && (self.pending_broadcast || self.commit_broadcast))
             || self.reads.broadcast_needed
@@ -597,10 +599,10 @@ impl<S: LogStore> Node<S> {
             self.flush_broadcasts();
         }
         let committed_entries = if self.failure.is_none() {
-            match self
-                .log
-                .take_committed(self.cfg.max_committed_bytes_per_ready)
-            {
+            match self.log.take_committed(
+                self.cfg.max_committed_bytes_per_ready,
+                self.cfg.max_unapplied_bytes,
+            ) {
                 Ok(c) => c,
                 Err(e) => {
                     self.storage_failed(e);

@@ -149,3 +149,76 @@ fn on_applied_acknowledges_only_entries_handed_out() {
     leader.on_applied(index);
     assert_eq!(leader.status().applied, index);
 }
+
+/// Commits `payloads` on a leader (its own write acknowledged, both followers' acks
+/// received) and returns their indexes.
+fn commit_all(leader: &mut Node<MemStorage>, payloads: &[&[u8]]) -> Vec<LogIndex> {
+    let mut indexes = Vec::new();
+    for p in payloads {
+        indexes.push(leader.propose(p.to_vec()).unwrap().0);
+    }
+    let term = leader.term();
+    let last = *indexes.last().unwrap();
+    let rd = leader.ready();
+    write(leader, &rd);
+    leader.on_persisted(last, term);
+    for p in [2, 3] {
+        leader.step(msg(p, 1, term, ack(last)));
+    }
+    assert_eq!(leader.commit_index(), last);
+    indexes
+}
+
+#[test]
+fn committed_entries_wait_while_too_many_bytes_handed_out_are_unapplied() {
+    let mut leader = leader_with_noop_committed(|c| {
+        plain(c);
+        c.max_committed_bytes_per_ready = 1; // one entry per Ready
+        c.max_unapplied_bytes = 250;
+    });
+    let big = [0u8; 100];
+    let indexes = commit_all(&mut leader, &[&big, &big, &big, &big]);
+    // Entries of 100+ bytes: the first three fit under the limit of 250 (the third goes
+    // while 200-odd bytes wait), the fourth does not.
+    let mut handed = Vec::new();
+    while leader.has_ready() {
+        handed.extend(committed_indexes(&leader.ready()));
+    }
+    assert_eq!(handed, indexes[..3].to_vec());
+    assert!(
+        !leader.has_ready(),
+        "blocked entries are not reported ready"
+    );
+    // Applying the first frees its bytes: the fourth goes.
+    leader.on_applied(indexes[0]);
+    assert!(leader.has_ready());
+    assert_eq!(committed_indexes(&leader.ready()), vec![indexes[3]]);
+}
+
+#[test]
+fn one_batch_goes_when_nothing_waits_however_large() {
+    let mut leader = leader_with_noop_committed(|c| {
+        plain(c);
+        c.max_unapplied_bytes = 10;
+    });
+    let big = [0u8; 100];
+    let indexes = commit_all(&mut leader, &[&big, &big]);
+    let rd = leader.ready();
+    assert_eq!(committed_indexes(&rd), indexes, "one batch, over the limit");
+    let (index, term) = leader.propose(&b"y"[..]).unwrap();
+    let rd = leader.ready();
+    write(&mut leader, &rd);
+    leader.on_persisted(index, term);
+    for p in [2, 3] {
+        leader.step(msg(p, 1, term, ack(index)));
+    }
+    assert!(
+        leader.ready().committed_entries.is_empty(),
+        "the next waits for the first to be applied"
+    );
+    // Applying only part of a batch frees nothing.
+    leader.on_applied(indexes[0]);
+    assert!(leader.ready().committed_entries.is_empty());
+    leader.on_applied(indexes[1]);
+    assert_eq!(committed_indexes(&leader.ready()), vec![index]);
+}

@@ -20,7 +20,9 @@
 //! Half the seeds persist asynchronously, as the runtime does: a node keeps stepping and
 //! taking `Ready`s while earlier writes are still in progress, writes complete later and in
 //! order (acknowledged with `on_persisted`, their promises sent only then), applies are
-//! acknowledged with `on_applied`, and a crash loses every write in progress.
+//! acknowledged with `on_applied` later and in order (some seeds with a small
+//! `max_unapplied_bytes`, so committed entries wait for them), and a crash loses every
+//! write and acknowledgement in progress.
 //!
 //! `RAFT_SIM_SEEDS=N` runs N seeds per cluster size; `RAFT_SIM_SEED=S` replays seed S
 //! exactly (`RAFT_SIM_ASYNC=0` or `1` forces the persistence mode, all else equal). A failing run prints the seed to replay.
@@ -125,6 +127,9 @@ struct SimNode {
     reads: BTreeMap<u64, LogIndex>,
     /// Asynchronous writes in progress, oldest first: what each persists and promises.
     writes: VecDeque<Write>,
+    /// Applied entries not yet acknowledged to the node (asynchronous mode: the runtime's
+    /// apply task reports back later), oldest first: the last index and when it is due.
+    applies: VecDeque<(LogIndex, u64)>,
 }
 
 /// A `Ready`'s write in progress (asynchronous persistence): its entries, hard state and
@@ -245,6 +250,10 @@ impl Sim {
             _ => rng.chance(500),
         };
         let max_write_steps = 1 + rng.below(3 * STEPS_PER_TICK);
+        if async_writes && rng.chance(500) {
+            // A small unapplied-bytes limit: committed entries wait for acknowledgements.
+            cfg.max_unapplied_bytes = 1 + rng.below(512);
+        }
         let mut sim = Sim {
             async_writes,
             max_write_steps,
@@ -309,6 +318,7 @@ impl Sim {
             pending: BTreeMap::new(),
             reads: BTreeMap::new(),
             writes: VecDeque::new(),
+            applies: VecDeque::new(),
         };
         sn.node = Some(self.start_node(&sn.cfg, MemStorage::new(), 0));
         self.nodes.insert(id, sn);
@@ -529,6 +539,7 @@ impl Sim {
         let ids = self.ids.clone();
         for id in ids {
             self.complete_writes(id);
+            self.complete_applies(id, self.now);
             self.process_ready(id);
         }
         self.check_invariants();
@@ -626,6 +637,7 @@ impl Sim {
         n.down_until = now + down;
         // Writes in progress never reached the disk.
         n.writes.clear();
+        n.applies.clear();
         n.pending.clear();
         n.reads.clear();
         self.digest.write_u64(id ^ 0xC0FFEE);
@@ -930,8 +942,9 @@ impl Sim {
             return;
         }
         if self.async_writes {
-            // A snapshot is installed only once every earlier write is done.
+            // A snapshot is installed only once every earlier write and apply is done.
             self.complete_writes_until(id, u64::MAX);
+            self.complete_applies(id, u64::MAX);
             if self.nodes[&id].node.is_none() {
                 return;
             }
@@ -993,7 +1006,7 @@ impl Sim {
 
     /// Carries out a `Ready` the way an asynchronous runtime does: messages leave now, the
     /// write is queued behind earlier ones (its promises wait for it), committed entries are
-    /// applied and acknowledged at once.
+    /// applied at once and acknowledged later, as by an apply task.
     fn process_ready_async(&mut self, id: NodeId, mut rd: Ready, crash_before: bool) {
         let empty = self.take_in(id, &rd);
         for m in std::mem::take(&mut rd.messages) {
@@ -1023,13 +1036,31 @@ impl Sim {
         let last_applied = applied.committed_entries.last().map(|e| e.index);
         self.apply(id, &applied);
         let crash_while_snapshotting = self.rng.chance(self.faults.crash_per_mille * 20);
-        if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
-            if let Some(index) = last_applied {
-                node.on_applied(index);
+        if let Some(index) = last_applied {
+            // The acknowledgement comes later, in order, as from an apply task.
+            let ahead = self.nodes[&id].applies.back().map_or(0, |a| a.1);
+            let due = (self.now + self.rng.below(self.max_write_steps)).max(ahead);
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.applies.push_back((index, due));
             }
         }
         self.check_settles(id, empty);
         self.maybe_snapshot(id, crash_while_snapshotting);
+    }
+
+    /// Acknowledges to the node, in order, the applies due by `until`.
+    fn complete_applies(&mut self, id: NodeId, until: u64) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        while n.applies.front().is_some_and(|a| a.1 <= until) {
+            let Some((index, _)) = n.applies.pop_front() else {
+                return;
+            };
+            if let Some(node) = n.node.as_mut() {
+                node.on_applied(index);
+            }
+        }
     }
 
     /// Completes the node's writes that are due, in order.
