@@ -16,6 +16,8 @@
 #        READS=1 benchmarks/compare-etcd.sh  (also compares linearizable key reads: etcd's
 #        range through its gateway vs GET /v1/kv/<key>, clients spread over all members)
 #        WRITES=0 skips the write comparison (with READS=1: reads only)
+#        LEASE=1 (with READS=1) also runs a second httpraft cluster with --lease-reads and
+#        compares its reads too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,7 @@ BEFORE="${BEFORE:-}"
 BATCH="${BATCH:-}"
 READS="${READS:-}"
 WRITES="${WRITES:-1}"
+LEASE="${LEASE:-}"
 ETCD_ENV=()
 HR_ARGS=()
 if [ -n "$THREADS" ]; then
@@ -73,7 +76,7 @@ wait_http() { # url, expected substring
   echo "timed out waiting for $1" >&2; return 1
 }
 
-read -r -a P <<<"$(free_ports 18)"
+read -r -a P <<<"$(free_ports 24)"
 
 # --- etcd: 3 members, default fsync behaviour (every commit is synced) ---
 CLUSTER="e0=http://127.0.0.1:${P[3]},e1=http://127.0.0.1:${P[4]},e2=http://127.0.0.1:${P[5]}"
@@ -118,8 +121,24 @@ JSON
   done
 fi
 
+# --- optionally, a second httpraft cluster serving reads from the leader lease ---
+LS_URLS=()
+LS_PIDS=()
+if [ -n "$LEASE" ]; then
+  mkdir -p "$WORK/lease"
+  cat >"$WORK/lease/peers.json" <<JSON
+{"peers": ["127.0.0.1:${P[18]}", "127.0.0.1:${P[19]}", "127.0.0.1:${P[20]}"],
+ "apis":  ["127.0.0.1:${P[21]}", "127.0.0.1:${P[22]}", "127.0.0.1:${P[23]}"]}
+JSON
+  for i in 0 1 2; do
+    (cd "$WORK/lease" && exec "$BIN/httpraft" "$i" --log-level warn --lease-reads "${HR_ARGS[@]}" >"$WORK/lease$i.log" 2>&1) &
+    PIDS+=($!); LS_PIDS[$i]=$!
+    LS_URLS+=("http://127.0.0.1:${P[$((i + 21))]}")
+  done
+fi
+
 for u in "${ETCD_URLS[@]}"; do wait_http "$u/health" '"true"'; done
-for u in "${HR_URLS[@]}" "${BF_URLS[@]}"; do wait_http "$u/readyz" '"ready":true'; done
+for u in "${HR_URLS[@]}" "${BF_URLS[@]}" "${LS_URLS[@]}"; do wait_http "$u/readyz" '"ready":true'; done
 
 cpu_ticks() { # total utime+stime of the given PIDs, in clock ticks
   local t=0
@@ -142,6 +161,7 @@ run() { # name, op, clients, pids... (EXTRA_ARGS: more raft-bench arguments)
   local targets=()
   if [ "$name" = etcd ] || [ "$name" = etcd-read ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
   elif [ "$name" = before ]; then for u in "${BF_URLS[@]}"; do targets+=(--target "$u"); done
+  elif [ "$name" = lease-read ]; then for u in "${LS_URLS[@]}"; do targets+=(--target "$u"); done
   else for u in "${HR_URLS[@]}"; do targets+=(--target "$u"); done; fi
   local before after
   before=$(cpu_ticks "$@")
@@ -164,6 +184,7 @@ for c in $CLIENTS; do
   if [ -n "$READS" ]; then
     SPREAD=" " run etcd-read etcd-get "$c" "${ETCD_SRV[@]}"
     SPREAD=" " run httpraft-read kv-get "$c" "${HR_SRV[@]}"
+    if [ -n "$LEASE" ]; then SPREAD=" " run lease-read kv-get "$c" "${LS_PIDS[@]}"; fi
   fi
 done
 
@@ -202,6 +223,10 @@ if any("etcd-read" in v for v in by.values()):
     print()
     print("linearizable key reads, clients spread over the 3 members (etcd: range through its gateway; httpraft: GET /v1/kv/<key>, followers ask the leader for a read index)")
     versus("etcd-read", "httpraft-read", "reads")
+if any("lease-read" in v for v in by.values()):
+    print()
+    print("the same reads from a cluster started with --lease-reads (the leader answers from its lease)")
+    versus("etcd-read", "lease-read", "reads")
 if any("batched" in v for v in by.values()):
     print()
     print("httpraft batched appends (POST /v1/log {\"entries\": [...]}), same run")

@@ -34,6 +34,50 @@ use crate::state_machine::StateMachine;
 use crate::storage::SharedStorage;
 use crate::writes::{Done, Write, WritePipeline};
 
+/// What woke the runtime up.
+enum Input<SM: StateMachine> {
+    Tick,
+    Message(Message),
+    Command(Command<SM::Response>),
+    Event(Event),
+    Written(Result<Done, String>),
+    Applied(Option<Applied<SM::Response>>),
+}
+
+/// The core's clock, driven by the monotonic clock: how many ticks are due since the last
+/// time asked, however late the asking (at most `max_catch_up` at once: beyond a few
+/// election timeouts, more ticks change nothing but the time spent delivering them).
+struct TickClock {
+    start: std::time::Instant,
+    tick: std::time::Duration,
+    delivered: u64,
+    max_catch_up: u64,
+}
+
+impl TickClock {
+    fn new(tick: std::time::Duration, max_catch_up: u64) -> Self {
+        TickClock {
+            start: std::time::Instant::now(),
+            tick: tick.max(std::time::Duration::from_micros(1)),
+            delivered: 0,
+            max_catch_up,
+        }
+    }
+
+    /// Ticks due now and not delivered yet; they count as delivered.
+    fn due(&mut self) -> u64 {
+        self.due_at(std::time::Instant::now())
+    }
+
+    fn due_at(&mut self, now: std::time::Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start).as_nanos();
+        let total = u64::try_from(elapsed / self.tick.as_nanos()).unwrap_or(u64::MAX);
+        let missed = total.saturating_sub(self.delivered);
+        self.delivered = self.delivered.max(total);
+        missed.min(self.max_catch_up)
+    }
+}
+
 /// Why a node stops when its state machine's task ended (it panicked).
 const APPLY_TASK_GONE: &str = "the state machine's apply task stopped (it panicked)";
 
@@ -98,6 +142,10 @@ pub(crate) struct Runtime<SM: StateMachine> {
     seen_as_member: bool,
     autopilot: crate::autopilot::Autopilot,
     autopilot_ran: std::time::Instant,
+    /// The core's clock: ticks are delivered by the monotonic clock, so that a turn that
+    /// started late (a paused process, a stalled thread) first delivers the ticks it
+    /// missed; leases and election timers never run slower than real time.
+    clock: TickClock,
     /// Writes handed off by the core, being made durable while the node keeps stepping.
     writes: WritePipeline,
 }
@@ -211,6 +259,9 @@ async fn build<SM: StateMachine>(
             .unwrap_or(1);
     }
     let applied = rcfg.applied;
+    let cfg_tick = cfg.tick;
+    // Catching up more than four election timeouts at once changes nothing more.
+    let max_catch_up = u64::from(rcfg.election_ticks).saturating_mul(4).max(1);
     let node = Node::new(rcfg, storage.clone())?;
     let readable = Arc::new(AtomicU64::new(applied));
     let reader = LogReader::new(
@@ -312,6 +363,7 @@ async fn build<SM: StateMachine>(
         seen_as_member: !joining,
         autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
         autopilot_ran: std::time::Instant::now(),
+        clock: TickClock::new(cfg_tick, max_catch_up),
         writes: WritePipeline::new(storage),
     };
     Ok((rt, reader, storage_stats))
@@ -322,57 +374,67 @@ impl<SM: StateMachine> Runtime<SM> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let outcome = loop {
-            tokio::select! {
+            let input = tokio::select! {
                 _ = cancel.cancelled() => break Error::Shutdown,
-                _ = ticker.tick() => self.node.tick(),
+                _ = ticker.tick() => Input::Tick,
                 m = self.inbound.recv() => match m {
-                    Some((_, msg)) => {
-                        self.received_at = std::time::Instant::now();
-                        self.on_message(msg);
-                        for _ in 0..MAX_INPUTS_PER_TURN {
-                            match self.inbound.try_recv() {
-                                Ok((_, msg)) => self.on_message(msg),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    Some((_, msg)) => Input::Message(msg),
                     None => break Error::Shutdown,
                 },
                 c = self.cmds.recv() => match c {
-                    Some(cmd) => {
-                        self.on_command(cmd);
-                        for _ in 0..MAX_INPUTS_PER_TURN {
-                            match self.cmds.try_recv() {
-                                Ok(cmd) => self.on_command(cmd),
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    Some(cmd) => Input::Command(cmd),
                     None => break Error::Shutdown, // every handle is gone
                 },
-                ev = self.events.recv() => {
-                    if let Some(ev) = ev {
-                        if let Err(e) = self.on_event(ev) {
-                            break e;
-                        }
-                    }
-                }
-                done = self.writes.completed() => {
-                    if let Err(e) = self.on_written(done) {
-                        break e;
-                    }
-                }
-                applied = self.applier.completed() => {
-                    if let Err(e) = self.on_applied(applied) {
-                        break e;
-                    }
-                }
+                ev = self.events.recv() => match ev {
+                    Some(ev) => Input::Event(ev),
+                    None => Input::Tick,
+                },
+                done = self.writes.completed() => Input::Written(done),
+                applied = self.applier.completed() => Input::Applied(applied),
+            };
+            // Ticks first: whatever comes next sees the core's clock at real time.
+            for _ in 0..self.clock.due() {
+                self.node.tick();
+            }
+            if let Err(e) = self.handle(input) {
+                break e;
             }
             if let Err(e) = self.process_ready().await {
                 break e;
             }
         };
         self.stop(outcome).await;
+    }
+
+    /// One input, and everything else of its kind already queued (up to
+    /// [`MAX_INPUTS_PER_TURN`]): this is where batching happens.
+    fn handle(&mut self, input: Input<SM>) -> Result<(), Error> {
+        match input {
+            Input::Tick => {}
+            Input::Message(msg) => {
+                self.received_at = std::time::Instant::now();
+                self.on_message(msg);
+                for _ in 0..MAX_INPUTS_PER_TURN {
+                    match self.inbound.try_recv() {
+                        Ok((_, msg)) => self.on_message(msg),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Input::Command(cmd) => {
+                self.on_command(cmd);
+                for _ in 0..MAX_INPUTS_PER_TURN {
+                    match self.cmds.try_recv() {
+                        Ok(cmd) => self.on_command(cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Input::Event(ev) => self.on_event(ev)?,
+            Input::Written(done) => self.on_written(done)?,
+            Input::Applied(applied) => self.on_applied(applied)?,
+        }
+        Ok(())
     }
 
     async fn stop(mut self, why: Error) {
@@ -1102,6 +1164,22 @@ mod tests {
     use crate::config::Peer;
     use crate::limits::Limits;
     use crate::state_machine::ReplicatedLog;
+
+    #[test]
+    fn the_tick_clock_delivers_every_tick_due_however_late_it_is_asked_up_to_a_cap() {
+        let ms = std::time::Duration::from_millis;
+        let mut c = TickClock::new(ms(10), 40);
+        let t0 = c.start;
+        assert_eq!(c.due_at(t0 + ms(9)), 0);
+        assert_eq!(c.due_at(t0 + ms(35)), 3);
+        assert_eq!(c.due_at(t0 + ms(39)), 0, "delivered once");
+        assert_eq!(c.due_at(t0 + ms(40)), 1);
+        // A pause of a second: the missed ticks come at once, at most 40 of them...
+        assert_eq!(c.due_at(t0 + ms(1040)), 40);
+        // ...and the clock then goes on from real time, not from the capped count.
+        assert_eq!(c.due_at(t0 + ms(1050)), 1);
+        assert_eq!(c.due_at(t0), 0, "time never runs backwards");
+    }
 
     fn unused_addr() -> std::net::SocketAddr {
         std::net::TcpListener::bind("127.0.0.1:0")

@@ -424,6 +424,17 @@ async fn flooding_submits_gets_busy_and_in_flight_work_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_see_every_write_acknowledged_before_them() {
+    reads_see_every_acknowledged_write(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_reads_see_every_write_acknowledged_before_them_and_skip_the_heartbeat_round() {
+    reads_see_every_acknowledged_write(true).await;
+}
+
+/// 200 writes on the leader, each followed by a linearizable read on the leader and one on
+/// a follower, which must see it; with `lease`, the leader serves reads from its lease.
+async fn reads_see_every_acknowledged_write(lease: bool) {
     let peers: BTreeMap<NodeId, Peer> = (1..=3)
         .map(|id| {
             (
@@ -441,6 +452,7 @@ async fn linearizable_reads_see_every_write_acknowledged_before_them() {
     for id in 1..=3u64 {
         let mut cfg = NodeConfig::new(id, "kv", peers.clone(), dirs[id as usize - 1].path());
         cfg.raft.election_ticks = 20;
+        cfg.raft.lease_reads = lease;
         let kv = KvStore::new();
         readers.insert(id, kv.reader());
         nodes.insert(id, RaftNode::start(cfg, kv).await.unwrap());
@@ -475,6 +487,12 @@ async fn linearizable_reads_see_every_write_acknowledged_before_them() {
             Some(format!("v{k}")),
             "follower {f} served a stale value"
         );
+    }
+    let served = node.status().await.unwrap().lease_reads;
+    if lease {
+        assert!(served > 0, "no read was served from the lease");
+    } else {
+        assert_eq!(served, 0);
     }
     for n in nodes.values() {
         n.shutdown().await;

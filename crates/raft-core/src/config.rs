@@ -45,6 +45,17 @@ pub struct Config {
     /// no more while this much waits (one batch always goes when none waits). Default
     /// 64 MiB.
     pub max_unapplied_bytes: u64,
+    /// Serve linearizable reads on the leader from its lease, without a heartbeat round of
+    /// their own, while a majority acknowledged a round sent within the last
+    /// `election_ticks - lease_margin_ticks` ticks. Safe only while clocks advance at
+    /// rates within the margin of each other (see the crate's `lease` module documentation);
+    /// needs `check_quorum`, and must be set on every voter (it also makes a starting node
+    /// ignore candidates for an election timeout). Default off.
+    pub lease_reads: bool,
+    /// Ticks of the election timeout a lease leaves unused, for clock drift. Default 5
+    /// (with 30 election ticks: a voter's clock may run up to 20 % faster than the
+    /// leader's).
+    pub lease_margin_ticks: u32,
     /// The index the application has applied (on restart, entries up to here are not
     /// delivered again). Default 0.
     pub applied: LogIndex,
@@ -71,6 +82,8 @@ impl Config {
             max_uncommitted_bytes: 64 << 20,
             max_committed_bytes_per_ready: 16 << 20,
             max_unapplied_bytes: 64 << 20,
+            lease_reads: false,
+            lease_margin_ticks: 5,
             applied: 0,
             seed: 0,
         }
@@ -100,6 +113,16 @@ impl Config {
         if self.max_entries_per_msg == 0 {
             return Err(ConfigError::Invalid(
                 "max_entries_per_msg must be at least 1",
+            ));
+        }
+        if self.lease_reads && !self.check_quorum {
+            return Err(ConfigError::Invalid(
+                "lease_reads needs check_quorum (the lease is check-quorum's)",
+            ));
+        }
+        if self.lease_reads && self.lease_margin_ticks >= self.election_ticks {
+            return Err(ConfigError::Invalid(
+                "lease_margin_ticks must be below election_ticks",
             ));
         }
         if self.max_bytes_per_msg == 0 || self.max_inflight_bytes == 0 {

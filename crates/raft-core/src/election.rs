@@ -59,11 +59,14 @@ impl<S: LogStore> Node<S> {
     }
 
     /// Whether this node heard from a live leader within the election timeout, in which
-    /// case it refuses to vote for anyone else (check-quorum's leader lease).
+    /// case it refuses to vote for anyone else (check-quorum's leader lease). With lease
+    /// reads, a node that started less than an election timeout ago counts as having
+    /// heard from one: it may have, before it restarted, and a leader may be serving reads
+    /// on that lease.
     pub(crate) fn in_lease(&self) -> bool {
-        self.cfg.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.cfg.election_ticks
+        let heard = self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks;
+        let starting = self.cfg.lease_reads && self.lease.now < u64::from(self.cfg.election_ticks);
+        self.cfg.check_quorum && (heard || starting)
     }
 
     /// Whether this node may campaign: it votes in the configuration in effect, or it

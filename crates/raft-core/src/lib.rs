@@ -43,6 +43,7 @@ mod config;
 mod election;
 mod entry;
 mod error;
+mod lease;
 mod log;
 mod membership;
 mod message;

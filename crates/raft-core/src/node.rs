@@ -49,6 +49,8 @@ pub struct Node<S: LogStore> {
     pub(crate) pending_broadcast: bool,
     pub(crate) commit_broadcast: bool,
     pub(crate) reads: ReadQueue,
+    /// The leader lease for lease reads (`lease.rs`); its clock counts every tick.
+    pub(crate) lease: crate::lease::Lease,
     prev_hard_state: HardState,
     prev_soft_state: SoftState,
     /// The persistence point of the last `Ready` handed out and not yet advanced.
@@ -96,6 +98,9 @@ pub struct Status {
     /// that is not [`plausible`](crate::plausible_term), entries misnumbered,
     /// acknowledgements of entries never sent, reads never asked about).
     pub rejected_messages: u64,
+    /// Linearizable reads this node served from its leader lease since start (see
+    /// [`Config::lease_reads`]).
+    pub lease_reads: u64,
     /// The storage failure that stopped the node, if any.
     pub failure: Option<StorageError>,
 }
@@ -161,6 +166,7 @@ impl<S: LogStore> Node<S> {
             pending_broadcast: false,
             commit_broadcast: false,
             reads: ReadQueue::default(),
+            lease: crate::lease::Lease::default(),
             prev_hard_state: HardState {
                 term: hs.term,
                 vote: hs.vote,
@@ -268,6 +274,7 @@ impl<S: LogStore> Node<S> {
             membership: self.configs.latest().clone(),
             membership_index: self.configs.latest_index(),
             transfer_to: self.transfer.as_ref().map(|t| t.to),
+            lease_reads: self.lease.served,
             rejected_messages: self.rejected_messages,
             failure: self.failure.clone(),
         }
@@ -294,6 +301,7 @@ impl<S: LogStore> Node<S> {
         if self.failure.is_some() {
             return;
         }
+        self.lease.now = self.lease.now.saturating_add(1);
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -406,7 +414,8 @@ impl<S: LogStore> Node<S> {
     /// member of the configuration in effect, except a leader's (a node behind on
     /// configurations may not know its leader yet) and a candidate's whose log is strictly
     /// ahead of this node's (this node is then behind on configurations too, and may be a
-    /// vote the cluster needs): a removed member cannot disrupt the cluster. Messages no
+    /// vote the cluster needs): a removed member cannot disrupt the cluster. (A node that is
+    /// itself campaigning still learns such a candidate's newer term, without voting.) Messages no
     /// correct peer could send (a term that is not [`plausible`](crate::plausible_term), for
     /// one) are dropped and counted in [`Status::rejected_messages`].
     pub fn step(&mut self, m: Message) {
@@ -437,6 +446,7 @@ impl<S: LogStore> Node<S> {
                 _ => false,
             };
             if !ahead {
+                self.learn_term_while_campaigning(&m);
                 return;
             }
         }
@@ -466,17 +476,12 @@ impl<S: LogStore> Node<S> {
             match m.body {
                 MessageBody::AppendEntries { .. }
                 | MessageBody::Heartbeat { .. }
-                | MessageBody::InstallSnapshot { .. }
-                    if self.cfg.check_quorum
-                        || self.cfg.pre_vote
-                        || !self.may_campaign()
-                        || !self.configs.latest().contains(m.from) =>
-                {
-                    // Tell the stale leader about the newer term so that it steps down. (Without
-                    // pre-vote and check-quorum a voter would rather campaign; but a node that
-                    // may not campaign, a learner, has no other way to end its leaderless
-                    // term, and the campaigns of a voter whose configuration does not name
-                    // the stale leader never reach it.)
+                | MessageBody::InstallSnapshot { .. } => {
+                    // Tell the stale leader about the newer term so that it steps down. (etcd
+                    // leaves this, without pre-vote and check-quorum, to the voter's own
+                    // campaigns; but a learner never campaigns, a voter's campaigns may go
+                    // only to members that no longer run, and those of a voter whose
+                    // configuration omits the stale leader never reach it.)
                     self.send(
                         m.from,
                         MessageBody::AppendEntriesResponse {
@@ -731,6 +736,20 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// A candidate (or pre-candidate) ignores a vote request from a node its configuration
+    /// omits, but learns its newer term: there is no leader here to disrupt, and a voter that
+    /// is behind on configurations may still count that node a member and move to its terms,
+    /// so a candidate that never learned them would always campaign a term too late for it.
+    fn learn_term_while_campaigning(&mut self, m: &Message) {
+        if matches!(self.role, Role::Candidate | Role::PreCandidate)
+            && matches!(m.body, MessageBody::RequestVote { .. })
+            && m.term > self.term
+            && plausible_term(self.term, m.term)
+        {
+            self.become_follower(m.term, None);
+        }
+    }
+
     // ----- role changes -----
 
     pub(crate) fn reset(&mut self, term: Term) {
@@ -751,6 +770,7 @@ impl<S: LogStore> Node<S> {
         self.commit_broadcast = false;
         self.uncommitted_bytes = 0;
         self.reads.abort_all();
+        self.lease.reset();
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {

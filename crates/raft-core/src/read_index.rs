@@ -48,6 +48,12 @@ impl ReadQueue {
         self.next_seq
     }
 
+    /// Numbers a new heartbeat round (reads started before it are confirmed by it).
+    pub(crate) fn new_round(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
     pub(crate) fn has_output(&self) -> bool {
         !self.output.is_empty()
     }
@@ -122,6 +128,11 @@ impl<S: LogStore> Node<S> {
         let index = self.log.committed;
         let me = self.id;
         if self.configs.latest().has_quorum(|id| id == me) {
+            self.read_done(id, from, index);
+            return;
+        }
+        if self.lease_holds() {
+            self.lease.served += 1;
             self.read_done(id, from, index);
             return;
         }
@@ -207,6 +218,15 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// Leader: whether lease reads are on and the lease holds now (see `lease.rs`).
+    fn lease_holds(&self) -> bool {
+        let duration = self
+            .cfg
+            .election_ticks
+            .saturating_sub(self.cfg.lease_margin_ticks);
+        self.cfg.lease_reads && self.role == Role::Leader && self.lease.holds(u64::from(duration))
+    }
+
     /// Releases every read whose heartbeat round a majority has answered.
     pub(crate) fn confirm_reads(&mut self) {
         let me = self.id;
@@ -218,6 +238,7 @@ impl<S: LogStore> Node<S> {
                 progress.get(&id).map_or(0, |p| p.read_seq_acked)
             }
         });
+        self.lease.acknowledged(confirmed);
         while let Some(front) = self.reads.pending.front() {
             if front.seq > confirmed {
                 break;

@@ -104,7 +104,15 @@ impl<S: LogStore> Node<S> {
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
-        let read_seq = self.reads.last_seq();
+        let read_seq = if self.cfg.lease_reads {
+            // Each round is numbered, so that its acknowledgement renews the lease from
+            // when it was sent.
+            let seq = self.reads.new_round();
+            self.lease.round_sent(seq);
+            seq
+        } else {
+            self.reads.last_seq()
+        };
         let commit = self.log.committed;
         let targets: Vec<(NodeId, LogIndex)> = self
             .progress

@@ -82,6 +82,8 @@ impl<S: LogStore> Node<S> {
     /// in a newer term, or finds it leader, and changes nothing). Returns whether it was.
     pub(crate) fn maybe_send_timeout_now(&mut self, from: NodeId) -> bool {
         if self.holds_whole_log(from) && self.transfer.as_ref().is_some_and(|t| t.to == from) {
+            // Its campaign ignores the lease this leader's reads rely on.
+            self.lease.give_up();
             self.send(from, MessageBody::TimeoutNow);
             return true;
         }

@@ -171,28 +171,29 @@ fn commit_all(leader: &mut Node<MemStorage>, payloads: &[&[u8]]) -> Vec<LogIndex
 
 #[test]
 fn committed_entries_wait_while_too_many_bytes_handed_out_are_unapplied() {
+    let big = [0u8; 100];
+    let size = raft_core::Entry::normal(1, 1, big.to_vec()).size();
     let mut leader = leader_with_noop_committed(|c| {
         plain(c);
         c.max_committed_bytes_per_ready = 1; // one entry per Ready
-        c.max_unapplied_bytes = 250;
+        c.max_unapplied_bytes = 2 * size;
     });
-    let big = [0u8; 100];
     let indexes = commit_all(&mut leader, &[&big, &big, &big, &big]);
-    // Entries of 100+ bytes: the first three fit under the limit of 250 (the third goes
-    // while 200-odd bytes wait), the fourth does not.
+    // Two entries' bytes reach the limit: the third waits.
     let mut handed = Vec::new();
     while leader.has_ready() {
         handed.extend(committed_indexes(&leader.ready()));
     }
-    assert_eq!(handed, indexes[..3].to_vec());
+    assert_eq!(handed, indexes[..2].to_vec());
     assert!(
         !leader.has_ready(),
         "blocked entries are not reported ready"
     );
-    // Applying the first frees its bytes: the fourth goes.
+    // Applying the first frees its bytes: the third goes, and the fourth waits again.
     leader.on_applied(indexes[0]);
     assert!(leader.has_ready());
-    assert_eq!(committed_indexes(&leader.ready()), vec![indexes[3]]);
+    assert_eq!(committed_indexes(&leader.ready()), vec![indexes[2]]);
+    assert!(!leader.has_ready());
 }
 
 #[test]

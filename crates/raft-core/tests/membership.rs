@@ -619,12 +619,21 @@ fn a_voter_that_knows_its_removal_is_committed_does_not_campaign_even_before_app
 }
 
 #[test]
-fn without_pre_vote_or_check_quorum_a_voter_ignores_a_stale_leader_but_a_learner_answers_it() {
-    // A voter: it will campaign itself, which ends the stale leader's term (etcd's rule).
+fn without_pre_vote_or_check_quorum_voters_and_learners_tell_a_stale_leader_its_term_is_over() {
+    // A voter: its own campaigns would end the stale leader's term too, but only if they
+    // reach it and can succeed (a voter behind on configurations may campaign among members
+    // that no longer run); answering does at once what they would do (unlike etcd, which
+    // leaves it to the campaigns).
     let mut voter = lone_node(2, &[1, 2, 3], storage_with(&[1], 2, None), plain);
     voter.step(msg(1, 2, 1, append(1, 1, vec![], 1)));
-    assert!(drain(&mut voter).is_empty());
-    // A learner never campaigns: it tells the stale leader its newer term instead.
+    let out = drain(&mut voter);
+    assert!(
+        out.iter().any(|m| m.to == 1
+            && m.term == 2
+            && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
+        "{out:?}"
+    );
+    // A learner never campaigns: answering is its only way to end the stale term.
     let mut learner = lone_learner(storage_with(&[1], 2, None));
     learner.step(msg(1, 3, 1, append(1, 1, vec![], 1)));
     let out = drain(&mut learner);
@@ -634,6 +643,42 @@ fn without_pre_vote_or_check_quorum_a_voter_ignores_a_stale_leader_but_a_learner
             && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_candidate_learns_the_newer_term_of_a_vote_request_from_a_node_its_configuration_omits() {
+    let request = |term| {
+        msg(
+            7,
+            2,
+            term,
+            MessageBody::RequestVote {
+                last_log_index: 0,
+                last_log_term: 0,
+                transfer: false,
+            },
+        )
+    };
+    // A candidate of term 3 (configuration {1, 2, 3}) hears from node 7, removed or not yet
+    // known, campaigning in term 9 with a shorter log: no vote, but the term is learned.
+    let mut candidate = lone_node(2, &[1, 2, 3], storage_with(&[1], 2, None), plain);
+    candidate.campaign();
+    drain(&mut candidate);
+    assert_eq!((candidate.role(), candidate.term()), (Role::Candidate, 3));
+    candidate.step(request(9));
+    assert_eq!((candidate.role(), candidate.term()), (Role::Follower, 9));
+    assert!(
+        !drain(&mut candidate)
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::RequestVoteResponse { granted: true })),
+        "no vote for a node outside the configuration"
+    );
+    // A follower (with or without a leader) ignores it as before: a removed member
+    // cannot move the cluster to new terms.
+    let mut follower = lone_node(2, &[1, 2, 3], storage_with(&[1], 2, None), plain);
+    follower.step(request(9));
+    assert_eq!((follower.role(), follower.term()), (Role::Follower, 2));
+    assert!(drain(&mut follower).is_empty());
 }
 
 #[test]

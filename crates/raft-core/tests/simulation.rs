@@ -130,6 +130,10 @@ struct SimNode {
     /// Applied entries not yet acknowledged to the node (asynchronous mode: the runtime's
     /// apply task reports back later), oldest first: the last index and when it is due.
     applies: VecDeque<(LogIndex, u64)>,
+    /// While paused (a stopped process): the step it resumes at (0: running), and the
+    /// ticks it missed, delivered at once when it resumes, as the runtime does.
+    paused_until: u64,
+    missed_ticks: u64,
 }
 
 /// A `Ready`'s write in progress (asynchronous persistence): its entries, hard state and
@@ -145,6 +149,8 @@ struct Faults {
     max_delay: u64,
     reorder_per_mille: u64,
     crash_per_mille: u64,
+    /// A node's process stops for one to three election timeouts, then resumes.
+    pause_per_mille: u64,
     partition_per_mille: u64,
     /// Snapshot and compact once this many entries were applied since the last snapshot
     /// (0: never).
@@ -181,6 +187,8 @@ struct Sim {
     reads_done: u64,
     /// Reads served through a follower.
     follower_reads: u64,
+    /// Reads served from a leader lease (counted at crashes and at the end).
+    lease_reads: u64,
     digest: DefaultHasher,
     /// The latest delivery time scheduled on each directed link.
     link_last: BTreeMap<(NodeId, NodeId), u64>,
@@ -230,6 +238,7 @@ impl Sim {
             max_delay: 1 + rng.below(2 * STEPS_PER_TICK),
             reorder_per_mille: rng.below(150),
             crash_per_mille: rng.below(4),
+            pause_per_mille: rng.below(3),
             partition_per_mille: rng.below(5),
             snapshot_every: if rng.chance(800) {
                 3 + rng.below(40)
@@ -253,6 +262,11 @@ impl Sim {
         if async_writes && rng.chance(500) {
             // A small unapplied-bytes limit: committed entries wait for acknowledgements.
             cfg.max_unapplied_bytes = 1 + rng.below(512);
+        }
+        if cfg.check_quorum && rng.chance(500) {
+            // Lease reads, with a margin as thin as one tick.
+            cfg.lease_reads = true;
+            cfg.lease_margin_ticks = 1 + rng.below(5) as u32;
         }
         let mut sim = Sim {
             async_writes,
@@ -279,6 +293,7 @@ impl Sim {
             next_read: 0,
             reads_done: 0,
             follower_reads: 0,
+            lease_reads: 0,
             digest: DefaultHasher::new(),
             link_last: BTreeMap::new(),
             trace: std::env::var_os("RAFT_SIM_TRACE").is_some(),
@@ -319,6 +334,8 @@ impl Sim {
             reads: BTreeMap::new(),
             writes: VecDeque::new(),
             applies: VecDeque::new(),
+            paused_until: 0,
+            missed_ticks: 0,
         };
         sn.node = Some(self.start_node(&sn.cfg, MemStorage::new(), 0));
         self.nodes.insert(id, sn);
@@ -528,9 +545,12 @@ impl Sim {
         if faulty && self.churn && self.rng.chance(8) {
             self.change_membership();
         }
+        self.resume_paused();
         if self.now.is_multiple_of(STEPS_PER_TICK) {
             for n in self.nodes.values_mut() {
-                if let Some(node) = n.node.as_mut() {
+                if n.paused_until != 0 {
+                    n.missed_ticks += 1;
+                } else if let Some(node) = n.node.as_mut() {
                     node.tick();
                 }
             }
@@ -538,11 +558,49 @@ impl Sim {
         self.deliver_due();
         let ids = self.ids.clone();
         for id in ids {
+            if self.nodes[&id].paused_until != 0 {
+                continue;
+            }
             self.complete_writes(id);
             self.complete_applies(id, self.now);
             self.process_ready(id);
         }
         self.check_invariants();
+    }
+
+    /// Paused nodes whose pause is over catch up on the ticks they missed before anything
+    /// else (as the runtime does from its monotonic clock).
+    fn resume_paused(&mut self) {
+        let now = self.now;
+        for n in self.nodes.values_mut() {
+            if n.paused_until == 0 || n.paused_until > now {
+                continue;
+            }
+            n.paused_until = 0;
+            let missed = std::mem::take(&mut n.missed_ticks);
+            if let Some(node) = n.node.as_mut() {
+                for _ in 0..missed {
+                    node.tick();
+                }
+            }
+        }
+    }
+
+    /// Stops a node's process (often the leader's) for one to three election timeouts:
+    /// it neither ticks nor handles anything meanwhile; messages to it wait.
+    fn pause(&mut self) {
+        let n = self.ids.len() as u64;
+        let id = self
+            .stable_leader()
+            .filter(|_| self.rng.chance(700))
+            .unwrap_or_else(|| self.ids[self.rng.below(n) as usize]);
+        let ticks = u64::from(self.cfg.election_ticks) * (1 + self.rng.below(3));
+        let until = self.now + ticks * STEPS_PER_TICK;
+        if let Some(node) = self.nodes.get_mut(&id).filter(|x| x.node.is_some()) {
+            if node.paused_until == 0 {
+                node.paused_until = until;
+            }
+        }
     }
 
     fn inject_faults(&mut self) {
@@ -566,6 +624,9 @@ impl Sim {
         if self.rng.chance(self.faults.crash_per_mille) {
             let id = self.ids[self.rng.below(self.ids.len() as u64) as usize];
             self.crash(id);
+        }
+        if self.rng.chance(self.faults.pause_per_mille) {
+            self.pause();
         }
     }
 
@@ -620,6 +681,7 @@ impl Sim {
         let Some(node) = n.node.take() else {
             return;
         };
+        self.lease_reads += node.status().lease_reads;
         // Whatever was not persisted is lost: the disk is what the storage holds.
         n.disk = node.storage().clone();
         // Writes since the last sync may or may not have reached the disk.
@@ -635,6 +697,8 @@ impl Sim {
             }
         }
         n.down_until = now + down;
+        n.paused_until = 0;
+        n.missed_ticks = 0;
         // Writes in progress never reached the disk.
         n.writes.clear();
         n.applies.clear();
@@ -752,6 +816,9 @@ impl Sim {
             batch.push(Bytes::from(format!("s{}-v{}", self.seed, self.next_data)));
         }
         let n = self.nodes.get_mut(&id).expect("known node");
+        if n.paused_until != 0 {
+            return; // a stopped process takes no requests
+        }
         let Some(node) = n.node.as_mut() else {
             return;
         };
@@ -787,6 +854,9 @@ impl Sim {
         let id = self.next_read;
         let floor = self.max_acked;
         let n = self.nodes.get_mut(&l).expect("known node");
+        if n.paused_until != 0 {
+            return; // a stopped process takes no requests
+        }
         if let Some(node) = n.node.as_mut() {
             if node.read_index(id).is_ok() {
                 n.reads.insert(id, floor);
@@ -899,7 +969,14 @@ impl Sim {
             }
         }
         due.sort_by_key(|f| (f.at, f.order));
-        for f in due {
+        for mut f in due {
+            let paused_until = self.nodes.get(&f.msg.to).map_or(0, |n| n.paused_until);
+            if paused_until != 0 {
+                // Waits in the paused process's socket buffer.
+                f.at = paused_until;
+                self.net.push(f);
+                continue;
+            }
             let m = f.msg;
             if self.cut.contains(&(m.from, m.to)) {
                 continue;
@@ -1500,6 +1577,8 @@ struct Outcome {
     digest: u64,
     async_writes: bool,
     follower_reads: u64,
+    /// Reads served from a leader lease (counted at crashes and at the end).
+    lease_reads: u64,
 }
 
 fn run_seed(seed: u64, nodes: u64, churn: bool) -> Outcome {
@@ -1511,6 +1590,13 @@ fn run_seed(seed: u64, nodes: u64, churn: bool) -> Outcome {
             acked: sim.acked.len(),
             reads: sim.reads_done,
             follower_reads: sim.follower_reads,
+            lease_reads: sim.lease_reads
+                + sim
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.node.as_ref())
+                    .map(|x| x.status().lease_reads)
+                    .sum::<u64>(),
             leaders: sim.leaders.len(),
             digest: sim.digest.finish(),
             async_writes: sim.async_writes,
@@ -1538,12 +1624,14 @@ fn simulate(nodes: u64, churn: bool) {
     let (mut changes, mut transfers, mut removed) = (0, 0, 0);
     let mut async_acked = 0;
     let mut follower_reads = 0;
+    let mut lease_reads = 0;
     let seeds = seeds();
     for &seed in &seeds {
         let o = run_seed(seed, nodes, churn);
         installed += o.snapshots_installed;
         acked += o.acked;
         follower_reads += o.follower_reads;
+        lease_reads += o.lease_reads;
         if o.async_writes {
             async_acked += o.acked;
         }
@@ -1554,7 +1642,7 @@ fn simulate(nodes: u64, churn: bool) {
         removed += o.removed;
     }
     eprintln!(
-        "{} seeds, {nodes} nodes: {acked} acknowledged proposals ({async_acked} with asynchronous writes), {reads} linearizable reads ({follower_reads} through followers), {elections} leader terms, {installed} snapshots installed, {changes} membership changes, {removed} members removed, {transfers} leadership transfers",
+        "{} seeds, {nodes} nodes: {acked} acknowledged proposals ({async_acked} with asynchronous writes), {reads} linearizable reads ({follower_reads} through followers, {lease_reads} from leader leases), {elections} leader terms, {installed} snapshots installed, {changes} membership changes, {removed} members removed, {transfers} leadership transfers",
         seeds.len()
     );
     assert!(
@@ -1568,6 +1656,10 @@ fn simulate(nodes: u64, churn: bool) {
     assert!(
         seeds.len() < 20 || follower_reads > 0,
         "no read was served through a follower"
+    );
+    assert!(
+        seeds.len() < 20 || lease_reads > 0,
+        "no read was served from a leader lease"
     );
     assert!(
         seeds.len() < 20 || async_acked > 0,

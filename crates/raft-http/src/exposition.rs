@@ -129,6 +129,11 @@ fn node_state(s: &mut Scrape, st: &AppState, status: &Status) {
         "Peer messages dropped because no correct peer could have sent them.",
         status.rejected_messages,
     );
+    s.counter(
+        "raft_lease_reads",
+        "Linearizable reads this node served from its leader lease (--lease-reads).",
+        status.lease_reads,
+    );
 }
 
 /// A network counter's name, help text and how to read it from the stats.

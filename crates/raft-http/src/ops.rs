@@ -76,6 +76,7 @@ pub(crate) async fn status_json(st: &AppState) -> Result<Value, ApiError> {
         "sync": sync_name(st.node.sync_policy()),
         "storage": {"writes": storage.writes, "syncs": storage.syncs, "bytes_written": storage.bytes_written},
         "rejected_messages": s.rejected_messages,
+        "lease_reads": s.lease_reads,
         "snapshots": snapshot_json(st),
         "proposals": proposals_json(&st.metrics.proposals()),
         "membership": {
