@@ -18,6 +18,8 @@
 #        WRITES=0 skips the write comparison (with READS=1: reads only)
 #        LEASE=1 (with READS=1) also runs a second httpraft cluster with --lease-reads and
 #        compares its reads too
+#        H2=1 also runs httpraft's single appends over HTTP/2 (raft-bench --http2: one
+#        connection per endpoint for all clients)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,7 @@ BATCH="${BATCH:-}"
 READS="${READS:-}"
 WRITES="${WRITES:-1}"
 LEASE="${LEASE:-}"
+H2="${H2:-}"
 ETCD_ENV=()
 HR_ARGS=()
 if [ -n "$THREADS" ]; then
@@ -179,6 +182,7 @@ for c in $CLIENTS; do
     run etcd etcd-put "$c" "${ETCD_SRV[@]}"
     run httpraft append "$c" "${HR_SRV[@]}"
     if [ -n "$BEFORE" ]; then run before append "$c" "${BF_PIDS[@]}"; fi
+    if [ -n "$H2" ]; then EXTRA_ARGS="--http2" run httpraft-h2 append "$c" "${HR_SRV[@]}"; fi
   fi
   if [ -n "$BATCH" ]; then EXTRA_ARGS="--batch $BATCH" run batched append "$c" "${HR_SRV[@]}"; fi
   if [ -n "$READS" ]; then
@@ -223,6 +227,10 @@ if any("etcd-read" in v for v in by.values()):
     print()
     print("linearizable key reads, clients spread over the 3 members (etcd: range through its gateway; httpraft: GET /v1/kv/<key>, followers ask the leader for a read index)")
     versus("etcd-read", "httpraft-read", "reads")
+if any("httpraft-h2" in v for v in by.values()):
+    print()
+    print("the same single appends over HTTP/2 (one connection per endpoint)")
+    versus("etcd", "httpraft-h2", "writes")
 if any("lease-read" in v for v in by.values()):
     print()
     print("the same reads from a cluster started with --lease-reads (the leader answers from its lease)")

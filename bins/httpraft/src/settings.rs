@@ -235,6 +235,9 @@ pub struct Options {
     /// [default: 60000].
     #[arg(long)]
     pub http_idle_timeout_ms: Option<u64>,
+    /// Requests in flight at once on one HTTP/2 connection [default: 256].
+    #[arg(long)]
+    pub http2_max_streams: Option<u32>,
     /// Milliseconds a request may take before it is answered 503 request_timeout
     /// [default: 30000].
     #[arg(long)]
@@ -327,6 +330,7 @@ impl Options {
             http_max_connections: self.http_max_connections.or(other.http_max_connections),
             http_header_timeout_ms: self.http_header_timeout_ms.or(other.http_header_timeout_ms),
             http_idle_timeout_ms: self.http_idle_timeout_ms.or(other.http_idle_timeout_ms),
+            http2_max_streams: self.http2_max_streams.or(other.http2_max_streams),
             http_request_timeout_ms: self
                 .http_request_timeout_ms
                 .or(other.http_request_timeout_ms),
@@ -767,6 +771,12 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
         opts.http_idle_timeout_ms,
         l.idle_timeout,
     )?;
+    if let Some(n) = opts.http2_max_streams {
+        if n == 0 {
+            return Err("--http2-max-streams must be at least 1".into());
+        }
+        l.max_http2_streams = n;
+    }
     http.request_timeout = ms(
         "http-request-timeout-ms",
         opts.http_request_timeout_ms,

@@ -83,6 +83,10 @@ struct Args {
     /// A bearer token for an httpraft started with --tokens.
     #[arg(long)]
     token: Option<String>,
+    /// Speak HTTP/2 to httpraft (h2c with prior knowledge, or ALPN over HTTPS): one
+    /// connection per endpoint carries every client's requests.
+    #[arg(long)]
+    http2: bool,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -271,6 +275,7 @@ async fn run(args: Args) -> Result<(), String> {
                 // Every failure is counted, none hidden by a retry.
                 retries: 0,
                 token: args.token.clone(),
+                http2: args.http2,
                 ..Default::default()
             };
             match &args.cacert {

@@ -135,6 +135,10 @@ pub struct ClientConfig {
     /// A bearer token sent with every request (for an API started with `--tokens`).
     /// Default: none.
     pub token: Option<String>,
+    /// Speak HTTP/2: with prior knowledge over plain HTTP (h2c), by ALPN over HTTPS. One
+    /// connection per endpoint then carries every concurrent request. Default: off
+    /// (HTTP/1.1, a connection per concurrent request).
+    pub http2: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -146,6 +150,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_backoff", &self.max_backoff)
             .field("https", &self.ca_pem.is_some())
             .field("client_certificate", &self.identity_pem.is_some())
+            .field("http2", &self.http2)
             .field("token", &self.token.as_ref().map(|_| "(set)"))
             .finish()
     }
@@ -161,6 +166,7 @@ impl Default for ClientConfig {
             ca_pem: None,
             identity_pem: None,
             token: None,
+            http2: false,
         }
     }
 }
@@ -189,6 +195,11 @@ impl ClientConfig {
     /// A reqwest builder with the TLS settings and token of this configuration.
     fn builder(&self) -> Result<reqwest::ClientBuilder, Error> {
         let mut b = reqwest::Client::builder();
+        b = if self.http2 {
+            b.http2_prior_knowledge()
+        } else {
+            b.http1_only()
+        };
         if let Some(ca) = &self.ca_pem {
             b = b.use_rustls_tls().tls_built_in_root_certs(false);
             let certs = reqwest::Certificate::from_pem_bundle(ca)

@@ -1,4 +1,6 @@
-//! The HTTP/1.1 server loop, with the limits a server on a network needs:
+//! The HTTP server loop (HTTP/1.1, and HTTP/2: cleartext with prior knowledge, or chosen by
+//! ALPN over TLS; one connection then carries many concurrent requests), with the limits a
+//! server on a network needs:
 //!
 //! - at most [`ServerLimits::max_connections`] connections at once; past it, new ones are
 //!   closed at once (a file descriptor per connection is shared with the log's segments);
@@ -7,6 +9,10 @@
 //!   half-sent headers cannot hold a connection);
 //! - a keep-alive connection with no request in flight for
 //!   [`ServerLimits::idle_timeout`] is closed;
+//! - an HTTP/2 connection carries at most [`ServerLimits::max_http2_streams`] requests at
+//!   once (its header clock covers only its first request: after that, frames such as flow
+//!   control updates arrive between requests, and each stream's time is bounded by the
+//!   request timeout);
 //! - `accept` failures (out of descriptors, say) back off instead of spinning.
 //!
 //! The request timeout is a layer of the router (see [`crate::router`]).
@@ -42,6 +48,8 @@ pub struct ServerLimits {
     /// A connection with no request in flight and no traffic for this long is closed.
     /// Default 60 s.
     pub idle_timeout: Duration,
+    /// Requests in flight at once on one HTTP/2 connection at most. Default 256.
+    pub max_http2_streams: u32,
 }
 
 impl Default for ServerLimits {
@@ -50,6 +58,7 @@ impl Default for ServerLimits {
             max_connections: 4096,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            max_http2_streams: 256,
         }
     }
 }
@@ -134,6 +143,9 @@ struct Activity {
     early_head: AtomicU64,
     in_flight: AtomicUsize,
     handler_done: AtomicBool,
+    /// The connection speaks HTTP/2: bytes between requests are frames of the connection
+    /// (settings, flow control), not the start of a request's headers.
+    http2: AtomicBool,
     /// Wakes the connection's watchdog when a deadline may have moved earlier.
     changed: tokio::sync::Notify,
 }
@@ -148,6 +160,7 @@ impl Activity {
             early_head: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             handler_done: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -159,6 +172,9 @@ impl Activity {
     fn read_some(&self) {
         let now = self.now();
         self.last_io.store(now, Ordering::Relaxed);
+        if self.http2.load(Ordering::Acquire) {
+            return;
+        }
         let waiting = if self.in_flight.load(Ordering::Acquire) == 0 {
             &self.head_since
         } else if self.handler_done.load(Ordering::Acquire) {
@@ -178,7 +194,10 @@ impl Activity {
         self.last_io.store(self.now(), Ordering::Relaxed);
     }
 
-    fn request_started(&self) {
+    fn request_started(&self, version: hyper::Version) {
+        if version == hyper::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Release);
+        }
         self.handler_done.store(false, Ordering::Release);
         self.early_head.store(0, Ordering::Release);
         self.head_since.store(0, Ordering::Release);
@@ -544,7 +563,7 @@ async fn serve_connection<S>(
         }
         let router = router.clone();
         let activity = served.clone();
-        activity.request_started();
+        activity.request_started(req.version());
         let guard = ResponseGuard(activity.clone());
         async move {
             let response = router.oneshot(req.map(Body::new)).await;
@@ -560,7 +579,11 @@ async fn serve_connection<S>(
             })
         }
     });
-    let builder = hyper::server::conn::http1::Builder::new();
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(limits.max_http2_streams);
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     // When a graceful close was asked for (idle, or the server stopping).

@@ -77,6 +77,7 @@ fn limits(header_ms: u64, idle_ms: u64) -> ServerLimits {
         max_connections: 64,
         header_timeout: Duration::from_millis(header_ms),
         idle_timeout: Duration::from_millis(idle_ms),
+        ..ServerLimits::default()
     }
 }
 

@@ -418,7 +418,8 @@ impl ServerTls {
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
             .map_err(settings)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 when the client offers it, HTTP/1.1 otherwise.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
 
