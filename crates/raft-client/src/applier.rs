@@ -76,6 +76,11 @@ impl<SM: StateMachine> Applier<SM> {
         self.done.recv().await
     }
 
+    /// The next batch applied, if one is already back (never waits).
+    pub(crate) fn try_completed(&mut self) -> Option<Applied<SM::Response>> {
+        self.done.try_recv().ok()
+    }
+
     /// The state machine, for work that needs it as of the last applied index: call only
     /// once everything handed over was applied.
     pub(crate) async fn lock(&self) -> MutexGuard<'_, SM> {

@@ -399,6 +399,11 @@ impl<SM: StateMachine> Runtime<SM> {
             if let Err(e) = self.handle(input) {
                 break e;
             }
+            // Applies already back join this turn (under load they would otherwise each
+            // cost a turn of their own).
+            if let Err(e) = self.take_applied() {
+                break e;
+            }
             if let Err(e) = self.process_ready().await {
                 break e;
             }
@@ -671,6 +676,14 @@ impl<SM: StateMachine> Runtime<SM> {
             }
         }
         self.release_reads();
+    }
+
+    /// Handles every batch the apply task has already finished, without waiting.
+    fn take_applied(&mut self) -> Result<(), Error> {
+        while let Some(applied) = self.applier.try_completed() {
+            self.on_applied(Some(applied))?;
+        }
+        Ok(())
     }
 
     /// Waits until every committed entry handed to the apply task is applied and its
