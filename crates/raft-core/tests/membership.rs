@@ -665,6 +665,12 @@ fn a_candidate_learns_the_newer_term_of_a_vote_request_from_a_node_its_configura
     candidate.campaign();
     drain(&mut candidate);
     assert_eq!((candidate.role(), candidate.term()), (Role::Candidate, 3));
+    candidate.step(request(3));
+    assert_eq!(
+        (candidate.role(), candidate.term()),
+        (Role::Candidate, 3),
+        "a request in its own term teaches nothing"
+    );
     candidate.step(request(9));
     assert_eq!((candidate.role(), candidate.term()), (Role::Follower, 9));
     assert!(
