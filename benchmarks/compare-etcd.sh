@@ -163,7 +163,7 @@ run() { # name, op, clients, pids... (EXTRA_ARGS: more raft-bench arguments)
   local name=$1 op=$2 clients=$3; shift 3
   local targets=()
   if [ "$name" = etcd ] || [ "$name" = etcd-read ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
-  elif [ "$name" = before ]; then for u in "${BF_URLS[@]}"; do targets+=(--target "$u"); done
+  elif [ "$name" = before ] || [ "$name" = before-read ]; then for u in "${BF_URLS[@]}"; do targets+=(--target "$u"); done
   elif [ "$name" = lease-read ]; then for u in "${LS_URLS[@]}"; do targets+=(--target "$u"); done
   else for u in "${HR_URLS[@]}"; do targets+=(--target "$u"); done; fi
   local before after
@@ -189,6 +189,7 @@ for c in $CLIENTS; do
     SPREAD=" " run etcd-read etcd-get "$c" "${ETCD_SRV[@]}"
     SPREAD=" " run httpraft-read kv-get "$c" "${HR_SRV[@]}"
     if [ -n "$LEASE" ]; then SPREAD=" " run lease-read kv-get "$c" "${LS_PIDS[@]}"; fi
+    if [ -n "$BEFORE" ]; then SPREAD=" " run before-read kv-get "$c" "${BF_PIDS[@]}"; fi
   fi
 done
 
@@ -258,12 +259,28 @@ if any("before" in v for v in by.values()):
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for c in sorted(by):
+        if "before" not in by[c]:
+            continue
         b, h = by[c]["before"], by[c]["httpraft"]
         br, hr = b["result"], h["result"]
         ratio = hr["throughput"] / br["throughput"] if br["throughput"] else float("nan")
         print("| %d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.2f | %.2f | %.1f / %.1f |" % (
             c, br["throughput"], hr["throughput"], ratio,
             br["latency_ms"]["p50"], hr["latency_ms"]["p50"],
+            br["latency_ms"]["p99"], hr["latency_ms"]["p99"],
+            cpu_per_100k(b), cpu_per_100k(h)))
+if any("before-read" in v for v in by.values()):
+    print()
+    print("httpraft linearizable reads before vs after, same run")
+    hdr = "| clients | before reads/s | after reads/s | after/before | before p99 ms | after p99 ms | CPU s per 100k reads before/after |"
+    print(hdr)
+    print("|" + "---|" * (hdr.count("|") - 1))
+    for c in sorted(by):
+        b, h = by[c]["before-read"], by[c]["httpraft-read"]
+        br, hr = b["result"], h["result"]
+        ratio = hr["throughput"] / br["throughput"] if br["throughput"] else float("nan")
+        print("| %d | %.0f | %.0f | %.2fx | %.2f | %.2f | %.1f / %.1f |" % (
+            c, br["throughput"], hr["throughput"], ratio,
             br["latency_ms"]["p99"], hr["latency_ms"]["p99"],
             cpu_per_100k(b), cpu_per_100k(h)))
 PY
