@@ -95,49 +95,38 @@ for i in 0 1 2; do
   ETCD_URLS+=("http://127.0.0.1:$c")
 done
 
-# --- httpraft: 3 nodes from a peers.json, fsync always (the default) ---
-mkdir -p "$WORK/httpraft"
-cat >"$WORK/httpraft/peers.json" <<JSON
-{"peers": ["127.0.0.1:${P[6]}", "127.0.0.1:${P[7]}", "127.0.0.1:${P[8]}"],
- "apis":  ["127.0.0.1:${P[9]}", "127.0.0.1:${P[10]}", "127.0.0.1:${P[11]}"]}
+# --- httpraft clusters: 3 nodes from a peers.json, fsync always (the default) ---
+start_cluster() { # name, directory of the httpraft binary, first of its 6 ports in P, extra args...
+  local name=$1 bin=$2 base=$3; shift 3
+  mkdir -p "$WORK/$name"
+  cat >"$WORK/$name/peers.json" <<JSON
+{"peers": ["127.0.0.1:${P[$base]}", "127.0.0.1:${P[$((base + 1))]}", "127.0.0.1:${P[$((base + 2))]}"],
+ "apis":  ["127.0.0.1:${P[$((base + 3))]}", "127.0.0.1:${P[$((base + 4))]}", "127.0.0.1:${P[$((base + 5))]}"]}
 JSON
-HR_URLS=()
-for i in 0 1 2; do
-  (cd "$WORK/httpraft" && exec "$BIN/httpraft" "$i" --log-level warn "${HR_ARGS[@]}" >"$WORK/httpraft$i.log" 2>&1) &
-  PIDS+=($!); HR_PIDS[$i]=$!
-  HR_URLS+=("http://127.0.0.1:${P[$((i + 9))]}")
-done
+  CL_URLS=(); CL_PIDS=()
+  for i in 0 1 2; do
+    (cd "$WORK/$name" && exec "$bin/httpraft" "$i" --log-level warn "$@" "${HR_ARGS[@]}" >"$WORK/$name$i.log" 2>&1) &
+    PIDS+=($!); CL_PIDS[$i]=$!
+    CL_URLS+=("http://127.0.0.1:${P[$((base + 3 + i))]}")
+  done
+}
+start_cluster httpraft "$BIN" 6
+HR_URLS=("${CL_URLS[@]}"); HR_PIDS=("${CL_PIDS[@]}")
 
 # --- optionally, the same for an older httpraft build ---
 BF_URLS=()
 BF_PIDS=()
 if [ -n "$BEFORE" ]; then
-  mkdir -p "$WORK/before"
-  cat >"$WORK/before/peers.json" <<JSON
-{"peers": ["127.0.0.1:${P[12]}", "127.0.0.1:${P[13]}", "127.0.0.1:${P[14]}"],
- "apis":  ["127.0.0.1:${P[15]}", "127.0.0.1:${P[16]}", "127.0.0.1:${P[17]}"]}
-JSON
-  for i in 0 1 2; do
-    (cd "$WORK/before" && exec "$BEFORE/httpraft" "$i" --log-level warn "${HR_ARGS[@]}" >"$WORK/before$i.log" 2>&1) &
-    PIDS+=($!); BF_PIDS[$i]=$!
-    BF_URLS+=("http://127.0.0.1:${P[$((i + 15))]}")
-  done
+  start_cluster before "$BEFORE" 12
+  BF_URLS=("${CL_URLS[@]}"); BF_PIDS=("${CL_PIDS[@]}")
 fi
 
 # --- optionally, a second httpraft cluster serving reads from the leader lease ---
 LS_URLS=()
 LS_PIDS=()
 if [ -n "$LEASE" ]; then
-  mkdir -p "$WORK/lease"
-  cat >"$WORK/lease/peers.json" <<JSON
-{"peers": ["127.0.0.1:${P[18]}", "127.0.0.1:${P[19]}", "127.0.0.1:${P[20]}"],
- "apis":  ["127.0.0.1:${P[21]}", "127.0.0.1:${P[22]}", "127.0.0.1:${P[23]}"]}
-JSON
-  for i in 0 1 2; do
-    (cd "$WORK/lease" && exec "$BIN/httpraft" "$i" --log-level warn --lease-reads "${HR_ARGS[@]}" >"$WORK/lease$i.log" 2>&1) &
-    PIDS+=($!); LS_PIDS[$i]=$!
-    LS_URLS+=("http://127.0.0.1:${P[$((i + 21))]}")
-  done
+  start_cluster lease "$BIN" 18 --lease-reads
+  LS_URLS=("${CL_URLS[@]}"); LS_PIDS=("${CL_PIDS[@]}")
 fi
 
 for u in "${ETCD_URLS[@]}"; do wait_http "$u/health" '"true"'; done

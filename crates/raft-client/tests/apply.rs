@@ -144,7 +144,6 @@ async fn a_stuck_state_machine_on_the_leader_delays_neither_replication_nor_hear
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         committed_on_follower = target;
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for id in 1..=3 {
         let info = nodes[&id].leader();

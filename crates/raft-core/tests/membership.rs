@@ -618,6 +618,17 @@ fn a_voter_that_knows_its_removal_is_committed_does_not_campaign_even_before_app
     assert_eq!(n.role(), Role::Follower);
 }
 
+/// `node`'s output answers the stale leader `to` with an append response in `term`.
+fn assert_tells_term(node: &mut raft_core::Node<MemStorage>, to: NodeId, term: u64) {
+    let out = drain(node);
+    assert!(
+        out.iter().any(|m| m.to == to
+            && m.term == term
+            && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn without_pre_vote_or_check_quorum_voters_and_learners_tell_a_stale_leader_its_term_is_over() {
     // A voter: its own campaigns would end the stale leader's term too, but only if they
@@ -626,23 +637,11 @@ fn without_pre_vote_or_check_quorum_voters_and_learners_tell_a_stale_leader_its_
     // leaves it to the campaigns).
     let mut voter = lone_node(2, &[1, 2, 3], storage_with(&[1], 2, None), plain);
     voter.step(msg(1, 2, 1, append(1, 1, vec![], 1)));
-    let out = drain(&mut voter);
-    assert!(
-        out.iter().any(|m| m.to == 1
-            && m.term == 2
-            && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
-        "{out:?}"
-    );
+    assert_tells_term(&mut voter, 1, 2);
     // A learner never campaigns: answering is its only way to end the stale term.
     let mut learner = lone_learner(storage_with(&[1], 2, None));
     learner.step(msg(1, 3, 1, append(1, 1, vec![], 1)));
-    let out = drain(&mut learner);
-    assert!(
-        out.iter().any(|m| m.to == 1
-            && m.term == 2
-            && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
-        "{out:?}"
-    );
+    assert_tells_term(&mut learner, 1, 2);
 }
 
 #[test]
@@ -694,13 +693,7 @@ fn without_pre_vote_or_check_quorum_a_voter_answers_a_stale_leader_its_configura
     // would never end node 7's term: node 2 must tell it the newer term.
     let mut voter = lone_node(2, &[1, 2, 3], storage_with(&[1], 2, None), plain);
     voter.step(msg(7, 2, 1, append(1, 1, vec![], 1)));
-    let out = drain(&mut voter);
-    assert!(
-        out.iter().any(|m| m.to == 7
-            && m.term == 2
-            && matches!(m.body, MessageBody::AppendEntriesResponse { .. })),
-        "{out:?}"
-    );
+    assert_tells_term(&mut voter, 7, 2);
     voter.step(msg(
         7,
         2,
