@@ -10,7 +10,9 @@
 #        and the client share a 2-core machine. Unset: each system's default.)
 #        BEFORE=<dir> benchmarks/compare-etcd.sh  (also runs the httpraft binary in <dir>, e.g.
 #        an older commit's release build, as "before", in the same run, and prints a second
-#        table: before vs after)
+#        table: before vs after); BEFORE_ARGS="..." gives that cluster more httpraft options
+#        (e.g. BEFORE=target/release BEFORE_ARGS="--flow-control static": one build, two
+#        settings)
 #        BATCH=100 benchmarks/compare-etcd.sh  (also runs httpraft's batched appends, 100
 #        entries per POST /v1/log, at each client count, and prints entries per second)
 #        READS=1 benchmarks/compare-etcd.sh  (also compares linearizable key reads: etcd's
@@ -28,6 +30,7 @@ DURATION="${DURATION:-10}"
 VALUE_SIZE="${VALUE_SIZE:-64}"
 THREADS="${THREADS:-}"
 BEFORE="${BEFORE:-}"
+read -r -a BEFORE_EXTRA <<<"${BEFORE_ARGS:-}"
 BATCH="${BATCH:-}"
 READS="${READS:-}"
 WRITES="${WRITES:-1}"
@@ -117,7 +120,7 @@ HR_URLS=("${CL_URLS[@]}"); HR_PIDS=("${CL_PIDS[@]}")
 BF_URLS=()
 BF_PIDS=()
 if [ -n "$BEFORE" ]; then
-  start_cluster before "$BEFORE" 12
+  start_cluster before "$BEFORE" 12 "${BEFORE_EXTRA[@]}"
   BF_URLS=("${CL_URLS[@]}"); BF_PIDS=("${CL_PIDS[@]}")
 fi
 

@@ -191,6 +191,18 @@ pub struct Options {
     /// [default: 5, with 30 election ticks: clocks may differ in rate by 20 %].
     #[arg(long)]
     pub lease_margin_ticks: Option<u32>,
+    /// How the leader sizes each follower's in-flight window: adaptive (from the
+    /// follower's measured round trip and acknowledgement rate, within the static limit)
+    /// or static (always the static limit of 32 MiB) [default: adaptive].
+    #[arg(long)]
+    pub flow_control: Option<String>,
+    /// With adaptive flow control: milliseconds of queueing accepted in front of a
+    /// follower, on top of twice its round trip [default: 10].
+    #[arg(long)]
+    pub flow_queue_delay_ms: Option<u64>,
+    /// With adaptive flow control: the smallest in-flight window in bytes [default: 65536].
+    #[arg(long)]
+    pub flow_min_window_bytes: Option<u64>,
     /// Largest accepted HTTP request body in bytes [default: 1048576].
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
@@ -317,6 +329,9 @@ impl Options {
             heartbeat_ticks: self.heartbeat_ticks.or(other.heartbeat_ticks),
             lease_reads: self.lease_reads || other.lease_reads,
             lease_margin_ticks: self.lease_margin_ticks.or(other.lease_margin_ticks),
+            flow_control: self.flow_control.or(other.flow_control),
+            flow_queue_delay_ms: self.flow_queue_delay_ms.or(other.flow_queue_delay_ms),
+            flow_min_window_bytes: self.flow_min_window_bytes.or(other.flow_min_window_bytes),
             max_body_bytes: self.max_body_bytes.or(other.max_body_bytes),
             max_key_bytes: self.max_key_bytes.or(other.max_key_bytes),
             max_pending_submits: self.max_pending_submits.or(other.max_pending_submits),
@@ -852,6 +867,21 @@ pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String>
             return Err("--max-concurrent-reads must be at least 1".into());
         }
         node.max_concurrent_reads = n;
+    }
+    node.flow.adaptive = match opts.flow_control.as_deref() {
+        None | Some("adaptive") => true,
+        Some("static") => false,
+        Some(other) => {
+            return Err(format!(
+                "--flow-control must be adaptive or static, got {other:?}"
+            ))
+        }
+    };
+    if let Some(ms) = opts.flow_queue_delay_ms {
+        node.flow.queue_delay = Duration::from_millis(ms);
+    }
+    if let Some(n) = opts.flow_min_window_bytes {
+        node.flow.min_window_bytes = n;
     }
     node.sync = match opts.sync.as_deref() {
         None | Some("always") => SyncPolicy::Always,

@@ -221,6 +221,11 @@ impl Cluster {
         }
     }
 
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.nodes.get(&id)?.proc.as_ref().map(Child::id)
+    }
+
     /// Starts a killed node again from its data (nothing if it runs).
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
         if self.nodes.get(&id).is_some_and(|n| n.proc.is_none()) {
@@ -264,6 +269,9 @@ impl Cluster {
             Network::Proxies(links) => {
                 links.set(from, to, fault);
                 Ok(())
+            }
+            Network::Namespaces(_) if fault.rate > 0 => {
+                Err("a link's rate limit needs --network proxies".to_string())
             }
             Network::Namespaces(ns) => {
                 if fault.blocked {

@@ -211,8 +211,8 @@ pub async fn inject(c: &mut Cluster, step: &Step) -> Result<String, String> {
                             a,
                             b,
                             LinkFault {
-                                blocked: false,
                                 delay,
+                                ..LinkFault::default()
                             },
                         )?;
                     }

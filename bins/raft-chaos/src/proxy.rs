@@ -36,6 +36,8 @@ pub struct LinkFault {
     pub blocked: bool,
     /// Added to everything sent on this link.
     pub delay: Duration,
+    /// Bytes per second the link carries at most (0: no limit).
+    pub rate: u64,
 }
 
 /// The faults of every directed link, shared by all proxies.
@@ -168,10 +170,17 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let (tx, mut rx) = mpsc::channel::<(Instant, u64, Vec<u8>)>(256);
     let writer = tokio::spawn(async move {
-        while let Some((at, chunk)) = rx.recv().await {
+        // When the link is free again under its rate limit.
+        let mut free_at = Instant::now();
+        while let Some((at, rate, chunk)) = rx.recv().await {
             tokio::time::sleep_until(at).await;
+            if rate > 0 {
+                tokio::time::sleep_until(free_at).await;
+                let busy = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+                free_at = free_at.max(Instant::now()) + busy;
+            }
             if w.write_all(&chunk).await.is_err() {
                 return;
             }
@@ -196,7 +205,7 @@ where
         }
         if n > 0
             && tx
-                .send((Instant::now() + fault.delay, buf[..n].to_vec()))
+                .send((Instant::now() + fault.delay, fault.rate, buf[..n].to_vec()))
                 .await
                 .is_err()
         {
@@ -306,8 +315,8 @@ mod tests {
             1,
             2,
             LinkFault {
-                blocked: false,
                 delay: Duration::from_millis(150),
+                ..LinkFault::default()
             },
         );
         let t0 = std::time::Instant::now();
@@ -317,5 +326,35 @@ mod tests {
         c.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"abcdef");
         assert!(t0.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_link_carries_no_more_than_its_rate() {
+        let links = Arc::new(Links::default());
+        let proxy = echo_behind_proxy(links.clone()).await;
+        let mut c = dial_as(1, proxy).await;
+        links.set(
+            1,
+            2,
+            LinkFault {
+                rate: 100_000,
+                ..LinkFault::default()
+            },
+        );
+        // 40 kB each way at 100 kB/s: at least 0.4 s there (the echo's way back is
+        // limited too, but overlaps).
+        let data = vec![9u8; 40_000];
+        let t0 = std::time::Instant::now();
+        let (mut r, mut w) = c.split();
+        let send = async { w.write_all(&data).await.unwrap() };
+        let mut back = vec![0u8; data.len()];
+        let recv = async { r.read_exact(&mut back).await.unwrap() };
+        tokio::join!(send, recv);
+        assert_eq!(back, data);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(350),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

@@ -76,6 +76,9 @@ pub struct NodeConfig {
     /// The autopilot (promotes caught-up learners, may demote or remove long-unreachable
     /// voters). Default off.
     pub autopilot: crate::AutopilotConfig,
+    /// How the leader sizes each follower's in-flight window (adaptive by default, within
+    /// `raft.max_inflight_bytes`).
+    pub flow: crate::FlowConfig,
     /// Where the Raft transport listens, when it is not this node's address in `peers`
     /// (which is what the other members dial): behind a proxy or a NAT. Default: that
     /// address.
@@ -206,6 +209,7 @@ impl NodeConfig {
             net: NetTuning::default(),
             snapshot: SnapshotConfig::default(),
             autopilot: crate::AutopilotConfig::default(),
+            flow: crate::FlowConfig::default(),
             raft_listen: None,
         }
     }

@@ -148,6 +148,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     clock: TickClock,
     /// Writes handed off by the core, being made durable while the node keeps stepping.
     writes: WritePipeline,
+    /// Sizes each follower's in-flight window from its measured round trip and rate.
+    flow: crate::flow::FlowControl,
 }
 
 /// A node's own tokio runtime: one worker thread (plus its blocking pool) that nothing but
@@ -330,6 +332,7 @@ async fn build<SM: StateMachine>(
         "raft node started"
     );
     let cfg_autopilot = cfg.autopilot.clone();
+    let flow = crate::flow::FlowControl::new(cfg.flow.clone());
     // A joining node: a learner by its own configuration, with nothing from the log yet.
     let joining = cfg.learners.contains(&cfg.id) && node.status().membership_index == 0;
     let rt = Runtime {
@@ -365,6 +368,7 @@ async fn build<SM: StateMachine>(
         autopilot_ran: std::time::Instant::now(),
         clock: TickClock::new(cfg_tick, max_catch_up),
         writes: WritePipeline::new(storage),
+        flow,
     };
     Ok((rt, reader, storage_stats))
 }
@@ -487,6 +491,7 @@ impl<SM: StateMachine> Runtime<SM> {
         }
         self.leader_tx.heard(msg.from, msg.term);
         self.last_heard.insert(msg.from, self.received_at);
+        self.measure_ack(&msg);
         self.node.step(msg);
     }
 
@@ -799,18 +804,25 @@ impl<SM: StateMachine> Runtime<SM> {
 
     fn on_soft_state(&mut self, role: Role, leader: Option<raft_core::NodeId>) {
         self.autopilot.reset();
+        self.flow.reset();
         let term = self.node.term();
         self.leader_tx.set(leader, term);
         tracing::info!(id = self.cfg.id, ?role, ?leader, term, "role changed");
     }
 
-    /// Leadership ended: submits still waiting whose entries were not among the committed
-    /// ones handed to the apply task may commit under the next leader, or not. The outcome
-    /// is unknown, and waiting for it could take forever: say so now. (Those handed over
-    /// are answered when applied; a batch that straddles the line is answered, with this
-    /// error, once its part that was handed over is applied.)
+    /// Leadership ended: submits still waiting whose entries this node does not know to be
+    /// committed may commit under the next leader, or not. The outcome is unknown, and
+    /// waiting for it could take forever: say so now. Those at or below the commit index
+    /// are committed, whether or not they were handed to the apply task yet (the followers
+    /// may commit an entry before the leader's own write of it ends): they are answered
+    /// when applied, here, as a follower. A batch that straddles the line is answered, with
+    /// this error, once its committed part is applied.
     fn fail_pending_submits(&mut self) {
-        let after = self.applier.handed().saturating_add(1);
+        let after = self
+            .applier
+            .handed()
+            .max(self.node.commit_index())
+            .saturating_add(1);
         for (_, p) in self.pending.split_off(&after) {
             let _ = p.reply.send(Err(Error::LeadershipLost));
         }
@@ -1009,12 +1021,39 @@ impl<SM: StateMachine> Runtime<SM> {
             .collect()
     }
 
+    /// A follower's acknowledgement to this leader: a sample for its flow-control window,
+    /// set before the core hears it (so what it frees goes out under the new window).
+    fn measure_ack(&mut self, msg: &Message) {
+        let raft_core::MessageBody::AppendEntriesResponse { index, reject } = msg.body else {
+            return;
+        };
+        if !self.flow.adaptive() || msg.term != self.node.term() || self.node.role() != Role::Leader
+        {
+            return;
+        }
+        if reject.is_some() {
+            self.flow.rewind(msg.from);
+        } else if let Some(window) = self.flow.on_ack(msg.from, index, self.received_at) {
+            self.node.set_flow_window(msg.from, Some(window));
+        }
+    }
+
     /// Hands the messages to the transport (moved, not copied: this is the hot path).
     fn send_all(&mut self, msgs: Vec<Message>) {
         if self.isolated {
             return;
         }
+        let mut now = None;
         for m in msgs {
+            if let raft_core::MessageBody::AppendEntries { entries, .. } = &m.body {
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    if self.flow.adaptive() {
+                        let at = *now.get_or_insert_with(std::time::Instant::now);
+                        let bytes = entries.iter().map(Entry::size).sum();
+                        self.flow.on_send(m.to, first.index, last.index, bytes, at);
+                    }
+                }
+            }
             if let raft_core::MessageBody::InstallSnapshot { meta } = m.body {
                 // The data travels on a stream of its own; the core hears how it went.
                 self.send_snapshot_to(m.to, m.term, meta);
@@ -1342,10 +1381,16 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_entry_committed_in_the_same_turn_as_a_step_down_is_reported_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rt = runtime(dir.path()).await;
+    /// Node 1 made leader of term `t` by node 2's votes, with one submitted entry proposed
+    /// (its write handed to the write pipeline, not acknowledged to the core); returns the
+    /// term, the entry's index and the submit's outcome.
+    async fn leader_with_one_submit(
+        rt: &mut Runtime<ReplicatedLog>,
+    ) -> (
+        Term,
+        LogIndex,
+        oneshot::Receiver<Result<Committed<LogIndex>, Error>>,
+    ) {
         rt.node.campaign();
         rt.process_ready().await.unwrap();
         let t = rt.node.term() + 1;
@@ -1369,33 +1414,69 @@ mod tests {
             permit: limits.try_acquire(1).unwrap(),
         });
         rt.process_ready().await.unwrap();
-        // The leader's own write of the entry is durable before the acknowledgement comes.
-        rt.flush_writes().await.unwrap();
         let index = rt.node.last_index();
         assert_eq!(index, noop + 1);
+        (t, index, outcome)
+    }
 
-        // One turn: node 2 acknowledges the entry (it commits), then node 3 speaks from a
-        // newer term (the leader steps down). Both arrive before the Ready is processed.
-        rt.on_message(msg(
-            2,
+    fn ack(from: u64, t: Term, index: LogIndex) -> Message {
+        msg(
+            from,
             t,
             MessageBody::AppendEntriesResponse {
                 index,
                 reject: None,
             },
-        ));
-        rt.on_message(msg(
-            3,
-            t + 1,
-            MessageBody::AppendEntriesResponse {
-                index: 0,
-                reject: None,
-            },
-        ));
+        )
+    }
+
+    #[tokio::test]
+    async fn an_entry_committed_in_the_same_turn_as_a_step_down_is_reported_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = runtime(dir.path()).await;
+        let (t, index, outcome) = leader_with_one_submit(&mut rt).await;
+        // The leader's own write of the entry is durable before the acknowledgement comes.
+        rt.flush_writes().await.unwrap();
+
+        // One turn: node 2 acknowledges the entry (it commits), then node 3 speaks from a
+        // newer term (the leader steps down). Both arrive before the Ready is processed.
+        rt.on_message(ack(2, t, index));
+        rt.on_message(ack(3, t + 1, 0));
         assert_ne!(rt.node.role(), Role::Leader);
         rt.process_ready().await.unwrap();
         // (The entry was handed to the apply task before the step-down: it is answered
         // once applied.)
+        rt.wait_applied().await.unwrap();
+        match outcome.await.unwrap() {
+            Ok(c) => assert_eq!(c.index, index),
+            Err(e) => panic!("the entry committed, yet the submit was told: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_the_followers_committed_before_the_leaders_own_write_ended_is_reported_committed(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rt = runtime(dir.path()).await;
+        let (t, index, outcome) = leader_with_one_submit(&mut rt).await;
+        // Both followers acknowledge the entry while the leader's own write of it is still
+        // under way: it is committed, but not yet durable here, so it cannot be handed to
+        // the apply task. Then the leader steps down, in the same turn.
+        rt.on_message(ack(2, t, index));
+        rt.on_message(ack(3, t, index));
+        assert_eq!(rt.node.commit_index(), index);
+        rt.on_message(ack(3, t + 1, 0));
+        assert_ne!(rt.node.role(), Role::Leader);
+        rt.process_ready().await.unwrap();
+        assert!(
+            rt.applier.handed() < index,
+            "the test needs the entry not handed over"
+        );
+        // The write ends, the entry is applied: the submit learns it committed.
+        rt.flush_writes().await.unwrap();
+        while rt.node.has_ready() {
+            rt.process_ready().await.unwrap();
+        }
         rt.wait_applied().await.unwrap();
         match outcome.await.unwrap() {
             Ok(c) => assert_eq!(c.index, index),

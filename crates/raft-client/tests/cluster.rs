@@ -52,10 +52,16 @@ struct Cluster {
     dirs: BTreeMap<NodeId, tempfile::TempDir>,
     peers: BTreeMap<NodeId, Peer>,
     nodes: BTreeMap<NodeId, RaftNode<LogIndex>>,
+    /// Applied to every node's configuration.
+    tweak: fn(&mut NodeConfig),
 }
 
 impl Cluster {
     async fn start(n: u64) -> Cluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    async fn start_with(n: u64, tweak: fn(&mut NodeConfig)) -> Cluster {
         let peers: BTreeMap<NodeId, Peer> = (1..=n)
             .map(|id| {
                 (
@@ -74,6 +80,7 @@ impl Cluster {
             dirs,
             peers,
             nodes: BTreeMap::new(),
+            tweak,
         };
         for id in 1..=n {
             c.start_node(id).await;
@@ -86,6 +93,7 @@ impl Cluster {
         cfg.raft.election_ticks = 20; // 200-400 ms
         cfg.raft.heartbeat_ticks = 3;
         cfg.net.backoff_max = Duration::from_millis(200);
+        (self.tweak)(&mut cfg);
         cfg
     }
 
@@ -207,6 +215,51 @@ async fn sixty_four_tasks_submit_ten_thousand_entries_and_every_node_agrees() {
             assert_eq!(by_index[index].data.as_ref(), data.as_slice());
         }
     }
+}
+
+/// Submits batches on the leader until every follower's progress satisfies `done`, or
+/// fails after the deadline; returns that progress.
+async fn progress_once(
+    c: &Cluster,
+    done: impl Fn(&raft_core::PeerProgress) -> bool,
+) -> Vec<raft_core::PeerProgress> {
+    let leader = c.leader().await;
+    let node = &c.nodes[&leader];
+    let start = Instant::now();
+    loop {
+        node.submit_batch(vec![bytes::Bytes::from(vec![1u8; 512]); 64])
+            .await
+            .unwrap();
+        let progress = node.status().await.unwrap().progress;
+        if progress.len() == 2 && progress.iter().all(&done) {
+            return progress;
+        }
+        assert!(start.elapsed() < DEADLINE, "never reached: {progress:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_sizes_each_followers_window_from_what_it_measured() {
+    let c = Cluster::start(3).await;
+    let min = raft_client::FlowConfig::default().min_window_bytes;
+    let max = raft_core::Config::new(1, [1]).max_inflight_bytes;
+    let progress = progress_once(&c, |p| p.flow_window.is_some()).await;
+    for p in progress {
+        let w = p.flow_window.unwrap();
+        assert!((min..max).contains(&w), "follower {}: window {w}", p.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_static_flow_control_no_window_is_set() {
+    let c = Cluster::start_with(3, |cfg| cfg.flow.adaptive = false).await;
+    // Both followers acknowledged entries after the first batches: with adaptive flow
+    // control a window would be set by then.
+    let progress = progress_once(&c, |p| p.match_index > 200).await;
+    assert!(
+        progress.iter().all(|p| p.flow_window.is_none()),
+        "{progress:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

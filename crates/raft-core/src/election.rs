@@ -123,7 +123,9 @@ impl<S: LogStore> Node<S> {
         self.vote = Some(self.id);
         self.votes.insert(self.id, true);
         if self.votes_won() {
+            // Won on its own vote: no vote request made the term durable first.
             self.become_leader();
+            self.hold_until_durable = Some(self.log.last_index());
             return;
         }
         self.request_votes(false, transfer);

@@ -61,6 +61,12 @@ pub struct Node<S: LogStore> {
     failure_reported: bool,
     /// Messages dropped because they could not be valid (see [`Status::rejected_messages`]).
     pub(crate) rejected_messages: u64,
+    /// A leader that won its term on its own vote (it is the only voter) sent no vote
+    /// request, so nothing made its new term durable before it led: until its first entry
+    /// of the term (at this index) is durable, and with it the term, every message waits
+    /// for persistence. Otherwise a crash could lose the term after followers heard it, and
+    /// the restarted node could vote for another leader in that same term.
+    pub(crate) hold_until_durable: Option<LogIndex>,
 }
 
 /// A snapshot of a node's state for display and monitoring.
@@ -118,6 +124,11 @@ pub struct PeerProgress {
     pub replicating: bool,
     /// The index of the snapshot being sent to it, if one is.
     pub pending_snapshot: Option<LogIndex>,
+    /// Entry bytes sent to it and not acknowledged.
+    pub inflight_bytes: u64,
+    /// The flow-control window the caller set for it ([`Node::set_flow_window`]); `None`:
+    /// only [`Config::max_inflight_bytes`] applies.
+    pub flow_window: Option<u64>,
 }
 
 impl<S: LogStore> Node<S> {
@@ -180,6 +191,7 @@ impl<S: LogStore> Node<S> {
             failure: None,
             failure_reported: false,
             rejected_messages: 0,
+            hold_until_durable: None,
         })
     }
 
@@ -269,6 +281,8 @@ impl<S: LogStore> Node<S> {
                     next_index: p.next_index,
                     replicating: p.state == ProgressState::Replicate,
                     pending_snapshot: p.pending_snapshot(),
+                    inflight_bytes: p.inflight_bytes(),
+                    flow_window: p.flow_window(),
                 })
                 .collect(),
             membership: self.configs.latest().clone(),
@@ -724,6 +738,13 @@ impl<S: LogStore> Node<S> {
     }
 
     pub(crate) fn push_message(&mut self, m: Message) {
+        if let Some(index) = self.hold_until_durable {
+            if self.log.persisted_index() < index {
+                self.msgs_after_persist.push(m);
+                return;
+            }
+            self.hold_until_durable = None;
+        }
         match m.body {
             MessageBody::AppendEntries { .. }
             | MessageBody::Heartbeat { .. }
@@ -771,6 +792,7 @@ impl<S: LogStore> Node<S> {
         self.uncommitted_bytes = 0;
         self.reads.abort_all();
         self.lease.reset();
+        self.hold_until_durable = None;
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {

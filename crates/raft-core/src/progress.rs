@@ -39,6 +39,10 @@ pub struct Progress {
     /// Unacknowledged appends: (last index in the message, entry bytes in it).
     inflights: VecDeque<(LogIndex, u64)>,
     inflight_bytes: u64,
+    /// The caller's flow-control window for this follower, in entry bytes: in replicate
+    /// state, no more appends go out while this much is unacknowledged (never above the
+    /// configured limit, which applies alone when this is `None`).
+    flow_window: Option<u64>,
     /// Ticks since the last acknowledgement while appends were in flight.
     stall_ticks: u32,
 }
@@ -54,6 +58,7 @@ impl Progress {
             read_seq_acked: 0,
             inflights: VecDeque::new(),
             inflight_bytes: 0,
+            flow_window: None,
             stall_ticks: 0,
         }
     }
@@ -63,6 +68,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => {
+                let max_bytes = self.flow_window.map_or(max_bytes, |w| w.min(max_bytes));
                 self.inflights.len() >= max_msgs || self.inflight_bytes >= max_bytes
             }
             ProgressState::Snapshot { .. } => true,
@@ -80,6 +86,20 @@ impl Progress {
     /// Number of unacknowledged append messages.
     pub fn inflight_msgs(&self) -> usize {
         self.inflights.len()
+    }
+
+    /// Entry bytes of the unacknowledged append messages.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
+    }
+
+    /// The flow-control window set by [`crate::Node::set_flow_window`], if any.
+    pub fn flow_window(&self) -> Option<u64> {
+        self.flow_window
+    }
+
+    pub(crate) fn set_flow_window(&mut self, window: Option<u64>) {
+        self.flow_window = window;
     }
 
     pub(crate) fn become_probe(&mut self) {

@@ -29,6 +29,22 @@ impl<S: LogStore> Node<S> {
         }
     }
 
+    /// Sets the flow-control window for follower `to`: the entry bytes the leader may have
+    /// unacknowledged with it, below [`Config::max_inflight_bytes`](crate::Config), which
+    /// applies alone again with `None`. A window of 0 counts as 1 (one append may always
+    /// be in flight). Meant for a caller that measures each follower's round-trip time and
+    /// acknowledgement rate; it changes how fast entries flow, never what is committed.
+    /// Entries held back by a smaller window go out as soon as a larger one allows it.
+    /// Ignored on anything but a leader and for anyone but its followers; the window lasts
+    /// until the leader's term ends.
+    pub fn set_flow_window(&mut self, to: NodeId, window: Option<u64>) {
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return;
+        };
+        pr.set_flow_window(window.map(|w| w.max(1)));
+        self.send_appends(to, false);
+    }
+
     /// Sends appends to `to` while it is not paused and has entries to receive; if nothing
     /// was sent and `even_if_empty`, sends one empty append to carry the commit index.
     pub(crate) fn send_appends(&mut self, to: NodeId, even_if_empty: bool) {

@@ -223,3 +223,49 @@ fn one_batch_goes_when_nothing_waits_however_large() {
     leader.on_applied(indexes[1]);
     assert_eq!(committed_indexes(&leader.ready()), vec![index]);
 }
+
+/// Node 1, the cluster's only voter, with node 2 as its learner.
+fn only_voter() -> Node<MemStorage> {
+    lone_node(1, &[1], MemStorage::new(), |c| {
+        plain(c);
+        c.learners = vec![2];
+    })
+}
+
+#[test]
+fn a_leader_elected_by_its_own_vote_sends_nothing_of_its_term_until_the_term_is_durable() {
+    // No vote request made its new term durable before it won: were its appends to leave
+    // before its first write, a crash could lose the term after the learner heard it.
+    let mut n = only_voter();
+    n.campaign();
+    assert_eq!(n.role(), raft_core::Role::Leader);
+    let rd = n.ready();
+    assert_eq!(rd.hard_state.map(|h| (h.term, h.vote)), Some((1, Some(1))));
+    assert!(rd.messages.is_empty(), "left at once: {:?}", rd.messages);
+    assert_eq!(appends_to(&rd.persisted_messages, 2), 1);
+    let noop = rd.persisted_mark().unwrap();
+    // While that write is in progress, the learner's acknowledgement frees the next
+    // append: it waits too.
+    let (index, term) = n.propose(&b"x"[..]).unwrap();
+    n.step(msg(2, 1, 1, ack(noop.0)));
+    let rd2 = n.ready();
+    assert!(rd2.messages.is_empty(), "left at once: {:?}", rd2.messages);
+    assert_eq!(appends_to(&rd2.persisted_messages, 2), 1);
+    // Once the term is durable, appends leave at once again.
+    write(&mut n, &rd);
+    n.on_persisted(noop.0, noop.1);
+    write(&mut n, &rd2);
+    n.on_persisted(index, term);
+    n.propose(&b"y"[..]).unwrap();
+    let rd3 = n.ready();
+    assert_eq!(appends_to(&rd3.messages, 2), 1, "{rd3:?}");
+}
+
+#[test]
+fn a_leader_elected_by_other_voters_sends_its_first_appends_at_once() {
+    // Its vote requests left only once its term was durable.
+    let mut n = lone_node(1, &ids(3), MemStorage::new(), plain);
+    make_leader(&mut n);
+    let rd = n.ready();
+    assert_eq!(appends_to(&rd.messages, 2), 1, "{rd:?}");
+}

@@ -157,6 +157,9 @@ struct Faults {
     snapshot_every: u64,
     /// Entries kept before the snapshot index when compacting.
     compact_tail: u64,
+    /// A leader's flow-control window for one follower is set to a random size (or taken
+    /// away), as the runtime's flow control does from what it measures.
+    flow_window_per_mille: u64,
 }
 
 struct Sim {
@@ -246,6 +249,11 @@ impl Sim {
                 0
             },
             compact_tail: rng.below(6),
+            flow_window_per_mille: if rng.chance(500) {
+                1 + rng.below(100)
+            } else {
+                0
+            },
         };
         let async_writes = match std::env::var("RAFT_SIM_ASYNC").as_deref() {
             Ok("0") => {
@@ -545,6 +553,9 @@ impl Sim {
         if faulty && self.churn && self.rng.chance(8) {
             self.change_membership();
         }
+        if self.rng.chance(self.faults.flow_window_per_mille) {
+            self.set_flow_window();
+        }
         self.resume_paused();
         if self.now.is_multiple_of(STEPS_PER_TICK) {
             for n in self.nodes.values_mut() {
@@ -630,6 +641,34 @@ impl Sim {
         }
     }
 
+    /// Gives a leader's follower a random flow-control window: as small as one byte (one
+    /// append in flight), a few entries, beyond the configured limit, or none.
+    fn set_flow_window(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let Some(node) = self
+            .nodes
+            .get_mut(&leader)
+            .filter(|n| n.paused_until == 0)
+            .and_then(|n| n.node.as_mut())
+        else {
+            return;
+        };
+        let followers: Vec<NodeId> = node.status().progress.iter().map(|p| p.id).collect();
+        if followers.is_empty() {
+            return;
+        }
+        let to = followers[self.rng.below(followers.len() as u64) as usize];
+        let window = match self.rng.below(4) {
+            0 => None,
+            1 => Some(self.rng.below(2)),
+            2 => Some(1 + self.rng.below(512)),
+            _ => Some(u64::MAX),
+        };
+        node.set_flow_window(to, window);
+    }
+
     fn partition(&mut self) {
         let n = self.ids.len() as u64;
         let kind = self.rng.below(3);
@@ -682,6 +721,7 @@ impl Sim {
             return;
         };
         self.lease_reads += node.status().lease_reads;
+        let term = node.term();
         // Whatever was not persisted is lost: the disk is what the storage holds.
         n.disk = node.storage().clone();
         // Writes since the last sync may or may not have reached the disk.
@@ -696,6 +736,13 @@ impl Sim {
                 n.disk.set_hard_state(n.synced_hs);
             }
         }
+        let durable_term = n.disk.hard_state().expect("in-memory hard state").term;
+        if self.trace {
+            eprintln!(
+                "[{now}] crash {id} (hard state on disk {:?}, lose unsynced {lose_unsynced})",
+                n.disk.hard_state()
+            );
+        }
         n.down_until = now + down;
         n.paused_until = 0;
         n.missed_ticks = 0;
@@ -704,6 +751,12 @@ impl Sim {
         n.applies.clear();
         n.pending.clear();
         n.reads.clear();
+        if term > durable_term && self.leaders.get(&term) == Some(&id) {
+            // It led a term it never made durable (it won on its own vote, and crashed
+            // before its first write): it sent nothing in that term (checked in `send`),
+            // and on restart the term never was.
+            self.leaders.remove(&term);
+        }
         self.digest.write_u64(id ^ 0xC0FFEE);
     }
 
@@ -712,6 +765,13 @@ impl Sim {
         // An in-memory state machine: rebuilt from the latest local snapshot, then the log.
         let sm = self.restored_state(&disk);
         let node = self.start_node(&self.nodes[&id].cfg, disk, sm.applied);
+        if self.trace {
+            eprintln!(
+                "[{}] restart {id} from {:?}",
+                self.now,
+                self.nodes[&id].disk.hard_state()
+            );
+        }
         let n = self.nodes.get_mut(&id).expect("known node");
         n.synced_hs = n.disk.hard_state().expect("in-memory hard state");
         n.node = Some(node);
@@ -899,6 +959,24 @@ impl Sim {
                     m.from, m.to, m.term
                 ));
             }
+        }
+        let leaders_message = matches!(
+            m.body,
+            MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::TimeoutNow
+                | MessageBody::ReadIndexResponse { .. }
+        );
+        if leaders_message && self.nodes[&m.from].synced_hs.term < m.term {
+            // Followers would adopt a term the leader could forget in a crash, and then
+            // vote for another leader in it.
+            self.fail(format!(
+                "node {} sent {} in term {} before making the term durable",
+                m.from,
+                m.body.name(),
+                m.term
+            ));
         }
         let lost =
             self.cut.contains(&(m.from, m.to)) || self.rng.chance(self.faults.drop_per_mille);
@@ -1291,6 +1369,13 @@ impl Sim {
     }
 
     fn on_new_leader(&mut self, id: NodeId, term: Term) {
+        if self.trace {
+            let m = self.nodes[&id]
+                .node
+                .as_ref()
+                .map(|n| n.membership().clone());
+            eprintln!("[{}] {id} leads term {term}, configuration {m:?}", self.now);
+        }
         if let Some(&other) = self.leaders.get(&term) {
             if other != id {
                 self.fail(format!("two leaders in term {term}: {other} and {id}"));

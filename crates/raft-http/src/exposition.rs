@@ -124,6 +124,25 @@ fn node_state(s: &mut Scrape, st: &AppState, status: &Status) {
             .map(|p| (peer(p.id), status.last_index.saturating_sub(p.match_index)))
             .collect(),
     );
+    s.gauge_family(
+        "raft_peer_inflight_bytes",
+        "Entry bytes sent to a follower and not acknowledged (leader only).",
+        status
+            .progress
+            .iter()
+            .map(|p| (peer(p.id), p.inflight_bytes))
+            .collect(),
+    );
+    s.gauge_family(
+        "raft_peer_flow_window_bytes",
+        "A follower's in-flight window from adaptive flow control (leader only; absent while \
+         none is measured: the static limit applies).",
+        status
+            .progress
+            .iter()
+            .filter_map(|p| p.flow_window.map(|w| (peer(p.id), w)))
+            .collect(),
+    );
     s.counter(
         "raft_messages_rejected",
         "Peer messages dropped because no correct peer could have sent them.",

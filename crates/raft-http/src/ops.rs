@@ -56,6 +56,8 @@ pub(crate) async fn status_json(st: &AppState) -> Result<Value, ApiError> {
                 },
                 "pending_snapshot": p.pending_snapshot,
                 "lag": s.last_index.saturating_sub(p.match_index),
+                "inflight_bytes": p.inflight_bytes,
+                "flow_window": p.flow_window,
             })
         })
         .collect();
