@@ -102,6 +102,13 @@ impl Progress {
         self.flow_window = window;
     }
 
+    /// Entry bytes one append to this follower may carry (one entry always goes): the
+    /// configured `max`, and under a flow-control window at most a quarter of it, so that
+    /// the window holds several appends and a heartbeat queued behind one waits little.
+    pub(crate) fn message_bytes(&self, max: u64) -> u64 {
+        self.flow_window.map_or(max, |w| max.min(w / 4))
+    }
+
     pub(crate) fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;

@@ -86,7 +86,8 @@ impl<S: LogStore> Node<S> {
             Err(e) => return self.append_unreadable(to, e),
         };
         let hi = next.saturating_add(self.cfg.max_entries_per_msg as u64);
-        let entries = match self.log.entries(next, hi, self.cfg.max_bytes_per_msg) {
+        let max_bytes = pr.message_bytes(self.cfg.max_bytes_per_msg);
+        let entries = match self.log.entries(next, hi, max_bytes) {
             Ok(e) => e,
             Err(e) => return self.append_unreadable(to, e),
         };

@@ -159,3 +159,36 @@ fn on_a_follower_a_window_is_ignored() {
     assert!(drain(&mut n).is_empty(), "a follower sends no appends");
     assert!(n.status().progress.is_empty());
 }
+
+/// The entries of each append to `to`, by count.
+fn append_sizes(msgs: &[Message], to: NodeId) -> Vec<usize> {
+    msgs.iter()
+        .filter(|m| m.to == to)
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendEntries { entries, .. } if !entries.is_empty() => {
+                Some(entries.len())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn under_a_window_an_append_carries_at_most_a_quarter_of_it() {
+    // Heartbeats queue behind appends on the way to a slow follower: small appends keep
+    // that wait short.
+    let mut n = leader_with_noop_committed(|c| c.max_entries_per_msg = 1000);
+    n.set_flow_window(2, Some(8 * SIZE));
+    propose(&mut n, 8);
+    let sent = drain(&mut n);
+    assert_eq!(append_sizes(&sent, 2), vec![2, 2, 2, 2]);
+    assert_eq!(append_sizes(&sent, 3), vec![8], "no window: one append");
+}
+
+#[test]
+fn under_a_tiny_window_an_append_still_carries_one_entry() {
+    let mut n = leader_with_noop_committed(|c| c.max_entries_per_msg = 1000);
+    n.set_flow_window(2, Some(1));
+    propose(&mut n, 3);
+    assert_eq!(append_sizes(&drain(&mut n), 2), vec![1]);
+}

@@ -6,9 +6,12 @@
 //! another region, or on a slow disk), and has clients append batches through the leader
 //! for a while: the leader and the other follower commit them, the slow follower falls
 //! behind. Meanwhile it samples the leader's view of the slow follower (bytes in flight,
-//! window, lag) and the leader's memory. Then the load stops and the fast follower is
-//! killed: every write now needs the slow follower, and the first one waits for whatever
-//! the leader queued in front of it. The table compares the two modes.
+//! window, lag) and the leader's memory. Then the fast follower is killed, the load still
+//! running: the leader now needs the slow follower for every quorum. A linearizable read
+//! needs only a heartbeat round, not the follower's catching up (writes do: they wait
+//! until the follower holds the whole log, which takes as long in both modes), but the
+//! heartbeat waits behind whatever the leader queued in front of the follower. The table
+//! compares the reads' latency, and the rest, in the two modes.
 
 #![forbid(unsafe_code)]
 
@@ -67,10 +70,14 @@ struct Row {
     window_median: Option<u64>,
     lag_max: u64,
     leader_rss_max: u64,
-    first_write_after_failover_ms: f64,
-    later_writes_p50_ms: f64,
+    first_read_after_failover_ms: Option<f64>,
+    failed_reads: u32,
+    reads_after_p50_ms: f64,
     leader_kept: bool,
 }
+
+/// How long the benchmark waits for a read to succeed after the failover.
+const FAILOVER_PATIENCE: Duration = Duration::from_secs(120);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -125,11 +132,14 @@ async fn run_mode(cli: &Cli, binary: &std::path::Path, mode: &str) -> Result<Row
             ..LinkFault::default()
         },
     )?;
-    let leader_api = cluster
-        .nodes
-        .get(&leader)
-        .map(|n| n.api.clone())
-        .ok_or("no leader address")?;
+    let api_of = |id: u64| {
+        cluster
+            .nodes
+            .get(&id)
+            .map(|n| n.api.clone())
+            .ok_or("no address")
+    };
+    let (leader_api, slow_api) = (api_of(leader)?, api_of(slow)?);
     let client = Client::with_config(
         [leader_api.as_str()],
         ClientConfig {
@@ -186,29 +196,50 @@ async fn run_mode(cli: &Cli, binary: &std::path::Path, mode: &str) -> Result<Row
             rss_max = rss_max.max(r);
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    // What the load did with both followers.
     let elapsed = started.elapsed().as_secs_f64();
-    for w in writers {
-        let _ = w.await;
-    }
     let entries = committed.load(Ordering::Relaxed);
     let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort_by(f64::total_cmp);
 
-    // Failover to the slow follower: every write now needs it.
+    // Failover to the slow follower, the load still running: every quorum needs it now.
     cluster.kill(fast);
-    let mut after = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        client
-            .append(value.clone())
-            .await
-            .map_err(|e| format!("a write after the fast follower died failed: {e}"))?;
-        after.push(t.elapsed().as_secs_f64() * 1e3);
+    // The first read that succeeds (through whichever node leads by then), and the
+    // failed tries before it; then ten more.
+    let readers = Client::with_config(
+        [leader_api.as_str(), slow_api.as_str()],
+        ClientConfig {
+            timeout: Duration::from_secs(60),
+            retries: 0,
+            ..ClientConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let killed = Instant::now();
+    let mut failed_reads = 0u32;
+    let mut first_read_ms = None;
+    while killed.elapsed() < FAILOVER_PATIENCE {
+        if readers.get("flow-probe").await.is_ok() {
+            first_read_ms = Some(killed.elapsed().as_secs_f64() * 1e3);
+            break;
+        }
+        failed_reads += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let first = after.first().copied().unwrap_or(f64::NAN);
-    let mut later = after[1..].to_vec();
-    later.sort_by(f64::total_cmp);
+    let mut reads = Vec::new();
+    if first_read_ms.is_some() {
+        for _ in 0..10 {
+            let t = Instant::now();
+            if readers.get("flow-probe").await.is_ok() {
+                reads.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    reads.sort_by(f64::total_cmp);
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.abort();
+    }
     let leader_kept = cluster.leader().await == Some(leader);
     cluster.shutdown();
     Ok(Row {
@@ -221,8 +252,9 @@ async fn run_mode(cli: &Cli, binary: &std::path::Path, mode: &str) -> Result<Row
         window_median: (!windows.is_empty()).then(|| median_u64(windows)),
         lag_max,
         leader_rss_max: rss_max,
-        first_write_after_failover_ms: first,
-        later_writes_p50_ms: percentile(&later, 0.5),
+        first_read_after_failover_ms: first_read_ms,
+        failed_reads,
+        reads_after_p50_ms: percentile(&reads, 0.5),
         leader_kept,
     })
 }
@@ -249,14 +281,14 @@ async fn main() -> ExitCode {
         cli.rate, cli.delay_ms, cli.clients, cli.batch, cli.value_bytes, cli.secs
     );
     println!(
-        "| flow control | entries/s | write p50 ms | write p99 ms | in flight to slow follower, median / max MiB | its window, median MiB | its lag, max entries | leader RSS max MiB | first write after failover ms | next writes p50 ms | leader kept |"
+        "| flow control | entries/s | write p50 ms | write p99 ms | in flight to slow follower, median / max MiB | its window, median MiB | its lag, max entries | leader RSS max MiB | first linearizable read after failover ms (failed tries) | next reads p50 ms | leader kept |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut failed = false;
     for mode in &cli.modes {
         match run_mode(&cli, &binary, mode).await {
             Ok(r) => println!(
-                "| {} | {:.0} | {:.1} | {:.1} | {} / {} | {} | {} | {} | {:.1} | {:.1} | {} |",
+                "| {} | {:.0} | {:.1} | {:.1} | {} / {} | {} | {} | {} | {} ({}) | {:.1} | {} |",
                 r.mode,
                 r.entries_per_sec,
                 r.write_p50_ms,
@@ -266,8 +298,12 @@ async fn main() -> ExitCode {
                 r.window_median.map_or("-".to_string(), mib),
                 r.lag_max,
                 mib(r.leader_rss_max),
-                r.first_write_after_failover_ms,
-                r.later_writes_p50_ms,
+                r.first_read_after_failover_ms.map_or(
+                    format!("none in {} s", FAILOVER_PATIENCE.as_secs()),
+                    |ms| format!("{ms:.1}")
+                ),
+                r.failed_reads,
+                r.reads_after_p50_ms,
                 if r.leader_kept { "yes" } else { "no" },
             ),
             Err(e) => {
