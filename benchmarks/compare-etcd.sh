@@ -31,6 +31,7 @@ VALUE_SIZE="${VALUE_SIZE:-64}"
 THREADS="${THREADS:-}"
 BEFORE="${BEFORE:-}"
 read -r -a BEFORE_EXTRA <<<"${BEFORE_ARGS:-}"
+if [ -n "$BEFORE" ]; then BEFORE=$(cd "$BEFORE" && pwd); fi # the nodes run in their own directories
 BATCH="${BATCH:-}"
 READS="${READS:-}"
 WRITES="${WRITES:-1}"
@@ -79,7 +80,9 @@ wait_http() { # url, expected substring
     if curl -fsS "$1" 2>/dev/null | grep -q "$2"; then return 0; fi
     sleep 0.1
   done
-  echo "timed out waiting for $1" >&2; return 1
+  echo "timed out waiting for $1; the last lines of each node's log:" >&2
+  for f in "$WORK"/*.log; do echo "== $f" >&2; tail -n 5 "$f" >&2; done
+  return 1
 }
 
 read -r -a P <<<"$(free_ports 24)"
@@ -177,6 +180,7 @@ for c in $CLIENTS; do
     if [ -n "$H2" ]; then EXTRA_ARGS="--http2" run httpraft-h2 append "$c" "${HR_SRV[@]}"; fi
   fi
   if [ -n "$BATCH" ]; then EXTRA_ARGS="--batch $BATCH" run batched append "$c" "${HR_SRV[@]}"; fi
+  if [ -n "$BATCH" ] && [ -n "$BEFORE" ]; then EXTRA_ARGS="--batch $BATCH" run before-batched append "$c" "${BF_PIDS[@]}"; fi
   if [ -n "$READS" ]; then
     SPREAD=" " run etcd-read etcd-get "$c" "${ETCD_SRV[@]}"
     SPREAD=" " run httpraft-read kv-get "$c" "${HR_SRV[@]}"
@@ -231,19 +235,20 @@ if any("lease-read" in v for v in by.values()):
 if any("batched" in v for v in by.values()):
     print()
     print("httpraft batched appends (POST /v1/log {\"entries\": [...]}), same run")
-    hdr = "| clients | entries per request | requests/s | entries/s | p50 ms | p99 ms | errors | CPU s per 100k entries |"
+    hdr = "| build | clients | entries per request | requests/s | entries/s | p50 ms | p99 ms | errors | CPU s per 100k entries |"
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for c in sorted(by):
-        b = by[c].get("batched")
-        if not b:
-            continue
-        br = b["result"]
-        n = br["ok"] * br["batch"]
-        cpu = (b["cpu_ticks"] / hz) / n * 100000 if n else float("nan")
-        print("| %d | %d | %.0f | %.0f | %.2f | %.2f | %d | %.2f |" % (
-            c, br["batch"], br["throughput"], br["entries_per_sec"],
-            br["latency_ms"]["p50"], br["latency_ms"]["p99"], br["errors"], cpu))
+        for name, build in (("batched", "after"), ("before-batched", "before")):
+            b = by[c].get(name)
+            if not b:
+                continue
+            br = b["result"]
+            n = br["ok"] * br["batch"]
+            cpu = (b["cpu_ticks"] / hz) / n * 100000 if n else float("nan")
+            print("| %s | %d | %d | %.0f | %.0f | %.2f | %.2f | %d | %.2f |" % (
+                build, c, br["batch"], br["throughput"], br["entries_per_sec"],
+                br["latency_ms"]["p50"], br["latency_ms"]["p99"], br["errors"], cpu))
 if any("before" in v for v in by.values()):
     print()
     print("httpraft before vs after, same run")

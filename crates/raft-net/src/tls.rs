@@ -351,7 +351,16 @@ pub struct ServerTls {
     files: TlsFiles,
     client_ca: Option<PathBuf>,
     require_client_cert: bool,
-    current: Swappable<ServerConfig>,
+    current: Swappable<ServerMaterial>,
+}
+
+/// The API's TLS configuration from one reading of the files.
+struct ServerMaterial {
+    config: Arc<ServerConfig>,
+    /// With an extra client CA: a verifier that trusts the cluster's CA alone. Only a
+    /// certificate it accepts may speak as a member, whatever names it carries: the extra
+    /// CA signs clients, and must not be able to mint members (who hold every role).
+    members: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -388,20 +397,34 @@ impl ServerTls {
         files: &TlsFiles,
         client_ca: Option<&Path>,
         require: bool,
-    ) -> Result<ServerConfig, TlsError> {
+    ) -> Result<ServerMaterial, TlsError> {
         let certs = load_certs(&files.cert)?;
         let key = load_key(&files.key)?;
-        let mut roots = RootCertStore::empty();
-        let mut cas = load_certs(&files.ca)?;
-        if let Some(extra) = client_ca {
-            cas.extend(load_certs(extra)?);
-        }
-        for ca in cas {
-            roots.add(ca).map_err(|e| TlsError::Invalid {
-                path: files.ca.clone(),
-                message: format!("not a usable CA certificate: {e}"),
-            })?;
-        }
+        let add = |roots: &mut RootCertStore, path: &Path| -> Result<(), TlsError> {
+            for ca in load_certs(path)? {
+                roots.add(ca).map_err(|e| TlsError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("not a usable CA certificate: {e}"),
+                })?;
+            }
+            Ok(())
+        };
+        let mut cluster_roots = RootCertStore::empty();
+        add(&mut cluster_roots, &files.ca)?;
+        let mut roots = cluster_roots.clone();
+        let members = match client_ca {
+            Some(extra) => {
+                add(&mut roots, extra)?;
+                let only_members = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(cluster_roots),
+                    provider(),
+                )
+                .build()
+                .map_err(settings)?;
+                Some(only_members)
+            }
+            None => None,
+        };
         let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
             provider(),
@@ -420,7 +443,10 @@ impl ServerTls {
             .map_err(settings)?;
         // HTTP/2 when the client offers it, HTTP/1.1 otherwise.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+        Ok(ServerMaterial {
+            config: Arc::new(config),
+            members,
+        })
     }
 
     /// Reads the files again; connections accepted from now on use them. On error the
@@ -444,10 +470,27 @@ impl ServerTls {
         tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
         Option<NodeId>,
     )> {
-        let tls = tokio_rustls::TlsAcceptor::from(self.current.get())
+        let material = self.current.get();
+        let tls = tokio_rustls::TlsAcceptor::from(material.config.clone())
             .accept(tcp)
             .await?;
-        let member = peer_node(tls.get_ref().1, &self.cluster);
+        let conn = tls.get_ref().1;
+        let of_cluster_ca = match &material.members {
+            None => true,
+            Some(verifier) => conn
+                .peer_certificates()
+                .and_then(|chain| chain.split_first())
+                .is_some_and(|(cert, intermediates)| {
+                    verifier
+                        .verify_client_cert(cert, intermediates, rustls::pki_types::UnixTime::now())
+                        .is_ok()
+                }),
+        };
+        let member = if of_cluster_ca {
+            peer_node(conn, &self.cluster)
+        } else {
+            None
+        };
         Ok((tls, member))
     }
 }

@@ -286,3 +286,77 @@ fn a_certificate_that_names_another_node_is_not_loaded() {
     let err = PeerTls::load("another-cluster", 2, pki.files("node-2")).unwrap_err();
     assert!(err.to_string().contains("httpraft certs node 2"), "{err}");
 }
+
+/// The member a `ServerTls` (the HTTP API's TLS) names for a client presenting `cert`/`key`.
+async fn api_member(
+    server: Arc<raft_net::ServerTls>,
+    ca: &Path,
+    (cert, key): (&Path, &Path),
+) -> Option<NodeId> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        server.accept(tcp).await.map(|(_, member)| member).unwrap()
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(load_roots(ca).unwrap())
+        .with_client_auth_cert(load_certs(cert).unwrap(), load_key(key).unwrap())
+        .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(peer_dns_name(1)).unwrap();
+    let _tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    accepted.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ca_signs_clients_but_cannot_mint_a_member_of_the_api() {
+    let pki = Pki::new();
+    // The extra CA the API accepts client certificates of.
+    let clients = Ca::generate("clients", Validity::days(1)).unwrap();
+    let client_ca = pki.dir.path().join("clients-ca.pem");
+    std::fs::write(&client_ca, clients.cert_pem()).unwrap();
+    let server = Arc::new(
+        raft_net::ServerTls::load(CLUSTER, pki.files("node-1"), Some(client_ca), true).unwrap(),
+    );
+    // A member's certificate names its member.
+    let member = pki.write(
+        "member-2",
+        &pki.ca
+            .issue_node(CLUSTER, 2, &[], Validity::days(1))
+            .unwrap(),
+    );
+    let (c, k) = (member.0.as_path(), member.1.as_path());
+    assert_eq!(
+        api_member(server.clone(), &pki.ca_file(), (c, k)).await,
+        Some(2)
+    );
+    // The client CA's certificates are let in, as clients only, even one that claims a
+    // member's identity.
+    let plain = pki.write(
+        "client",
+        &clients.issue_client("alice", Validity::days(1)).unwrap(),
+    );
+    let (c, k) = (plain.0.as_path(), plain.1.as_path());
+    assert_eq!(
+        api_member(server.clone(), &pki.ca_file(), (c, k)).await,
+        None
+    );
+    let forged = pki.write(
+        "forged-2",
+        &clients
+            .issue_node(CLUSTER, 2, &[], Validity::days(1))
+            .unwrap(),
+    );
+    let (c, k) = (forged.0.as_path(), forged.1.as_path());
+    assert_eq!(
+        api_member(server, &pki.ca_file(), (c, k)).await,
+        None,
+        "the client CA minted member 2"
+    );
+}
