@@ -158,7 +158,7 @@ run() { # name, op, clients, pids... (EXTRA_ARGS: more raft-bench arguments)
   local name=$1 op=$2 clients=$3; shift 3
   local targets=()
   if [ "$name" = etcd ] || [ "$name" = etcd-read ]; then for u in "${ETCD_URLS[@]}"; do targets+=(--target "$u"); done
-  elif [ "$name" = before ] || [ "$name" = before-read ]; then for u in "${BF_URLS[@]}"; do targets+=(--target "$u"); done
+  elif [ "$name" = before ] || [ "$name" = before-read ] || [ "$name" = before-batched ]; then for u in "${BF_URLS[@]}"; do targets+=(--target "$u"); done
   elif [ "$name" = lease-read ]; then for u in "${LS_URLS[@]}"; do targets+=(--target "$u"); done
   else for u in "${HR_URLS[@]}"; do targets+=(--target "$u"); done; fi
   local before after
@@ -168,7 +168,7 @@ run() { # name, op, clients, pids... (EXTRA_ARGS: more raft-bench arguments)
         --value-size "$VALUE_SIZE" ${SPREAD:---leader-only} --json --quiet ${EXTRA_ARGS:-})
   after=$(cpu_ticks "$@")
   echo "{\"system\": \"$name\", \"cpu_ticks\": $((after - before)), \"result\": $out}" >>"$RESULTS"
-  echo "  $name, $clients clients: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f req/s, p99 %.2f ms, errors %d" % (r["throughput"], r["latency_ms"]["p99"], r["errors"]))')" >&2
+  echo "  $name, $clients clients: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f req/s, p99 %.2f ms, errors %d%s" % (r["throughput"], r["latency_ms"]["p99"], r["errors"], (" " + json.dumps(r.get("errors_by_kind"))) if r["errors"] else ""))')" >&2
 }
 
 echo "running: ${DURATION}s per point, ${VALUE_SIZE}-byte values, clients: $CLIENTS, threads per process: ${THREADS:-default}" >&2

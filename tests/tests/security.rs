@@ -9,11 +9,12 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use common::Cluster;
 use futures_util::{SinkExt, StreamExt};
+use raft_net::certs::{Ca, Validity};
 use raft_net::tls::{load_certs, load_key, load_roots, peer_dns_name, provider};
 use raft_net::{FrameCodec, Hello, HelloReply, HANDSHAKE_FRAME_BYTES};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -95,9 +96,37 @@ async fn a_tls_cluster_refuses_forged_and_plaintext_peers_and_keeps_committing()
     // Plain TCP gets nowhere, whatever it claims.
     let tcp = TcpStream::connect(target).await.unwrap();
     assert!(!hello(tcp, 1, 0).await);
+    // A certificate for node 1 from another CA, and an expired one from the cluster's CA.
+    let write = |name: &str, issued: raft_net::certs::Issued| {
+        std::fs::write(certs.join(format!("{name}.pem")), issued.cert_pem).unwrap();
+        std::fs::write(certs.join(format!("{name}.key")), issued.key_pem).unwrap();
+    };
+    let other = Ca::generate("httpraft", Validity::days(1)).unwrap();
+    write(
+        "other-ca-1",
+        other
+            .issue_node("httpraft", 1, &[], Validity::days(1))
+            .unwrap(),
+    );
+    assert!(!tls_hello(target, &certs, "other-ca-1", 1, 0).await);
+    let ca = Ca::from_pem(
+        &std::fs::read_to_string(certs.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let day = Duration::from_secs(86_400);
+    let expired = Validity {
+        not_before: SystemTime::now() - 3 * day,
+        not_after: SystemTime::now() - day,
+    };
+    write(
+        "expired-1",
+        ca.issue_node("httpraft", 1, &[], expired).unwrap(),
+    );
+    assert!(!tls_hello(target, &certs, "expired-1", 1, 0).await);
     commits(&c, "after").await;
     let refused = c.metric(0, "raft_net_handshakes_refused_total").await;
-    assert!(refused >= 2.0, "{refused}");
+    assert!(refused >= 4.0, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,6 +282,28 @@ async fn tokens_of_each_role_can_do_exactly_what_the_role_allows() {
         .as_str()
         .unwrap()
         .contains("reader"));
+    // A 401 is JSON too.
+    let resp = c
+        .client_with(None)
+        .get(c.url(l, "/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    // Membership needs admin: a write token may not add or remove a member, an admin
+    // token may (last: it leaves two members).
+    let l = c.leader().await;
+    let learner = Some(serde_json::json!({"id": 7, "raft": "127.0.0.1:9"}));
+    assert_eq!(
+        status_of(&c, w, M::POST, l, "/v1/members", learner).await,
+        403
+    );
+    let other = (0..3).find(|&i| i != l).unwrap();
+    let path = format!("/v1/members/{other}");
+    assert_eq!(status_of(&c, w, M::DELETE, l, &path, None).await, 403);
+    assert_eq!(status_of(&c, a, M::DELETE, l, &path, None).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,4 +495,66 @@ async fn served_certificate(api: &str, certs: &Path) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0]
         .as_ref()
         .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_required_client_certificates_a_client_needs_one_and_still_a_token() {
+    let mut c = Cluster::new(3, &["--api-require-client-cert"]);
+    c.enable_tls();
+    let t = c.enable_tokens();
+    let certs = c.certs_dir();
+    // A client certificate, as an operator issues one.
+    common::run_ok(
+        std::process::Command::new(common::binary())
+            .args(["certs", "client", "alice", "--dir"])
+            .arg(&certs),
+    );
+    let mut pem = std::fs::read(certs.join("client-alice.pem")).unwrap();
+    pem.extend(std::fs::read(certs.join("client-alice.key")).unwrap());
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let alice = |token: Option<&str>| {
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .identity(reqwest::Identity::from_pem(&pem).unwrap());
+        if let Some(t) = token {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
+            b = b.default_headers(h);
+        }
+        b.build().unwrap()
+    };
+    c.http = alice(Some(&t.admin));
+    c.launch().await;
+    let l = c.leader().await;
+    // Without a certificate there is no answer at all, token or not: the handshake fails.
+    let bare = c
+        .client_with(Some(&t.read))
+        .get(c.url(l, "/healthz"))
+        .send()
+        .await;
+    assert!(bare.is_err(), "{bare:?}");
+    // A client certificate lets a client in, and grants nothing: the token decides.
+    let status = |r: Result<reqwest::Response, reqwest::Error>| r.unwrap().status().as_u16();
+    assert_eq!(
+        status(alice(None).get(c.url(l, "/healthz")).send().await),
+        200
+    );
+    assert_eq!(
+        status(alice(None).get(c.url(l, "/v1/status")).send().await),
+        401
+    );
+    let read = alice(Some(&t.read));
+    assert_eq!(status(read.get(c.url(l, "/v1/status")).send().await), 200);
+    let put = read
+        .put(c.url(l, "/v1/kv/k"))
+        .json(&serde_json::json!({"value": "v"}))
+        .send()
+        .await;
+    assert_eq!(status(put), 403);
 }

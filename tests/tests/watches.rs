@@ -277,3 +277,37 @@ async fn a_prefix_watch_sees_every_put_and_delete_under_it_in_order_and_lists_ag
         (2, &json!(true))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_behind_the_retention_policy_is_told_where_the_log_now_starts_and_ends() {
+    // A stream is pulled from the store, never buffered: a watcher that read too slowly
+    // (here: one that resumes far behind) finds what it has not read trimmed, and is told.
+    let mut c = Cluster::new(3, &["--log-retain-entries", "20"]);
+    c.launch().await;
+    let l = c.leader().await;
+    let url = c.url(l, "/v1/log/stream");
+    let start = Instant::now();
+    loop {
+        let last = append(&c, l, "filler").await;
+        let mut s = Sse::open(&url, Some(1)).await;
+        let e = s.next(Duration::from_secs(10)).await.expect("an event");
+        if e.event == "compacted" {
+            let first = e.data["first"].as_u64().unwrap();
+            assert!(first > 2 && first <= last, "{e:?}, last {last}");
+            assert!(
+                s.next(Duration::from_secs(2)).await.is_none(),
+                "the stream ends after compacted"
+            );
+            // Resuming from the first index kept works.
+            let mut again = Sse::open(&url, Some(first - 1)).await;
+            let e = again.next(Duration::from_secs(10)).await.unwrap();
+            assert_eq!((e.event.as_str(), e.id), ("entry", Some(first)), "{e:?}");
+            return;
+        }
+        assert_eq!(e.event, "entry", "{e:?}");
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "nothing was ever trimmed: {e:?}"
+        );
+    }
+}
