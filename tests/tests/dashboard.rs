@@ -18,7 +18,9 @@ const READ_PAGE: &str = r#"(() => {
   const rows = Array.from(document.querySelectorAll('#members tbody tr'))
     .map(r => ({ id: Number(r.dataset.memberId), role: r.dataset.role }));
   const named = leader ? leader.dataset.leader : '';
-  return { leader: named === '' ? null : Number(named), rows, href: location.href };
+  const rate = Number((document.getElementById('rate') || {}).textContent);
+  const charted = document.querySelector('#chart-rate polyline') !== null;
+  return { leader: named === '' ? null : Number(named), rows, href: location.href, rate, charted };
 })()"#;
 
 fn role_of(shown: &Value, id: u64) -> Option<String> {
@@ -96,6 +98,24 @@ async fn the_dashboard_shows_every_member_and_the_new_leader_after_the_old_one_i
         assert!(
             role_of(&shown, id).is_some(),
             "member {id} is missing: {shown}"
+        );
+    }
+    // Writes while the page is open: it shows their rate, and draws it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    loop {
+        for _ in 0..20 {
+            let (ok, _) = c.post_entry(c.apis[old].clone(), &format!("w{i}")).await;
+            assert!(ok, "write w{i} failed");
+            i += 1;
+        }
+        let shown = page.eval(READ_PAGE).await;
+        if shown["rate"].as_f64().is_some_and(|r| r > 0.0) && shown["charted"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed the writes' rate: {shown}"
         );
     }
     let before = page.screenshot("dashboard-three-members.png").await;
