@@ -18,7 +18,8 @@
 //! commands — all that arrived together, so many submits become one append, one sync and
 //! one message per follower), makes the core's output durable on a blocking thread, sends
 //! the messages that waited for it, applies committed entries to the [`StateMachine`] and
-//! answers callers.
+//! answers callers. As leader it sizes each follower's in-flight window from that
+//! follower's measured round trip and acknowledgement rate ([`FlowConfig`]).
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
