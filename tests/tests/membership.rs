@@ -168,19 +168,48 @@ async fn wait_members(c: &Cluster, voters: &[u64], learners: &[u64]) {
 
 /// Posts to the leader (redirects followed) and returns the answer's status and body.
 async fn post(c: &Cluster, path: &str, body: Option<Value>) -> (u16, Value) {
-    let l = c.leader().await;
-    let mut req = c.http.post(c.url(l, path));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    until_no_change_in_progress(|| async {
+        let l = c.leader().await;
+        let mut req = c.http.post(c.url(l, path));
+        if let Some(b) = body.clone() {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    })
+    .await
 }
 
 async fn delete(c: &Cluster, path: &str) -> (u16, Value) {
-    let l = c.leader().await;
-    let r = c.http.delete(c.url(l, path)).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    until_no_change_in_progress(|| async {
+        let l = c.leader().await;
+        let r = c.http.delete(c.url(l, path)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    })
+    .await
+}
+
+/// Sends a membership request again while it is refused with `409 change_in_progress`,
+/// which the API documents as "retry once the previous change is committed" (the list of
+/// members shows a change as soon as the leader appends it, before it commits, and a
+/// leader just elected refuses changes until it commits an entry of its term).
+async fn until_no_change_in_progress<F, Fut>(send: F) -> (u16, Value)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let start = Instant::now();
+    loop {
+        let (status, v) = send().await;
+        if status != 409 || v["error"]["code"] != "change_in_progress" {
+            return (status, v);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a membership change stayed in progress for 30 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Every running member's log holds every acknowledged write, and the logs are the same.

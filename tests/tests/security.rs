@@ -466,6 +466,15 @@ async fn sighup_rotation_keeps_a_writing_client_running_without_errors() {
         expected[0].as_ref(),
         "the API still serves the old certificate"
     );
+    // The Raft port too: a new peer connection gets the new certificate (the test dials as
+    // another member, with that member's new certificate).
+    let dialer = (l + 1) % 3;
+    let peer_served = served_peer_certificate(&c.peers[l], &certs, dialer, l).await;
+    assert_eq!(
+        peer_served,
+        expected[0].as_ref(),
+        "the Raft port still serves the old certificate"
+    );
     // The peers reconnect with the new material: writes keep committing.
     commits(&c, "after rotation").await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -488,6 +497,29 @@ async fn served_certificate(api: &str, certs: &Path) -> Vec<u8> {
     let host = api.rsplit_once(':').unwrap().0.to_string();
     let name = rustls::pki_types::ServerName::try_from(host).unwrap();
     let tcp = TcpStream::connect(api).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+/// The certificate a member's Raft port presents to member `from` (mutual TLS, with
+/// `from`'s certificate) dialing member `to`.
+async fn served_peer_certificate(addr: &str, certs: &Path, from: usize, to: usize) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(load_roots(&certs.join("ca.pem")).unwrap())
+        .with_client_auth_cert(
+            load_certs(&certs.join(format!("node-{from}.pem"))).unwrap(),
+            load_key(&certs.join(format!("node-{from}.key"))).unwrap(),
+        )
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(peer_dns_name(to as u64)).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
