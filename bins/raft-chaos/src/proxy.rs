@@ -11,6 +11,10 @@
 //!   is forwarded, as with packets lost on a cut link); new connections are held the same
 //!   way. When the link heals, those connections are closed, and the dialer reconnects.
 //! - **delay**: each chunk is forwarded that long after it arrived, in order.
+//! - **rate**: at most this many bytes a second are forwarded each way (a thin link), over
+//!   all of the link's connections together (messages, snapshot streams, a reconnection
+//!   while an old connection drains); what exceeds it waits in order, as in a router's
+//!   queue, and then takes the delay.
 //!
 //! A connection carries the dialer's messages to this member (and, for a snapshot stream,
 //! the replies), so blocking `a → b` loses what `a` sends to `b` while `b` still reaches
@@ -44,6 +48,8 @@ pub struct LinkFault {
 #[derive(Debug, Default)]
 pub struct Links {
     faults: Mutex<HashMap<(NodeId, NodeId), LinkFault>>,
+    /// For rate-limited links: when each direction (dialer → member: `true`) is free again.
+    free_at: Mutex<HashMap<(NodeId, NodeId, bool), Instant>>,
 }
 
 impl Links {
@@ -66,6 +72,21 @@ impl Links {
         } else {
             m.insert((from, to), fault);
         }
+    }
+
+    /// Reserves the time `bytes` take on the link `from → to` (`forward`: the dialer's
+    /// direction) at `rate` bytes a second, after what is already reserved; when they are
+    /// through.
+    fn reserve(&self, from: NodeId, to: NodeId, forward: bool, bytes: usize, rate: u64) -> Instant {
+        let busy = Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+        let mut m = match self.free_at.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let now = Instant::now();
+        let free = m.entry((from, to, forward)).or_insert(now);
+        *free = (*free).max(now) + busy;
+        *free
     }
 
     /// Heals every link.
@@ -140,8 +161,8 @@ async fn handle(mut conn: TcpStream, to: NodeId, target: SocketAddr, links: Arc<
     }
     let (cr, cw) = conn.into_split();
     let (ur, uw) = up.into_split();
-    let forward = pump(cr, uw, links.clone(), from, to);
-    let back = pump(ur, cw, links.clone(), from, to);
+    let forward = pump(cr, uw, links.clone(), from, to, true);
+    let back = pump(ur, cw, links.clone(), from, to, false);
     // Either direction ending (or turning into a black hole that healed) ends both.
     tokio::select! {
         _ = forward => {}
@@ -165,22 +186,15 @@ async fn hold(mut conn: TcpStream, links: &Links, from: NodeId, to: NodeId) {
 
 /// Copies `r` to `w` under the link's faults. Returns when either side closes, or when a
 /// link that was blocked heals (the connection is then dropped).
-async fn pump<R, W>(mut r: R, mut w: W, links: Arc<Links>, from: NodeId, to: NodeId)
+async fn pump<R, W>(mut r: R, mut w: W, links: Arc<Links>, from: NodeId, to: NodeId, forward: bool)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<(Instant, u64, Vec<u8>)>(256);
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
     let writer = tokio::spawn(async move {
-        // When the link is free again under its rate limit.
-        let mut free_at = Instant::now();
-        while let Some((at, rate, chunk)) = rx.recv().await {
+        while let Some((at, chunk)) = rx.recv().await {
             tokio::time::sleep_until(at).await;
-            if rate > 0 {
-                tokio::time::sleep_until(free_at).await;
-                let busy = Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
-                free_at = free_at.max(Instant::now()) + busy;
-            }
             if w.write_all(&chunk).await.is_err() {
                 return;
             }
@@ -203,11 +217,19 @@ where
             // The link healed: what was lost is lost; the dialer starts over.
             break;
         }
-        if n > 0
-            && tx
-                .send((Instant::now() + fault.delay, fault.rate, buf[..n].to_vec()))
-                .await
-                .is_err()
+        if n == 0 {
+            continue;
+        }
+        // Through the link's queue (if it has a rate), then across it.
+        let through = if fault.rate > 0 {
+            links.reserve(from, to, forward, n, fault.rate)
+        } else {
+            Instant::now()
+        };
+        if tx
+            .send((through + fault.delay, buf[..n].to_vec()))
+            .await
+            .is_err()
         {
             break;
         }

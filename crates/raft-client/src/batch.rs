@@ -109,6 +109,15 @@ impl<R> Batches<R> {
         }
     }
 
+    /// Answers with `why` every batch that starts at or before `index` (a snapshot up to
+    /// `index` replaced its entries: their responses will never be known here).
+    pub(crate) fn fail_through(&mut self, index: LogIndex, why: &Error) {
+        let later = self.pending.split_off(&index.saturating_add(1));
+        for (_, b) in std::mem::replace(&mut self.pending, later) {
+            let _ = b.reply.send(Err(why.clone()));
+        }
+    }
+
     /// Answers every batch with `why` (the node is stopping).
     pub(crate) fn fail_all(&mut self, why: &Error) {
         for (_, b) in std::mem::take(&mut self.pending) {
@@ -252,6 +261,20 @@ mod tests {
         assert_eq!(rx[0].try_recv().unwrap().unwrap().responses, vec![30, 40]);
         assert_eq!(rx[1].try_recv().unwrap().unwrap().responses, vec![50, 60]);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn batches_a_snapshot_covers_are_answered_and_later_ones_wait() {
+        // A snapshot up to 6: [3, 4] and [5, 6] lie under it; [8, 9] is still to be
+        // applied.
+        let (mut b, mut rx) = batches(&[(3, 2), (5, 2), (8, 2)]);
+        b.fail_through(6, &Error::LeadershipLost);
+        assert!(matches!(rx[0].try_recv(), Ok(Err(Error::LeadershipLost))));
+        assert!(matches!(rx[1].try_recv(), Ok(Err(Error::LeadershipLost))));
+        assert!(rx[2].try_recv().is_err());
+        b.applied(&entry(8, 2), Some(80));
+        b.applied(&entry(9, 2), Some(90));
+        assert_eq!(rx[2].try_recv().unwrap().unwrap().responses, vec![80, 90]);
     }
 
     #[test]

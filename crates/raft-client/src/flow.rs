@@ -9,7 +9,12 @@
 //! samples, as TCP's BBR does for packets:
 //!
 //! - **round-trip time**: from sending the newest append it covers to now; the estimate is
-//!   the smallest sample of the last [`RTT_MEMORY`] (the path without queueing);
+//!   the smallest sample seen (the path without queueing). Once it is [`RTT_MEMORY`] old it
+//!   is measured again, on an empty path: the window drops to one append until everything
+//!   in flight is acknowledged, and the next append's round trip becomes the estimate (as
+//!   BBR's ProbeRTT does). Taking just any newer sample instead would take one inflated by
+//!   the window's own queue, and a follower that stays behind would see its window double
+//!   at every renewal;
 //! - **delivery rate**: the bytes acknowledged since that append was sent, over the time
 //!   since then; the estimate is the largest sample of the last [`RATE_MEMORY`].
 //!
@@ -31,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use raft_core::{LogIndex, NodeId};
 
-/// How long the smallest round-trip sample is kept before a newer one replaces it (BBR's
-/// `min_rtt` filter: long enough to span bursts of queueing, short enough to follow a path
-/// that became slower).
+/// How long the smallest round-trip sample stands before it is measured again on an empty
+/// path (BBR's `min_rtt` filter: long enough to span bursts of queueing, short enough to
+/// follow a path that became slower).
 pub const RTT_MEMORY: Duration = Duration::from_secs(10);
 /// How long the largest delivery-rate sample is kept before a newer one replaces it.
 pub const RATE_MEMORY: Duration = Duration::from_secs(1);
@@ -83,6 +88,21 @@ struct Kept<T> {
     at: Instant,
 }
 
+/// Where a follower is in renewing its round-trip estimate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// The estimate is current.
+    Off,
+    /// The estimate expired: one append at a time until nothing is in flight.
+    Draining,
+    /// Nothing was in flight when appends from `from` on were sent: the first of them
+    /// acknowledged gives the new estimate.
+    Measuring { from: LogIndex },
+}
+
+/// The window while the round trip is measured again: one append in flight.
+pub const PROBE_WINDOW: u64 = 1;
+
 /// What the leader measured of one follower.
 #[derive(Debug)]
 struct Follower {
@@ -93,6 +113,9 @@ struct Follower {
     acked: LogIndex,
     min_rtt: Option<Kept<Duration>>,
     max_rate: Option<Kept<f64>>,
+    probe: Probe,
+    /// The last index sent so far.
+    last_sent: LogIndex,
 }
 
 impl Follower {
@@ -104,6 +127,8 @@ impl Follower {
             acked: 0,
             min_rtt: None,
             max_rate: None,
+            probe: Probe::Off,
+            last_sent: 0,
         }
     }
 }
@@ -176,6 +201,12 @@ impl FlowControl {
         if f.sent.len() >= MAX_TRACKED_SENDS {
             f.sent.pop_front();
         }
+        if f.sent.is_empty() {
+            // Nothing in flight: the follower was idle (or the leader had nothing to send),
+            // and that time is no measure of its rate.
+            f.delivered_at = Some(now);
+        }
+        f.last_sent = last;
         f.sent.push_back(Sent {
             last,
             bytes,
@@ -211,11 +242,41 @@ impl FlowControl {
         f.delivered = f.delivered.saturating_add(bytes);
         f.delivered_at = Some(now);
         let rtt = now.saturating_duration_since(newest.at);
-        keep_min(&mut f.min_rtt, rtt, now, RTT_MEMORY);
         let interval = now.saturating_duration_since(newest.delivered_at);
         if !interval.is_zero() {
             let rate = f.delivered.saturating_sub(newest.delivered) as f64 / interval.as_secs_f64();
             keep_max(&mut f.max_rate, rate, now, RATE_MEMORY);
+        }
+        match f.probe {
+            Probe::Measuring { from: first } if newest.last >= first => {
+                // Sent with nothing ahead of it: the path's round trip as it is now.
+                f.min_rtt = Some(Kept {
+                    value: rtt,
+                    at: now,
+                });
+                f.probe = Probe::Off;
+            }
+            Probe::Off => match f.min_rtt {
+                Some(k) if now.saturating_duration_since(k.at) >= RTT_MEMORY => {
+                    f.probe = Probe::Draining;
+                }
+                Some(k) if k.value <= rtt => {}
+                _ => {
+                    f.min_rtt = Some(Kept {
+                        value: rtt,
+                        at: now,
+                    })
+                }
+            },
+            Probe::Draining | Probe::Measuring { .. } => {}
+        }
+        if f.probe == Probe::Draining && f.sent.is_empty() {
+            f.probe = Probe::Measuring {
+                from: f.last_sent.saturating_add(1),
+            };
+        }
+        if f.probe != Probe::Off {
+            return Some(PROBE_WINDOW);
         }
         self.estimate(from).map(|e| e.window)
     }
@@ -229,19 +290,6 @@ impl FlowControl {
         // `as` saturates a float at u64::MAX (and NaN at 0, which the floor lifts).
         let window = ((rate * horizon.as_secs_f64()).ceil() as u64).max(self.cfg.min_window_bytes);
         Some(Estimate { rtt, rate, window })
-    }
-}
-
-/// Keeps `sample` if it is smaller than the kept one, or the kept one is older than `memory`.
-fn keep_min(kept: &mut Option<Kept<Duration>>, sample: Duration, now: Instant, memory: Duration) {
-    match kept {
-        Some(k) if k.value <= sample && now.saturating_duration_since(k.at) < memory => {}
-        _ => {
-            *kept = Some(Kept {
-                value: sample,
-                at: now,
-            })
-        }
     }
 }
 
@@ -328,6 +376,22 @@ mod tests {
     }
 
     #[test]
+    fn time_with_nothing_in_flight_does_not_count_against_the_rate() {
+        let mut f = flow();
+        let t0 = Instant::now();
+        steady(&mut f, t0, 50, 10_000, MS, 2 * MS);
+        // Two idle seconds (past the rate's memory), then one append, answered in 2 ms.
+        let t1 = t0 + 2 * RATE_MEMORY;
+        f.on_send(2, 51, 51, 10_000, t1);
+        f.on_ack(2, 51, t1 + 2 * MS);
+        let rate = f.estimate(2).map_or(0.0, |e| e.rate);
+        assert!(
+            rate > 1.0e6,
+            "10 kB in 2 ms, not over the idle time: {rate}"
+        );
+    }
+
+    #[test]
     fn the_window_never_falls_below_the_minimum() {
         let mut f = flow();
         let t0 = Instant::now();
@@ -336,15 +400,72 @@ mod tests {
     }
 
     #[test]
-    fn an_older_smallest_round_trip_gives_way_to_newer_samples() {
+    fn an_expired_round_trip_is_measured_again_on_an_empty_path_not_from_a_queued_sample() {
         let mut f = flow();
         let t0 = Instant::now();
         f.on_send(2, 1, 1, 100, t0);
         f.on_ack(2, 1, t0 + MS);
+        // Later, a backlog: appends queue behind each other, each acknowledged 50 ms on.
         let later = t0 + RTT_MEMORY + MS;
         f.on_send(2, 2, 2, 100, later);
-        f.on_ack(2, 2, later + 30 * MS);
+        f.on_send(2, 3, 3, 100, later);
+        assert_eq!(
+            f.on_ack(2, 2, later + 50 * MS),
+            Some(PROBE_WINDOW),
+            "the estimate expired: one append at a time until nothing is in flight"
+        );
+        assert_eq!(
+            f.estimate(2).map(|e| e.rtt),
+            Some(MS),
+            "not from a queued sample"
+        );
+        assert_eq!(f.on_ack(2, 3, later + 60 * MS), Some(PROBE_WINDOW));
+        // The path is empty: the next append alone measures it, 30 ms.
+        let t = later + 70 * MS;
+        f.on_send(2, 4, 4, 100, t);
+        let w = f.on_ack(2, 4, t + 30 * MS);
         assert_eq!(f.estimate(2).map(|e| e.rtt), Some(30 * MS));
+        assert!(w.is_some_and(|w| w > PROBE_WINDOW), "{w:?}");
+    }
+
+    #[test]
+    fn a_follower_that_stays_behind_keeps_its_window_across_renewals() {
+        // A 1 MB/s follower 20 ms away, always behind: the leader keeps its window full.
+        // Model: the link carries what is in flight in order at its rate; each append is
+        // acknowledged 20 ms after the link delivered it.
+        let mut f = flow();
+        let t0 = Instant::now();
+        let rate = 1_000_000.0_f64;
+        let bytes = 4_000u64;
+        let mut window = 64_000u64;
+        // (index, when the link delivered it)
+        let mut in_flight: VecDeque<(LogIndex, Instant)> = VecDeque::new();
+        let mut link_free = t0;
+        let mut next = 1;
+        let mut t = t0;
+        let mut windows = Vec::new();
+        while t < t0 + 6 * RTT_MEMORY {
+            if (in_flight.len() as u64) * bytes < window.max(1) || in_flight.is_empty() {
+                f.on_send(2, next, next, bytes, t);
+                link_free = link_free.max(t) + Duration::from_secs_f64(bytes as f64 / rate);
+                in_flight.push_back((next, link_free));
+                next += 1;
+                continue;
+            }
+            let Some((index, delivered)) = in_flight.pop_front() else {
+                break;
+            };
+            t = t.max(delivered + 20 * MS);
+            if let Some(w) = f.on_ack(2, index, t) {
+                window = w;
+                windows.push(w);
+            }
+        }
+        // Steady: rate × (2 × 20 ms + 10 ms) = 50 kB. Renewing the round trip from any
+        // newer sample let it double every 10 s.
+        let late: Vec<u64> = windows.iter().rev().take(50).copied().collect();
+        assert!(late.iter().all(|&w| w < 200_000), "{late:?}");
+        assert!(windows.len() > 1000, "the model ran: {}", windows.len());
     }
 
     #[test]

@@ -654,6 +654,7 @@ impl<SM: StateMachine> Runtime<SM> {
             self.applied = meta.index;
             self.applier.restored_to(meta.index);
             self.readable.store(meta.index, Ordering::Release);
+            self.fail_covered_by_snapshot(meta.index);
         }
         self.send_all(std::mem::take(&mut rd.persisted_messages));
         self.applier.push(std::mem::take(&mut rd.committed_entries));
@@ -828,6 +829,22 @@ impl<SM: StateMachine> Runtime<SM> {
         }
         self.batches.fail_from(after, &Error::LeadershipLost);
         for (_, (_, r)) in self.pending_changes.split_off(&after) {
+            let _ = r.send(Err(Error::LeadershipLost));
+        }
+    }
+
+    /// A snapshot up to `index` was installed: callers still waiting for entries it covers
+    /// (left waiting when this node stepped down with them committed but not yet applied)
+    /// will never see them applied here, so their responses are lost. They are told the
+    /// outcome is unknown to this node; the entries did commit, which a read shows.
+    fn fail_covered_by_snapshot(&mut self, index: LogIndex) {
+        let later = self.pending.split_off(&index.saturating_add(1));
+        for (_, p) in std::mem::replace(&mut self.pending, later) {
+            let _ = p.reply.send(Err(Error::LeadershipLost));
+        }
+        self.batches.fail_through(index, &Error::LeadershipLost);
+        let later = self.pending_changes.split_off(&index.saturating_add(1));
+        for (_, (_, r)) in std::mem::replace(&mut self.pending_changes, later) {
             let _ = r.send(Err(Error::LeadershipLost));
         }
     }

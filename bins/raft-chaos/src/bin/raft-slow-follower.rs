@@ -69,6 +69,7 @@ struct Row {
     inflight_max: u64,
     window_median: Option<u64>,
     lag_max: u64,
+    states: [u32; 3],
     leader_rss_max: u64,
     first_read_after_failover_ms: Option<f64>,
     failed_reads: u32,
@@ -115,6 +116,11 @@ async fn run_mode(cli: &Cli, binary: &std::path::Path, mode: &str) -> Result<Row
         mode.to_string(),
         "--log-level".to_string(),
         "warn".to_string(),
+        // No snapshot during the run: the slow follower is fed entries, through its
+        // window, the whole time (with the default interval it would soon be sent
+        // snapshots instead, which no window governs).
+        "--snapshot-entries".to_string(),
+        "1000000000".to_string(),
     ];
     let mut cluster = Cluster::start(binary, dir.path(), 3, &args, NetworkMode::Proxies).await?;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
@@ -179,6 +185,8 @@ async fn run_mode(cli: &Cli, binary: &std::path::Path, mode: &str) -> Result<Row
 
     // The sampler: the leader's view of the slow follower, and its memory.
     let (mut inflight, mut windows, mut lag_max, mut rss_max) = (Vec::new(), Vec::new(), 0, 0);
+    // Samples of the slow follower in replicate, probe and snapshot state.
+    let mut states = [0u32; 3];
     let started = Instant::now();
     let load = Duration::from_secs(cli.secs);
     while started.elapsed() < load {
@@ -190,6 +198,11 @@ async fn run_mode(cli: &Cli, binary: &std::path::Path, mode: &str) -> Result<Row
                     windows.push(w);
                 }
                 lag_max = lag_max.max(p["lag"].as_u64().unwrap_or(0));
+                match p["state"].as_str() {
+                    Some("replicate") => states[0] += 1,
+                    Some("probe") => states[1] += 1,
+                    _ => states[2] += 1,
+                }
             }
         }
         if let Some(r) = cluster.pid(leader).and_then(rss_bytes) {
@@ -251,6 +264,7 @@ async fn run_mode(cli: &Cli, binary: &std::path::Path, mode: &str) -> Result<Row
         inflight_max: inflight.iter().copied().max().unwrap_or(0),
         window_median: (!windows.is_empty()).then(|| median_u64(windows)),
         lag_max,
+        states,
         leader_rss_max: rss_max,
         first_read_after_failover_ms: first_read_ms,
         failed_reads,
@@ -281,14 +295,14 @@ async fn main() -> ExitCode {
         cli.rate, cli.delay_ms, cli.clients, cli.batch, cli.value_bytes, cli.secs
     );
     println!(
-        "| flow control | entries/s | write p50 ms | write p99 ms | in flight to slow follower, median / max MiB | its window, median MiB | its lag, max entries | leader RSS max MiB | first linearizable read after failover ms (failed tries) | next reads p50 ms | leader kept |"
+        "| flow control | entries/s | write p50 ms | write p99 ms | in flight to slow follower, median / max MiB | its window, median MiB | its lag, max entries | its samples in replicate / probe / snapshot | leader RSS max MiB | first linearizable read after failover ms (failed tries) | next reads p50 ms | leader kept |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|");
     let mut failed = false;
     for mode in &cli.modes {
         match run_mode(&cli, &binary, mode).await {
             Ok(r) => println!(
-                "| {} | {:.0} | {:.1} | {:.1} | {} / {} | {} | {} | {} | {} ({}) | {:.1} | {} |",
+                "| {} | {:.0} | {:.1} | {:.1} | {} / {} | {} | {} | {} / {} / {} | {} | {} ({}) | {:.1} | {} |",
                 r.mode,
                 r.entries_per_sec,
                 r.write_p50_ms,
@@ -297,6 +311,9 @@ async fn main() -> ExitCode {
                 mib(r.inflight_max),
                 r.window_median.map_or("-".to_string(), mib),
                 r.lag_max,
+                r.states[0],
+                r.states[1],
+                r.states[2],
                 mib(r.leader_rss_max),
                 r.first_read_after_failover_ms.map_or(
                     format!("none in {} s", FAILOVER_PATIENCE.as_secs()),
