@@ -540,7 +540,10 @@ async fn v1_writes_on_a_follower_redirect_to_the_leader_and_ops_endpoints_report
     assert_eq!(v["entries"].as_array().unwrap().len(), 2);
     assert_eq!(v["next"], 3);
 
-    // Readiness, health and metrics.
+    // Readiness, health and metrics. A follower is ready once it applied everything
+    // committed: just after the writes above it may still be applying them (readiness is
+    // "everything committed is applied", which is briefly false after each commit).
+    c.wait_ready().await;
     assert!(c
         .http
         .get(c.url(follower, "/readyz"))
