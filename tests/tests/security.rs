@@ -41,8 +41,9 @@ async fn hello(io: impl AsyncRead + AsyncWrite + Unpin, from: u64, to: u64) -> b
 }
 
 /// Dials node `to` at `addr` with TLS, presenting `cert`, and says hello as node `from`.
-async fn tls_hello(addr: SocketAddr, certs: &Path, cert: &str, from: u64, to: u64) -> bool {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+/// A TLS client trusting the cluster's CA and presenting `certs/<cert>.pem`.
+fn client_config(certs: &Path, cert: &str) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(load_roots(&certs.join("ca.pem")).unwrap())
@@ -50,7 +51,11 @@ async fn tls_hello(addr: SocketAddr, certs: &Path, cert: &str, from: u64, to: u6
             load_certs(&certs.join(format!("{cert}.pem"))).unwrap(),
             load_key(&certs.join(format!("{cert}.key"))).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+}
+
+async fn tls_hello(addr: SocketAddr, certs: &Path, cert: &str, from: u64, to: u64) -> bool {
+    let config = client_config(certs, cert);
     let name = rustls::pki_types::ServerName::try_from(peer_dns_name(to)).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     match tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -509,15 +514,7 @@ async fn served_certificate(api: &str, certs: &Path) -> Vec<u8> {
 /// The certificate a member's Raft port presents to member `from` (mutual TLS, with
 /// `from`'s certificate) dialing member `to`.
 async fn served_peer_certificate(addr: &str, certs: &Path, from: usize, to: usize) -> Vec<u8> {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(load_roots(&certs.join("ca.pem")).unwrap())
-        .with_client_auth_cert(
-            load_certs(&certs.join(format!("node-{from}.pem"))).unwrap(),
-            load_key(&certs.join(format!("node-{from}.key"))).unwrap(),
-        )
-        .unwrap();
+    let config = client_config(certs, &format!("node-{from}"));
     let name = rustls::pki_types::ServerName::try_from(peer_dns_name(to as u64)).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))

@@ -176,7 +176,8 @@ mod tests {
         );
     }
 
-    fn frame(payload: &[u8]) -> Vec<u8> {
+    /// `payload` framed with a correct length and checksum.
+    pub(super) fn frame(payload: &[u8]) -> Vec<u8> {
         let len = (payload.len() as u32).to_le_bytes();
         let crc = crc32c::crc32c_append(crc32c::crc32c(&len), payload);
         let mut out = len.to_vec();
@@ -262,16 +263,6 @@ mod fuzz {
             .unwrap_or(2048)
     }
 
-    /// `payload` framed with a correct length and checksum.
-    fn framed(payload: &[u8]) -> Vec<u8> {
-        let len = (payload.len() as u32).to_le_bytes();
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), payload);
-        let mut out = len.to_vec();
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
     /// The payload of a real record of each kind, to mutate from.
     fn seeds() -> Vec<Vec<u8>> {
         let e = Entry::normal(3, 7, &b"payload"[..]);
@@ -302,7 +293,7 @@ mod fuzz {
 
     /// Decodes a framed payload: never a panic; a valid record spans the whole frame.
     fn check(payload: &[u8]) -> Result<(), TestCaseError> {
-        let bytes = framed(payload);
+        let bytes = super::tests::frame(payload);
         match decode(&bytes, 1 << 20) {
             Frame::Valid { size, .. } => prop_assert_eq!(size, bytes.len()),
             Frame::Damaged => {}
