@@ -266,6 +266,10 @@ pub struct Options {
     /// [default: 10000].
     #[arg(long)]
     pub max_batch_entries: Option<usize>,
+    /// How long GET /readyz waits for what was committed when the probe came to be applied
+    /// before it answers 503 [default: 500].
+    #[arg(long)]
+    pub ready_apply_wait_ms: Option<u64>,
     /// Take a snapshot (and compact the Raft log) every this many entries; 0: never by count
     /// [default: 100000].
     #[arg(long)]
@@ -352,6 +356,7 @@ impl Options {
             max_concurrent_reads: self.max_concurrent_reads.or(other.max_concurrent_reads),
             max_watchers: self.max_watchers.or(other.max_watchers),
             max_batch_entries: self.max_batch_entries.or(other.max_batch_entries),
+            ready_apply_wait_ms: self.ready_apply_wait_ms.or(other.ready_apply_wait_ms),
             snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
             snapshot_wal_bytes: self.snapshot_wal_bytes.or(other.snapshot_wal_bytes),
             snapshot_tail_entries: self.snapshot_tail_entries.or(other.snapshot_tail_entries),
@@ -817,6 +822,9 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
             return Err("--max-batch-entries must be at least 1".into());
         }
         http.max_batch_entries = n;
+    }
+    if let Some(ms) = opts.ready_apply_wait_ms {
+        http.ready_apply_wait = Duration::from_millis(ms);
     }
     Ok(http)
 }

@@ -254,20 +254,26 @@ pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
-/// `GET /readyz` → 200 when a leader is known and everything committed is applied.
+/// `GET /readyz` → 200 when a leader is known and what was committed when the probe came is
+/// applied within `--ready-apply-wait-ms` (a node that applies as fast as it commits stays
+/// ready under a steady stream of writes; one that replays or lags does not).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "A leader is known and everything committed is applied", body = Object), (status = 503, description = "Not yet (`Retry-After`)", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "A leader is known and everything committed when the probe came is applied (waiting at most --ready-apply-wait-ms)", body = Object), (status = 503, description = "Not yet (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
     let s = match st.node.status().await {
         Ok(s) => s,
         Err(e) => return ApiError::from_node(e, None).into_response(),
     };
-    let ready = s.leader.is_some() && s.applied >= s.commit;
+    let mut applied = s.applied;
+    if s.leader.is_some() && applied < s.commit {
+        applied = applied_by(&st, s.commit, st.cfg.ready_apply_wait).await;
+    }
+    let ready = s.leader.is_some() && applied >= s.commit;
     let body = Json(json!({
         "ready": ready,
         "leader": s.leader,
         "commit_index": s.commit,
-        "applied_index": s.applied,
+        "applied_index": applied,
     }));
     if ready {
         body.into_response()
@@ -279,6 +285,25 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// The applied index once it reaches `index`, or as it stands after `wait` (or when the node
+/// stops).
+async fn applied_by(st: &AppState, index: u64, wait: std::time::Duration) -> u64 {
+    let mut applied = st.store.watch_applied();
+    let reached = async {
+        while *applied.borrow_and_update() < index {
+            if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = reached => {}
+        _ = tokio::time::sleep(wait) => {}
+        _ = st.closing.cancelled() => {}
+    }
+    st.store.applied()
 }
 
 /// `GET /metrics` → OpenMetrics text (which Prometheus reads).

@@ -34,6 +34,10 @@ pub struct HttpConfig {
     /// Entries one `POST /v1/log` may append at most (`{"entries": [...]}`); more get 400
     /// `too_many_entries`. Default 10,000.
     pub max_batch_entries: usize,
+    /// How long `GET /readyz` waits for the state machine to apply what was committed when
+    /// the probe came, before it answers 503. A node that applies as fast as it commits is
+    /// ready under any write load; one replaying a long log is not. Default 500 ms.
+    pub ready_apply_wait: Duration,
     /// Connection limits (count, header and idle timeouts).
     pub limits: ServerLimits,
 }
@@ -49,6 +53,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_watchers: 1024,
             max_batch_entries: 10_000,
+            ready_apply_wait: Duration::from_millis(500),
             limits: ServerLimits::default(),
         }
     }
