@@ -102,9 +102,15 @@ pub fn encode_message(msg: Message) -> Result<Bytes, postcard::Error> {
     postcard::to_allocvec(&Envelope::V1(msg)).map(Bytes::from)
 }
 
-/// Decodes frame contents into a message.
+/// Decodes frame contents into a message, copying entry payloads out of `frame`.
 pub fn decode_message(frame: &[u8]) -> Result<Message, postcard::Error> {
     postcard::from_bytes::<Envelope>(frame).map(Envelope::into_message)
+}
+
+/// Decodes frame contents into a message whose entry payloads are slices of `frame`: no
+/// copy and no allocation per entry. What the transport's receivers use.
+pub fn decode_frame(frame: &Bytes) -> Result<Message, postcard::Error> {
+    crate::wire::decode_shared(frame)
 }
 
 /// A decoder from bytes to messages, with the frame limit enforced.
@@ -131,7 +137,7 @@ impl Decoder for MessageDecoder {
             None => Ok(None),
             Some(frame) => {
                 let size = frame.len() + LENGTH_PREFIX_BYTES;
-                decode_message(&frame)
+                decode_frame(&frame.freeze())
                     .map(|m| Some((m, size)))
                     .map_err(FrameError::Decode)
             }

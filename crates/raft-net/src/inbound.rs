@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::NetConfig;
 use crate::error::ConnError;
-use crate::frame::{decode_message, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
+use crate::frame::{decode_frame, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
 use crate::handshake::{Channel, Hello, HelloReply, REFUSED};
 use crate::io::BoxIo;
 use crate::peers::PeerTable;
@@ -337,7 +337,8 @@ async fn read_messages(
             },
         };
         let size = frame.len() + LENGTH_PREFIX_BYTES;
-        let msg = decode_message(&frame).map_err(|e| ConnError::Malformed(e.to_string()))?;
+        let frame = frame.freeze();
+        let msg = decode_frame(&frame).map_err(|e| ConnError::Malformed(e.to_string()))?;
         drop(frame);
         // What the message takes in memory once decoded, which can be far more than its
         // bytes on the wire (an empty entry is a few bytes there, a whole Entry here).

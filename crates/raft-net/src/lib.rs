@@ -59,12 +59,13 @@ mod stats;
 mod stream;
 pub mod tls;
 mod transport;
+mod wire;
 
 pub use config::NetConfig;
 pub use error::NetError;
 pub use frame::{
-    decode_message, encode_message, FrameCodec, FrameError, MessageDecoder, HANDSHAKE_FRAME_BYTES,
-    LENGTH_PREFIX_BYTES,
+    decode_frame, decode_message, encode_message, FrameCodec, FrameError, MessageDecoder,
+    HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES,
 };
 pub use handshake::{Authenticator, Channel, Hello, HelloReply, NoAuth, MAGIC, REFUSED};
 pub use stats::{ListenerStats, PeerStats};

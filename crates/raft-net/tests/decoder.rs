@@ -3,10 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use raft_core::{Entry, Message, MessageBody};
-use raft_net::{encode_message, MessageDecoder};
+use raft_net::{decode_frame, decode_message, encode_message, MessageDecoder};
 use tokio_util::codec::Decoder;
 
 const LIMIT: usize = 4096;
@@ -56,6 +56,26 @@ proptest! {
         framed.put_u32(body.len() as u32);
         framed.extend_from_slice(&body);
         drain(&framed);
+    }
+
+    /// The receivers' decoder slices payloads out of the frame; the copying one is the
+    /// reference: the same bytes must give the same message, or an error from both.
+    #[test]
+    fn the_zero_copy_decoder_agrees_with_the_copying_one_on_any_bytes(
+        body in proptest::collection::vec(any::<u8>(), 0..2048),
+        append_prefix in any::<bool>(),
+    ) {
+        // Half the cases start like a message (version 1, nodes 1 to 2, term 3, then an
+        // AppendEntries), so that the entries' decoding is reached often.
+        let mut bytes = if append_prefix { vec![0, 1, 2, 3, 4] } else { Vec::new() };
+        bytes.extend_from_slice(&body);
+        let shared = decode_frame(&Bytes::from(bytes.clone()));
+        let copied = decode_message(&bytes);
+        match (shared, copied) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(false, "zero-copy {a:?} but copying {b:?}"),
+        }
     }
 
     #[test]
