@@ -107,8 +107,10 @@ pub fn decode_message(frame: &[u8]) -> Result<Message, postcard::Error> {
     postcard::from_bytes::<Envelope>(frame).map(Envelope::into_message)
 }
 
-/// Decodes frame contents into a message whose entry payloads are slices of `frame`: no
-/// copy and no allocation per entry. What the transport's receivers use.
+/// Decodes frame contents into a message whose entry payloads of 512 bytes or more are
+/// slices of `frame` (no copy, no allocation); smaller ones are copied, which costs less
+/// than sharing the frame's reference count across threads. What the transport's
+/// receivers use.
 pub fn decode_frame(frame: &Bytes) -> Result<Message, postcard::Error> {
     crate::wire::decode_shared(frame)
 }
