@@ -327,8 +327,9 @@ async fn sync_never_is_announced_at_start_and_shown_in_status_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_writing_costs_at_most_one_sync_per_write_on_the_leader_and_on_followers() {
     // The rule is about a steady leader. Elections cost syncs of their own (the vote, the
-    // leader's first entry), so a run during which the term moves (a loaded machine can
-    // stall a node past its election timeout) measures something else and is repeated.
+    // leader's first entry), so a run during which the term moves or the leader steps down
+    // (a loaded machine can stall a node past its election timeout) measures something
+    // else and is repeated.
     let c = Cluster::start_with(3, &["--election-ticks", "100", "--heartbeat-ticks", "10"]).await;
     let writes = 200;
     for attempt in 1..=5 {
@@ -353,7 +354,13 @@ async fn one_client_writing_costs_at_most_one_sync_per_write_on_the_leader_and_o
             );
             continue;
         }
-        assert_eq!(refused, None, "a steady leader refused a write");
+        if refused == Some(Some(reqwest::StatusCode::SERVICE_UNAVAILABLE)) {
+            // Every 503 of a write is about leadership (the leader stepped down under
+            // check-quorum, which keeps its term): a case for another attempt too.
+            eprintln!("attempt {attempt}: leadership was lost in terms {terms_after:?}, again");
+            continue;
+        }
+        assert_eq!(refused, None, "the leader refused a write");
         for (i, base) in before.iter().enumerate() {
             let syncs = c.metric(i, "raft_storage_syncs_total").await - base;
             let role = if i == leader { "leader" } else { "follower" };

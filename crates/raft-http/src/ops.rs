@@ -260,31 +260,52 @@ pub(crate) async fn healthz(State(st): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "A leader is known and everything committed when the probe came is applied (waiting at most --ready-apply-wait-ms)", body = Object), (status = 503, description = "Not yet (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
-    let s = match st.node.status().await {
-        Ok(s) => s,
-        Err(e) => return ApiError::from_node(e, None).into_response(),
+    // The whole answer within the wait (at least `READY_STATUS_WAIT`): the runtime itself
+    // can be busy (installing a snapshot), which is a reason not to be ready, not to keep
+    // the probe waiting.
+    let wait = st.cfg.ready_apply_wait;
+    let started = tokio::time::Instant::now();
+    let s = match tokio::time::timeout(wait.max(READY_STATUS_WAIT), st.node.status()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return ApiError::from_node(e, None).into_response(),
+        Err(_) => {
+            return not_ready(json!({
+                "ready": false,
+                "leader": null,
+                "reason": "the node's runtime did not report its status in time",
+            }))
+        }
     };
     let mut applied = s.applied;
     if s.leader.is_some() && applied < s.commit {
-        applied = applied_by(&st, s.commit, st.cfg.ready_apply_wait).await;
+        applied = applied_by(&st, s.commit, wait.saturating_sub(started.elapsed())).await;
     }
     let ready = s.leader.is_some() && applied >= s.commit;
-    let body = Json(json!({
+    let body = json!({
         "ready": ready,
         "leader": s.leader,
         "commit_index": s.commit,
-        "applied_index": applied,
-    }));
+        // Applied as far as that commit index (it may have gone on since).
+        "applied_index": applied.min(s.commit),
+    });
     if ready {
-        body.into_response()
+        Json(body).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            body,
-        )
-            .into_response()
+        not_ready(body)
     }
+}
+
+/// How long `/readyz` waits for the runtime's status at least, whatever the apply wait.
+const READY_STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// 503 with `Retry-After` and `body`.
+fn not_ready(body: serde_json::Value) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(body),
+    )
+        .into_response()
 }
 
 /// The applied index once it reaches `index`, or as it stands after `wait` (or when the node

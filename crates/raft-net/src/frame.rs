@@ -80,6 +80,25 @@ impl Encoder<Bytes> for FrameCodec {
     }
 }
 
+/// A read buffer whose capacity is above this is replaced by a small one once what it holds
+/// is below [`SMALL_READ_BUFFER`]. Buffers never shrink, and the payload slices of received
+/// entries keep theirs alive: without this, one large catch-up frame would leave a buffer
+/// of its size (up to the frame limit) that every later slice of it pins.
+pub(crate) const LARGE_READ_BUFFER: usize = 256 << 10;
+
+/// What a replaced read buffer starts with (the codec's usual buffer).
+pub(crate) const SMALL_READ_BUFFER: usize = 64 << 10;
+
+/// Moves what `buf` holds into a fresh small buffer when `buf` is large and nearly empty
+/// (see [`LARGE_READ_BUFFER`]); the old allocation is freed once nothing refers to it.
+pub(crate) fn release_large_buffer(buf: &mut BytesMut) {
+    if buf.capacity() > LARGE_READ_BUFFER && buf.len() < SMALL_READ_BUFFER {
+        let mut fresh = BytesMut::with_capacity(SMALL_READ_BUFFER);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
+
 /// Why bytes could not be decoded into messages.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -177,5 +196,35 @@ mod tests {
         let mut big = BytesMut::new();
         big.put_u32(9);
         assert!(codec.decode(&mut big).is_err());
+    }
+
+    #[test]
+    fn after_a_large_frame_the_read_buffer_is_small_again_and_keeps_what_follows() {
+        let mut codec = FrameCodec::new(16 << 20);
+        let mut buf = BytesMut::new();
+        codec
+            .encode(Bytes::from(vec![7u8; 4 << 20]), &mut buf)
+            .unwrap();
+        codec
+            .encode(Bytes::from_static(b"next frame"), &mut buf)
+            .unwrap();
+        buf.put_slice(&[0, 0]); // the start of a third frame's prefix
+        let large = codec.decode(&mut buf).unwrap().unwrap().freeze();
+        assert!(buf.capacity() > LARGE_READ_BUFFER);
+        release_large_buffer(&mut buf);
+        assert!(buf.capacity() <= SMALL_READ_BUFFER, "{}", buf.capacity());
+        assert_eq!(large.len(), 4 << 20, "what was taken stays whole");
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"next frame");
+        assert_eq!(&buf[..], &[0, 0]);
+        // A small buffer, or a large one still holding much, is left as it is.
+        let mut small = BytesMut::with_capacity(1024);
+        small.put_slice(b"abc");
+        release_large_buffer(&mut small);
+        assert_eq!(small.capacity(), 1024);
+        let mut full = BytesMut::with_capacity(1 << 20);
+        full.put_slice(&vec![1u8; SMALL_READ_BUFFER]);
+        let at = full.as_ptr();
+        release_large_buffer(&mut full);
+        assert_eq!(full.as_ptr(), at);
     }
 }

@@ -22,7 +22,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::NetConfig;
 use crate::error::ConnError;
-use crate::frame::{decode_frame, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
+use crate::frame::{
+    decode_frame, release_large_buffer, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES,
+};
 use crate::handshake::{Channel, Hello, HelloReply, REFUSED};
 use crate::io::BoxIo;
 use crate::peers::PeerTable;
@@ -340,6 +342,7 @@ async fn read_messages(
         let frame = frame.freeze();
         let msg = decode_frame(&frame).map_err(|e| ConnError::Malformed(e.to_string()))?;
         drop(frame);
+        release_large_buffer(framed.read_buffer_mut());
         // What the message takes in memory once decoded, which can be far more than its
         // bytes on the wire (an empty entry is a few bytes there, a whole Entry here).
         let held = size.max(memory_size(&msg));

@@ -7,10 +7,12 @@
 //! same fields in the same order. `every_message_body_decodes_to_itself` in the tests below
 //! checks every variant, and `exhaustive` stops the build when the core gains one.
 //!
-//! A payload slice keeps its whole frame's buffer alive. Entries held together (the
-//! unstable log, the storage cache, the apply queue) come from consecutive frames, so what
-//! they pin is about what they hold; a state machine that keeps a few payloads for long
-//! should copy them.
+//! A payload slice keeps the read buffer its frame was cut from alive. Entries held
+//! together (the unstable log, the storage cache, the apply queue) come from consecutive
+//! frames, so what they pin is what they hold plus at most a buffer at either end; the
+//! receiver replaces a read buffer grown by a large frame once it has been read
+//! ([`crate::frame::release_large_buffer`]), so such a buffer is not carried on. A state
+//! machine that keeps a few large payloads for long should copy them.
 
 use bytes::Bytes;
 use raft_core::{
@@ -319,6 +321,33 @@ mod tests {
             large += usize::from(sliced);
         }
         assert_eq!(large, 1, "the 70,000-byte entry is the one slice");
+    }
+
+    #[test]
+    fn the_threshold_is_exact_a_payload_of_511_bytes_is_copied_and_one_of_512_sliced() {
+        for (len, sliced) in [(511usize, false), (512, true)] {
+            let m = Message {
+                from: 1,
+                to: 2,
+                term: 9,
+                body: MessageBody::AppendEntries {
+                    prev_index: 0,
+                    prev_term: 0,
+                    entries: vec![Entry::normal(9, 1, vec![5u8; len])],
+                    commit: 0,
+                },
+            };
+            let frame = encode_message(m.clone()).unwrap();
+            let got = decode_shared(&frame).unwrap();
+            assert_eq!(got, m);
+            let MessageBody::AppendEntries { entries, .. } = got.body else {
+                panic!("not an append");
+            };
+            let at = entries[0].data.as_ptr() as usize;
+            let inside =
+                (frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len()).contains(&at);
+            assert_eq!(inside, sliced, "{len} bytes");
+        }
     }
 
     #[test]

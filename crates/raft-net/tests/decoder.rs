@@ -78,6 +78,40 @@ proptest! {
         }
     }
 
+    /// Valid appends with payloads on both sides of the slicing threshold, then the same
+    /// frame cut short, with a byte changed, or with bytes added: both decoders agree.
+    #[test]
+    fn both_decoders_agree_on_real_appends_and_their_damaged_forms(
+        sizes in proptest::collection::vec(0usize..2048, 0..6),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<(prop::sample::Index, u8)>(),
+        extra in proptest::collection::vec(any::<u8>(), 0..8),
+    ) {
+        let entries: Vec<Entry> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Entry::normal(5, 10 + i as u64, vec![i as u8; n]))
+            .collect();
+        let m = Message { from: 1, to: 2, term: 5, body: MessageBody::AppendEntries {
+            prev_index: 9, prev_term: 4, entries, commit: 8 } };
+        let frame = encode_message(m.clone()).unwrap().to_vec();
+        prop_assert_eq!(decode_frame(&Bytes::from(frame.clone())).unwrap(), m);
+        let mut flipped = frame.clone();
+        let at = flip.0.index(flipped.len());
+        flipped[at] ^= flip.1;
+        let mut longer = frame.clone();
+        longer.extend_from_slice(&extra);
+        for bytes in [frame[..cut.index(frame.len())].to_vec(), flipped, longer] {
+            let shared = decode_frame(&Bytes::from(bytes.clone()));
+            let copied = decode_message(&bytes);
+            match (shared, copied) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "zero-copy {a:?} but copying {b:?}"),
+            }
+        }
+    }
+
     #[test]
     fn encoded_messages_decode_to_themselves(term in any::<u64>(), data in proptest::collection::vec(any::<u8>(), 0..512)) {
         let m = Message { from: 1, to: 2, term, body: MessageBody::AppendEntries {
