@@ -278,7 +278,9 @@ pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
     };
     let mut applied = s.applied;
     if s.leader.is_some() && applied < s.commit {
-        applied = applied_by(&st, s.commit, wait.saturating_sub(started.elapsed())).await;
+        applied = st
+            .applied_by(s.commit, wait.saturating_sub(started.elapsed()))
+            .await;
     }
     let ready = s.leader.is_some() && applied >= s.commit;
     let body = json!({
@@ -306,25 +308,6 @@ fn not_ready(body: serde_json::Value) -> Response {
         Json(body),
     )
         .into_response()
-}
-
-/// The applied index once it reaches `index`, or as it stands after `wait` (or when the node
-/// stops).
-async fn applied_by(st: &AppState, index: u64, wait: std::time::Duration) -> u64 {
-    let mut applied = st.store.watch_applied();
-    let reached = async {
-        while *applied.borrow_and_update() < index {
-            if applied.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        _ = reached => {}
-        _ = tokio::time::sleep(wait) => {}
-        _ = st.closing.cancelled() => {}
-    }
-    st.store.applied()
 }
 
 /// `GET /metrics` → OpenMetrics text (which Prometheus reads).

@@ -132,6 +132,25 @@ impl AppState {
         self
     }
 
+    /// The applied index once it reaches `index`, or as it stands after `wait` (or when the
+    /// server closes).
+    pub(crate) async fn applied_by(&self, index: u64, wait: Duration) -> u64 {
+        let mut applied = self.store.watch_applied();
+        let reached = async {
+            while *applied.borrow_and_update() < index {
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = reached => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.closing.cancelled() => {}
+        }
+        self.store.applied()
+    }
+
     /// How this node calls the other members' APIs (for the dashboard): with TLS and this
     /// node's certificate when the API is HTTPS.
     pub fn with_peer_api(mut self, cfg: raft_http_client::ClientConfig) -> Self {

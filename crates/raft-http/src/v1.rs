@@ -269,20 +269,7 @@ async fn wait_for_applied(st: &AppState, from: u64, wait: Duration) {
     }
     st.long_polls.fetch_add(1, Ordering::Relaxed);
     let _waiting = Waiting(&st.long_polls);
-    let mut applied = st.store.watch_applied();
-    let closing = st.closing.clone();
-    let ready = async {
-        while *applied.borrow_and_update() < from {
-            if applied.changed().await.is_err() {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        _ = ready => {}
-        _ = tokio::time::sleep(wait) => {}
-        _ = closing.cancelled() => {}
-    }
+    st.applied_by(from, wait).await;
 }
 
 /// `GET /v1/log?from=1&limit=100[&wait=30s]` → `{"entries": [...], "next": <index to ask

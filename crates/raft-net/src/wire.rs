@@ -295,22 +295,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn large_payloads_are_slices_of_the_frame_and_small_ones_copies() {
-        let m = Message {
+    /// The append of [`every_body`], with payloads on both sides of the threshold.
+    fn the_append() -> Message {
+        Message {
             from: 1,
             to: 2,
             term: 9,
             body: every_body().swap_remove(4),
-        };
-        let frame = encode_message(m).unwrap();
-        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        }
+    }
+
+    /// Whether `data` lies inside `frame`.
+    fn is_slice_of(data: &Bytes, frame: &Bytes) -> bool {
+        let start = frame.as_ptr() as usize;
+        (start..start + frame.len()).contains(&(data.as_ptr() as usize))
+    }
+
+    #[test]
+    fn large_payloads_are_slices_of_the_frame_and_small_ones_copies() {
+        let frame = encode_message(the_append()).unwrap();
         let MessageBody::AppendEntries { entries, .. } = decode_shared(&frame).unwrap().body else {
             panic!("not an append");
         };
         let mut large = 0;
         for e in entries.iter().filter(|e| !e.data.is_empty()) {
-            let sliced = range.contains(&(e.data.as_ptr() as usize));
+            let sliced = is_slice_of(&e.data, &frame);
             assert_eq!(
                 sliced,
                 e.data.len() >= SLICE_FROM_BYTES,
@@ -343,22 +352,13 @@ mod tests {
             let MessageBody::AppendEntries { entries, .. } = got.body else {
                 panic!("not an append");
             };
-            let at = entries[0].data.as_ptr() as usize;
-            let inside =
-                (frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len()).contains(&at);
-            assert_eq!(inside, sliced, "{len} bytes");
+            assert_eq!(is_slice_of(&entries[0].data, &frame), sliced, "{len} bytes");
         }
     }
 
     #[test]
     fn a_damaged_frame_is_an_error_like_the_copying_decoder_says() {
-        let m = Message {
-            from: 1,
-            to: 2,
-            term: 9,
-            body: every_body().swap_remove(4),
-        };
-        let frame = encode_message(m).unwrap();
+        let frame = encode_message(the_append()).unwrap();
         for cut in 0..frame.len() {
             let part = frame.slice(..cut);
             assert_eq!(

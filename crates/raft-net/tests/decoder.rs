@@ -34,6 +34,20 @@ fn drain(bytes: &[u8]) -> (usize, bool) {
     }
 }
 
+/// The receivers' decoder (payloads sliced out of the frame) against the copying one, the
+/// reference: the same message from both, or an error from both.
+fn both_decoders_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+    match (
+        decode_frame(&Bytes::copy_from_slice(bytes)),
+        decode_message(bytes),
+    ) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        (a, b) => prop_assert!(false, "zero-copy {a:?} but copying {b:?}"),
+    }
+    Ok(())
+}
+
 /// `RAFT_FUZZ_CASES=<n>` for the long mode (see `tests/fuzz.rs`).
 fn cases() -> u32 {
     std::env::var("RAFT_FUZZ_CASES")
@@ -58,8 +72,6 @@ proptest! {
         drain(&framed);
     }
 
-    /// The receivers' decoder slices payloads out of the frame; the copying one is the
-    /// reference: the same bytes must give the same message, or an error from both.
     #[test]
     fn the_zero_copy_decoder_agrees_with_the_copying_one_on_any_bytes(
         body in proptest::collection::vec(any::<u8>(), 0..2048),
@@ -69,13 +81,7 @@ proptest! {
         // AppendEntries), so that the entries' decoding is reached often.
         let mut bytes = if append_prefix { vec![0, 1, 2, 3, 4] } else { Vec::new() };
         bytes.extend_from_slice(&body);
-        let shared = decode_frame(&Bytes::from(bytes.clone()));
-        let copied = decode_message(&bytes);
-        match (shared, copied) {
-            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
-            (Err(_), Err(_)) => {}
-            (a, b) => prop_assert!(false, "zero-copy {a:?} but copying {b:?}"),
-        }
+        both_decoders_agree(&bytes)?;
     }
 
     /// Valid appends with payloads on both sides of the slicing threshold, then the same
@@ -102,13 +108,7 @@ proptest! {
         let mut longer = frame.clone();
         longer.extend_from_slice(&extra);
         for bytes in [frame[..cut.index(frame.len())].to_vec(), flipped, longer] {
-            let shared = decode_frame(&Bytes::from(bytes.clone()));
-            let copied = decode_message(&bytes);
-            match (shared, copied) {
-                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
-                (Err(_), Err(_)) => {}
-                (a, b) => prop_assert!(false, "zero-copy {a:?} but copying {b:?}"),
-            }
+            both_decoders_agree(&bytes)?;
         }
     }
 
