@@ -1,6 +1,7 @@
 //! The main flows with security on: mutual TLS between members, HTTPS, tokens. Writes and
 //! reads with compare-and-swap, a failover, a log stream resumed across it, a node joining
-//! with `--join https://...` and promoted by the autopilot, a rolling restart, and `raftctl`.
+//! with `--join https://...` and promoted by the autopilot, a rolling restart, `raftctl`, and
+//! a follower brought back through a snapshot sent over mutual TLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Cluster, Tokens};
 use futures_util::StreamExt;
 use raft_http_client::{Client, ClientConfig, Event, Expect};
+use serde_json::Value;
 
 fn client(c: &Cluster, token: &str) -> Client {
     let cfg = ClientConfig {
@@ -21,6 +23,16 @@ fn client(c: &Cluster, token: &str) -> Client {
     .with_tls_files(&c.certs_dir().join("ca.pem"), None)
     .unwrap();
     Client::with_config(&c.apis, cfg).unwrap()
+}
+
+/// Node `i`'s `/v1/status`, or `null` while it does not answer (starting, stopped).
+async fn status_of(c: &Cluster, i: usize) -> Value {
+    let answer: Option<Value> = async {
+        let r = c.http.get(c.url(i, "/v1/status")).send().await.ok()?;
+        r.json().await.ok()
+    }
+    .await;
+    answer.unwrap_or_default()
 }
 
 async fn secure_cluster() -> (Cluster, Tokens) {
@@ -150,4 +162,80 @@ async fn raftctl_talks_to_a_secure_cluster() {
     let refused = ctl(&t.read, &["put", "color", "red"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("forbidden"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_compacted_log_catches_up_through_a_snapshot_over_tls() {
+    let mut c = Cluster::new(
+        3,
+        &[
+            "--snapshot-entries",
+            "500",
+            "--snapshot-tail-entries",
+            "50",
+            "--snapshot-chunk-bytes",
+            "4096",
+        ],
+    );
+    c.enable_tls();
+    let t = c.enable_tokens();
+    c.launch().await;
+    let kv = client(&c, &t.write);
+    kv.put("before", "the follower left").await.unwrap();
+    let leader = c.leader().await;
+    let away = (leader + 1) % 3;
+    c.stop(away);
+    for b in 0..20 {
+        // Large enough that the leader stops sending to the absent follower once its window
+        // fills, instead of queueing the whole log for the connection it will get back.
+        let batch = (0..100)
+            .map(|i| format!("batch {b} entry {i} {}", "x".repeat(1000)))
+            .collect();
+        kv.append_batch(batch).await.unwrap();
+    }
+    let last = kv.put("after", "while it was away").await.unwrap().index;
+    // The leader compacts its log past everything the follower holds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status_of(&c, leader).await;
+        if s["first_index"].as_u64().unwrap_or(0) > 100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never compacted: {s}\n{}",
+            c.node_log(leader)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Back, the follower can only catch up through a snapshot sent over mutual TLS.
+    c.spawn(away);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status_of(&c, away).await;
+        if s["applied_index"].as_u64().unwrap_or(0) >= last
+            && s["snapshots"]["installed"].as_u64().unwrap_or(0) >= 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never caught up: {s}\n{}\nleader: {}\n{}",
+            c.node_log(away),
+            status_of(&c, leader).await,
+            c.node_log(leader)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (key, value) in [
+        ("before", "the follower left"),
+        ("after", "while it was away"),
+    ] {
+        let v = c
+            .get_json(away, &format!("/v1/kv/{key}?consistency=local"))
+            .await;
+        assert_eq!(v["value"], value, "{key} on the follower");
+    }
+    let log = c.get_json(away, "/v1/log?from=1000&limit=1").await;
+    assert_eq!(log["entries"][0]["index"], 1000, "{log}");
 }
