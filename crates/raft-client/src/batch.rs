@@ -10,6 +10,16 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use crate::limits::Permit;
 
+/// Takes the entries of `map` at or below `index` out of it (what `split_off` leaves
+/// behind, where it takes the rest).
+pub(crate) fn take_through<V>(
+    map: &mut BTreeMap<LogIndex, V>,
+    index: LogIndex,
+) -> BTreeMap<LogIndex, V> {
+    let later = map.split_off(&index.saturating_add(1));
+    std::mem::replace(map, later)
+}
+
 /// Entries submitted together and committed: at consecutive indexes from `first`, in
 /// `term`, with what the state machine returned for each, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,8 +122,7 @@ impl<R> Batches<R> {
     /// Answers with `why` every batch that starts at or before `index` (a snapshot up to
     /// `index` replaced its entries: their responses will never be known here).
     pub(crate) fn fail_through(&mut self, index: LogIndex, why: &Error) {
-        let later = self.pending.split_off(&index.saturating_add(1));
-        for (_, b) in std::mem::replace(&mut self.pending, later) {
+        for (_, b) in take_through(&mut self.pending, index) {
             let _ = b.reply.send(Err(why.clone()));
         }
     }

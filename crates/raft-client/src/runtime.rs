@@ -20,6 +20,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::applier::{Applied, Applier};
+use crate::batch::take_through;
 use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
 use crate::handle::{Command, Committed};
@@ -838,13 +839,11 @@ impl<SM: StateMachine> Runtime<SM> {
     /// will never see them applied here, so their responses are lost. They are told the
     /// outcome is unknown to this node; the entries did commit, which a read shows.
     fn fail_covered_by_snapshot(&mut self, index: LogIndex) {
-        let later = self.pending.split_off(&index.saturating_add(1));
-        for (_, p) in std::mem::replace(&mut self.pending, later) {
+        for (_, p) in take_through(&mut self.pending, index) {
             let _ = p.reply.send(Err(Error::LeadershipLost));
         }
         self.batches.fail_through(index, &Error::LeadershipLost);
-        let later = self.pending_changes.split_off(&index.saturating_add(1));
-        for (_, (_, r)) in std::mem::replace(&mut self.pending_changes, later) {
+        for (_, (_, r)) in take_through(&mut self.pending_changes, index) {
             let _ = r.send(Err(Error::LeadershipLost));
         }
     }
