@@ -2,10 +2,13 @@
 //!
 //! Framed TCP between Raft peers, built on tokio.
 //!
-//! - **Frames**: a 4-byte big-endian length prefix (tokio-util's length-delimited codec)
-//!   around a `postcard`-encoded [`raft_core::Envelope`]. The limit
+//! - **Frames**: a 4-byte big-endian length prefix ([`FrameCodec`]) around a
+//!   `postcard`-encoded [`raft_core::Envelope`]. The limit
 //!   ([`NetConfig::max_frame_bytes`], 16 MiB by default) is checked on the prefix, before
 //!   anything is allocated for the frame.
+//! - **Decoding in place**: receivers decode with [`decode_frame`], which makes entry
+//!   payloads of 512 bytes or more slices of the received frame (no copy); smaller ones,
+//!   and everything [`decode_message`] decodes, are copied.
 //! - **Handshake**: every connection opens with a [`Hello`] (magic, protocol version,
 //!   cluster id, sender id, intended receiver id, credentials) answered by a
 //!   [`HelloReply`]; the acceptor refuses, with a logged reason, a wrong magic, version,
