@@ -528,6 +528,14 @@ async fn dev_on_fixed_ports_aims_its_samples_at_the_leader_and_stops_and_starts_
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    // A dashboard watches the leader: its sampler runs on the node about to be stopped (and
+    // must not keep the node's store open once it stopped).
+    let mut events = http
+        .get(format!("http://{leader_api}/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert!(events.chunk().await.unwrap().is_some(), "no history event");
 
     // Stop the leader from the terminal: the other two elect a new one.
     dev.command(&format!("stop {leader}"));
@@ -549,6 +557,7 @@ async fn dev_on_fixed_ports_aims_its_samples_at_the_leader_and_stops_and_starts_
         assert!(start.elapsed() < DEADLINE, "no new leader after stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(events);
     dev.command(&format!("start {leader}"));
     dev.wait_line("the node started", |l| {
         l == format!("node {leader} started")

@@ -61,6 +61,7 @@ impl Running {
                 self.server.abort();
             }
         }
+        self.state.closed().await;
         tracing::info!(id, "stopping: HTTP closed; stopping the Raft node");
         if let Some(r) = self.reloader.take() {
             r.abort();

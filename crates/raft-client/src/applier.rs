@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use raft_core::{Entry, LogIndex};
 use tokio::sync::{mpsc, Mutex, MutexGuard};
+use tokio::task::JoinHandle;
 
 use crate::state_machine::StateMachine;
 
@@ -31,6 +32,8 @@ pub(crate) struct Applier<SM: StateMachine> {
     done: mpsc::UnboundedReceiver<Applied<SM::Response>>,
     /// The last index handed over.
     handed: LogIndex,
+    /// The apply task, awaited by [`Applier::close`].
+    task: JoinHandle<()>,
 }
 
 impl<SM: StateMachine> Applier<SM> {
@@ -40,12 +43,13 @@ impl<SM: StateMachine> Applier<SM> {
         let sm = Arc::new(Mutex::new(sm));
         let (jobs, rx) = mpsc::unbounded_channel();
         let (tx, done) = mpsc::unbounded_channel();
-        tokio::spawn(run(sm.clone(), rx, tx));
+        let task = tokio::spawn(run(sm.clone(), rx, tx));
         Applier {
             sm,
             jobs,
             done,
             handed: applied,
+            task,
         }
     }
 
@@ -85,6 +89,16 @@ impl<SM: StateMachine> Applier<SM> {
     /// once everything handed over was applied.
     pub(crate) async fn lock(&self) -> MutexGuard<'_, SM> {
         self.sm.lock().await
+    }
+
+    /// Ends the apply task and drops the state machine, returning once both are done: a
+    /// state machine holding files (a database) has released them when this returns.
+    pub(crate) async fn close(self) {
+        let Applier { sm, jobs, task, .. } = self;
+        drop(jobs);
+        // The task ends once it sees the queue closed (or it is already gone, panicked).
+        let _ = task.await;
+        drop(sm);
     }
 }
 

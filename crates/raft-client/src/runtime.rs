@@ -473,7 +473,13 @@ impl<SM: StateMachine> Runtime<SM> {
             reject(cmd, why.clone());
         }
         self.transport.shutdown().await;
-        tracing::info!(id = self.cfg.id, reason = %why, "raft node stopped");
+        // What holds the node's files finishes before the node reports it stopped, so that
+        // a restart in the same process finds them free: a snapshot being written (it holds
+        // the log and the state machine's copy), then the apply task and the state machine.
+        self.wait_snapshot_taken().await;
+        let id = self.cfg.id;
+        self.applier.close().await;
+        tracing::info!(id, reason = %why, "raft node stopped");
     }
 
     fn on_message(&mut self, msg: Message) {

@@ -44,6 +44,8 @@ pub(crate) struct Snapshots {
     /// The size of the latest snapshot file (0: none, or unknown).
     last_size: u64,
     taking: bool,
+    /// The thread writing the snapshot being taken (awaited when the node stops).
+    writing: Option<tokio::task::JoinHandle<()>>,
     /// The state machine cannot take snapshots: never try again.
     unsupported: bool,
     /// Transfers running, by follower: the file each sends (kept until it ends).
@@ -70,6 +72,7 @@ impl Snapshots {
             last_size,
             bytes_at_last: bytes_written,
             taking: false,
+            writing: None,
             unsupported: false,
             sending: BTreeMap::new(),
             queued: VecDeque::new(),
@@ -232,10 +235,18 @@ impl<SM: StateMachine> Runtime<SM> {
         let storage = self.storage.clone();
         let tail = self.snapshots.cfg.tail_entries;
         let events = self.snapshots.events_tx.clone();
-        tokio::task::spawn_blocking(move || {
+        self.snapshots.writing = Some(tokio::task::spawn_blocking(move || {
             let result = take_snapshot(&store, &storage, &meta, source, tail);
             let _ = events.send(Event::SnapshotTaken(result));
-        });
+        }));
+    }
+
+    /// Waits for the snapshot being written, if any, to be finished (the node is stopping).
+    pub(crate) async fn wait_snapshot_taken(&mut self) {
+        if let Some(task) = self.snapshots.writing.take() {
+            // A panic in the state machine's snapshot code ends the task all the same.
+            let _ = task.await;
+        }
     }
 
     pub(crate) fn on_event(&mut self, ev: Event) -> Result<(), Error> {

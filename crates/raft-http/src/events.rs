@@ -75,7 +75,7 @@ impl Dashboard {
     fn subscribe(st: &AppState) -> watch::Receiver<Option<Arc<Value>>> {
         let rx = st.dashboard.latest.subscribe();
         if !st.dashboard.running.swap(true, Ordering::AcqRel) {
-            tokio::spawn(run_sampler(st.clone()));
+            st.background.spawn(run_sampler(st.clone()));
         }
         rx
     }
@@ -217,7 +217,13 @@ async fn run_sampler(st: AppState) {
     };
     let mut prev = Previous::default();
     loop {
-        let (sample, point, events) = sample(&st, &client, &mut prev).await;
+        let (sample, point, events) = tokio::select! {
+            s = sample(&st, &client, &mut prev) => s,
+            _ = st.closing.cancelled() => {
+                st.dashboard.running.store(false, Ordering::Release);
+                return;
+            }
+        };
         st.dashboard.publish(sample, point, events);
         if st.dashboard.latest.receiver_count() == 0 {
             st.dashboard.running.store(false, Ordering::Release);

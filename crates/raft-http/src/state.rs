@@ -88,6 +88,9 @@ pub struct Shared {
     pub(crate) watchers: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the node stops: open streams end.
     pub(crate) closing: tokio_util::sync::CancellationToken,
+    /// Tasks of this API that outlive a request (the dashboard's sampler); they end on
+    /// `closing`, and [`AppState::closed`] waits for them.
+    pub(crate) background: tokio_util::task::TaskTracker,
     /// Long polls (`GET /v1/log?wait=`) waiting now.
     pub(crate) long_polls: Arc<std::sync::atomic::AtomicUsize>,
     /// The live view's sampler and what it keeps (`/v1/events`, `/ui`).
@@ -117,6 +120,7 @@ impl AppState {
             server: Arc::new(ServerStats::default()),
             watchers: Arc::new(tokio::sync::Semaphore::new(watchers)),
             closing: tokio_util::sync::CancellationToken::new(),
+            background: tokio_util::task::TaskTracker::new(),
             long_polls: Arc::default(),
             dashboard: Arc::default(),
             access: Arc::new(crate::auth::Access::open()),
@@ -178,6 +182,15 @@ impl AppState {
     /// call it when the node stops, before waiting for requests in flight.
     pub fn close_streams(&self) {
         self.closing.cancel();
+    }
+
+    /// Ends the open streams and waits for this API's own tasks (the dashboard's sampler)
+    /// to finish: once the server stopped too, nothing of the API holds the node or its
+    /// store any more, and the node's files are free when the node has stopped.
+    pub async fn closed(&self) {
+        self.close_streams();
+        self.background.close();
+        self.background.wait().await;
     }
 
     /// Streams open now.
