@@ -247,6 +247,10 @@ pub struct Options {
     /// [default: 60000].
     #[arg(long)]
     pub http_idle_timeout_ms: Option<u64>,
+    /// Milliseconds the requests in flight at shutdown may take to finish before their
+    /// connections are closed [default: 10000].
+    #[arg(long)]
+    pub http_drain_timeout_ms: Option<u64>,
     /// Requests in flight at once on one HTTP/2 connection [default: 256].
     #[arg(long)]
     pub http2_max_streams: Option<u32>,
@@ -349,6 +353,7 @@ impl Options {
             http_max_connections: self.http_max_connections.or(other.http_max_connections),
             http_header_timeout_ms: self.http_header_timeout_ms.or(other.http_header_timeout_ms),
             http_idle_timeout_ms: self.http_idle_timeout_ms.or(other.http_idle_timeout_ms),
+            http_drain_timeout_ms: self.http_drain_timeout_ms.or(other.http_drain_timeout_ms),
             http2_max_streams: self.http2_max_streams.or(other.http2_max_streams),
             http_request_timeout_ms: self
                 .http_request_timeout_ms
@@ -790,6 +795,11 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
         "http-idle-timeout-ms",
         opts.http_idle_timeout_ms,
         l.idle_timeout,
+    )?;
+    l.drain_timeout = ms(
+        "http-drain-timeout-ms",
+        opts.http_drain_timeout_ms,
+        l.drain_timeout,
     )?;
     if let Some(n) = opts.http2_max_streams {
         if n == 0 {

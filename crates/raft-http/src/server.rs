@@ -13,7 +13,9 @@
 //!   once (its header clock covers only its first request: after that, frames such as flow
 //!   control updates arrive between requests, and each stream's time is bounded by the
 //!   request timeout);
-//! - `accept` failures (out of descriptors, say) back off instead of spinning.
+//! - `accept` failures (out of descriptors, say) back off instead of spinning;
+//! - at shutdown, requests in flight get [`ServerLimits::drain_timeout`] to finish; then
+//!   their connections are dropped, so that nothing of the router outlives the server.
 //!
 //! The request timeout is a layer of the router (see [`crate::router`]).
 
@@ -50,6 +52,9 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Requests in flight at once on one HTTP/2 connection at most. Default 256.
     pub max_http2_streams: u32,
+    /// At shutdown, how long requests in flight may take to finish; the connections still
+    /// open after it are dropped (their requests with them). Default 10 s.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -59,6 +64,7 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_http2_streams: 256,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -444,7 +450,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets the
-/// requests in flight finish and closes every connection.
+/// requests in flight finish (for at most [`ServerLimits::drain_timeout`]) and closes every
+/// connection. Returns once every connection's task has ended.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -469,6 +476,7 @@ pub async fn serve_with_tls(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
+    let force = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::ZERO;
     loop {
@@ -504,30 +512,13 @@ pub async fn serve_with_tls(
         let router = router.clone();
         let stats = stats.clone();
         let stop = stop.clone();
+        let force = force.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
             stats.open.fetch_add(1, Ordering::Relaxed);
-            let _ = stream.set_nodelay(true);
-            match tls {
-                None => serve_connection(stream, router, limits, &stats, stop, None).await,
-                Some(tls) => {
-                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
-                        Ok(Ok((s, member))) => {
-                            let cert = crate::auth::ClientCertificate { member };
-                            serve_connection(s, router, limits, &stats, stop, Some(cert)).await;
-                        }
-                        Ok(Err(e)) => {
-                            ServerStats::add(&stats.tls_failures, 1);
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            ServerStats::add(&stats.header_timeouts, 1);
-                            tracing::debug!(
-                                "closing a connection whose TLS handshake did not finish in time"
-                            );
-                        }
-                    }
-                }
+            tokio::select! {
+                () = serve_accepted(stream, router, limits, &stats, stop, tls) => {}
+                () = force.cancelled() => {}
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
@@ -536,8 +527,49 @@ pub async fn serve_with_tls(
     drop(listener);
     stop.cancel();
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(limits.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = stats.open.load(Ordering::Relaxed),
+            drain_ms = limits.drain_timeout.as_millis() as u64,
+            "HTTP requests still in flight after the drain period; closing their connections"
+        );
+        force.cancel();
+        tracker.wait().await;
+    }
     Ok(())
+}
+
+/// One accepted connection: the TLS handshake (bounded by the header timeout) if any, then
+/// its requests.
+async fn serve_accepted(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    limits: ServerLimits,
+    stats: &ServerStats,
+    stop: CancellationToken,
+    tls: Option<Arc<raft_net::ServerTls>>,
+) {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_connection(stream, router, limits, stats, stop, None).await,
+        Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+            Ok(Ok((s, member))) => {
+                let cert = crate::auth::ClientCertificate { member };
+                serve_connection(s, router, limits, stats, stop, Some(cert)).await;
+            }
+            Ok(Err(e)) => {
+                ServerStats::add(&stats.tls_failures, 1);
+                tracing::debug!(error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                ServerStats::add(&stats.header_timeouts, 1);
+                tracing::debug!("closing a connection whose TLS handshake did not finish in time");
+            }
+        },
+    }
 }
 
 async fn serve_connection<S>(

@@ -201,3 +201,64 @@ async fn connections_past_the_limit_are_closed_at_once() {
     assert_eq!(stats.snapshot().rejected, 1);
     drop((a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_request_that_never_finishes_is_dropped_after_the_drain_timeout() {
+    // A handler that holds a share of the application's state and never answers.
+    let held = Arc::new(());
+    let in_handler = Arc::new(tokio::sync::Notify::new());
+    let app = {
+        let (held, in_handler) = (held.clone(), in_handler.clone());
+        Router::new().route(
+            "/forever",
+            get(move || {
+                let (held, in_handler) = (held.clone(), in_handler.clone());
+                async move {
+                    in_handler.notify_one();
+                    std::future::pending::<()>().await;
+                    drop(held);
+                }
+            }),
+        )
+    };
+    let mut l = limits(30_000, 60_000);
+    l.drain_timeout = Duration::from_millis(300);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        l,
+        Arc::new(ServerStats::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /forever HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), in_handler.notified())
+        .await
+        .expect("the request never reached its handler");
+    assert_eq!(Arc::strong_count(&held), 3, "router and handler hold it");
+
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server never returned: a request held it past the drain timeout")
+        .unwrap()
+        .unwrap();
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(300),
+        "the request got its drain period"
+    );
+    assert_eq!(
+        Arc::strong_count(&held),
+        1,
+        "nothing of the router outlives the server"
+    );
+    read_until_closed(&mut s, Duration::from_secs(5)).await;
+}
