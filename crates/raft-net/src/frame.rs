@@ -108,6 +108,27 @@ pub enum FrameError {
     /// The frame's contents are not a message.
     #[error("cannot decode message: {0}")]
     Decode(postcard::Error),
+    /// The frame holds a message and then more bytes: a damaged frame, or a sender speaking
+    /// another version of the protocol.
+    #[error("{extra} unexpected bytes after the message in its frame")]
+    TrailingBytes {
+        /// How many bytes followed the message.
+        extra: usize,
+    },
+}
+
+impl From<postcard::Error> for FrameError {
+    fn from(e: postcard::Error) -> Self {
+        FrameError::Decode(e)
+    }
+}
+
+/// A frame's message, or an error if bytes follow it.
+pub(crate) fn whole<T>((value, rest): (T, &[u8])) -> Result<T, FrameError> {
+    match rest.len() {
+        0 => Ok(value),
+        extra => Err(FrameError::TrailingBytes { extra }),
+    }
 }
 
 impl From<std::io::Error> for FrameError {
@@ -122,15 +143,15 @@ pub fn encode_message(msg: Message) -> Result<Bytes, postcard::Error> {
 }
 
 /// Decodes frame contents into a message, copying entry payloads out of `frame`.
-pub fn decode_message(frame: &[u8]) -> Result<Message, postcard::Error> {
-    postcard::from_bytes::<Envelope>(frame).map(Envelope::into_message)
+pub fn decode_message(frame: &[u8]) -> Result<Message, FrameError> {
+    whole(postcard::take_from_bytes::<Envelope>(frame)?).map(Envelope::into_message)
 }
 
 /// Decodes frame contents into a message whose entry payloads of 512 bytes or more are
 /// slices of `frame` (no copy, no allocation); smaller ones are copied, which costs less
 /// than sharing the frame's reference count across threads. What the transport's
 /// receivers use.
-pub fn decode_frame(frame: &Bytes) -> Result<Message, postcard::Error> {
+pub fn decode_frame(frame: &Bytes) -> Result<Message, FrameError> {
     crate::wire::decode_shared(frame)
 }
 
@@ -158,9 +179,7 @@ impl Decoder for MessageDecoder {
             None => Ok(None),
             Some(frame) => {
                 let size = frame.len() + LENGTH_PREFIX_BYTES;
-                decode_frame(&frame.freeze())
-                    .map(|m| Some((m, size)))
-                    .map_err(FrameError::Decode)
+                decode_frame(&frame.freeze()).map(|m| Some((m, size)))
             }
         }
     }

@@ -21,6 +21,8 @@ use raft_core::{
 };
 use serde::Deserialize;
 
+use crate::frame::{whole, FrameError};
+
 #[derive(Deserialize)]
 enum WireEnvelope<'a> {
     V1(#[serde(borrow)] WireMessage<'a>),
@@ -162,8 +164,8 @@ fn payload(frame: &Bytes, data: &[u8]) -> Bytes {
 }
 
 /// Decodes frame contents into a message whose entry payloads are slices of `frame`.
-pub(crate) fn decode_shared(frame: &Bytes) -> Result<Message, postcard::Error> {
-    let WireEnvelope::V1(m) = postcard::from_bytes::<WireEnvelope<'_>>(frame)?;
+pub(crate) fn decode_shared(frame: &Bytes) -> Result<Message, FrameError> {
+    let WireEnvelope::V1(m) = whole(postcard::take_from_bytes::<WireEnvelope<'_>>(frame)?)?;
     Ok(Message {
         from: m.from,
         to: m.to,

@@ -6,7 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use raft_core::{Entry, Message, MessageBody};
-use raft_net::{decode_frame, decode_message, encode_message, MessageDecoder};
+use raft_net::{decode_frame, decode_message, encode_message, FrameError, MessageDecoder};
 use tokio_util::codec::Decoder;
 
 const LIMIT: usize = 4096;
@@ -133,4 +133,39 @@ fn a_four_gibibyte_length_prefix_is_refused_before_allocating() {
     let mut buf = BytesMut::from(&[0xFFu8, 0xFF, 0xFF, 0xFF, 0, 0][..]);
     assert!(dec.decode(&mut buf).is_err());
     assert!(buf.capacity() < 1 << 20);
+}
+
+#[test]
+fn a_frame_with_bytes_after_its_message_is_refused_by_both_decoders() {
+    let m = Message {
+        from: 1,
+        to: 2,
+        term: 5,
+        body: MessageBody::AppendEntries {
+            prev_index: 9,
+            prev_term: 4,
+            entries: vec![Entry::normal(5, 10, vec![7u8; 600])],
+            commit: 8,
+        },
+    };
+    let mut frame = encode_message(m.clone()).unwrap().to_vec();
+    assert_eq!(decode_message(&frame).unwrap(), m);
+    frame.extend_from_slice(&[0, 0, 0]);
+    for got in [
+        decode_message(&frame),
+        decode_frame(&Bytes::from(frame.clone())),
+    ] {
+        assert!(
+            matches!(got, Err(FrameError::TrailingBytes { extra: 3 })),
+            "{got:?}"
+        );
+    }
+    let mut buf = BytesMut::new();
+    buf.put_u32(frame.len() as u32);
+    buf.extend_from_slice(&frame);
+    let refused = MessageDecoder::new(LIMIT).decode(&mut buf);
+    assert!(
+        matches!(refused, Err(FrameError::TrailingBytes { extra: 3 })),
+        "{refused:?}"
+    );
 }
