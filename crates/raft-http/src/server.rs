@@ -152,6 +152,10 @@ struct Activity {
     /// The connection speaks HTTP/2: bytes between requests are frames of the connection
     /// (settings, flow control), not the start of a request's headers.
     http2: AtomicBool,
+    /// The HTTP/1 request in flight has no body or its body was read to the end; if not when
+    /// its handler answers, the answer says `Connection: close` (the connection cannot carry
+    /// another request, and a client's pool must not send one on it).
+    body_read: AtomicBool,
     /// Wakes the connection's watchdog when a deadline may have moved earlier.
     changed: tokio::sync::Notify,
 }
@@ -167,6 +171,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             handler_done: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            body_read: AtomicBool::new(true),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -317,6 +322,37 @@ impl http_body::Body for Guarded {
 
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::Body::size_hint(&self.inner)
+    }
+}
+
+/// An HTTP/1 request's body, which tells its connection's [`Activity`] once it was read to
+/// its end.
+struct Tracked {
+    inner: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.activity.body_read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -597,10 +633,21 @@ async fn serve_connection<S>(
         let activity = served.clone();
         activity.request_started(req.version());
         let guard = ResponseGuard(activity.clone());
+        // An HTTP/1 request whose body is left unread cannot be followed by another on its
+        // connection (a 413, a refusal before the body was looked at).
+        let watch_body =
+            req.version() < hyper::Version::HTTP_2 && !http_body::Body::is_end_stream(req.body());
+        activity.body_read.store(!watch_body, Ordering::Release);
+        let req = if watch_body {
+            let activity = activity.clone();
+            req.map(|inner| Body::new(Tracked { inner, activity }))
+        } else {
+            req.map(Body::new)
+        };
         async move {
-            let response = router.oneshot(req.map(Body::new)).await;
+            let response = router.oneshot(req).await;
             activity.handler_returned();
-            Ok::<_, Infallible>(match response {
+            let mut response = match response {
                 Ok(r) => r.map(|inner| {
                     Body::new(Guarded {
                         inner,
@@ -608,7 +655,14 @@ async fn serve_connection<S>(
                     })
                 }),
                 Err(never) => match never {},
-            })
+            };
+            if !activity.body_read.load(Ordering::Acquire) {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response)
         }
     });
     let mut builder =

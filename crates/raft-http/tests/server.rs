@@ -262,3 +262,61 @@ async fn at_shutdown_a_request_that_never_finishes_is_dropped_after_the_drain_ti
     );
     read_until_closed(&mut s, Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_answer_given_before_the_request_body_was_read_closes_the_connection() {
+    let app = Router::new()
+        .route(
+            "/ignores",
+            axum::routing::post(|| async { (axum::http::StatusCode::FORBIDDEN, "no") }),
+        )
+        .route(
+            "/reads",
+            axum::routing::post(|body: bytes::Bytes| async move { body.len().to_string() }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        listener,
+        app,
+        limits(30_000, 60_000),
+        Arc::new(ServerStats::default()),
+        std::future::pending(),
+    ));
+    let body = vec![b'x'; 256 << 10];
+    let head = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+    };
+    // A handler that reads the body: the connection stays open for the next request.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head("/reads").as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let answer = answer_head(&mut s).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
+
+    // A handler that answers without reading it: the answer says the connection closes.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head("/ignores").as_bytes()).await.unwrap();
+    let answer = answer_head(&mut s).await;
+    assert!(answer.starts_with("http/1.1 403"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+}
+
+/// The status line and headers of the next answer on `s`, lowercased.
+async fn answer_head(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before answering: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
+}
