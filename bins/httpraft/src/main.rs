@@ -43,7 +43,9 @@ impl Running {
             "stopping: no new HTTP connections; finishing requests in flight"
         );
         let _ = self.stop_http.send(true);
-        self.state.close_streams();
+        // Streams end now (so that the requests serving them finish), and the API's own
+        // tasks with them.
+        self.state.closed().await;
         // In-flight requests get a bounded time to finish (`--http-drain-timeout-ms`); then
         // their connections are dropped and the node stops anyway (its waiting callers are
         // answered with an error as it shuts down).
@@ -52,7 +54,6 @@ impl Running {
             Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
             Ok(Ok(())) => {}
         }
-        self.state.closed().await;
         tracing::info!(id, "stopping: HTTP closed; stopping the Raft node");
         if let Some(r) = self.reloader.take() {
             r.abort();

@@ -39,11 +39,12 @@ fn single_node(dir: &std::path::Path) -> NodeConfig {
     NodeConfig::new(1, "shutdown-test", peers, dir)
 }
 
-/// Submits until an entry is committed (the single node first elects itself).
-async fn commit_one<R: Send + 'static>(node: &RaftNode<R>) -> LogIndex {
+/// Submits `command` until it is committed (the single node first elects itself); returns
+/// its index.
+async fn commit<R: Send + 'static>(node: &RaftNode<R>, command: &[u8]) -> LogIndex {
     let start = Instant::now();
     loop {
-        if let Ok(c) = node.submit(b"x".to_vec()).await {
+        if let Ok(c) = node.submit_command(command.to_vec()).await {
             return c.index;
         }
         assert!(start.elapsed() < DEADLINE, "nothing committed");
@@ -51,30 +52,46 @@ async fn commit_one<R: Send + 'static>(node: &RaftNode<R>) -> LogIndex {
     }
 }
 
+/// What the test state machine and its snapshots report.
+#[derive(Default)]
+struct Seen {
+    state_machine_dropped: AtomicBool,
+    snapshot_started: AtomicBool,
+    snapshot_dropped: AtomicBool,
+}
+
 /// The plain log, slow to drop; says when it was dropped. Its snapshots are slow to write
-/// and say when they were dropped too.
+/// and say when they start and when they were dropped.
 struct SlowToRelease {
     log: ReplicatedLog,
-    dropped: Arc<AtomicBool>,
-    snapshot_started: Arc<AtomicBool>,
-    snapshot_dropped: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+}
+
+impl SlowToRelease {
+    fn new() -> (Self, Arc<Seen>) {
+        let seen = Arc::new(Seen::default());
+        let sm = SlowToRelease {
+            log: ReplicatedLog::new(),
+            seen: seen.clone(),
+        };
+        (sm, seen)
+    }
 }
 
 impl Drop for SlowToRelease {
     fn drop(&mut self) {
         std::thread::sleep(SLOW_RELEASE);
-        self.dropped.store(true, Ordering::SeqCst);
+        self.seen
+            .state_machine_dropped
+            .store(true, Ordering::SeqCst);
     }
 }
 
-struct SlowSnapshot {
-    started: Arc<AtomicBool>,
-    dropped: Arc<AtomicBool>,
-}
+struct SlowSnapshot(Arc<Seen>);
 
 impl SnapshotSource for SlowSnapshot {
     fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
-        self.started.store(true, Ordering::SeqCst);
+        self.0.snapshot_started.store(true, Ordering::SeqCst);
         std::thread::sleep(SLOW_RELEASE);
         out.write_all(b"state")
     }
@@ -82,7 +99,7 @@ impl SnapshotSource for SlowSnapshot {
 
 impl Drop for SlowSnapshot {
     fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
+        self.0.snapshot_dropped.store(true, Ordering::SeqCst);
     }
 }
 
@@ -95,27 +112,8 @@ impl StateMachine for SlowToRelease {
     }
 
     async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
-        Ok(Box::new(SlowSnapshot {
-            started: self.snapshot_started.clone(),
-            dropped: self.snapshot_dropped.clone(),
-        }))
+        Ok(Box::new(SlowSnapshot(self.seen.clone())))
     }
-}
-
-fn slow_to_release() -> (
-    SlowToRelease,
-    Arc<AtomicBool>,
-    Arc<AtomicBool>,
-    Arc<AtomicBool>,
-) {
-    let (dropped, started, snap_dropped) = Default::default();
-    let sm = SlowToRelease {
-        log: ReplicatedLog::new(),
-        dropped: Arc::clone(&dropped),
-        snapshot_started: Arc::clone(&started),
-        snapshot_dropped: Arc::clone(&snap_dropped),
-    };
-    (sm, dropped, started, snap_dropped)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,12 +122,12 @@ async fn shutdown_returns_only_once_the_state_machine_was_dropped() {
     let mut cfg = single_node(dir.path());
     cfg.snapshot.every_entries = 0;
     cfg.snapshot.every_wal_bytes = 0;
-    let (sm, dropped, _, _) = slow_to_release();
+    let (sm, seen) = SlowToRelease::new();
     let node = RaftNode::start(cfg, sm).await.unwrap();
-    commit_one(&node).await;
+    commit(&node, b"x").await;
     node.shutdown().await;
     assert!(
-        dropped.load(Ordering::SeqCst),
+        seen.state_machine_dropped.load(Ordering::SeqCst),
         "shutdown returned while the state machine was still held"
     );
 }
@@ -140,16 +138,16 @@ async fn shutdown_waits_for_a_snapshot_being_written() {
     let mut cfg = single_node(dir.path());
     cfg.snapshot.every_entries = 1;
     cfg.snapshot.scale_with_size = false;
-    let (sm, _, started, snapshot_dropped) = slow_to_release();
+    let (sm, seen) = SlowToRelease::new();
     let node = RaftNode::start(cfg, sm).await.unwrap();
     let start = Instant::now();
-    while !started.load(Ordering::SeqCst) {
-        commit_one(&node).await;
+    while !seen.snapshot_started.load(Ordering::SeqCst) {
+        commit(&node, b"x").await;
         assert!(start.elapsed() < DEADLINE, "no snapshot started");
     }
     node.shutdown().await;
     assert!(
-        snapshot_dropped.load(Ordering::SeqCst),
+        seen.snapshot_dropped.load(Ordering::SeqCst),
         "shutdown returned while a snapshot was still being written"
     );
 }
@@ -173,17 +171,7 @@ async fn a_node_on_a_database_restarts_in_the_same_process_right_after_shutdown(
         }
         .encode()
         .unwrap();
-        let start = Instant::now();
-        let index = loop {
-            if let Ok(c) = node.submit_command(put.clone()).await {
-                break c.index;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "round {round}: nothing committed"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let index = commit(&node, &put).await;
         assert!(index > last, "round {round}: the log went on");
         last = index;
         node.shutdown().await;

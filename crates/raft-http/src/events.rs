@@ -203,6 +203,15 @@ struct Previous {
 }
 
 async fn run_sampler(st: AppState) {
+    // The node stopping ends the sampler wherever it is, a sample's calls included.
+    tokio::select! {
+        () = sample_while_watched(&st) => {}
+        () = st.closing.cancelled() => st.dashboard.running.store(false, Ordering::Release),
+    }
+}
+
+/// Samples about once a second while anyone watches.
+async fn sample_while_watched(st: &AppState) {
     let client = raft_http_client::Client::with_config(
         [st.self_api(), "127.0.0.1:0".to_string()],
         raft_http_client::ClientConfig {
@@ -217,13 +226,7 @@ async fn run_sampler(st: AppState) {
     };
     let mut prev = Previous::default();
     loop {
-        let (sample, point, events) = tokio::select! {
-            s = sample(&st, &client, &mut prev) => s,
-            _ = st.closing.cancelled() => {
-                st.dashboard.running.store(false, Ordering::Release);
-                return;
-            }
-        };
+        let (sample, point, events) = sample(st, &client, &mut prev).await;
         st.dashboard.publish(sample, point, events);
         if st.dashboard.latest.receiver_count() == 0 {
             st.dashboard.running.store(false, Ordering::Release);
@@ -234,13 +237,7 @@ async fn run_sampler(st: AppState) {
                 return;
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}
-            _ = st.closing.cancelled() => {
-                st.dashboard.running.store(false, Ordering::Release);
-                return;
-            }
-        }
+        tokio::time::sleep(SAMPLE_INTERVAL).await;
     }
 }
 
