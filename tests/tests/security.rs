@@ -595,3 +595,349 @@ async fn with_required_client_certificates_a_client_needs_one_and_still_a_token(
         .await;
     assert_eq!(status(put), 403);
 }
+
+/// Every answer to `method path` with `body`, by `client`, from node `i`: the status.
+async fn status_as(
+    c: &Cluster,
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    i: usize,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> u16 {
+    let mut r = client.request(method, c.url(i, path));
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_grants_members_reads_only_and_a_removed_or_unknown_node_nothing() {
+    use reqwest::Method as M;
+    let mut c = Cluster::new(3, &[]);
+    c.enable_tls();
+    let t = c.enable_tokens();
+    c.launch().await;
+    c.issue_cert(9);
+    let l = c.leader().await;
+    let gone = (l + 1) % 3;
+    let stays = (l + 2) % 3;
+    let as_gone = c.client_presenting(Some(&format!("node-{gone}")), None);
+    let as_nine = c.client_presenting(Some("node-9"), None);
+    let kv = Some(serde_json::json!({"value": "v"}));
+    let itself = Some(serde_json::json!({"id": gone, "raft": c.peers[gone]}));
+    // A member's certificate reads (what members need from each other), and no more.
+    assert_eq!(
+        status_as(&c, &as_gone, M::GET, stays, "/v1/status", None).await,
+        200
+    );
+    assert_eq!(
+        status_as(&c, &as_gone, M::PUT, l, "/v1/kv/k", kv.clone()).await,
+        403
+    );
+    assert_eq!(
+        status_as(&c, &as_gone, M::GET, l, "/v1/snapshot", None).await,
+        403
+    );
+    assert_eq!(
+        status_as(&c, &as_gone, M::POST, l, "/v1/leader/transfer", None).await,
+        403
+    );
+    // Node `gone` is removed (by an admin token); from then on its certificate grants
+    // nothing anywhere, and it cannot add itself back.
+    let path = format!("/v1/members/{gone}");
+    assert_eq!(status_as(&c, &c.http, M::DELETE, l, &path, None).await, 200);
+    c.stop(gone);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_as(&c, &as_gone, M::GET, stays, "/v1/status", None).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "node {stays} still lets node {gone} read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in [l, stays] {
+        assert_eq!(
+            status_as(&c, &as_gone, M::GET, i, "/v1/status", None).await,
+            401
+        );
+        assert_eq!(
+            status_as(&c, &as_gone, M::GET, i, "/v1/snapshot", None).await,
+            401
+        );
+        assert_eq!(
+            status_as(&c, &as_gone, M::PUT, i, "/v1/kv/k", kv.clone()).await,
+            401
+        );
+        assert_eq!(
+            status_as(&c, &as_gone, M::POST, i, "/v1/members", itself.clone()).await,
+            401
+        );
+    }
+    let refused = as_gone.get(c.url(l, "/v1/status")).send().await.unwrap();
+    let body: serde_json::Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("names node {gone}, which is not a member")),
+        "{message}"
+    );
+    // A certificate of the cluster's CA for a node that never was a member: nothing.
+    let to = Some(serde_json::json!({"to": stays}));
+    assert_eq!(
+        status_as(&c, &as_nine, M::POST, l, "/v1/leader/transfer", to).await,
+        401
+    );
+    assert_eq!(
+        status_as(&c, &as_nine, M::GET, l, "/v1/members", None).await,
+        401
+    );
+    // The members left are two, as the admin made them.
+    let members = c.get_json(l, "/v1/members").await;
+    let ids: Vec<u64> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{members}");
+    assert!(!ids.contains(&(gone as u64)));
+    // An admin token with a removed node's certificate still works: the token decides.
+    let admin_as_gone = c.client_presenting(Some(&format!("node-{gone}")), Some(&t.admin));
+    assert_eq!(
+        status_as(&c, &admin_as_gone, M::GET, l, "/v1/status", None).await,
+        200
+    );
+}
+
+/// Reads `resp`'s server-sent events until `done` holds for the text so far, or the
+/// stream ends; the text. Fails past the deadline.
+async fn read_events(resp: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> (String, bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = String::new();
+    loop {
+        if done(&text) {
+            return (text, false);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no end in sight: {text}");
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) | Ok(Err(_)) => return (text, true),
+            Err(_) => panic!("no end in sight: {text}"),
+        }
+    }
+}
+
+/// Waits until node `i` logged `what` at least `times` times.
+async fn logged(c: &Cluster, i: usize, what: &str, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.node_log(i).matches(what).count() < times {
+        assert!(Instant::now() < deadline, "node {i} never logged {what:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_when_their_token_is_revoked_and_see_nothing_written_after() {
+    let mut c = Cluster::new(3, &[]);
+    let t = c.enable_tokens();
+    let temp = String::from_utf8(
+        common::run_ok(
+            std::process::Command::new(common::binary())
+                .args(["tokens", "add", "contractor", "--role", "read", "--file"])
+                .arg(&t.file),
+        )
+        .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    c.launch().await;
+    let l = c.leader().await;
+    let watcher = c.client_with(Some(&temp));
+    let mut watch = watcher
+        .get(c.url(l, "/v1/kv/watch?prefix="))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let mut events = watcher.get(c.url(l, "/v1/events")).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+    // A reader of another token keeps streaming.
+    let mut kept = c
+        .client_with(Some(&t.read))
+        .get(c.url(l, "/v1/kv/watch?prefix="))
+        .send()
+        .await
+        .unwrap();
+    let put = |key: &'static str| {
+        let http = c.http.clone();
+        let url = c.url(l, &format!("/v1/kv/{key}"));
+        async move {
+            let r = http
+                .put(url)
+                .json(&serde_json::json!({"value": "v"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    put("before").await;
+    let (seen, _) = read_events(&mut watch, |t| t.contains("\"before\"")).await;
+    assert!(seen.contains("event: put"), "{seen}");
+    // The token is removed and every node reloads its token file.
+    common::run_ok(
+        std::process::Command::new(common::binary())
+            .args(["tokens", "remove", "contractor", "--file"])
+            .arg(&t.file),
+    );
+    for i in 0..3 {
+        c.signal(i, "HUP");
+    }
+    for i in 0..3 {
+        logged(&c, i, "SIGHUP: reloaded the token file", 1).await;
+    }
+    put("after").await;
+    let (rest, ended) = read_events(&mut watch, |_| false).await;
+    assert!(ended);
+    assert!(rest.contains("event: revoked"), "{rest}");
+    assert!(rest.contains("contractor"), "{rest}");
+    assert!(
+        !rest.contains("\"after\""),
+        "a revoked watch saw a later write: {rest}"
+    );
+    let (dash, ended) = read_events(&mut events, |_| false).await;
+    assert!(ended && dash.contains("event: revoked"), "{dash}");
+    // The other token's stream goes on and sees the write.
+    let (other, ended) = read_events(&mut kept, |t| t.contains("\"after\"")).await;
+    assert!(!ended, "{other}");
+    // And the revoked token opens nothing new.
+    let again = watcher.get(c.url(l, "/v1/kv/watch")).send().await.unwrap();
+    assert_eq!(again.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_its_longest_life_and_a_client_resumes_it_without_a_gap() {
+    let c = Cluster::start_with(1, &["--max-stream-lifetime-ms", "700"]).await;
+    let mut resp = c
+        .http
+        .get(c.url(0, "/v1/log/stream?from=1"))
+        .send()
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let (text, ended) = read_events(&mut resp, |_| false).await;
+    assert!(ended && text.contains("event: closing"), "{text}");
+    assert!(text.contains("\"lifetime\""), "{text}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The typed client follows the log across those ends, missing nothing.
+    let client = raft_http_client::Client::new([c.apis[0].clone()]).unwrap();
+    let mut follow = std::pin::pin!(client.log_stream(Some(1)));
+    let mut written = Vec::new();
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        let index = client
+            .append(format!("e{}", written.len()))
+            .await
+            .unwrap()
+            .index;
+        written.push(index);
+        while seen.last() != Some(&index) {
+            let e = tokio::time::timeout(Duration::from_secs(10), follow.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let raft_http_client::Event::Entry(e) = e {
+                if e.kind == "entry" {
+                    seen.push(e.index);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_cannot_take_every_stream_slot_and_admins_keep_a_reserve() {
+    let mut c = Cluster::new(
+        1,
+        &[
+            "--max-watchers",
+            "8",
+            "--stream-reserve",
+            "2",
+            "--max-streams-per-token",
+            "4",
+        ],
+    );
+    let t = c.enable_tokens();
+    c.launch().await;
+    let open = |token: &str| {
+        let client = c.client_with(Some(token));
+        let url = c.url(0, "/v1/kv/watch");
+        async move { client.get(url).send().await.unwrap() }
+    };
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let r = open(&t.read).await;
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let refused = open(&t.read).await;
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_watchers");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-streams-per-token"),
+        "{body}"
+    );
+    // Another token takes what is left but the reserve.
+    for _ in 0..2 {
+        let r = open(&t.write).await;
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let reserved = open(&t.write).await;
+    assert_eq!(reserved.status(), 429);
+    let body: serde_json::Value = reserved.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--stream-reserve"),
+        "{body}"
+    );
+    // The admin still gets in: its dashboard and its watch.
+    let dash = c
+        .client_with(Some(&t.admin))
+        .get(c.url(0, "/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dash.status(), 200);
+    assert_eq!(open(&t.admin).await.status(), 200);
+    // A slot given back is free again.
+    held.truncate(3);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if open(&t.read).await.status() == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -98,13 +98,23 @@ async fn writes_reads_failover_and_a_resumed_stream_over_tls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_joins_over_https_with_its_certificate_and_the_cluster_restarts_in_turn() {
+async fn a_node_joins_over_https_with_an_admin_token_and_the_cluster_restarts_in_turn() {
     let (mut c, t) = secure_cluster().await;
     let kv = client(&c, &t.write);
     kv.put("k", "v1").await.unwrap();
-    // Node 3 joins through node 0's HTTPS API, authenticated as a member by its own
-    // certificate (it holds no token), and the autopilot promotes it.
+    // Node 3's certificate alone does not let it join: it is not a member yet, and being
+    // a node grants no right to change the membership. It stops and says what to do.
     let n = c.add_slot();
+    c.spawn_joining(n, 0);
+    let status = c.wait_exit(n);
+    assert!(!status.success());
+    let log = c.node_log(n);
+    assert!(log.contains("--join-token-file"), "{log}");
+    // With an admin token to ask with, it joins through node 0's HTTPS API, and the
+    // autopilot promotes it.
+    let token_file = c.dir.path().join("join-token");
+    std::fs::write(&token_file, format!("{}\n", t.admin)).unwrap();
+    c.push_node_args(n, &["--join-token-file", &token_file.display().to_string()]);
     c.spawn_joining(n, 0);
     let admin = client(&c, &t.admin);
     let deadline = Instant::now() + Duration::from_secs(60);

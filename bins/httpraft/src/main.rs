@@ -407,7 +407,7 @@ async fn ask_to_join(
 }
 
 async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
-    let client = settings::api_client_config(opts)?;
+    let client = settings::join_client_config(opts)?;
     let (s, join) = match &opts.join {
         Some(url) => {
             let own = settings::rejoin_settings(index, opts)?;

@@ -141,6 +141,11 @@ pub struct Options {
     /// autopilot. Its own addresses come from --raft-addr and --api, or from the peers file.
     #[arg(long, value_name = "URL")]
     pub join: Option<String>,
+    /// With --join, when the cluster checks tokens: a file holding an `admin` token, used
+    /// only to ask the cluster to add this node (a node's certificate does not let it add
+    /// itself). Not needed when an operator added the node first (POST /v1/members).
+    #[arg(long, value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
     /// The Raft listen address when joining [default: peers[id] from the peers file].
     #[arg(long)]
     pub raft_addr: Option<String>,
@@ -266,6 +271,21 @@ pub struct Options {
     /// [default: 1024].
     #[arg(long)]
     pub max_watchers: Option<usize>,
+    /// Of --max-watchers, the stream slots kept for admin tokens and members [default: 32].
+    #[arg(long)]
+    pub stream_reserve: Option<usize>,
+    /// Streams one token holds at once at most (admin tokens and members excepted); more
+    /// get 429 [default: 256].
+    #[arg(long)]
+    pub max_streams_per_token: Option<usize>,
+    /// Streams one client address holds at once at most (admin tokens and members
+    /// excepted); more get 429 [default: 128].
+    #[arg(long)]
+    pub max_streams_per_address: Option<usize>,
+    /// Milliseconds a stream stays open at most before it ends with a `closing` event (the
+    /// client resumes with Last-Event-ID); 0: no limit [default: 3600000].
+    #[arg(long)]
+    pub max_stream_lifetime_ms: Option<u64>,
     /// Entries one POST /v1/log may append at most ({"entries": [...]}); more get 400
     /// [default: 10000].
     #[arg(long)]
@@ -319,6 +339,7 @@ impl Options {
             tokens: self.tokens.or(other.tokens),
             metrics_public: self.metrics_public || other.metrics_public,
             join: self.join.or(other.join),
+            join_token_file: self.join_token_file.or(other.join_token_file),
             raft_addr: self.raft_addr.or(other.raft_addr),
             autopilot: self.autopilot.or(other.autopilot),
             autopilot_max_lag: self.autopilot_max_lag.or(other.autopilot_max_lag),
@@ -360,6 +381,12 @@ impl Options {
                 .or(other.http_request_timeout_ms),
             max_concurrent_reads: self.max_concurrent_reads.or(other.max_concurrent_reads),
             max_watchers: self.max_watchers.or(other.max_watchers),
+            stream_reserve: self.stream_reserve.or(other.stream_reserve),
+            max_streams_per_token: self.max_streams_per_token.or(other.max_streams_per_token),
+            max_streams_per_address: self
+                .max_streams_per_address
+                .or(other.max_streams_per_address),
+            max_stream_lifetime_ms: self.max_stream_lifetime_ms.or(other.max_stream_lifetime_ms),
             max_batch_entries: self.max_batch_entries.or(other.max_batch_entries),
             ready_apply_wait_ms: self.ready_apply_wait_ms.or(other.ready_apply_wait_ms),
             snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
@@ -568,10 +595,28 @@ pub fn tls_files(opts: &Options) -> Result<Option<raft_net::TlsFiles>, String> {
     }
 }
 
-/// How this node calls members' APIs (to join, for the dashboard): over HTTPS with its own
-/// certificate, which makes it a member there, when the API is HTTPS.
-pub fn api_client_config(opts: &Options) -> Result<raft_http_client::ClientConfig, String> {
-    member_client(tls_files(opts)?.as_ref(), opts.api_plaintext)
+/// How this node calls members' APIs to join: over HTTPS with its own certificate when the
+/// API is HTTPS (which lets it read the members once it is one), with the admin token of
+/// --join-token-file if given (which lets it ask to be added).
+pub fn join_client_config(opts: &Options) -> Result<raft_http_client::ClientConfig, String> {
+    let mut cfg = member_client(tls_files(opts)?.as_ref(), opts.api_plaintext)?;
+    if let Some(f) = &opts.join_token_file {
+        cfg.token = Some(read_token_file(f)?);
+    }
+    Ok(cfg)
+}
+
+/// The token a file holds (its first line, without surrounding blanks).
+fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    match text.lines().next().map(str::trim) {
+        Some(t) if !t.is_empty() => Ok(t.to_string()),
+        _ => Err(format!(
+            "the token file {} is empty: write the token (from `httpraft tokens add`) on its first line",
+            path.display()
+        )),
+    }
 }
 
 fn member_client(
@@ -826,6 +871,31 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
             return Err("--max-watchers must be at least 1".into());
         }
         http.max_watchers = n;
+    }
+    if let Some(n) = opts.stream_reserve {
+        if n >= http.max_watchers {
+            return Err(format!(
+                "--stream-reserve ({n}) must be smaller than --max-watchers ({})",
+                http.max_watchers
+            ));
+        }
+        http.stream_reserve = n;
+    }
+    http.stream_reserve = http.stream_reserve.min(http.max_watchers - 1);
+    if let Some(n) = opts.max_streams_per_token {
+        if n == 0 {
+            return Err("--max-streams-per-token must be at least 1".into());
+        }
+        http.max_streams_per_token = n;
+    }
+    if let Some(n) = opts.max_streams_per_address {
+        if n == 0 {
+            return Err("--max-streams-per-address must be at least 1".into());
+        }
+        http.max_streams_per_address = n;
+    }
+    if let Some(ms) = opts.max_stream_lifetime_ms {
+        http.max_stream_lifetime = Duration::from_millis(ms);
     }
     if let Some(n) = opts.max_batch_entries {
         if n == 0 {

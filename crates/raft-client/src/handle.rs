@@ -359,6 +359,18 @@ impl<R: Send + 'static> RaftNode<R> {
         self.shared.book.get(node).and_then(|p| p.api)
     }
 
+    /// Whether `node` is a voter or a learner of the configuration in effect on this node
+    /// (no round trip to the runtime). A node that was removed, or never added, is not.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.shared.book.is_member(node)
+    }
+
+    /// A receiver that sees every change of who is a member (its value is a counter; read
+    /// [`RaftNode::is_member`] again when it changes).
+    pub fn watch_members(&self) -> watch::Receiver<u64> {
+        self.shared.book.watch_members()
+    }
+
     /// The node's id, role, term, leader, commit and applied index, last index and, on the
     /// leader, every follower's progress.
     pub async fn status(&self) -> Result<Status, Error> {

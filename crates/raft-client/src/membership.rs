@@ -4,7 +4,7 @@
 //! configuration, which the log names without addresses until a change records them, are
 //! found in the node's own peer list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -89,28 +89,73 @@ pub(crate) fn member_addresses(
         .collect()
 }
 
-/// The addresses of the members, shared by the runtime (which updates them as the
-/// configuration changes) and the handles (which use them for leader hints).
-#[derive(Clone, Default)]
-pub(crate) struct AddressBook(Arc<RwLock<BTreeMap<NodeId, Peer>>>);
+/// The addresses of the members, and who is a member of the configuration in effect,
+/// shared by the runtime (which updates them as the configuration changes) and the handles
+/// (which use them for leader hints and to tell a member's credentials from a stranger's).
+#[derive(Clone)]
+pub(crate) struct AddressBook(Arc<Book>);
+
+struct Book {
+    peers: RwLock<BTreeMap<NodeId, Peer>>,
+    /// The voters and learners of the configuration in effect.
+    members: RwLock<BTreeSet<NodeId>>,
+    /// Bumped whenever `members` changes.
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for AddressBook {
+    fn default() -> Self {
+        AddressBook::new(BTreeMap::new())
+    }
+}
 
 impl AddressBook {
+    /// A book of `peers`, all of them members until the runtime says otherwise.
     pub(crate) fn new(peers: BTreeMap<NodeId, Peer>) -> Self {
-        AddressBook(Arc::new(RwLock::new(peers)))
+        let members = peers.keys().copied().collect();
+        AddressBook(Arc::new(Book {
+            peers: RwLock::new(peers),
+            members: RwLock::new(members),
+            version: tokio::sync::watch::channel(0).0,
+        }))
     }
 
     pub(crate) fn get(&self, id: NodeId) -> Option<Peer> {
-        self.0.read().ok().and_then(|m| m.get(&id).cloned())
+        self.0.peers.read().ok().and_then(|m| m.get(&id).cloned())
     }
 
     pub(crate) fn all(&self) -> BTreeMap<NodeId, Peer> {
-        self.0.read().map(|m| m.clone()).unwrap_or_default()
+        self.0.peers.read().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub(crate) fn set(&self, peers: BTreeMap<NodeId, Peer>) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.0.peers.write() {
             *m = peers;
         }
+    }
+
+    /// Whether `id` is a voter or a learner of the configuration in effect.
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        self.0.members.read().is_ok_and(|m| m.contains(&id))
+    }
+
+    /// Records the members of the configuration in effect.
+    pub(crate) fn set_members(&self, members: BTreeSet<NodeId>) {
+        let changed = match self.0.members.write() {
+            Ok(mut m) if *m != members => {
+                *m = members;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.0.version.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// A receiver that sees every change of the members.
+    pub(crate) fn watch_members(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.version.subscribe()
     }
 }
 

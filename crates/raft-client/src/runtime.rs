@@ -289,6 +289,7 @@ async fn build<SM: StateMachine>(
         node.membership_at(node.commit_index()).cloned(),
     );
     book.set(peer_addresses(&membership, &cfg.peers));
+    book.set_members(membership.0.members());
     let peers = transport_peers(cfg.id, &book.all(), &BTreeMap::new());
     let listen = cfg.raft_listen.unwrap_or(me.raft);
     let mut ncfg = NetConfig::new(cfg.id, cfg.cluster_id.clone(), listen, peers);
@@ -977,6 +978,7 @@ impl<SM: StateMachine> Runtime<SM> {
             }
             self.departed.retain(|id, _| !addresses.contains_key(id));
             self.book.set(addresses);
+            self.book.set_members(self.membership.0.members());
         }
         self.departed.retain(|_, (_, until)| *until > now);
         let peers = transport_peers(self.cfg.id, &self.book.all(), &self.departed);

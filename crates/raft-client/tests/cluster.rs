@@ -627,3 +627,41 @@ async fn every_concurrent_shutdown_returns_only_once_the_directory_is_released()
         Err(Error::Shutdown)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_knows_who_is_a_member_and_forgets_a_removed_one() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let removed = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    for n in c.nodes.values() {
+        assert!((1..=3).all(|id| n.is_member(id)));
+        assert!(!n.is_member(9), "never added");
+    }
+    let mut changes = c.nodes[&leader].watch_members();
+    changes.borrow_and_update();
+    // A new leader changes the membership once it has committed an entry of its term.
+    let start = Instant::now();
+    while let Err(e) = c.nodes[&leader].remove_member(removed).await {
+        assert!(start.elapsed() < DEADLINE, "cannot remove {removed}: {e:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(DEADLINE, changes.changed())
+        .await
+        .expect("the leader saw no membership change")
+        .unwrap();
+    assert!(!c.nodes[&leader].is_member(removed));
+    let stayed = *c
+        .nodes
+        .keys()
+        .find(|&&id| id != leader && id != removed)
+        .unwrap();
+    let start = Instant::now();
+    while c.nodes[&stayed].is_member(removed) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "node {stayed} still names {removed} a member"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(c.nodes[&stayed].is_member(leader) && c.nodes[&stayed].is_member(stayed));
+}

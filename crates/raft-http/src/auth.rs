@@ -10,22 +10,31 @@
 //!   `Authorization: Bearer <token>`; a `GET` may carry it as the cookie `raft_token`
 //!   instead, which is how the dashboard's browser stream sends it (never for writes, so a
 //!   page elsewhere cannot make a browser write with its cookie).
-//! - **Members**: a request over TLS whose client certificate names a member of this
-//!   cluster ([`raft_net::tls::certificate_node`]) is a member's (the dashboard's sampler, a
-//!   joining node): it may do anything, as a member can already do anything to the cluster
-//!   through its Raft port.
+//! - **Members**: a request over TLS whose client certificate names a node
+//!   ([`raft_net::tls::certificate_node`]) that is a voter or a learner of the configuration
+//!   in effect is a member's, and gets what members need from each other's API: the `read`
+//!   role (the dashboard's sampler reads the others' status; a node restarted with `--join`
+//!   lists the members). Being a node grants nothing more: writes, membership changes and
+//!   backups need a token of their role, and a certificate naming a node that was removed,
+//!   or never added, grants nothing at all.
+//!
+//! Each request that passes carries its [`Credential`], which streams check again whenever
+//! the token file is reloaded or the membership changes (see [`crate::streams`]).
 //!
 //! Without a token file, nothing is checked (and the node says so when it starts).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+
+use raft_client::{KvResponse, RaftNode};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -165,6 +174,12 @@ pub struct Access {
     file: Option<PathBuf>,
     tokens: RwLock<Arc<Tokens>>,
     metrics_public: bool,
+    /// Bumped at every successful reload: open streams check their credential again.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Why the latest reload failed, while the tokens in force are older than the file.
+    reload_error: Mutex<Option<String>>,
+    /// Reloads that failed since the node started.
+    reload_failures: AtomicU64,
 }
 
 impl Access {
@@ -174,6 +189,9 @@ impl Access {
             file: None,
             tokens: RwLock::default(),
             metrics_public: true,
+            generation: tokio::sync::watch::channel(0).0,
+            reload_error: Mutex::new(None),
+            reload_failures: AtomicU64::new(0),
         }
     }
 
@@ -185,6 +203,9 @@ impl Access {
             file: Some(file),
             tokens: RwLock::new(Arc::new(tokens)),
             metrics_public,
+            generation: tokio::sync::watch::channel(0).0,
+            reload_error: Mutex::new(None),
+            reload_failures: AtomicU64::new(0),
         })
     }
 
@@ -193,36 +214,141 @@ impl Access {
         self.file.is_some()
     }
 
-    /// Reads the token file again; requests from now on are checked against it. On error
-    /// the tokens in force are kept.
+    /// Reads the token file again; requests from now on are checked against it, and open
+    /// streams whose token is gone (or lost the role they need) end. On error the tokens in
+    /// force are kept, and the failure is recorded ([`Access::reload_error`]) until a reload
+    /// succeeds.
     pub fn reload(&self) -> Result<usize, String> {
         let Some(file) = &self.file else {
             return Ok(0);
         };
-        let tokens = Tokens::from_file(&TokenFile::load(file)?);
+        let tokens = match TokenFile::load(file) {
+            Ok(f) => Tokens::from_file(&f),
+            Err(e) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.reload_error) = Some(e.clone());
+                return Err(e);
+            }
+        };
         let n = tokens.by_hash.len();
         match self.tokens.write() {
             Ok(mut t) => *t = Arc::new(tokens),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(tokens),
         }
+        *lock(&self.reload_error) = None;
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
         Ok(n)
     }
 
-    fn lookup(&self, token: &str) -> Option<(String, Role)> {
-        let tokens = match self.tokens.read() {
+    /// Why the latest reload of the token file failed, while it has not succeeded since:
+    /// the tokens in force are then older than the file (a token removed from it still
+    /// works).
+    pub fn reload_error(&self) -> Option<String> {
+        lock(&self.reload_error).clone()
+    }
+
+    /// Reloads of the token file that failed since the node started.
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Relaxed)
+    }
+
+    /// A receiver that sees every successful reload.
+    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn current(&self) -> Arc<Tokens> {
+        match self.tokens.read() {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        tokens.by_hash.get(&token_hash(token)).cloned()
+        }
+    }
+
+    /// The name and role of the token whose SHA-256 is `hash`.
+    fn lookup_hash(&self, hash: &str) -> Option<(String, Role)> {
+        self.current().by_hash.get(hash).cloned()
+    }
+
+    /// What `cred` grants now, after the reloads and membership changes since it was
+    /// checked: `None` once it grants nothing.
+    pub(crate) fn grants_now(
+        &self,
+        cred: &Credential,
+        node: &RaftNode<KvResponse>,
+    ) -> Option<Role> {
+        match &cred.holder {
+            Holder::Anyone => Some(Role::Admin),
+            Holder::Token { hash, .. } => self.lookup_hash(hash).map(|(_, role)| role),
+            Holder::Member(id) => node.is_member(*id).then_some(MEMBER_ROLE),
+        }
     }
 }
 
-/// The member of this cluster a TLS client certificate names, put in each request's
-/// extensions by the server.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// What a member's certificate grants on another member's API: what the members need from
+/// each other (the dashboard's sampler reads their status; a node restarted with `--join`
+/// lists the members).
+pub const MEMBER_ROLE: Role = Role::Read;
+
+/// Who presented the credential of a request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Holder {
+    /// Nobody in particular: the API is open (no token file).
+    Anyone,
+    /// The holder of a token of the token file.
+    Token {
+        /// Its name in the token file.
+        name: String,
+        /// Its SHA-256, to look it up again after a reload.
+        hash: String,
+    },
+    /// A member, by its certificate.
+    Member(u64),
+}
+
+/// The credential a request was let in with, and what it granted then. Put in the request's
+/// extensions by the access check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Credential {
+    /// Who.
+    pub(crate) holder: Holder,
+    /// What it granted.
+    pub(crate) role: Role,
+}
+
+impl Credential {
+    /// Whether it may take the stream slots kept for administrators and members.
+    pub(crate) fn privileged(&self) -> bool {
+        match self.holder {
+            Holder::Member(_) => true,
+            Holder::Token { .. } => self.role == Role::Admin,
+            Holder::Anyone => false,
+        }
+    }
+
+    /// How it is named in logs and errors.
+    pub(crate) fn describe(&self) -> String {
+        match &self.holder {
+            Holder::Anyone => "this client".to_string(),
+            Holder::Token { name, .. } => format!("the token {name:?}"),
+            Holder::Member(id) => format!("the certificate of member {id}"),
+        }
+    }
+}
+
+/// The node a TLS client certificate names, put in each request's extensions by the
+/// server. Whether that node is a member is decided at each request, against the
+/// configuration in effect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientCertificate {
-    /// The node the certificate names, if it names a member of this cluster.
-    pub member: Option<u64>,
+    /// The node of this cluster the certificate names, if it names one.
+    pub node: Option<u64>,
 }
 
 /// The role a route needs; `None`: open to anyone.
@@ -262,16 +388,16 @@ fn presented_token(req: &Request) -> Option<String> {
         .find_map(|c| c.trim().strip_prefix("raft_token=").map(str::to_string))
 }
 
-fn unauthorized(need: Role) -> Response {
-    let mut r = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        format!(
-            "this needs a token with the {} role: send Authorization: Bearer <token> (see docs/security.md)",
-            need.name()
-        ),
-    )
-    .into_response();
+fn unauthorized(need: Role, why: Option<String>) -> Response {
+    let what = format!(
+        "this needs a token with the {} role: send Authorization: Bearer <token> (see docs/security.md)",
+        need.name()
+    );
+    let message = match why {
+        Some(why) => format!("{why}; {what}"),
+        None => what,
+    };
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer realm=\"httpraft\""),
@@ -279,10 +405,56 @@ fn unauthorized(need: Role) -> Response {
     r
 }
 
-/// Checks every request against the access rules before its handler runs.
-pub(crate) async fn check(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// What a request's token and client certificate grant together: the stronger of the two.
+/// `Err` means 401, with the reason when there is more to say than "no credential".
+fn credential_of(
+    access: &Access,
+    node: &RaftNode<KvResponse>,
+    req: &Request,
+) -> Result<Credential, Option<String>> {
+    let mut granted = None;
+    if let Some(token) = presented_token(req) {
+        let hash = token_hash(&token);
+        match access.lookup_hash(&hash) {
+            Some((name, role)) => {
+                granted = Some(Credential {
+                    holder: Holder::Token { name, hash },
+                    role,
+                })
+            }
+            None => return Err(Some("the token is not known (revoked, or mistyped)".into())),
+        }
+    }
+    let certified = req
+        .extensions()
+        .get::<ClientCertificate>()
+        .and_then(|c| c.node);
+    if let Some(id) = certified {
+        if !node.is_member(id) {
+            if granted.is_none() {
+                return Err(Some(format!(
+                    "the client certificate names node {id}, which is not a member of this cluster (a node's certificate grants reads to members only)"
+                )));
+            }
+        } else if granted.as_ref().is_none_or(|c| c.role < MEMBER_ROLE) {
+            granted = Some(Credential {
+                holder: Holder::Member(id),
+                role: MEMBER_ROLE,
+            });
+        }
+    }
+    granted.ok_or(None)
+}
+
+/// Checks every request against the access rules before its handler runs, and puts the
+/// [`Credential`] it was let in with in its extensions.
+pub(crate) async fn check(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let access = &st.access;
     if !access.enabled() {
+        req.extensions_mut().insert(Credential {
+            holder: Holder::Anyone,
+            role: Role::Admin,
+        });
         return next.run(req).await;
     }
     let route = req
@@ -296,30 +468,31 @@ pub(crate) async fn check(State(st): State<AppState>, req: Request, next: Next) 
     let Some(need) = required_role(req.method(), &route, access.metrics_public) else {
         return next.run(req).await;
     };
-    let member = req
-        .extensions()
-        .get::<ClientCertificate>()
-        .and_then(|c| c.member);
-    if member.is_some() {
-        return next.run(req).await;
-    }
-    let Some(token) = presented_token(&req) else {
-        return unauthorized(need);
+    let cred = match credential_of(access, &st.node, &req) {
+        Ok(c) => c,
+        Err(why) => return unauthorized(need, why),
     };
-    match access.lookup(&token) {
-        None => unauthorized(need),
-        Some((_, role)) if role >= need => next.run(req).await,
-        Some((name, role)) => ApiError::new(
+    if cred.role < need {
+        let hint = match cred.holder {
+            Holder::Member(_) => {
+                " (what members need from each other's API); send a token for more"
+            }
+            _ => "",
+        };
+        return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
-                "the token {name:?} has the {} role; this needs {}",
-                role.name(),
+                "{} has the {} role{hint}; this needs {}",
+                cred.describe(),
+                cred.role.name(),
                 need.name()
             ),
         )
-        .into_response(),
+        .into_response();
     }
+    req.extensions_mut().insert(cred);
+    next.run(req).await
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use raft_client::MemberRole;
 use raft_core::NodeId;
 use serde_json::{json, Value};
@@ -36,8 +36,6 @@ const MEMBER_TIMEOUT: Duration = Duration::from_millis(800);
 pub(crate) const HISTORY_POINTS: usize = 300;
 /// Timeline events kept.
 pub(crate) const TIMELINE_EVENTS: usize = 100;
-/// How often an idle stream sends a comment to keep proxies from closing it.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The sampler's output and what it keeps, shared by the viewers of one node.
 #[derive(Debug)]
@@ -117,8 +115,12 @@ fn unix_ms(t: SystemTime) -> u64 {
 #[utoipa::path(get, path = "/v1/events", tag = "dashboard",
     responses((status = 200, description = "Server-sent events: `history` once, then `cluster` samples about once a second; `closing`", content_type = "text/event-stream"),
         (status = 429, description = "Too many streams (--max-watchers)", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn events(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let permit = crate::watch::permit(&st)?;
+pub(crate) async fn events(
+    State(st): State<AppState>,
+    cred: Option<axum::Extension<crate::auth::Credential>>,
+    addr: Option<axum::Extension<crate::streams::ClientAddr>>,
+) -> Result<Response, ApiError> {
+    let admission = crate::watch::admit(&st, (cred, addr))?;
     let rx = Dashboard::subscribe(&st);
     // Browsers reconnect after `retry`; the page moves to another member after two failures.
     let first = Event::default()
@@ -131,18 +133,16 @@ pub(crate) async fn events(State(st): State<AppState>) -> Result<Response, ApiEr
         first: Option<Event>,
         initial: bool,
         ended: bool,
-        _permit: tokio::sync::OwnedSemaphorePermit,
     }
     fn cluster(sample: &Value) -> Event {
         Event::default().event("cluster").data(sample.to_string())
     }
     let s = S {
-        st,
+        st: st.clone(),
         rx,
         first: Some(first),
         initial: true,
         ended: false,
-        _permit: permit,
     };
     let stream = futures_util::stream::unfold(s, |mut s| async move {
         if let Some(e) = s.first.take() {
@@ -181,9 +181,7 @@ pub(crate) async fn events(State(st): State<AppState>) -> Result<Response, ApiEr
             }
         }
     });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+    Ok(crate::watch::sse(st, admission, stream))
 }
 
 /// What the previous sample saw, to derive rates and the timeline.

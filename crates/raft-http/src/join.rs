@@ -51,6 +51,17 @@ fn retryable(e: &raft_http_client::Error) -> bool {
     }
 }
 
+/// What to add to an error the cluster answered: for a refusal of credentials, how a node
+/// gets the right to join.
+fn hint(e: &raft_http_client::Error) -> &'static str {
+    match e {
+        raft_http_client::Error::Api { status: 401 | 403, .. } => {
+            " (a node's certificate does not let it join: give it an admin token with --join-token-file, or have an operator add it first with POST /v1/members and start it again)"
+        }
+        _ => "",
+    }
+}
+
 /// The members listed by the member serving `url` (`http://host:port`, or `host:port`),
 /// reached with the TLS settings and token of `base`.
 pub async fn fetch_members(
@@ -58,7 +69,7 @@ pub async fn fetch_members(
     base: &raft_http_client::ClientConfig,
 ) -> Result<Vec<JoinMember>, JoinError> {
     client(url, base)?.members().await.map_err(|e| JoinError {
-        message: format!("cannot list the members through {url}: {e}"),
+        message: format!("cannot list the members through {url}: {e}{}", hint(&e)),
         retry: retryable(&e),
     })
 }
@@ -77,7 +88,7 @@ pub async fn ask_to_join(
         .add_learner(id, raft, api)
         .await
         .map_err(|e| JoinError {
-            message: format!("asking {url} to add node {id}: {e}"),
+            message: format!("asking {url} to add node {id}: {e}{}", hint(&e)),
             retry: retryable(&e),
         })
 }

@@ -36,6 +36,7 @@ mod parse_errors;
 mod process;
 mod server;
 mod state;
+mod streams;
 mod ui;
 mod v1;
 mod watch;
@@ -53,6 +54,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use server::{serve, serve_with_tls, ServerCounts, ServerLimits, ServerStats};
 pub use state::{AppState, HttpConfig};
+pub use streams::ClientAddr;
 
 async fn not_found() -> ApiError {
     ApiError::new(

@@ -516,7 +516,7 @@ pub async fn serve_with_tls(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::ZERO;
     loop {
-        let (stream, _addr) = tokio::select! {
+        let (stream, addr) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(x) => {
@@ -553,7 +553,7 @@ pub async fn serve_with_tls(
         tracker.spawn(async move {
             stats.open.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                () = serve_accepted(stream, router, limits, &stats, stop, tls) => {}
+                () = serve_accepted(stream, addr, router, limits, &stats, stop, tls) => {}
                 () = force.cancelled() => {}
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
@@ -582,6 +582,7 @@ pub async fn serve_with_tls(
 /// its requests.
 async fn serve_accepted(
     stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
     router: Router,
     limits: ServerLimits,
     stats: &ServerStats,
@@ -590,11 +591,11 @@ async fn serve_accepted(
 ) {
     let _ = stream.set_nodelay(true);
     match tls {
-        None => serve_connection(stream, router, limits, stats, stop, None).await,
+        None => serve_connection(stream, addr, router, limits, stats, stop, None).await,
         Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
-            Ok(Ok((s, member))) => {
-                let cert = crate::auth::ClientCertificate { member };
-                serve_connection(s, router, limits, stats, stop, Some(cert)).await;
+            Ok(Ok((s, node))) => {
+                let cert = crate::auth::ClientCertificate { node };
+                serve_connection(s, addr, router, limits, stats, stop, Some(cert)).await;
             }
             Ok(Err(e)) => {
                 ServerStats::add(&stats.tls_failures, 1);
@@ -610,6 +611,7 @@ async fn serve_accepted(
 
 async fn serve_connection<S>(
     stream: S,
+    addr: std::net::SocketAddr,
     router: Router,
     limits: ServerLimits,
     stats: &ServerStats,
@@ -629,6 +631,8 @@ async fn serve_connection<S>(
         if let Some(c) = cert {
             req.extensions_mut().insert(c);
         }
+        req.extensions_mut()
+            .insert(crate::streams::ClientAddr(addr));
         let router = router.clone();
         let activity = served.clone();
         activity.request_started(req.version());

@@ -28,9 +28,21 @@ pub struct HttpConfig {
     /// A request not answered within this time gets a 503 `request_timeout` (a write may
     /// or may not have been applied). Default 30 s.
     pub request_timeout: Duration,
-    /// Streams (`/v1/log/stream`, `/v1/kv/watch`) open at once at most; more get 429
-    /// `too_many_watchers`. Default 1,024.
+    /// Streams (`/v1/log/stream`, `/v1/kv/watch`, `/v1/events`) open at once at most; more
+    /// get 429 `too_many_watchers`. Default 1,024.
     pub max_watchers: usize,
+    /// Of [`HttpConfig::max_watchers`], the slots only admin tokens and members may take.
+    /// Default 32.
+    pub stream_reserve: usize,
+    /// Streams one token holds at once at most (admin tokens and members excepted).
+    /// Default 256.
+    pub max_streams_per_token: usize,
+    /// Streams one client address holds at once at most (admin tokens and members
+    /// excepted). Default 128.
+    pub max_streams_per_address: usize,
+    /// A stream open this long ends with a `closing` event (the client resumes with
+    /// `Last-Event-ID`); zero: no limit. Default one hour.
+    pub max_stream_lifetime: Duration,
     /// Entries one `POST /v1/log` may append at most (`{"entries": [...]}`); more get 400
     /// `too_many_entries`. Default 10,000.
     pub max_batch_entries: usize,
@@ -52,6 +64,10 @@ impl Default for HttpConfig {
             max_concurrent_reads: 16,
             request_timeout: Duration::from_secs(30),
             max_watchers: 1024,
+            stream_reserve: 32,
+            max_streams_per_token: 256,
+            max_streams_per_address: 128,
+            max_stream_lifetime: crate::streams::DEFAULT_LIFETIME,
             max_batch_entries: 10_000,
             ready_apply_wait: Duration::from_millis(500),
             limits: ServerLimits::default(),
@@ -84,8 +100,8 @@ pub struct Shared {
     pub(crate) backups: Arc<tokio::sync::Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) server: Arc<ServerStats>,
-    /// One permit per open stream.
-    pub(crate) watchers: Arc<tokio::sync::Semaphore>,
+    /// The stream slots, and who holds them.
+    pub(crate) streams: Arc<crate::streams::StreamSlots>,
     /// Cancelled when the node stops: open streams end.
     pub(crate) closing: tokio_util::sync::CancellationToken,
     /// Tasks of this API that outlive a request (the dashboard's sampler); they end on
@@ -109,16 +125,14 @@ impl AppState {
     /// State for serving `node`, whose state machine (a [`raft_client::DurableStore`]) is
     /// read through `store`.
     pub fn new(node: RaftNode<KvResponse>, store: DurableReader, cfg: HttpConfig) -> Self {
-        let watchers = cfg.max_watchers.max(1);
         AppState(Arc::new(Shared {
             node,
             store,
             log_reads: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_reads.max(1))),
             backups: Arc::new(tokio::sync::Semaphore::new(1)),
-            cfg,
             metrics: Arc::new(Metrics::default()),
             server: Arc::new(ServerStats::default()),
-            watchers: Arc::new(tokio::sync::Semaphore::new(watchers)),
+            streams: Arc::new(crate::streams::StreamSlots::new(&cfg)),
             closing: tokio_util::sync::CancellationToken::new(),
             background: tokio_util::task::TaskTracker::new(),
             long_polls: Arc::default(),
@@ -126,6 +140,7 @@ impl AppState {
             access: Arc::new(crate::auth::Access::open()),
             peer_api: Arc::default(),
             https: false,
+            cfg,
         }))
     }
 
@@ -195,7 +210,7 @@ impl AppState {
 
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
-        self.cfg.max_watchers.max(1) - self.watchers.available_permits()
+        self.streams.open()
     }
 
     /// The counters [`crate::serve`] keeps about connections, shown in `/metrics`.

@@ -15,14 +15,17 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::Stream;
 use raft_client::KvEvent;
 use raft_core::{Entry, LogIndex};
 use serde_json::json;
-use tokio::sync::OwnedSemaphorePermit;
+
+use crate::auth::Credential;
+use crate::streams::Admission;
 
 use crate::entry_json::entry_to_json;
 use crate::error::ApiError;
@@ -63,26 +66,23 @@ fn start_at(
     }
 }
 
-pub(crate) fn permit(st: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    st.watchers.clone().try_acquire_owned().map_err(|_| {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_watchers",
-            format!(
-                "{} streams are already open on this node (--max-watchers); retry later or use another node",
-                st.cfg.max_watchers
-            ),
-        );
-        e.retry_after = Some(1);
-        e
-    })
+/// The request's credential and address, as a stream needs them ([`crate::streams`]).
+pub(crate) type Caller = (
+    Option<Extension<Credential>>,
+    Option<Extension<crate::streams::ClientAddr>>,
+);
+
+/// A stream slot for the caller, or the 429 that says which limit it reached.
+pub(crate) fn admit(st: &AppState, (cred, addr): Caller) -> Result<Admission, ApiError> {
+    crate::streams::admit(st, cred.map(|c| c.0), addr.map(|a| a.0))
 }
 
-fn sse<S>(stream: S) -> Response
+/// `stream` as server-sent events, for as long as the caller's admission allows.
+pub(crate) fn sse<S>(st: AppState, admission: Admission, stream: S) -> Response
 where
     S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
-    Sse::new(stream)
+    Sse::new(crate::streams::guard(st, admission, stream))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()
 }
@@ -102,7 +102,6 @@ struct Follow<T> {
     pending: VecDeque<T>,
     applied: tokio::sync::watch::Receiver<LogIndex>,
     ended: bool,
-    _permit: OwnedSemaphorePermit,
 }
 
 fn closing_event() -> Event {
@@ -118,7 +117,6 @@ fn closing_event() -> Event {
 fn follow<T, R, E>(
     st: AppState,
     from: LogIndex,
-    permit: OwnedSemaphorePermit,
     read: R,
     event: E,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static
@@ -136,7 +134,6 @@ where
         pending: VecDeque::new(),
         applied,
         ended: false,
-        _permit: permit,
     };
     futures_util::stream::unfold(state, move |mut s| {
         let read = read.clone();
@@ -212,9 +209,11 @@ pub(crate) async fn log_stream(
     State(st): State<AppState>,
     Params(q): Params,
     headers: HeaderMap,
+    cred: Option<Extension<Credential>>,
+    addr: Option<Extension<crate::streams::ClientAddr>>,
 ) -> Result<Response, ApiError> {
     let from = start_at(&headers, &q, "from", st.store.applied() + 1)?;
-    let permit = permit(&st)?;
+    let admission = admit(&st, (cred, addr))?;
     let max_bytes = st.cfg.max_log_bytes;
     let read = move |st: &AppState, from: LogIndex| -> std::io::Result<Read<Entry>> {
         let first = st.store.first_index()?;
@@ -231,7 +230,7 @@ pub(crate) async fn log_stream(
             .id(e.index.to_string())
             .data(entry_to_json(e).to_string())
     };
-    Ok(sse(follow(st, from, permit, read, event)))
+    Ok(sse(st.clone(), admission, follow(st, from, read, event)))
 }
 
 /// `GET /v1/kv/watch?prefix=p&from_revision=r` → server-sent events `put` and `delete`
@@ -247,6 +246,8 @@ pub(crate) async fn kv_watch(
     State(st): State<AppState>,
     Params(q): Params,
     headers: HeaderMap,
+    cred: Option<Extension<Credential>>,
+    addr: Option<Extension<crate::streams::ClientAddr>>,
 ) -> Result<Response, ApiError> {
     let from = start_at(&headers, &q, "from_revision", st.store.applied() + 1)?;
     let prefix = q.get("prefix").cloned().unwrap_or_default();
@@ -256,7 +257,7 @@ pub(crate) async fn kv_watch(
             st.cfg.max_key_bytes
         )));
     }
-    let permit = permit(&st)?;
+    let admission = admit(&st, (cred, addr))?;
     let read = move |st: &AppState, from: LogIndex| -> std::io::Result<Read<KvEvent>> {
         // Read first what is applied: every change up to it is in the store by then.
         let upto = st.store.applied();
@@ -286,5 +287,5 @@ pub(crate) async fn kv_watch(
             .id(e.revision.to_string())
             .data(data.to_string())
     };
-    Ok(sse(follow(st, from, permit, read, event)))
+    Ok(sse(st.clone(), admission, follow(st, from, read, event)))
 }

@@ -181,7 +181,19 @@ impl Cluster {
 
     /// An HTTP client that trusts the cluster's CA (when it has one) and sends `token`.
     pub fn client_with(&self, token: Option<&str>) -> reqwest::Client {
+        self.client_presenting(None, token)
+    }
+
+    /// Like [`client_with`](Self::client_with), presenting the client certificate
+    /// `certs/<cert>.pem` (with its key `certs/<cert>.key`) when `cert` is given.
+    pub fn client_presenting(&self, cert: Option<&str>, token: Option<&str>) -> reqwest::Client {
         let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Some(name) = cert {
+            let certs = self.certs_dir();
+            let mut pem = std::fs::read(certs.join(format!("{name}.pem"))).unwrap();
+            pem.extend(std::fs::read(certs.join(format!("{name}.key"))).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
         if self.tls {
             let ca = std::fs::read(self.certs_dir().join("ca.pem")).unwrap();
             b = b
@@ -245,6 +257,23 @@ impl Cluster {
         self.http = self.client_with(None);
     }
 
+    /// Issues a certificate for node `id` from the cluster's CA, as `httpraft certs node`
+    /// does (`certs/node-<id>.pem`), without making it a member.
+    pub fn issue_cert(&self, id: usize) {
+        run_ok(
+            Command::new(binary())
+                .args([
+                    "certs",
+                    "node",
+                    &id.to_string(),
+                    "--host",
+                    "127.0.0.1",
+                    "--dir",
+                ])
+                .arg(self.certs_dir()),
+        );
+    }
+
     fn issue_node_cert(&mut self, i: usize) {
         let certs = self.certs_dir();
         run_ok(
@@ -292,6 +321,11 @@ impl Cluster {
         i
     }
 
+    /// Adds `args` to node `i`'s own command line, for every later start.
+    pub fn push_node_args(&mut self, i: usize, args: &[&str]) {
+        self.node_args[i].extend(args.iter().map(|a| a.to_string()));
+    }
+
     /// Starts node `i` as a new member joining the cluster through node `via`'s API.
     pub fn spawn_joining(&mut self, i: usize, via: usize) {
         let extra = [
@@ -332,6 +366,19 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.procs[i] = Some(child);
+    }
+
+    /// Waits (up to the deadline) for node `i` to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut c = self.procs[i].take().expect("node not running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "node {i} did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL.
