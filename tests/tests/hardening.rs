@@ -170,7 +170,18 @@ async fn a_thousand_connections_that_never_finish_their_headers_are_closed_in_ti
 ) {
     raise_open_files();
     let timeout = Duration::from_millis(2_000);
-    let c = Cluster::start_with(3, &["--http-header-timeout-ms", "2000"]).await;
+    // Every connection comes from 127.0.0.1, the client's too: the per-address limit is
+    // raised so that the header timeout, not that limit, is what closes them.
+    let c = Cluster::start_with(
+        3,
+        &[
+            "--http-header-timeout-ms",
+            "2000",
+            "--http-max-connections-per-address",
+            "4096",
+        ],
+    )
+    .await;
     let addr = c.apis[0].clone();
     let opened = Instant::now();
     let mut slow = Vec::new();
@@ -378,4 +389,27 @@ async fn one_client_writing_costs_at_most_one_sync_per_write_on_the_leader_and_o
         return;
     }
     panic!("the term moved during each of five attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections_and_the_others_are_served() {
+    raise_open_files();
+    let c = Cluster::start_with(1, &["--http-max-connections-per-address", "50"]).await;
+    let target: std::net::SocketAddr = c.apis[0].parse().unwrap();
+    // One client (127.0.0.2) opens 200 connections and sends nothing.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(target).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.metric(0, "raft_http_connections_over_address_limit_total").await < 150.0 {
+        assert!(Instant::now() < deadline, "the extra connections were not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another address is served.
+    let r = c.http.get(c.url(0, "/v1/status")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(held);
 }

@@ -941,3 +941,200 @@ async fn one_token_cannot_take_every_stream_slot_and_admins_keep_a_reserve() {
     .await
     .unwrap();
 }
+
+/// `POST /v1/log` to node 0 with `headers` and `body`: the status and the error code.
+async fn post_log(c: &Cluster, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut r = c.http.post(c.url(0, "/v1/log")).body(body.to_string());
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_another_sites_pages_change_nothing_and_bodies_must_be_json() {
+    // An open cluster: no token is needed, so only the origin checks stand in the way.
+    let c = Cluster::start_with(1, &["--api-allowed-origins", "https://admin.example:8443"]).await;
+    let json = ("content-type", "application/json");
+    let entry = r#"{"entry": "x"}"#;
+    // What a page elsewhere can make a browser send: refused.
+    let evil = ("origin", "http://evil.example");
+    assert_eq!(
+        post_log(&c, &[json, evil], entry).await,
+        (403, "cross_origin".into())
+    );
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    assert_eq!(
+        post_log(&c, &[form, evil], entry).await,
+        (403, "cross_origin".into())
+    );
+    assert_eq!(
+        post_log(&c, &[("origin", "null"), json], entry).await,
+        (403, "cross_origin".into())
+    );
+    assert_eq!(
+        post_log(&c, &[("sec-fetch-site", "cross-site"), json], entry).await,
+        (403, "cross_origin".into())
+    );
+    let text = ("content-type", "text/plain");
+    assert_eq!(
+        post_log(&c, &[text], entry).await,
+        (415, "unsupported_media_type".into())
+    );
+    assert_eq!(
+        post_log(
+            &c,
+            &[("content-type", "multipart/form-data; boundary=b")],
+            entry
+        )
+        .await,
+        (415, "unsupported_media_type".into())
+    );
+    // A form from a browser, even on this node's own page: not JSON.
+    let own = format!("http://{}", c.apis[0]);
+    let own = own.as_str();
+    assert_eq!(
+        post_log(&c, &[form, ("origin", own)], entry).await,
+        (415, "unsupported_media_type".into())
+    );
+    // Membership changes are guarded the same way.
+    let add = c
+        .http
+        .post(c.url(0, "/v1/members"))
+        .header("origin", "http://evil.example")
+        .json(&serde_json::json!({"id": 7, "raft": "127.0.0.1:9"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(add.status(), 403);
+    // This node's own pages, the allowed origin, and command-line clients (curl -d sends
+    // a form type and no Origin) are served.
+    assert_eq!(post_log(&c, &[json, ("origin", own)], entry).await.0, 201);
+    assert_eq!(
+        post_log(&c, &[json, ("origin", "https://admin.example:8443")], entry)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(post_log(&c, &[form], entry).await.0, 201);
+    assert_eq!(post_log(&c, &[], entry).await.0, 201);
+    // Only the four accepted writes are in the log.
+    let log = c.get_json(0, "/v1/log?from=1").await;
+    let written = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "entry")
+        .count();
+    assert_eq!(written, 4, "{log}");
+    let members = c.get_json(0, "/v1/members").await;
+    assert_eq!(members.as_array().unwrap().len(), 1, "{members}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_slow_tls_handshakes_from_one_address_leave_other_clients_served() {
+    // More slow handshakes than the node takes connections.
+    let mut c = Cluster::new(1, &["--http-max-connections", "1000"]);
+    c.enable_tls();
+    c.launch().await;
+    // One client (from 127.0.0.2) opens connection after connection and never says hello.
+    let target: SocketAddr = c.apis[0].parse().unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..1500 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(s) = socket.connect(target).await {
+            slow.push(s);
+        }
+    }
+    // Everyone else (from 127.0.0.1), each request on a new connection with its own
+    // handshake, is served.
+    for i in 0..8 {
+        let fresh = c.client_with(None);
+        let r = fresh.get(c.url(0, "/healthz")).send().await;
+        assert!(
+            r.as_ref().is_ok_and(|r| r.status() == 200),
+            "request {i} failed: {r:?}"
+        );
+    }
+    let over = c
+        .metric(0, "raft_http_tls_handshakes_over_limit_total")
+        .await;
+    assert!(over >= 1400.0, "{over} handshakes refused over the limit");
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_that_fails_to_reload_is_reported_until_it_is_fixed() {
+    let mut c = Cluster::new(1, &[]);
+    let t = c.enable_tokens();
+    c.launch().await;
+    // Tokens over plain HTTP: said at start.
+    assert!(
+        c.node_log(0).contains("tokens travel in the clear"),
+        "{}",
+        c.node_log(0)
+    );
+    let good = std::fs::read(&t.file).unwrap();
+    std::fs::write(&t.file, b"{\"tokens\": [").unwrap();
+    c.signal(0, "HUP");
+    logged(&c, 0, "SIGHUP: the token file did not load", 1).await;
+    let status = c.status(0).await;
+    assert!(
+        status["access"]["token_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not valid")),
+        "{status}"
+    );
+    assert_eq!(status["access"]["token_reload_failures"], 1);
+    assert_eq!(c.metric(0, "raft_http_token_file_stale").await, 1.0);
+    assert_eq!(
+        c.metric(0, "raft_http_token_reload_failures_total").await,
+        1.0
+    );
+    // The node keeps saying so.
+    logged(&c, 0, "the token file still does not load", 1).await;
+    // Fixed and reloaded: all clear.
+    std::fs::write(&t.file, good).unwrap();
+    c.signal(0, "HUP");
+    logged(&c, 0, "SIGHUP: reloaded the token file", 1).await;
+    let status = c.status(0).await;
+    assert!(status["access"]["token_reload_error"].is_null(), "{status}");
+    assert_eq!(c.metric(0, "raft_http_token_file_stale").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_api_address_must_be_a_host_and_port() {
+    let c = Cluster::start(1).await;
+    for api in [
+        "http://127.0.0.1:9",
+        "127.0.0.1:9/\"><script>x()</script>",
+        "a\r\nb:1",
+        "x",
+    ] {
+        let r = c
+            .http
+            .post(c.url(0, "/v1/members"))
+            .json(&serde_json::json!({"id": 5, "raft": "127.0.0.1:9", "api": api}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{api:?}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("host:port"),
+            "{body}"
+        );
+    }
+    let members = c.get_json(0, "/v1/members").await;
+    assert_eq!(members.as_array().unwrap().len(), 1, "{members}");
+}

@@ -216,6 +216,13 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
             "the HTTP API is OPEN: anyone who can reach {api_addr} can read, write and change the members; give --tokens (see docs/security.md) on any network you do not fully control"
         );
     }
+    if access.enabled() && api_tls.is_none() {
+        tracing::warn!(
+            id,
+            api = %api_addr,
+            "tokens travel in the clear: the HTTP API checks tokens but is plain HTTP (--api-plaintext, or no --tls-cert), so anyone who can watch the network between a client and {api_addr} can take its token; serve HTTPS (see docs/security.md)"
+        );
+    }
     if peer_tls.is_none() {
         tracing::warn!(
             id,
@@ -285,6 +292,9 @@ impl Reloadable {
     }
 }
 
+/// How often a node reminds, in its log, that its token file failed to reload.
+const STALE_TOKENS_REMINDER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads the TLS files and the token file again at every SIGHUP: connections opened and
 /// requests made afterwards use them; open connections finish with what they have. A file
 /// that does not load leaves what is in use.
@@ -299,8 +309,26 @@ async fn reload_on_sighup(id: u64, what: Reloadable) {
             );
             return;
         };
-        while hup.recv().await.is_some() {
-            what.reload(id);
+        let mut reminder = tokio::time::interval(STALE_TOKENS_REMINDER);
+        reminder.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                signal = hup.recv() => {
+                    if signal.is_none() {
+                        return;
+                    }
+                    what.reload(id);
+                }
+                _ = reminder.tick() => {
+                    if let Some(e) = what.access.reload_error() {
+                        tracing::warn!(
+                            id,
+                            error = %e,
+                            "the token file still does not load: the tokens of its last good version are in force, revoked ones included; fix the file and send SIGHUP"
+                        );
+                    }
+                }
+            }
         }
     }
     #[cfg(not(unix))]

@@ -132,6 +132,16 @@ pub struct Options {
     /// anyone who reaches it. Reloaded on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+    /// Origins (scheme://host:port, comma-separated) besides the node's own whose web pages
+    /// may send requests that change something (a separate admin UI); every other page's
+    /// are refused with 403 cross_origin [default: none].
+    #[arg(long, value_name = "ORIGINS")]
+    pub api_allowed_origins: Option<String>,
+    /// A file holding a `read` token this node presents to the other members' APIs (the
+    /// dashboard reads their status). Needed only when their API is plain HTTP and checks
+    /// tokens: over HTTPS, a member's certificate lets it read.
+    #[arg(long, value_name = "FILE")]
+    pub peer_api_token_file: Option<PathBuf>,
     /// With --tokens: let /metrics be read without a token.
     #[arg(long)]
     #[serde(default)]
@@ -244,6 +254,20 @@ pub struct Options {
     /// to fit the open-file limit].
     #[arg(long)]
     pub http_max_connections: Option<usize>,
+    /// HTTP connections open at once from one client address; more are closed at once
+    /// [default: 512].
+    #[arg(long)]
+    pub http_max_connections_per_address: Option<usize>,
+    /// HTTPS: TLS handshakes in progress at once; more connections are closed at once
+    /// [default: 256].
+    #[arg(long)]
+    pub http_max_handshakes: Option<usize>,
+    /// HTTPS: TLS handshakes in progress at once from one client address [default: 16].
+    #[arg(long)]
+    pub http_max_handshakes_per_address: Option<usize>,
+    /// HTTPS: milliseconds a TLS handshake may take [default: 5000].
+    #[arg(long)]
+    pub http_handshake_timeout_ms: Option<u64>,
     /// Milliseconds a client has to send a request's headers, from connecting or from the
     /// request's first byte [default: 10000].
     #[arg(long)]
@@ -337,6 +361,8 @@ impl Options {
             api_client_ca: self.api_client_ca.or(other.api_client_ca),
             api_require_client_cert: self.api_require_client_cert || other.api_require_client_cert,
             tokens: self.tokens.or(other.tokens),
+            api_allowed_origins: self.api_allowed_origins.or(other.api_allowed_origins),
+            peer_api_token_file: self.peer_api_token_file.or(other.peer_api_token_file),
             metrics_public: self.metrics_public || other.metrics_public,
             join: self.join.or(other.join),
             join_token_file: self.join_token_file.or(other.join_token_file),
@@ -372,6 +398,16 @@ impl Options {
             log_format: self.log_format.or(other.log_format),
             worker_threads: self.worker_threads.or(other.worker_threads),
             http_max_connections: self.http_max_connections.or(other.http_max_connections),
+            http_max_connections_per_address: self
+                .http_max_connections_per_address
+                .or(other.http_max_connections_per_address),
+            http_max_handshakes: self.http_max_handshakes.or(other.http_max_handshakes),
+            http_max_handshakes_per_address: self
+                .http_max_handshakes_per_address
+                .or(other.http_max_handshakes_per_address),
+            http_handshake_timeout_ms: self
+                .http_handshake_timeout_ms
+                .or(other.http_handshake_timeout_ms),
             http_header_timeout_ms: self.http_header_timeout_ms.or(other.http_header_timeout_ms),
             http_idle_timeout_ms: self.http_idle_timeout_ms.or(other.http_idle_timeout_ms),
             http_drain_timeout_ms: self.http_drain_timeout_ms.or(other.http_drain_timeout_ms),
@@ -711,7 +747,13 @@ fn finish_settings(
         api_listen: resolve(api)?,
         api_tls: tls.api,
         access: std::sync::Arc::new(access),
-        peer_api: tls.client,
+        peer_api: match &opts.peer_api_token_file {
+            Some(f) => raft_http_client::ClientConfig {
+                token: Some(read_token_file(f)?),
+                ..tls.client
+            },
+            None => tls.client,
+        },
         store: store_config(opts),
     })
 }
@@ -863,6 +905,35 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
         }
         http.limits.max_connections = n;
     }
+    for (flag, value, limit) in [
+        (
+            "--http-max-connections-per-address",
+            opts.http_max_connections_per_address,
+            &mut http.limits.max_connections_per_address,
+        ),
+        (
+            "--http-max-handshakes",
+            opts.http_max_handshakes,
+            &mut http.limits.max_handshakes,
+        ),
+        (
+            "--http-max-handshakes-per-address",
+            opts.http_max_handshakes_per_address,
+            &mut http.limits.max_handshakes_per_address,
+        ),
+    ] {
+        if let Some(n) = value {
+            if n == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+            *limit = n;
+        }
+    }
+    http.limits.handshake_timeout = ms(
+        "http-handshake-timeout-ms",
+        opts.http_handshake_timeout_ms,
+        http.limits.handshake_timeout,
+    )?;
     if let Some(n) = opts.max_concurrent_reads {
         http.max_concurrent_reads = n.max(1);
     }
@@ -906,7 +977,32 @@ pub fn http_config(opts: &Options) -> Result<HttpConfig, String> {
     if let Some(ms) = opts.ready_apply_wait_ms {
         http.ready_apply_wait = Duration::from_millis(ms);
     }
+    if let Some(list) = &opts.api_allowed_origins {
+        http.allowed_origins = parse_origins(list)?;
+    }
     Ok(http)
+}
+
+/// `scheme://host[:port]` origins, comma-separated.
+fn parse_origins(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .ok_or_else(|| {
+                    format!("--api-allowed-origins: {o:?} must start with http:// or https://")
+                })?;
+            if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+                return Err(format!(
+                    "--api-allowed-origins: {o:?} is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+            Ok(o.to_string())
+        })
+        .collect()
 }
 
 /// Applies timing and limit options to a node configuration.
@@ -977,4 +1073,20 @@ pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String>
         Some(other) => return Err(format!("--sync must be always or never, got {other:?}")),
     };
     node.raft.validate().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_origins_are_schemes_and_hosts_without_paths() {
+        assert_eq!(
+            parse_origins("https://admin.example:8443, http://10.0.0.5").unwrap_or_default(),
+            vec!["https://admin.example:8443", "http://10.0.0.5"]
+        );
+        for bad in ["admin.example", "https://a/ui", "ftp://a", "https://"] {
+            assert!(parse_origins(bad).is_err(), "{bad}");
+        }
+    }
 }

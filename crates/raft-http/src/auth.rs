@@ -264,6 +264,11 @@ impl Access {
         }
     }
 
+    /// The name and role of `token`, if it is one of the token file's.
+    pub(crate) fn lookup_token(&self, token: &str) -> Option<(String, Role)> {
+        self.lookup_hash(&token_hash(token))
+    }
+
     /// The name and role of the token whose SHA-256 is `hash`.
     fn lookup_hash(&self, hash: &str) -> Option<(String, Role)> {
         self.current().by_hash.get(hash).cloned()
@@ -355,6 +360,8 @@ pub struct ClientCertificate {
 pub fn required_role(method: &Method, route: &str, metrics_public: bool) -> Option<Role> {
     match (method, route) {
         (_, "/healthz" | "/readyz" | "/ui" | "/ui/" | "/ui/app.js" | "/ui/style.css") => None,
+        // The sign-in checks the token it is given itself.
+        (_, "/ui/session") => None,
         (_, "/v1/openapi.json") => None,
         (_, "/metrics") => (!metrics_public).then_some(Role::Read),
         (&Method::POST, "/v1/members" | "/v1/members/{id}/promote" | "/v1/leader/transfer") => {
@@ -446,6 +453,12 @@ fn credential_of(
     granted.ok_or(None)
 }
 
+/// What `req`'s token or certificate grants, if anything (for a page that asks whether it
+/// is signed in).
+pub(crate) fn credential_for(st: &AppState, req: &Request) -> Option<Credential> {
+    credential_of(&st.access, &st.node, req).ok()
+}
+
 /// Checks every request against the access rules before its handler runs, and puts the
 /// [`Credential`] it was let in with in its extensions.
 pub(crate) async fn check(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -504,6 +517,7 @@ mod tests {
         let r = |m: Method, route: &str| required_role(&m, route, false);
         assert_eq!(r(Method::GET, "/healthz"), None);
         assert_eq!(r(Method::GET, "/ui"), None);
+        assert_eq!(r(Method::POST, "/ui/session"), None);
         assert_eq!(r(Method::GET, "/metrics"), Some(Role::Read));
         assert_eq!(required_role(&Method::GET, "/metrics", true), None);
         assert_eq!(r(Method::GET, "/v1/kv/{*key}"), Some(Role::Read));

@@ -362,9 +362,34 @@ fn http(s: &mut Scrape, st: &AppState) {
             "HTTPS connections closed because their TLS handshake failed (no or a bad client certificate, a plaintext client).",
             load(&sv.tls_failures),
         ),
+        (
+            "raft_http_connections_over_address_limit",
+            "HTTP connections closed at once because their client address held --http-max-connections-per-address already.",
+            load(&sv.over_address_limit),
+        ),
+        (
+            "raft_http_tls_handshakes_over_limit",
+            "HTTPS connections closed at once because too many TLS handshakes were in progress (--http-max-handshakes, --http-max-handshakes-per-address).",
+            load(&sv.handshakes_over_limit),
+        ),
+        (
+            "raft_http_tls_handshake_timeouts",
+            "HTTPS connections closed because their TLS handshake did not finish within --http-handshake-timeout-ms.",
+            load(&sv.handshake_timeouts),
+        ),
     ] {
         s.counter(name, help, v);
     }
+    s.counter(
+        "raft_http_token_reload_failures",
+        "Reloads of the token file (SIGHUP) that failed; the tokens in force were kept.",
+        st.access.reload_failures(),
+    );
+    s.gauge_int(
+        "raft_http_token_file_stale",
+        "1 while the latest reload of the token file failed: a token removed from the file since is still accepted.",
+        int(u64::from(st.access.reload_error().is_some())),
+    );
     s.gauge_int(
         "raft_http_streams_open",
         "Streams open now (GET /v1/log/stream, GET /v1/kv/watch, GET /v1/events).",

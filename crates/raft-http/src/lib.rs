@@ -23,6 +23,7 @@
 
 mod auth;
 mod compat;
+mod cross_site;
 mod entry_json;
 mod error;
 mod events;
@@ -35,6 +36,7 @@ mod ops;
 mod parse_errors;
 mod process;
 mod server;
+mod sign_in;
 mod state;
 mod streams;
 mod ui;
@@ -145,12 +147,22 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/", get(ui::index_slash))
         .route("/ui/app.js", get(ui::script))
         .route("/ui/style.css", get(ui::style))
+        .route(
+            "/ui/session",
+            get(sign_in::session)
+                .post(sign_in::sign_in)
+                .delete(sign_in::sign_out),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::check,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cross_site::check,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

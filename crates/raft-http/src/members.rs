@@ -74,9 +74,54 @@ pub(crate) async fn add(
             req.raft
         ))
     })?;
+    if let Some(api) = &req.api {
+        check_api_address(api).map_err(ApiError::bad_request)?;
+    }
     let peer = Peer { raft, api: req.api };
     let index = on_leader(&st, &uri, st.node.add_learner(req.id, peer)).await?;
     Ok(Json(json!({ "index": index })))
+}
+
+/// Checks a member's API address: `host:port` (a DNS name, an IPv4 address, or an IPv6
+/// address in brackets) and nothing else. Clients are sent there (`Location`, `leader`),
+/// and the dashboard links to it: no scheme, path, space or control character may ride
+/// along.
+pub(crate) fn check_api_address(api: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "api: {api:?} is not an address of the form host:port ({why})"
+        ))
+    };
+    if api.len() > 261 {
+        return bad("too long");
+    }
+    let Some((host, port)) = api.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
+        return bad("the port is not a number");
+    }
+    match port.parse::<u32>() {
+        Ok(1..=65535) => {}
+        _ => return bad("the port is not between 1 and 65535"),
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return match v6.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => bad("not an IPv6 address in brackets"),
+        };
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return bad("the host is not a DNS name or an IP address");
+    }
+    Ok(())
 }
 
 /// `POST /v1/members/{id}/promote` makes a learner a voter.
@@ -120,4 +165,37 @@ pub(crate) async fn transfer(
     };
     let leader = on_leader(&st, &uri, st.node.transfer_leadership(to)).await?;
     Ok((StatusCode::OK, Json(json!({ "leader": leader }))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_api_address;
+
+    #[test]
+    fn a_members_api_address_is_a_host_and_a_port_and_nothing_else() {
+        for ok in [
+            "10.0.0.4:9000",
+            "db-3.example.com:443",
+            "localhost:1",
+            "[::1]:9000",
+        ] {
+            assert!(check_api_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "10.0.0.4",
+            "http://10.0.0.4:9000",
+            "10.0.0.4:9000/path",
+            "a b:9000",
+            "evil\r\nx:1",
+            "x:0",
+            "x:65536",
+            "x:",
+            ":9000",
+            "[zz]:9000",
+            "x\">:1",
+            "-x:1",
+        ] {
+            assert!(check_api_address(bad).is_err(), "{bad}");
+        }
+    }
 }

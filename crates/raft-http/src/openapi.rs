@@ -234,6 +234,26 @@ pub(crate) struct OriginalKv {
     value: Option<String>,
 }
 
+/// `POST /ui/session`: the token to sign the browser in with.
+#[derive(ToSchema)]
+pub(crate) struct SignInRequest {
+    /// A token of the token file.
+    token: String,
+}
+
+/// What the browser's credential grants (`/ui/session`).
+#[derive(ToSchema)]
+pub(crate) struct Session {
+    /// Whether the API checks tokens (`--tokens`).
+    tokens: bool,
+    /// Whether the browser's cookie (or `Authorization` header) grants anything.
+    signed_in: bool,
+    /// The token's name (or `node N` for a member's certificate).
+    name: Option<String>,
+    /// Its role: `read`, `write` or `admin`.
+    role: Option<String>,
+}
+
 /// The whole document.
 #[derive(OpenApi)]
 #[openapi(
@@ -269,6 +289,9 @@ pub(crate) struct OriginalKv {
         crate::ui::index_slash,
         crate::ui::script,
         crate::ui::style,
+        crate::sign_in::session,
+        crate::sign_in::sign_in,
+        crate::sign_in::sign_out,
         openapi_json,
     ),
     tags(

@@ -90,6 +90,12 @@ pub(crate) async fn status_json(st: &AppState) -> Result<Value, ApiError> {
         },
         "transfer_to": s.transfer_to,
         "autopilot": autopilot_json(st).await,
+        "access": {
+            "tokens": st.access.enabled(),
+            "https": st.https,
+            "token_reload_error": st.access.reload_error(),
+            "token_reload_failures": st.access.reload_failures(),
+        },
     });
     // Followers' progress is known only to the leader; other nodes leave the field out.
     if s.role == Role::Leader {

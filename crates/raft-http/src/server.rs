@@ -2,8 +2,14 @@
 //! ALPN over TLS; one connection then carries many concurrent requests), with the limits a
 //! server on a network needs:
 //!
-//! - at most [`ServerLimits::max_connections`] connections at once; past it, new ones are
-//!   closed at once (a file descriptor per connection is shared with the log's segments);
+//! - at most [`ServerLimits::max_connections`] connections at once, and at most
+//!   [`ServerLimits::max_connections_per_address`] from one client address; past either,
+//!   new ones are closed at once (a file descriptor per connection is shared with the log's
+//!   segments, and one client must not take them all);
+//! - over TLS, at most [`ServerLimits::max_handshakes`] connections in their TLS handshake
+//!   at once, [`ServerLimits::max_handshakes_per_address`] from one address, each given
+//!   [`ServerLimits::handshake_timeout`]: slow handshakes from one client cannot crowd the
+//!   others out;
 //! - a client must send a request's complete headers within
 //!   [`ServerLimits::header_timeout`] of connecting or of starting the request (slow or
 //!   half-sent headers cannot hold a connection);
@@ -44,6 +50,16 @@ pub struct ServerLimits {
     /// Connections open at once at most; more are closed as soon as they are accepted.
     /// Default 4096.
     pub max_connections: usize,
+    /// Connections open at once from one client address at most; more are closed as soon
+    /// as they are accepted. Default 512.
+    pub max_connections_per_address: usize,
+    /// TLS handshakes in progress at once at most; more connections are closed at once.
+    /// Default 256.
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress at once from one client address at most. Default 16.
+    pub max_handshakes_per_address: usize,
+    /// Time a TLS handshake may take. Default 5 s.
+    pub handshake_timeout: Duration,
     /// Time allowed for a request's headers, from the connection's start or from the first
     /// byte of the request. Default 10 s.
     pub header_timeout: Duration,
@@ -61,6 +77,10 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 4096,
+            max_connections_per_address: 512,
+            max_handshakes: 256,
+            max_handshakes_per_address: 16,
+            handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_http2_streams: 256,
@@ -80,6 +100,9 @@ pub struct ServerStats {
     pub(crate) accept_errors: AtomicU64,
     pub(crate) request_timeouts: AtomicU64,
     pub(crate) tls_failures: AtomicU64,
+    pub(crate) over_address_limit: AtomicU64,
+    pub(crate) handshakes_over_limit: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
 }
 
 impl ServerStats {
@@ -124,6 +147,57 @@ pub struct ServerCounts {
     pub accept_errors: u64,
     /// Requests answered 503 `request_timeout`.
     pub request_timeouts: u64,
+}
+
+/// How many of something each client address holds (connections, handshakes).
+#[derive(Clone, Default)]
+struct PerAddress(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One held by an address, given back when dropped.
+struct AddressSlot {
+    of: PerAddress,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// One more for `ip`, unless it holds `limit` already.
+    fn take(&self, ip: std::net::IpAddr, limit: usize) -> Option<AddressSlot> {
+        let mut m = match self.0.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let n = m.entry(ip).or_default();
+        if *n >= limit.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            of: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = match self.of.0.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What the handshakes in progress hold.
+#[derive(Clone)]
+struct Handshakes {
+    all: Arc<Semaphore>,
+    by_address: PerAddress,
 }
 
 /// Nanoseconds in `d`, saturating (a timeout of centuries is as good as none).
@@ -510,6 +584,11 @@ pub async fn serve_with_tls(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let by_address = PerAddress::default();
+    let handshakes = Handshakes {
+        all: Arc::new(Semaphore::new(limits.max_handshakes.max(1))),
+        by_address: PerAddress::default(),
+    };
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let force = CancellationToken::new();
@@ -544,7 +623,19 @@ pub async fn serve_with_tls(
             drop(stream);
             continue;
         };
+        let Some(address_slot) = by_address.take(addr.ip(), limits.max_connections_per_address)
+        else {
+            ServerStats::add(&stats.over_address_limit, 1);
+            tracing::debug!(
+                %addr,
+                limit = limits.max_connections_per_address,
+                "too many HTTP connections from one address; closing a new one"
+            );
+            drop(stream);
+            continue;
+        };
         ServerStats::add(&stats.accepted, 1);
+        let handshakes = handshakes.clone();
         let router = router.clone();
         let stats = stats.clone();
         let stop = stop.clone();
@@ -553,10 +644,11 @@ pub async fn serve_with_tls(
         tracker.spawn(async move {
             stats.open.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                () = serve_accepted(stream, addr, router, limits, &stats, stop, tls) => {}
+                () = serve_accepted(stream, addr, router, limits, &stats, stop, tls, handshakes) => {}
                 () = force.cancelled() => {}
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(address_slot);
             drop(slot);
         });
     }
@@ -578,8 +670,9 @@ pub async fn serve_with_tls(
     Ok(())
 }
 
-/// One accepted connection: the TLS handshake (bounded by the header timeout) if any, then
-/// its requests.
+/// One accepted connection: the TLS handshake (within the handshake limits and timeout)
+/// if any, then its requests.
+#[allow(clippy::too_many_arguments)]
 async fn serve_accepted(
     stream: tokio::net::TcpStream,
     addr: std::net::SocketAddr,
@@ -588,24 +681,41 @@ async fn serve_accepted(
     stats: &ServerStats,
     stop: CancellationToken,
     tls: Option<Arc<raft_net::ServerTls>>,
+    handshakes: Handshakes,
 ) {
     let _ = stream.set_nodelay(true);
-    match tls {
-        None => serve_connection(stream, addr, router, limits, stats, stop, None).await,
-        Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
-            Ok(Ok((s, node))) => {
-                let cert = crate::auth::ClientCertificate { node };
-                serve_connection(s, addr, router, limits, stats, stop, Some(cert)).await;
-            }
-            Ok(Err(e)) => {
-                ServerStats::add(&stats.tls_failures, 1);
-                tracing::debug!(error = %e, "TLS handshake failed");
-            }
-            Err(_) => {
-                ServerStats::add(&stats.header_timeouts, 1);
-                tracing::debug!("closing a connection whose TLS handshake did not finish in time");
-            }
-        },
+    let Some(tls) = tls else {
+        return serve_connection(stream, addr, router, limits, stats, stop, None).await;
+    };
+    let Ok(in_handshake) = handshakes.all.clone().try_acquire_owned() else {
+        ServerStats::add(&stats.handshakes_over_limit, 1);
+        tracing::debug!(%addr, limit = limits.max_handshakes, "too many TLS handshakes at once; closing a new connection");
+        return;
+    };
+    let Some(address_handshake) = handshakes
+        .by_address
+        .take(addr.ip(), limits.max_handshakes_per_address)
+    else {
+        ServerStats::add(&stats.handshakes_over_limit, 1);
+        tracing::debug!(%addr, limit = limits.max_handshakes_per_address, "too many TLS handshakes from one address; closing a new connection");
+        return;
+    };
+    let accepted = tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await;
+    drop(address_handshake);
+    drop(in_handshake);
+    match accepted {
+        Ok(Ok((s, node))) => {
+            let cert = crate::auth::ClientCertificate { node };
+            serve_connection(s, addr, router, limits, stats, stop, Some(cert)).await;
+        }
+        Ok(Err(e)) => {
+            ServerStats::add(&stats.tls_failures, 1);
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            ServerStats::add(&stats.handshake_timeouts, 1);
+            tracing::debug!("closing a connection whose TLS handshake did not finish in time");
+        }
     }
 }
 

@@ -50,6 +50,9 @@ pub struct HttpConfig {
     /// the probe came, before it answers 503. A node that applies as fast as it commits is
     /// ready under any write load; one replaying a long log is not. Default 500 ms.
     pub ready_apply_wait: Duration,
+    /// Origins (`https://admin.example:8443`) besides the node's own whose pages may send
+    /// requests that change something (see [`crate::cross_site`]). Default none.
+    pub allowed_origins: Vec<String>,
     /// Connection limits (count, header and idle timeouts).
     pub limits: ServerLimits,
 }
@@ -70,6 +73,7 @@ impl Default for HttpConfig {
             max_stream_lifetime: crate::streams::DEFAULT_LIFETIME,
             max_batch_entries: 10_000,
             ready_apply_wait: Duration::from_millis(500),
+            allowed_origins: Vec::new(),
             limits: ServerLimits::default(),
         }
     }

@@ -2,7 +2,7 @@
 "use strict";
 (function () {
   const MAX_POINTS = 300;
-  const state = { points: [], members: [], node: null, failures: 0 };
+  const state = { points: [], members: [], node: null, failures: 0, es: null };
   const $ = (id) => document.getElementById(id);
 
   function show(el, v) {
@@ -168,8 +168,77 @@
     location.assign(location.protocol + "//" + others[0].api + "/ui");
   }
 
+  // What this browser's cookie grants: {tokens, signed_in, name, role}; null if the node
+  // cannot be asked.
+  async function session() {
+    try {
+      const r = await fetch("/ui/session", { credentials: "same-origin" });
+      return r.ok ? await r.json() : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function showSession(s) {
+    const signedIn = s && s.tokens && s.signed_in;
+    $("signout").hidden = !signedIn;
+    $("who").hidden = !signedIn;
+    if (signedIn) $("who").textContent = (s.name || "") + " (" + s.role + ")";
+  }
+
+  function askToken(why) {
+    showSession(null);
+    $("signin").hidden = false;
+    $("signin-why").textContent = why || "This cluster needs a token to be read.";
+    setConn("lost", "signed out");
+    $("signin-token").focus();
+  }
+
+  $("signin-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const token = $("signin-token").value;
+    $("signin-token").value = "";
+    let r;
+    try {
+      r = await fetch("/ui/session", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: token }),
+      });
+    } catch (e) {
+      $("signin-why").textContent = "the node did not answer: " + e;
+      return;
+    }
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      $("signin-why").textContent = (body.error && body.error.message) || "refused";
+      return;
+    }
+    $("signin").hidden = true;
+    showSession(body);
+    connect();
+  });
+
+  $("signout").addEventListener("click", async () => {
+    await fetch("/ui/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
+    if (state.es) state.es.close();
+    askToken("Signed out.");
+  });
+
+  async function start() {
+    const s = await session();
+    if (s && s.tokens && !s.signed_in) {
+      askToken();
+      return;
+    }
+    showSession(s);
+    connect();
+  }
+
   function connect() {
     const es = new EventSource("/v1/events");
+    state.es = es;
     es.addEventListener("history", (e) => {
       const h = JSON.parse(e.data);
       for (const p of h.points || []) addPoint(p);
@@ -180,13 +249,34 @@
       setConn("live", "live");
       onCluster(JSON.parse(e.data));
     });
-    es.addEventListener("closing", () => moveAway(es));
-    es.onerror = () => {
+    es.addEventListener("closing", (e) => {
+      const why = JSON.parse(e.data || "{}");
+      if (why.reason === "lifetime") {
+        // Only this stream's time is up: open a new one here.
+        es.close();
+        connect();
+        return;
+      }
+      moveAway(es);
+    });
+    es.addEventListener("revoked", (e) => {
+      es.close();
+      askToken(JSON.parse(e.data || "{}").message);
+    });
+    es.onerror = async () => {
       state.failures += 1;
       setConn("lost", "connection lost");
-      if (state.failures >= 2 || es.readyState === EventSource.CLOSED) moveAway(es);
+      if (state.failures >= 2 || es.readyState === EventSource.CLOSED) {
+        const s = await session();
+        if (s && s.tokens && !s.signed_in) {
+          es.close();
+          askToken("The sign-in is no longer valid.");
+          return;
+        }
+        moveAway(es);
+      }
     };
   }
 
-  connect();
+  start();
 })();
