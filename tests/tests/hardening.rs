@@ -404,8 +404,15 @@ async fn one_address_holds_at_most_its_share_of_connections_and_the_others_are_s
         held.push(socket.connect(target).await.unwrap());
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while c.metric(0, "raft_http_connections_over_address_limit_total").await < 150.0 {
-        assert!(Instant::now() < deadline, "the extra connections were not refused");
+    while c
+        .metric(0, "raft_http_connections_over_address_limit_total")
+        .await
+        < 150.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the extra connections were not refused"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Another address is served.

@@ -1138,3 +1138,85 @@ async fn a_members_api_address_must_be_a_host_and_port() {
     let members = c.get_json(0, "/v1/members").await;
     assert_eq!(members.as_array().unwrap().len(), 1, "{members}");
 }
+
+/// Every path under `dir` whose mode is not `0700` (directories) or `0600` (files).
+fn loose_paths(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        if mode != want {
+            out.push(format!("{} {mode:o}", p.display()));
+        }
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_umask_000_every_file_a_node_or_an_operator_makes_is_private() {
+    let mut c = Cluster::new(
+        3,
+        &["--snapshot-entries", "50", "--snapshot-tail-entries", "5"],
+    );
+    // Certificates made with `httpraft certs` under umask 000.
+    let certs = c.certs_dir();
+    let umask_000 = |args: &[&str]| {
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c")
+            .arg("umask 000 && exec \"$0\" \"$@\"")
+            .arg(common::binary())
+            .args(args);
+        common::run_ok(&mut sh);
+    };
+    let certs_arg = certs.display().to_string();
+    umask_000(&["certs", "init", "--dir", &certs_arg]);
+    umask_000(&["certs", "client", "ops", "--dir", &certs_arg]);
+    assert_eq!(loose_paths(&certs), Vec::<String>::new());
+    std::fs::remove_dir_all(&certs).unwrap();
+    c.enable_tls();
+    c.set_umask(0o000);
+    c.launch().await;
+    for i in 0..120 {
+        commits(&c, &format!("e{i}")).await;
+    }
+    // Snapshots were taken (so their files exist too).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.status(0).await["snapshot_index"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no snapshot was taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..3 {
+        let loose = loose_paths(&c.data_dir(i));
+        assert!(loose.is_empty(), "node {i}: {loose:?}");
+    }
+    // A backup saved by raftctl under umask 000 is its owner's only.
+    let raftctl = common::build_with("raftctl", &[]);
+    let backup = c.dir.path().join("backup.snap");
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c")
+        .arg("umask 000 && exec \"$0\" \"$@\"")
+        .arg(&raftctl)
+        .args(["--endpoints", &c.apis.join(",")])
+        .arg("--cacert")
+        .arg(c.certs_dir().join("ca.pem"))
+        .args(["snapshot", "save"])
+        .arg(&backup);
+    common::run_ok(&mut sh);
+    assert_eq!(loose_paths(&backup), Vec::<String>::new());
+    // A data directory an older version left open to everyone is closed at the next start.
+    use std::os::unix::fs::PermissionsExt;
+    c.stop(2);
+    let dir = c.data_dir(2);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.join("app.redb"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    c.set_umask(0o022);
+    c.spawn(2);
+    c.wait_ready().await;
+    assert_eq!(loose_paths(&dir), Vec::<String>::new());
+}

@@ -61,16 +61,12 @@ pub enum CertsCommand {
     },
 }
 
-fn write_new(path: &Path, text: &str, secret: bool) -> Result<(), String> {
-    let mut options = std::fs::OpenOptions::new();
+/// Writes a new file (never overwriting one), readable by its owner only whatever the
+/// umask: a key is secret, and a certificate others could replace (the CA's above all)
+/// would let them in.
+fn write_new(path: &Path, text: &str) -> Result<(), String> {
+    let mut options = raft_storage::private::file_options();
     options.write(true).create_new(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
     let mut f = options.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             format!("{} exists; not overwriting it", path.display())
@@ -96,8 +92,8 @@ pub(crate) fn write_pair(
             return Err(format!("{} exists; not overwriting it", p.display()));
         }
     }
-    write_new(&cert, &issued.cert_pem, false)?;
-    write_new(&key, &issued.key_pem, true)?;
+    write_new(&cert, &issued.cert_pem)?;
+    write_new(&key, &issued.key_pem)?;
     Ok((cert, key))
 }
 
@@ -123,7 +119,7 @@ pub fn run(cmd: CertsCommand) -> Result<(), String> {
             cluster_id,
             days,
         } => {
-            std::fs::create_dir_all(&dir)
+            raft_storage::private::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let ca = Ca::generate(&cluster_id, Validity::days(days)).map_err(|e| e.to_string())?;
             let issued = Issued {

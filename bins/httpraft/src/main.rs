@@ -160,12 +160,16 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
     let cluster = s.node.cluster_id.clone();
     let sync = s.node.sync;
     let peer_tls = s.node.net.tls.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
-        format!(
-            "cannot create the data directory {}: {e}",
-            data_dir.display()
-        )
-    })?;
+    // Private whatever the umask; one an older version (or a copy) left looser is
+    // tightened: directories 0700, files 0600.
+    raft_storage::private::create_dir_all(&data_dir)
+        .and_then(|()| raft_storage::private::tighten(&data_dir))
+        .map_err(|e| {
+            format!(
+                "cannot create the data directory {} (or make it private): {e}",
+                data_dir.display()
+            )
+        })?;
     let store_path = data_dir.join("app.redb");
     let store_cfg = s.store.clone();
     let store = tokio::task::spawn_blocking(move || DurableStore::open(&store_path, store_cfg))
@@ -764,7 +768,8 @@ fn dev_certs(dir: &std::path::Path, cluster: &str, ids: &[u64]) -> Result<(), St
     if dir.join("ca.key").exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    raft_storage::private::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ca = Ca::generate(cluster, Validity::days(30)).map_err(|e| e.to_string())?;
     let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
     for id in ids {
@@ -878,6 +883,9 @@ async fn run_dev(
 }
 
 fn main() -> ExitCode {
+    // Whatever this process creates that the code below does not make private itself
+    // (a library's file, say) is private too.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let opts = match cli.opts.clone().with_config_file() {
         Ok(o) => o,

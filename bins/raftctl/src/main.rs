@@ -417,7 +417,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             action: SnapshotCmd::Save { file },
         } => {
             let tmp = file.with_extension("part");
-            let mut out = std::fs::File::create(&tmp)
+            // A backup holds every value: readable by its owner only, whatever the umask.
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut out = options
+                .open(&tmp)
                 .map_err(|e| Failure(1, format!("cannot create {}: {e}", tmp.display())))?;
             let bytes = c
                 .snapshot_save(cli.endpoints.first().map(String::as_str), &mut out)

@@ -62,7 +62,7 @@ pub fn restore_backup(
     if !voters.contains(&node_id) {
         return Err(format!("node {node_id} is not among the voters {voters:?}"));
     }
-    std::fs::create_dir_all(data_dir)
+    raft_storage::private::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = SnapshotStore::open(data_dir).map_err(|e| e.to_string())?;
     let file = store

@@ -179,6 +179,16 @@ pub struct DurableReader {
 impl DurableStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, cfg: DurableConfig) -> std::io::Result<Self> {
+        // An empty file, private whatever the umask, which redb then initialises.
+        match raft_storage::private::file_options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
         let logged = std::cell::Cell::new(false);
         let shown = path.display().to_string();
         let db = Database::builder()

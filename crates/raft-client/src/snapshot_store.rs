@@ -15,7 +15,7 @@
 //! is always whole. Snapshots received from a leader arrive in `incoming-<index>-<term>.part`,
 //! synced chunk by chunk, so an interrupted transfer resumes where it stopped.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -153,7 +153,7 @@ pub(crate) struct SnapshotStore {
 impl SnapshotStore {
     pub(crate) fn open(data_dir: &Path) -> io::Result<Self> {
         let dir = data_dir.join(SNAPSHOT_DIR);
-        fs::create_dir_all(&dir)?;
+        raft_storage::private::create_dir_all(&dir)?;
         Ok(SnapshotStore { dir })
     }
 
@@ -173,7 +173,7 @@ impl SnapshotStore {
             .dir
             .join(format!("tmp-{}", file_name(meta.index, meta.term)));
         let file = SyncEvery {
-            inner: File::create(&tmp)?,
+            inner: raft_storage::private::create_file(&tmp)?,
             every: SYNC_EVERY_BYTES,
             unsynced: 0,
         };
@@ -274,7 +274,7 @@ impl SnapshotStore {
         data: &[u8],
         sync: bool,
     ) -> io::Result<()> {
-        let mut f = OpenOptions::new()
+        let mut f = raft_storage::private::file_options()
             .create(true)
             .write(true)
             .truncate(false)

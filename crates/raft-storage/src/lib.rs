@@ -40,6 +40,7 @@ mod cache;
 mod config;
 mod error;
 mod meta;
+pub mod private;
 mod reader;
 mod record;
 mod segment;

@@ -1,6 +1,6 @@
 //! The directory's identity (`meta.json`: format version, cluster id, node id) and its lock.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use raft_core::NodeId;
@@ -31,7 +31,7 @@ pub(crate) struct DirLock {
 /// Takes the directory's lock, failing at once if another process holds it.
 pub(crate) fn lock(dir: &Path) -> Result<DirLock, OpenError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = crate::private::file_options()
         .create(true)
         .truncate(false)
         .write(true)

@@ -66,7 +66,7 @@ impl Vfs for StdVfs {
         Ok(Box::new(StdFile(f)))
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
-        let f = OpenOptions::new()
+        let f = crate::private::file_options()
             .read(true)
             .append(true)
             .create_new(true)
@@ -79,7 +79,7 @@ impl Vfs for StdVfs {
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let tmp = path.with_extension("tmp");
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = crate::private::create_file(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
         }
@@ -99,6 +99,6 @@ impl Vfs for StdVfs {
         File::open(dir)?.sync_all()
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        crate::private::create_dir_all(dir)
     }
 }

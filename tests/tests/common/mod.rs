@@ -114,6 +114,8 @@ pub struct Cluster {
     node_args: Vec<Vec<String>>,
     /// Whether the nodes speak mutual TLS with each other ([`Cluster::enable_tls`]).
     tls: bool,
+    /// The umask nodes start with, if not the test's own ([`Cluster::set_umask`]).
+    umask: Option<u32>,
     pub http: reqwest::Client,
 }
 
@@ -166,6 +168,7 @@ impl Cluster {
             args: args.iter().map(|a| a.to_string()).collect(),
             node_args: vec![Vec::new(); n],
             tls: false,
+            umask: None,
             http,
         }
     }
@@ -321,6 +324,11 @@ impl Cluster {
         i
     }
 
+    /// Starts every node (from now on) with `mask` as its umask.
+    pub fn set_umask(&mut self, mask: u32) {
+        self.umask = Some(mask);
+    }
+
     /// Adds `args` to node `i`'s own command line, for every later start.
     pub fn push_node_args(&mut self, i: usize, args: &[&str]) {
         self.node_args[i].extend(args.iter().map(|a| a.to_string()));
@@ -353,7 +361,17 @@ impl Cluster {
         } else {
             &["--election-ticks", "20", "--heartbeat-ticks", "3"]
         };
-        let child = Command::new(binary())
+        let mut command = match self.umask {
+            None => Command::new(binary()),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                sh
+            }
+        };
+        let child = command
             .arg(i.to_string())
             .args(timing)
             .args(&self.args)
