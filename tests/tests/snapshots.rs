@@ -230,8 +230,32 @@ async fn a_backup_restored_into_a_new_single_node_cluster_serves_the_same_log_an
     let file = c.dir.path().join("backup.snap");
     std::fs::write(&file, &bytes).unwrap();
 
-    // A new cluster of one, seeded from it.
+    // A new cluster of one, seeded from it. A damaged copy first: refused, and nothing is
+    // left behind to stand in the way of the good one.
     let mut fresh = Cluster::new(1, &[]);
+    let mut damaged = bytes.to_vec();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    let damaged_file = c.dir.path().join("damaged.snap");
+    std::fs::write(&damaged_file, &damaged).unwrap();
+    let refused = Command::new(common::binary())
+        .args(["restore", "--from"])
+        .arg(&damaged_file)
+        .arg("0")
+        .current_dir(fresh.dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not a usable backup"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let data = fresh.dir.path().join("data");
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a failed restore left {left:?}");
     let out = Command::new(common::binary())
         .args(["restore", "--from"])
         .arg(&file)

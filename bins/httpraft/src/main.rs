@@ -170,7 +170,7 @@ async fn start_node(mut s: NodeSettings, api: Option<StdListener>) -> Result<Run
                 data_dir.display()
             )
         })?;
-    let store_path = data_dir.join("app.redb");
+    let store_path = data_dir.join(APP_STORE);
     let store_cfg = s.store.clone();
     let store = tokio::task::spawn_blocking(move || DurableStore::open(&store_path, store_cfg))
         .await
@@ -495,16 +495,26 @@ async fn run_node(index: usize, opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The application store's file in a node's data directory.
+const APP_STORE: &str = "app.redb";
+
 /// `httpraft restore`: seeds node `index`'s data directory from a backup.
 fn run_restore(from: &std::path::Path, index: usize, opts: &Options) -> Result<(), String> {
     let s = settings::load_node_settings(index, opts)?;
     let voters = s.node.peers.keys().copied().collect();
-    let meta = raft_client::restore_backup(
+    let store_cfg = s.store.clone();
+    // The application store is restored too, in the directory being built: reading the
+    // backup's whole state proves it is one this node can start from.
+    let meta = raft_client::restore_backup_with(
         from,
         &s.node.data_dir,
         &s.node.cluster_id,
         s.node.id,
         voters,
+        |dir, meta, data| {
+            let mut store = DurableStore::open(&dir.join(APP_STORE), store_cfg)?;
+            raft_client::StateMachine::restore(&mut store, meta.index, data)
+        },
     )?;
     println!(
         "node {index}: {} seeded from {} (log up to index {}, term {}); start it with httpraft {index}",

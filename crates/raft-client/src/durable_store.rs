@@ -89,6 +89,10 @@ fn kind_of(c: u8) -> Option<EntryKind> {
     })
 }
 
+/// The largest record of a snapshot (a log row, a key with its value): larger than any
+/// entry a node accepts.
+const MAX_SNAPSHOT_RECORD: u32 = 1 << 30;
+
 /// A log row: term (8 bytes LE), kind (1 byte), payload.
 fn encode_row(e: &Entry) -> Vec<u8> {
     let mut v = Vec::with_capacity(9 + e.data.len());
@@ -475,12 +479,13 @@ impl StateMachine for DurableStore {
                     1..=5 => {
                         let mut len = [0u8; 4];
                         data.read_exact(&mut len)?;
-                        let len = u32::from_le_bytes(len) as usize;
-                        if len > (1 << 30) {
-                            return Err(io_err("a snapshot record over 1 GiB"));
+                        let len = u32::from_le_bytes(len);
+                        if len > MAX_SNAPSHOT_RECORD {
+                            return Err(io_err(format!(
+                                "a snapshot record of {len} bytes (at most {MAX_SNAPSHOT_RECORD})"
+                            )));
                         }
-                        buf.resize(len, 0);
-                        data.read_exact(&mut buf)?;
+                        crate::snapshot_store::read_record(data, len, &mut buf)?;
                         if tag[0] == 1 {
                             let (index, row): (u64, &[u8]) =
                                 postcard::from_bytes(&buf).map_err(io_err)?;

@@ -72,7 +72,7 @@ mod storage;
 mod writes;
 
 pub use autopilot::{AutopilotConfig, AutopilotDecision, UnreachableAction};
-pub use backup::{restore_backup, Backup};
+pub use backup::{restore_backup, restore_backup_with, Backup};
 pub use batch::CommittedBatch;
 pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use durable_store::{DurableConfig, DurableReader, DurableStore};

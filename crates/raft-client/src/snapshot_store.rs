@@ -63,6 +63,20 @@ impl From<TrailerV2> for Trailer {
     }
 }
 
+/// Reads a record of `len` bytes of a state machine's snapshot into `buf`, growing it as
+/// the bytes come: a length that lies costs no more memory than the bytes that follow it.
+pub(crate) fn read_record(data: &mut dyn Read, len: u32, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    data.take(u64::from(len)).read_to_end(buf)?;
+    if buf.len() != len as usize {
+        return Err(invalid(format!(
+            "a snapshot record of {len} bytes is cut short at {}",
+            buf.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A complete, verified snapshot file.
 #[derive(Clone, Debug)]
 pub(crate) struct SnapshotFile {
@@ -384,6 +398,16 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn a_record_whose_length_lies_fails_without_taking_that_much_memory() {
+        let mut buf = Vec::new();
+        let err = read_record(&mut &b"abc"[..], 1 << 30, &mut buf).unwrap_err();
+        assert!(err.to_string().contains("cut short at 3"), "{err}");
+        assert!(buf.capacity() < 1 << 20, "{} bytes taken", buf.capacity());
+        read_record(&mut &b"abcdef"[..], 4, &mut buf).unwrap();
+        assert_eq!(buf, b"abcd");
+    }
 
     fn meta(index: u64) -> SnapshotMeta {
         SnapshotMeta {

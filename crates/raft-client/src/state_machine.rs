@@ -167,12 +167,11 @@ fn read_kv_snapshot(data: &mut dyn Read) -> std::io::Result<KvMap> {
     for _ in 0..n {
         let mut len = [0u8; 4];
         data.read_exact(&mut len)?;
-        let len = u32::from_le_bytes(len) as usize;
+        let len = u32::from_le_bytes(len);
         if len > (1 << 30) {
             return Err(bad("a key-value record larger than 1 GiB in a snapshot"));
         }
-        buf.resize(len, 0);
-        data.read_exact(&mut buf)?;
+        crate::snapshot_store::read_record(data, len, &mut buf)?;
         let (k, value, revision): (String, String, u64) = if versioned {
             postcard::from_bytes(&buf).map_err(|_| bad("a malformed key-value record"))?
         } else {
