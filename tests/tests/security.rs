@@ -536,16 +536,36 @@ async fn served_peer_certificate(addr: &str, certs: &Path, from: usize, to: usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_required_client_certificates_a_client_needs_one_and_still_a_token() {
-    let mut c = Cluster::new(3, &["--api-require-client-cert"]);
-    c.enable_tls();
-    let t = c.enable_tokens();
-    let certs = c.certs_dir();
-    // A client certificate, as an operator issues one.
+    // A client certificate, as an operator issues one: from the clients' own CA, which the
+    // nodes are given.
+    let certs_dir = tempfile::tempdir().unwrap();
+    let client_certs = certs_dir.path().join("clients");
     common::run_ok(
         std::process::Command::new(common::binary())
             .args(["certs", "client", "alice", "--dir"])
-            .arg(&certs),
+            .arg(&client_certs),
     );
+    // It is not the cluster's CA: a client's certificate must not chain to the CA whose
+    // certificates name members.
+    let cluster_ca = tempfile::tempdir().unwrap();
+    common::run_ok(
+        std::process::Command::new(common::binary())
+            .args(["certs", "client", "bob", "--dir"])
+            .arg(cluster_ca.path()),
+    );
+    assert!(!cluster_ca.path().join("ca.pem").exists());
+    assert!(cluster_ca.path().join("client-ca.pem").exists());
+    let client_ca = client_certs.join("client-ca.pem").display().to_string();
+    let mut c = Cluster::new(
+        3,
+        &["--api-require-client-cert", "--api-client-ca", &client_ca],
+    );
+    c.enable_tls();
+    let t = c.enable_tokens();
+    let certs = c.certs_dir();
+    for name in ["client-alice.pem", "client-alice.key"] {
+        std::fs::copy(client_certs.join(name), certs.join(name)).unwrap();
+    }
     let mut pem = std::fs::read(certs.join("client-alice.pem")).unwrap();
     pem.extend(std::fs::read(certs.join("client-alice.key")).unwrap());
     let ca = std::fs::read(certs.join("ca.pem")).unwrap();

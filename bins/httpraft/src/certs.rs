@@ -5,9 +5,12 @@
 //!   signed by it, naming node `<id>` of the cluster (for peer traffic) and the hosts
 //!   clients reach its API by (for HTTPS);
 //! - `httpraft certs client <name>` writes `client-<name>.pem` and `.key`, for an API that
-//!   asks clients for certificates.
+//!   asks clients for certificates, signed by a CA of the clients' own (`client-ca.pem`,
+//!   made the first time, given to the nodes with `--api-client-ca`), never by the
+//!   cluster's: a client's certificate must not chain to the CA whose certificates name
+//!   members.
 //!
-//! Private keys are written with mode 0600, and no file is ever overwritten.
+//! Every file is written with mode 0600, and no file is ever overwritten.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,11 +51,14 @@ pub enum CertsCommand {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
-    /// Issue a client certificate named <name>, for an API started with --api-client-ca.
+    /// Issue a client certificate named <name>, for an API started with --api-client-ca,
+    /// signed by the clients' CA (client-ca.pem and client-ca.key, made the first time; not
+    /// the cluster's CA).
     Client {
         /// The client's name (its certificate's common name).
         name: String,
-        /// Where ca.pem and ca.key are, and where to write [default: ./certs].
+        /// Where client-ca.pem and client-ca.key are (or are made), and where to write
+        /// [default: ./certs].
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
         /// Days the certificate is valid.
@@ -95,6 +101,33 @@ pub(crate) fn write_pair(
     write_new(&cert, &issued.cert_pem)?;
     write_new(&key, &issued.key_pem)?;
     Ok((cert, key))
+}
+
+/// The clients' CA in `dir` (`client-ca.pem`, `client-ca.key`), made if there is none.
+fn client_ca(dir: &Path) -> Result<Ca, String> {
+    if dir.join("client-ca.key").exists() {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        return Ca::from_pem(&read("client-ca.pem")?, &read("client-ca.key")?)
+            .map_err(|e| e.to_string());
+    }
+    raft_storage::private::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let ca = Ca::generate("clients", Validity::days(3650)).map_err(|e| e.to_string())?;
+    let issued = Issued {
+        cert_pem: ca.cert_pem().to_string(),
+        key_pem: ca.key_pem().to_string(),
+    };
+    let (cert, key) = write_pair(dir, "client-ca", &issued)?;
+    println!(
+        "wrote the clients' CA {} (give it to every node: --api-client-ca {}) and {} (keep it secret)",
+        cert.display(),
+        cert.display(),
+        key.display()
+    );
+    Ok(ca)
 }
 
 fn load_ca(dir: &Path) -> Result<Ca, String> {
@@ -159,7 +192,7 @@ pub fn run(cmd: CertsCommand) -> Result<(), String> {
             );
         }
         CertsCommand::Client { name, dir, days } => {
-            let ca = load_ca(&dir)?;
+            let ca = client_ca(&dir)?;
             let issued = ca
                 .issue_client(&name, Validity::days(days))
                 .map_err(|e| e.to_string())?;
