@@ -320,14 +320,14 @@ async fn the_cluster_grows_moves_its_leader_and_shrinks_under_writes_without_los
     let (status, v) = delete(&c, "/v1/members/77").await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (400, Some("invalid_member"))
+        (409, Some("invalid_member"))
     );
     let (status, v) = post(&c, "/v1/members", Some(json!({"id": 9, "raft": "nowhere"}))).await;
     assert_eq!(status, 400, "{v}");
     let (status, v) = post(&c, "/v1/members/3/promote", None).await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (400, Some("invalid_member")),
+        (409, Some("invalid_member")),
         "{v}"
     );
     let l = c.leader().await;

@@ -95,13 +95,13 @@ impl ApiError {
                         e409.retry_after = Some(1);
                         e409
                     }
-                    _ => Self::new(StatusCode::BAD_REQUEST, "invalid_member", e.to_string()),
+                    _ => Self::new(StatusCode::CONFLICT, "invalid_member", e.to_string()),
                 }
             }
             E::Transfer(raft_client::TransferError::NoCandidate) => {
                 Self::new(StatusCode::CONFLICT, "no_candidate", e.to_string())
             }
-            E::Transfer(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_member", e.to_string()),
+            E::Transfer(_) => Self::new(StatusCode::CONFLICT, "invalid_member", e.to_string()),
             E::TransferFailed { .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "transfer_failed",
@@ -198,16 +198,10 @@ mod tests {
             ConfChangeError::NoVoters,
         ] {
             let a = ApiError::from_node(Error::Membership(e), None);
-            assert_eq!(
-                (a.status, a.code),
-                (StatusCode::BAD_REQUEST, "invalid_member")
-            );
+            assert_eq!((a.status, a.code), (StatusCode::CONFLICT, "invalid_member"));
         }
         let a = ApiError::from_node(Error::Transfer(TransferError::NotAVoter(4)), None);
-        assert_eq!(
-            (a.status, a.code),
-            (StatusCode::BAD_REQUEST, "invalid_member")
-        );
+        assert_eq!((a.status, a.code), (StatusCode::CONFLICT, "invalid_member"));
         let a = ApiError::from_node(Error::Transfer(TransferError::NoCandidate), None);
         assert_eq!((a.status, a.code), (StatusCode::CONFLICT, "no_candidate"));
         let a = ApiError::from_node(Error::TransferFailed { to: 2 }, Some("x".into()));

@@ -46,7 +46,9 @@ fn retryable(e: &raft_http_client::Error) -> bool {
         // Unreachable, no answer, or an answer meaning "not now" (no leader, another change
         // under way, busy).
         E::Unavailable { .. } | E::Unknown { .. } => true,
-        E::Api { status, code, .. } => *status >= 500 || *status == 409 || code == "not_leader",
+        E::Api { status, code, .. } => {
+            *status >= 500 || code == "change_in_progress" || code == "not_leader"
+        }
         _ => false,
     }
 }

@@ -16,7 +16,7 @@ use crate::v1::on_leader;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddBody {
-    id: u64,
+    id: crate::state::Whole,
     raft: String,
     api: Option<String>,
 }
@@ -24,7 +24,7 @@ struct AddBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TransferBody {
-    to: u64,
+    to: crate::state::Whole,
 }
 
 /// `GET /v1/members` → `[{"id", "raft", "api", "role", "match_index", "lag", "reachable"}]`.
@@ -78,7 +78,7 @@ pub(crate) async fn add(
         check_api_address(api).map_err(ApiError::bad_request)?;
     }
     let peer = Peer { raft, api: req.api };
-    let index = on_leader(&st, &uri, st.node.add_learner(req.id, peer)).await?;
+    let index = on_leader(&st, &uri, st.node.add_learner(req.id.0, peer)).await?;
     Ok(Json(json!({ "index": index })))
 }
 
@@ -161,7 +161,7 @@ pub(crate) async fn transfer(
     let to = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(parse_json::<TransferBody>(&body)?.to)
+        Some(parse_json::<TransferBody>(&body)?.to.0)
     };
     let leader = on_leader(&st, &uri, st.node.transfer_leadership(to)).await?;
     Ok((StatusCode::OK, Json(json!({ "leader": leader }))))

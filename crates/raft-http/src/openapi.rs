@@ -6,17 +6,38 @@
 // JSON values and parse requests with their own strict types.
 #![allow(dead_code)]
 
+use axum::extract::State;
 use axum::Json;
+use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
+
+use crate::state::{AppState, HttpConfig};
 
 /// `POST /v1/log`: an entry to append, or a batch of entries (exactly one of the two).
 #[derive(ToSchema)]
-pub(crate) struct AppendRequest {
+#[serde(untagged)]
+pub(crate) enum AppendRequest {
+    /// One entry.
+    One(AppendOne),
+    /// A batch.
+    Many(AppendMany),
+}
+
+/// One entry to append.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppendOne {
     /// The entry's text, stored exactly as given.
-    entry: Option<String>,
-    /// Entries appended together, all or none, at consecutive indexes (at most
-    /// `--max-batch-entries`).
-    entries: Option<Vec<String>>,
+    entry: String,
+}
+
+/// Entries to append together, all or none, at consecutive indexes.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppendMany {
+    /// The entries (at least one, at most `--max-batch-entries`).
+    #[schema(min_items = 1)]
+    entries: Vec<String>,
 }
 
 /// Where an entry, or each entry of a batch, was committed.
@@ -63,6 +84,7 @@ pub(crate) struct LogPage {
 
 /// `PUT /v1/kv/{key}`: the value, and the conditions of a compare-and-swap.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct PutRequest {
     /// The new value.
     value: String,
@@ -75,6 +97,7 @@ pub(crate) struct PutRequest {
 
 /// `DELETE /v1/kv/{key}`: the conditions of a compare-and-delete (optional).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct DeleteRequest {
     /// Delete only if the current value is this one (`null`: only if absent).
     #[schema(nullable)]
@@ -147,12 +170,21 @@ pub(crate) struct Member {
 
 /// `POST /v1/members`: a learner to add.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct AddMemberRequest {
     /// The new member's id (unused in the cluster).
     id: u64,
-    /// Its Raft address, `ip:port`.
+    /// Its Raft address, `ip:port` (IPv4 here; `[v6]:port` is taken too).
+    #[schema(
+        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]):([0-9]|[1-9][0-9]{1,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     raft: String,
-    /// Its HTTP API address, `host:port`.
+    /// Its HTTP API address, `host:port` (a DNS name or an IPv4 address here; `[v6]:port`
+    /// is taken too).
+    #[schema(
+        max_length = 253,
+        pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,3}:([1-9]|[1-9][0-9]{1,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     api: Option<String>,
 }
 
@@ -165,6 +197,7 @@ pub(crate) struct Changed {
 
 /// `POST /v1/leader/transfer`: where to (no body: the most caught-up voter).
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TransferRequest {
     /// The voter to hand leadership to.
     to: u64,
@@ -236,9 +269,26 @@ pub(crate) struct OriginalKv {
 
 /// `POST /ui/session`: the token to sign the browser in with.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SignInRequest {
-    /// A token of the token file.
+    /// A token of the token file (printable ASCII without quotes, commas, semicolons or
+    /// backslashes, as `httpraft tokens add` makes them).
+    #[schema(
+        min_length = 1,
+        max_length = 4096,
+        pattern = r#"^[!#-+\--:<-\[\]-~]+$"#
+    )]
     token: String,
+}
+
+/// How a read is served: `linearizable` (the default) or `local`.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Consistency {
+    /// Every write acknowledged before the read began is seen (ReadIndex).
+    Linearizable,
+    /// This node's map as it is, possibly behind.
+    Local,
 }
 
 /// What the browser's credential grants (`/ui/session`).
@@ -261,6 +311,7 @@ pub(crate) struct Session {
         title = "httpraft",
         description = "The HTTP API of a node of a Raft replicated log with a key-value view. Writes and linearizable reads go to the leader: other nodes answer 307 with its address. Every error is `{\"error\": {\"code\", \"message\", \"leader\"}}`. See docs/http-api.md."
     ),
+    components(schemas(Consistency)),
     paths(
         crate::compat::post_request,
         crate::compat::get_log,
@@ -308,8 +359,185 @@ pub(crate) struct ApiDoc;
 /// `GET /v1/openapi.json` → this description.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 description of this API", content_type = "application/json")))]
-pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub(crate) async fn openapi_json(State(st): State<AppState>) -> Json<Value> {
+    Json(document(&st.cfg))
+}
+
+/// The description of this node's API: what utoipa generates from the handlers, made
+/// exact where its attributes cannot say it (see [`refine`]).
+pub(crate) fn document(cfg: &HttpConfig) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    refine(&mut doc, cfg);
+    doc
+}
+
+/// Routes anyone may call: no credential, so no 401 or 403 (but for cross-site writes).
+const OPEN_ROUTES: [&str; 8] = [
+    "/healthz",
+    "/readyz",
+    "/ui",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/style.css",
+    "/ui/session",
+    "/v1/openapi.json",
+];
+
+/// Makes the generated document say exactly what the server does:
+///
+/// - unsigned integers take the whole `u64` range (utoipa writes `int64`, whose range a
+///   client would take to end at 2^63 - 1);
+/// - parameters are absent or present, never JSON `null`, and an optional body is left out
+///   rather than sent as `null`;
+/// - the limits of this node's configuration (`limit` at least 1, a batch's size);
+/// - the answers every route may give whatever it does: 400 for a malformed parameter or
+///   body, 401 and 403 with tokens (403 also for a cross-site write), 413 and 415 for
+///   bodies, 414 for keys, 429 when the node is busy, 503 for a request timeout or a
+///   stopping node.
+fn refine(doc: &mut Value, cfg: &HttpConfig) {
+    whole_u64_range(doc);
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    // `/v1/kv/watch` is the watch for GET; PUT and DELETE there write the key `watch`, as
+    // `/v1/kv/{key}` does any other.
+    let key_item = paths.get("/v1/kv/{key}").cloned().unwrap_or_default();
+    if let Some(watch) = paths.get_mut("/v1/kv/watch").and_then(Value::as_object_mut) {
+        for method in ["put", "delete"] {
+            let Some(mut op) = key_item.get(method).cloned() else {
+                continue;
+            };
+            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                params.retain(|p| p["name"] != "key");
+                if params.is_empty() {
+                    op.as_object_mut().map(|o| o.remove("parameters"));
+                }
+            }
+            let id = op["operationId"].as_str().unwrap_or(method).to_string();
+            op["operationId"] = json!(format!("{id}_named_watch"));
+            op["summary"] = json!(format!(
+                "{} the key named `watch` (whose GET is the watch)",
+                if method == "put" { "Writes" } else { "Deletes" }
+            ));
+            watch.insert(method.into(), op);
+        }
+    }
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            refine_operation(path, method, op);
+        }
+    }
+    if let Some(entries) = doc
+        .pointer_mut("/components/schemas/AppendMany/properties/entries")
+        .and_then(Value::as_object_mut)
+    {
+        entries.insert("maxItems".into(), json!(cfg.max_batch_entries));
+    }
+}
+
+fn whole_u64_range(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let unsigned = o.get("format").and_then(Value::as_str) == Some("int64")
+                && o.get("minimum").and_then(Value::as_u64) == Some(0);
+            if unsigned {
+                o.insert("format".into(), json!("uint64"));
+                o.insert("maximum".into(), json!(u64::MAX));
+            }
+            o.values_mut().for_each(whole_u64_range);
+        }
+        Value::Array(a) => a.iter_mut().for_each(whole_u64_range),
+        _ => {}
+    }
+}
+
+fn refine_operation(path: &str, method: &str, op: &mut Value) {
+    let mut has_input = false;
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        has_input |= !params.is_empty();
+        for p in params.iter_mut() {
+            let name = p["name"].as_str().unwrap_or("").to_string();
+            let schema = &mut p["schema"];
+            if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let t = types[0].clone();
+                    schema["type"] = t;
+                }
+            }
+            match name.as_str() {
+                "limit" => schema["minimum"] = json!(1),
+                "wait" => schema["pattern"] = json!("^[0-9]+(ms|s)?$"),
+                "key" if path.starts_with("/v1/kv/") => schema["minLength"] = json!(1),
+                _ => {}
+            }
+        }
+    }
+    let mut has_body = false;
+    if let Some(body) = op.get_mut("requestBody") {
+        has_input = true;
+        has_body = true;
+        if let Some(content) = body
+            .get_mut("content")
+            .and_then(|c| c.get_mut("application/json"))
+        {
+            let schema = &mut content["schema"];
+            if let Some(alts) = schema.get("oneOf").and_then(Value::as_array).cloned() {
+                let not_null: Vec<Value> = alts
+                    .into_iter()
+                    .filter(|a| a.get("type") != Some(&json!("null")))
+                    .collect();
+                if not_null.len() == 1 {
+                    *schema = not_null[0].clone();
+                    body["required"] = json!(false);
+                }
+            }
+        }
+    }
+    let responses = &mut op["responses"];
+    let mut add = |code: u16, description: &str| {
+        let key = code.to_string();
+        if responses.get(&key).is_none() {
+            responses[key] = json!({
+                "description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+            });
+        }
+    };
+    let writes = !matches!(method, "get" | "head" | "options");
+    let open = OPEN_ROUTES.contains(&path);
+    if has_input {
+        add(400, "Malformed body or parameter");
+    }
+    if !open {
+        add(
+            401,
+            "With --tokens: no token, or one the node does not know",
+        );
+    }
+    if !open || writes {
+        add(
+            403,
+            "With --tokens: the token's role does not allow this; or a write from another site's page (`cross_origin`)",
+        );
+    }
+    if has_body {
+        add(413, "The body is larger than --max-body-bytes");
+        add(415, "The body is not JSON (`Content-Type`)");
+    }
+    if path.starts_with("/v1/kv/") && path != "/v1/kv/watch" {
+        add(414, "The key is longer than --max-key-bytes (bytes)");
+    }
+    if !path.starts_with("/ui") {
+        add(429, "The node is busy (`busy`, `too_many_reads`, `too_many_watchers`): retry after `Retry-After`");
+    }
+    add(
+        503,
+        "The request took longer than --http-request-timeout-ms, or the node is stopping",
+    );
 }
 
 #[cfg(test)]
@@ -366,7 +594,7 @@ mod tests {
     }
 
     fn described() -> BTreeSet<(String, String)> {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let doc = document(&HttpConfig::default());
         let mut out = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().into_iter().flatten() {
             for m in ["get", "post", "put", "delete", "patch", "head", "options"] {
@@ -380,13 +608,8 @@ mod tests {
 
     #[test]
     fn every_route_is_described_and_nothing_else() {
-        let mut routed = routed();
+        let routed = routed();
         assert!(routed.len() > 25, "the route scan found only {routed:?}");
-        // `/v1/kv/watch` is the watch for GET; PUT and DELETE there write the key named
-        // `watch`, which `/v1/kv/{key}` describes.
-        for m in ["put", "delete"] {
-            assert!(routed.remove(&(m.to_string(), "/v1/kv/watch".to_string())));
-        }
         let described = described();
         let undocumented: Vec<_> = routed.difference(&described).collect();
         let unrouted: Vec<_> = described.difference(&routed).collect();
@@ -427,7 +650,7 @@ mod tests {
 
     #[test]
     fn errors_and_bodies_are_described_as_components() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let doc = document(&HttpConfig::default());
         for schema in ["ErrorBody", "PutRequest", "Written", "LogPage", "Member"] {
             assert!(
                 doc["components"]["schemas"].get(schema).is_some(),

@@ -395,6 +395,15 @@ pub(crate) fn json_response(v: &serde_json::Value) -> axum::response::Response {
 /// one), answering 400 with a JSON error when it is not what is expected: a syntax error
 /// says where, a missing, unknown or mistyped field names the field and what was expected.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object (serde would also read a struct from an array).
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object: {\"field\": ...}",
+            ))
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -413,6 +422,40 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     de.end()
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
     Ok(value)
+}
+
+/// A whole number in a body: an integer, or a number written with a fraction of zero
+/// (`7.0`: JSON does not tell them apart, and some clients write every number so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Whole(pub(crate) u64);
+
+impl<'de> serde::Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Whole, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Whole;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number from 0 to 18446744073709551615")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Whole, E> {
+                Ok(Whole(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Whole, E> {
+                u64::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Whole, E> {
+                // 2^64 is the first float past u64::MAX.
+                if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+                    Ok(Whole(v as u64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A request body within the configured limit; past it, a JSON 413 error naming the limit.
@@ -504,5 +547,40 @@ impl axum::extract::FromRequestParts<AppState> for KeyPath {
             ));
         }
         Ok(KeyPath(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct To {
+        to: Whole,
+    }
+
+    #[test]
+    fn a_whole_number_may_be_written_with_a_zero_fraction_and_nothing_else() {
+        let to = |body: &str| parse_json::<To>(body.as_bytes()).map(|t| t.to.0);
+        assert_eq!(to(r#"{"to": 7}"#).ok(), Some(7));
+        assert_eq!(to(r#"{"to": 7.0}"#).ok(), Some(7));
+        assert_eq!(to(r#"{"to": 18446744073709551615}"#).ok(), Some(u64::MAX));
+        for bad in [
+            r#"{"to": 7.5}"#,
+            r#"{"to": -1}"#,
+            r#"{"to": 1e20}"#,
+            r#"{"to": 18446744073709551616}"#,
+            r#"{"to": "7"}"#,
+        ] {
+            assert!(to(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_an_object_never_an_array_read_as_a_struct() {
+        let err = parse_json::<To>(b" [7]").unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("JSON object"), "{}", err.message);
     }
 }

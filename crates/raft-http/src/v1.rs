@@ -37,7 +37,7 @@ struct PutBody {
     value: String,
     #[serde(default, deserialize_with = "present")]
     expect: Option<Option<String>>,
-    if_revision: Option<u64>,
+    if_revision: Option<crate::state::Whole>,
 }
 
 /// The conditions of a conditional write: `"expect": "<value>"` (or `null`: only if
@@ -48,7 +48,7 @@ struct Conditions {
     /// Absent: no condition on the value; `null`: the key must be absent.
     #[serde(default, deserialize_with = "present")]
     expect: Option<Option<String>>,
-    if_revision: Option<u64>,
+    if_revision: Option<crate::state::Whole>,
 }
 
 /// Tells a field given as `null` from a field not given.
@@ -63,7 +63,7 @@ impl Conditions {
         }
         Some(Expect {
             value: self.expect,
-            revision: self.if_revision,
+            revision: self.if_revision.map(|r| r.0),
         })
     }
 }
@@ -251,10 +251,12 @@ fn parse_wait(w: &str) -> Result<Duration, ApiError> {
     } else {
         (w, 1000)
     };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    Ok(Duration::from_millis(
-        n.checked_mul(unit_ms).ok_or_else(bad)?,
-    ))
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    // Any number of digits: a wait longer than the request timeout is cut to it anyway.
+    let n: u64 = num.parse().unwrap_or(u64::MAX);
+    Ok(Duration::from_millis(n.saturating_mul(unit_ms)))
 }
 
 /// Waits (at most `wait`) until the entry at `from` is applied here, or the node stops.
@@ -423,7 +425,7 @@ async fn confirm_read(
 /// this node's map, possibly stale.
 #[utoipa::path(get, operation_id = "get_key", path = "/v1/kv/{key}", tag = "kv", params(
         ("key" = String, Path, description = "The key: everything after /v1/kv/, `/` included"),
-        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `local`")),
+        ("consistency" = Option<crate::openapi::Consistency>, Query, description = "`linearizable` (default) or `local`")),
     responses((status = 200, description = "The value", body = crate::openapi::KeyValue), (status = 404, description = "No such key", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn get(
     State(st): State<AppState>,
@@ -452,7 +454,7 @@ pub(crate) async fn get(
         ("prefix" = Option<String>, Query, description = "Keys starting with this"),
         ("limit" = Option<u64>, Query, description = "At most this many"),
         ("start_after" = Option<String>, Query, description = "Keys after this one (to page)"),
-        ("consistency" = Option<String>, Query, description = "`linearizable` (default) or `local`")),
+        ("consistency" = Option<crate::openapi::Consistency>, Query, description = "`linearizable` (default) or `local`")),
     responses((status = 200, description = "The keys in order", body = crate::openapi::KvList), (status = 400, description = "Malformed body or parameter", body = crate::openapi::ErrorBody), (status = 307, description = "Not the leader: sent to it (`Location`)", body = crate::openapi::ErrorBody), (status = 503, description = "No leader known, or the write timed out (`Retry-After`)", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn list(
     State(st): State<AppState>,

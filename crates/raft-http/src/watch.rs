@@ -47,23 +47,24 @@ fn start_at(
     name: &str,
     default: LogIndex,
 ) -> Result<LogIndex, ApiError> {
+    // The parameter is checked even when `Last-Event-ID` overrides it.
+    let param =
+        match q.get(name) {
+            None => None,
+            Some(s) => Some(s.parse::<u64>().map(|n| n.max(1)).map_err(|_| {
+                ApiError::bad_request(format!("{name} must be a number, got {s:?}"))
+            })?),
+        };
     if let Some(v) = headers.get("last-event-id") {
         let id = v
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event id (a number)"))?;
-        return id
-            .checked_add(1)
-            .ok_or_else(|| ApiError::bad_request("Last-Event-ID is out of range"));
+        // After the last index there is can come nothing: such a stream only waits.
+        return Ok(id.saturating_add(1));
     }
-    match q.get(name) {
-        None => Ok(default),
-        Some(s) => s
-            .parse::<u64>()
-            .map(|n| n.max(1))
-            .map_err(|_| ApiError::bad_request(format!("{name} must be a number, got {s:?}"))),
-    }
+    Ok(param.unwrap_or(default))
 }
 
 /// The request's credential and address, as a stream needs them ([`crate::streams`]).
