@@ -324,8 +324,12 @@ async fn read_messages(
     mine: &CancellationToken,
 ) -> Result<(), ConnError> {
     let cfg = &shared.cfg;
+    // Every wait below looks at `mine` first (`biased`): once the peer is removed (or the
+    // connection replaced), nothing more of it is delivered, even a frame already read.
+    // (An unbiased select picks at random among the branches that are ready.)
     loop {
         let frame = tokio::select! {
+            biased;
             _ = mine.cancelled() => return Ok(()),
             f = tokio::time::timeout(cfg.idle_timeout, framed.next()) => match f {
                 Err(_) => {
@@ -358,6 +362,7 @@ async fn read_messages(
         // (TCP pushes back) instead of queueing without bound.
         let want = u32::try_from(held.min(cfg.recv_queue_bytes)).unwrap_or(u32::MAX);
         let budget = tokio::select! {
+            biased;
             _ = mine.cancelled() => return Ok(()),
             p = shared.budget.clone().acquire_many_owned(want) => match p {
                 Ok(p) => p,
@@ -370,6 +375,7 @@ async fn read_messages(
             _budget: budget,
         };
         tokio::select! {
+            biased;
             _ = mine.cancelled() => return Ok(()),
             r = shared.inbound.send(delivery) => if r.is_err() { return Ok(()) },
         }
