@@ -73,7 +73,9 @@ pub(crate) enum Command<R> {
     Autopilot {
         reply: oneshot::Sender<Vec<crate::AutopilotDecision>>,
     },
-    Campaign,
+    Campaign {
+        reply: oneshot::Sender<bool>,
+    },
     Isolate(bool),
 }
 
@@ -464,11 +466,14 @@ impl<R: Send + 'static> RaftNode<R> {
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 
-    /// Starts an election now (for tests; with pre-vote and check-quorum a follower that
-    /// hears from a live leader does not win). To move leadership, use
-    /// [`transfer_leadership`](Self::transfer_leadership).
-    pub async fn campaign(&self) -> Result<(), Error> {
-        self.send(Command::Campaign).await
+    /// Starts an election now (for tests and drills); whether one started. With
+    /// check-quorum (the default), a node that heard from its leader within an election
+    /// timeout refuses: it backs that leader, which may be serving reads from its lease.
+    /// To move leadership, use [`transfer_leadership`](Self::transfer_leadership).
+    pub async fn campaign(&self) -> Result<bool, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Campaign { reply }).await?;
+        rx.await.map_err(|_| Error::Shutdown)
     }
 
     /// Fault injection for tests and drills: while isolated, the node drops every message

@@ -596,7 +596,9 @@ impl<SM: StateMachine> Runtime<SM> {
             Command::Autopilot { reply } => {
                 let _ = reply.send(self.autopilot.decisions.iter().cloned().collect());
             }
-            Command::Campaign => self.node.campaign(),
+            Command::Campaign { reply } => {
+                let _ = reply.send(self.node.campaign());
+            }
             Command::Isolate(on) => self.isolated = on,
         }
     }
@@ -1223,7 +1225,7 @@ fn reject<R>(cmd: Command<R>, why: Error) {
         | Command::NetStats { .. }
         | Command::ListenerStats { .. }
         | Command::Backup { .. }
-        | Command::Campaign
+        | Command::Campaign { .. }
         | Command::Isolate(_) => {}
     }
 }

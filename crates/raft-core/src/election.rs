@@ -14,7 +14,7 @@ impl<S: LogStore> Node<S> {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.election_elapsed >= self.randomized_election_timeout && self.may_campaign() {
             self.election_elapsed = 0;
-            self.campaign();
+            self.start_election();
         }
     }
 
@@ -82,21 +82,36 @@ impl<S: LogStore> Node<S> {
                 && self.configs.previous().is_some_and(|m| m.is_voter(me)))
     }
 
+    /// Starts an election on request (an operator's `campaign`): a pre-vote round first
+    /// when enabled. Refused, besides where [`Node::start_election`] refuses, with
+    /// check-quorum on a node that heard from its leader within an election timeout
+    /// (`in_lease`): it would vote for itself while it still backs that leader, and a
+    /// leader serving lease reads counts on its voters backing no one else for that long.
+    /// Returns whether an election started.
+    pub fn campaign(&mut self) -> bool {
+        if self.in_lease() {
+            return false;
+        }
+        self.start_election()
+    }
+
     /// Starts an election: a pre-vote round first when enabled. A node that may not
-    /// campaign (see `may_campaign`), or at term `u64::MAX`, does not.
-    pub fn campaign(&mut self) {
+    /// campaign (see `may_campaign`), or at term `u64::MAX`, does not. (A follower's own
+    /// timeout comes here after an election timeout without its leader.)
+    fn start_election(&mut self) -> bool {
         if self.role == Role::Leader
             || !self.may_campaign()
             || self.next_term().is_none()
             || self.failure().is_some()
         {
-            return;
+            return false;
         }
         if self.cfg.pre_vote {
             self.become_pre_candidate();
         } else {
             self.become_candidate(false);
         }
+        true
     }
 
     fn become_pre_candidate(&mut self) {

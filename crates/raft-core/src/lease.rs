@@ -18,6 +18,12 @@
 //!   candidates for its first `election_ticks` after starting, as if it had just heard from
 //!   a leader.
 //!
+//! A voter's own campaign is held to the same rule: `Node::campaign` (an operator asking a
+//! node to stand) is refused while the node backs a leader (`in_lease`), or it would vote
+//! for itself and, with one other voter cut from the leader, win while the leader still
+//! serves reads from its lease. A follower's own timeout comes only after an election
+//! timeout without its leader.
+//!
 //! Ticks must track real time: a caller that stalls (a paused process) must deliver the
 //! ticks it missed before anything else (the runtime does), or the lease outlives itself.
 

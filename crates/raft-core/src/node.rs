@@ -484,6 +484,17 @@ impl<S: LogStore> Node<S> {
                 _ if from_leader => {
                     self.become_follower(m.term, Some(m.from));
                 }
+                MessageBody::RequestVote { .. } => {
+                    // The newer term is adopted, but the election clock runs on: only a
+                    // vote granted resets it (Figure 2). Otherwise a candidate that cannot
+                    // win (its log is behind), campaigning again and again, would keep
+                    // resetting the one voter that could, and no leader would ever be
+                    // elected (found by the simulator with clocks running at different
+                    // rates: the slowest clock never got to its timeout).
+                    let clock = (self.election_elapsed, self.randomized_election_timeout);
+                    self.become_follower(m.term, None);
+                    (self.election_elapsed, self.randomized_election_timeout) = clock;
+                }
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {

@@ -184,6 +184,43 @@ fn a_starting_node_with_lease_reads_ignores_candidates_for_an_election_timeout()
     assert_eq!(plain_node.role(), Role::Follower);
 }
 
+/// A follower that heard from its leader within an election timeout backs that leader:
+/// asked to campaign (an operator's `campaign`), it refuses, or it would vote for itself
+/// while the leader, counting on it, serves reads from its lease. (With a partial partition,
+/// leader cut from the other voter, that election succeeded and the leader served a stale
+/// read: simulator seed 620 of the core simulator as it was when campaigns were added.)
+#[test]
+fn a_follower_backing_its_leader_does_not_campaign_on_request_until_the_lease_is_over() {
+    let mut n = lone_node(2, &ids(3), MemStorage::new(), leasing);
+    for _ in 0..10 {
+        n.tick(); // past the starting node's lease
+    }
+    drain(&mut n);
+    let heartbeat = MessageBody::Heartbeat {
+        commit: 0,
+        read_seq: 1,
+    };
+    n.step(msg(1, 2, 5, heartbeat));
+    drain(&mut n);
+    assert_eq!(n.leader(), Some(1));
+    assert!(!n.campaign(), "campaigned while backing its leader");
+    assert_eq!((n.role(), n.term()), (Role::Follower, 5));
+    assert!(drain(&mut n).is_empty(), "no vote request may leave");
+    // An election timeout without the leader: the lease is over, and it campaigns.
+    for _ in 0..10 {
+        n.tick();
+    }
+    drain(&mut n);
+    if n.role() == Role::Follower {
+        assert!(
+            n.campaign(),
+            "refused once the leader was silent for an election timeout"
+        );
+    }
+    assert_eq!(n.role(), Role::Candidate);
+    assert_eq!(n.term(), 6);
+}
+
 #[test]
 fn a_follower_read_forwarded_to_a_leased_leader_is_answered_at_once() {
     let mut l = leased_leader();

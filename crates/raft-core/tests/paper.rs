@@ -647,6 +647,31 @@ fn paper_5_2_heartbeats_and_granted_votes_reset_the_election_timer() {
     assert_eq!(n.role(), Role::Candidate);
 }
 
+/// Figure 2 again: the timer restarts on a heartbeat or a vote *granted*; a candidate whose
+/// log is behind, refused in a newer term, does not restart it. Otherwise such a candidate,
+/// campaigning again and again, keeps the one voter whose log could win from ever reaching
+/// its timeout (the simulator found that livelock with clocks running at different rates).
+#[test]
+fn paper_fig2_a_refused_candidate_does_not_restart_the_voters_election_timer() {
+    let fresh = || lone_node(1, &ids(3), storage_with(&[1, 1, 1], 1, None), plain);
+    let timeout = ticks_until_role_leaves(&mut fresh(), Role::Follower);
+    let mut n = fresh();
+    for _ in 0..timeout - 1 {
+        n.tick();
+    }
+    // A candidate of a newer term whose log is behind: the term is adopted, the vote refused.
+    n.step(msg(2, 1, 5, vote_req(1, 1)));
+    assert_eq!(vote_answers(&drain(&mut n)), vec![(2, 5, false)]);
+    assert_eq!((n.role(), n.term()), (Role::Follower, 5));
+    // The timer ran on: the next tick is the one it would have timed out at anyway.
+    n.tick();
+    assert_eq!(
+        n.role(),
+        Role::Candidate,
+        "a refused vote request restarted the election timer"
+    );
+}
+
 // ----- §5.3 Log replication -----
 
 /// §5.3: "The leader appends the command to its log as a new entry, then issues

@@ -334,7 +334,16 @@ pub fn drain(node: &mut Node<MemStorage>) -> Vec<Message> {
 /// Makes a lone node leader by answering its (pre-)vote requests with grants from every
 /// peer. Messages are left in the node for the caller to drain.
 pub fn make_leader(node: &mut Node<MemStorage>) {
-    node.campaign();
+    // A node that heard from a leader lately refuses to campaign on request (its lease):
+    // then it campaigns on its own once its election timeout passes.
+    if !node.campaign() {
+        for _ in 0..1000 {
+            node.tick();
+            if node.role() != Role::Follower {
+                break;
+            }
+        }
+    }
     let id = node.id();
     let peers: Vec<NodeId> = node.voters().filter(|&p| p != id).collect();
     if node.role() == Role::PreCandidate {
