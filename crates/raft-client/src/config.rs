@@ -83,6 +83,12 @@ pub struct NodeConfig {
     /// (which is what the other members dial): behind a proxy or a NAT. Default: that
     /// address.
     pub raft_listen: Option<std::net::SocketAddr>,
+    /// Runs every task of the node on the caller's runtime, and its blocking work (disk
+    /// writes and reads, snapshot files) in place, instead of on a runtime of its own and
+    /// tokio's blocking pool. On a current-thread runtime with paused time, a node then
+    /// does the same things in the same order for the same inputs: what the node simulator
+    /// needs. Default `false`: a real node should not share its thread with anything.
+    pub single_thread: bool,
 }
 
 /// When a node takes snapshots and compacts its log, and how snapshots travel.
@@ -211,6 +217,7 @@ impl NodeConfig {
             autopilot: crate::AutopilotConfig::default(),
             flow: crate::FlowConfig::default(),
             raft_listen: None,
+            single_thread: false,
         }
     }
 

@@ -82,7 +82,8 @@ struct ContactClock {
 
 impl ContactClock {
     fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let elapsed = crate::exec::now().saturating_duration_since(self.base);
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1);
         self.last.store(ms.saturating_add(1), Ordering::Relaxed);
     }
 
@@ -90,8 +91,8 @@ impl ContactClock {
         match self.last.load(Ordering::Relaxed) {
             0 => None,
             at => Some(
-                self.base
-                    .elapsed()
+                crate::exec::now()
+                    .saturating_duration_since(self.base)
                     .saturating_sub(Duration::from_millis(at - 1)),
             ),
         }
@@ -118,7 +119,7 @@ pub(crate) struct LeaderView {
 pub(crate) fn channel() -> (LeaderSender, LeaderView) {
     let (tx, rx) = watch::channel(LeaderInfo::default());
     let clock = Arc::new(ContactClock {
-        base: Instant::now(),
+        base: crate::exec::now(),
         last: AtomicU64::new(0),
     });
     let history = Arc::new(LeaderHistory::default());

@@ -56,6 +56,7 @@ mod batch;
 mod config;
 mod durable_store;
 mod error;
+mod exec;
 mod flow;
 mod handle;
 mod kv;

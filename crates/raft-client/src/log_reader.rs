@@ -26,6 +26,7 @@ pub(crate) struct LogReader {
     slots: Arc<Semaphore>,
     max_concurrent: usize,
     max_bytes: u64,
+    exec: crate::exec::Exec,
 }
 
 impl LogReader {
@@ -35,6 +36,7 @@ impl LogReader {
         readable: Arc<AtomicU64>,
         max_concurrent: usize,
         max_bytes: u64,
+        exec: crate::exec::Exec,
     ) -> Self {
         LogReader {
             storage: storage.downgrade(),
@@ -43,6 +45,7 @@ impl LogReader {
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
             max_concurrent,
             max_bytes,
+            exec,
         }
     }
 
@@ -62,12 +65,13 @@ impl LogReader {
                 limit: self.max_concurrent,
             })?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.read_blocking(from, limit as u64).map(f)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("log read task failed: {e}")))?
+        self.exec
+            .blocking(move || {
+                let _permit = permit;
+                this.read_blocking(from, limit as u64).map(f)
+            })
+            .await
+            .map_err(|e| Error::Storage(format!("log read task failed: {e}")))?
     }
 
     fn read_blocking(&self, from: LogIndex, limit: u64) -> Result<Vec<Entry>, Error> {

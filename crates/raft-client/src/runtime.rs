@@ -58,7 +58,7 @@ struct TickClock {
 impl TickClock {
     fn new(tick: std::time::Duration, max_catch_up: u64) -> Self {
         TickClock {
-            start: std::time::Instant::now(),
+            start: crate::exec::now(),
             tick: tick.max(std::time::Duration::from_micros(1)),
             delivered: 0,
             max_catch_up,
@@ -67,7 +67,7 @@ impl TickClock {
 
     /// Ticks due now and not delivered yet; they count as delivered.
     fn due(&mut self) -> u64 {
-        self.due_at(std::time::Instant::now())
+        self.due_at(crate::exec::now())
     }
 
     fn due_at(&mut self, now: std::time::Instant) -> u64 {
@@ -151,6 +151,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     writes: WritePipeline,
     /// Sizes each follower's in-flight window from its measured round trip and rate.
     flow: crate::flow::FlowControl,
+    /// Where blocking work runs.
+    exec: crate::exec::Exec,
 }
 
 /// A node's own tokio runtime: one worker thread (plus its blocking pool) that nothing but
@@ -158,6 +160,21 @@ pub(crate) struct Runtime<SM: StateMachine> {
 /// clients, reads, the application) can delay its ticks, heartbeats or elections. Shut down
 /// in the background when dropped (dropping a runtime may not block inside another one).
 pub(crate) struct NodeRuntime(Option<tokio::runtime::Runtime>);
+
+/// Where a node's tasks run: a runtime of its own, or (`single_thread`) the caller's.
+enum Home {
+    Own(tokio::runtime::Runtime),
+    Caller(tokio::runtime::Handle),
+}
+
+impl Home {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match self {
+            Home::Own(rt) => rt.handle().clone(),
+            Home::Caller(h) => h.clone(),
+        }
+    }
+}
 
 impl Drop for NodeRuntime {
     fn drop(&mut self) {
@@ -185,14 +202,22 @@ pub(crate) async fn spawn<SM: StateMachine>(
     cancel: CancellationToken,
     book: AddressBook,
 ) -> Result<Spawned, StartError> {
-    let own = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(format!("raft-node-{}", cfg.id))
-        .enable_all()
-        .build()
-        .map_err(|e| StartError::Config(format!("cannot start the node's runtime: {e}")))?;
-    // Storage, transport and every task of the node live on its own runtime.
-    let built = own
+    let home = if cfg.single_thread {
+        Home::Caller(tokio::runtime::Handle::current())
+    } else {
+        Home::Own(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("raft-node-{}", cfg.id))
+                .enable_all()
+                .build()
+                .map_err(|e| StartError::Config(format!("cannot start the node's runtime: {e}")))?,
+        )
+    };
+    let on = home.handle();
+    // Storage, transport and every task of the node live on its own runtime (or, single
+    // threaded, on the caller's).
+    let built = on
         .spawn(build(cfg, sm, cmds, leader_tx, book))
         .await
         .map_err(|e| StartError::Config(format!("the node's start-up task failed: {e}")))
@@ -202,14 +227,19 @@ pub(crate) async fn spawn<SM: StateMachine>(
         Err(e) => {
             // Dropping a runtime blocks, which is not allowed here: let it wind down on its
             // own (nothing of the node is left running on it).
-            own.shutdown_background();
+            if let Home::Own(own) = home {
+                own.shutdown_background();
+            }
             return Err(e);
         }
     };
     let transfers = rt.snapshots.transfers.clone();
     Ok(Spawned {
-        task: own.spawn(rt.run(cancel)),
-        runtime: NodeRuntime(Some(own)),
+        task: on.spawn(rt.run(cancel)),
+        runtime: NodeRuntime(match home {
+            Home::Own(own) => Some(own),
+            Home::Caller(_) => None,
+        }),
         reader,
         storage_stats,
         transfers,
@@ -224,10 +254,12 @@ async fn build<SM: StateMachine>(
     leader_tx: LeaderSender,
     book: AddressBook,
 ) -> Result<(Runtime<SM>, LogReader, Arc<raft_storage::StorageStats>), StartError> {
+    let exec = crate::exec::Exec::new(cfg.single_thread);
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
     scfg.segment_bytes = cfg.segment_bytes;
-    let log = tokio::task::spawn_blocking(move || LogStorage::open(scfg))
+    let log = exec
+        .blocking(move || LogStorage::open(scfg))
         .await
         .map_err(|e| StartError::Config(format!("storage open task failed: {e}")))??;
     let segments = log.reader();
@@ -241,7 +273,7 @@ async fn build<SM: StateMachine>(
         ))
     })?;
     // A state machine behind the compacted log restores from the latest snapshot first.
-    let (sm, sm_applied) = restore_at_start(sm, &store, &last_snapshot)
+    let (sm, sm_applied) = restore_at_start(sm, &store, &last_snapshot, exec)
         .await
         .map_err(StartError::Config)?;
 
@@ -273,6 +305,7 @@ async fn build<SM: StateMachine>(
         readable.clone(),
         cfg.max_concurrent_reads,
         cfg.max_retrieve_bytes,
+        exec,
     );
     if cfg.sync == raft_storage::SyncPolicy::Never {
         tracing::warn!(
@@ -313,6 +346,7 @@ async fn build<SM: StateMachine>(
         last_snapshot,
         storage_stats.snapshot().bytes_written,
         events_tx.clone(),
+        exec,
     );
     if let Some(streams) = transport.take_streams() {
         tokio::spawn(receive_streams(
@@ -363,13 +397,14 @@ async fn build<SM: StateMachine>(
         pending_changes: BTreeMap::new(),
         pending_transfer: None,
         last_heard: BTreeMap::new(),
-        received_at: std::time::Instant::now(),
+        received_at: crate::exec::now(),
         departed: BTreeMap::new(),
         seen_as_member: !joining,
         autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
-        autopilot_ran: std::time::Instant::now(),
+        autopilot_ran: crate::exec::now(),
         clock: TickClock::new(cfg_tick, max_catch_up),
-        writes: WritePipeline::new(storage),
+        writes: WritePipeline::new(storage, exec),
+        exec,
         flow,
     };
     Ok((rt, reader, storage_stats))
@@ -423,7 +458,7 @@ impl<SM: StateMachine> Runtime<SM> {
         match input {
             Input::Tick => {}
             Input::Message(msg) => {
-                self.received_at = std::time::Instant::now();
+                self.received_at = crate::exec::now();
                 self.on_message(msg);
                 for _ in 0..MAX_INPUTS_PER_TURN {
                     match self.inbound.try_recv() {
@@ -794,7 +829,7 @@ impl<SM: StateMachine> Runtime<SM> {
     /// At most every 100 ms on the leader, with no change under way: the autopilot's
     /// decision, if any, is proposed.
     fn run_autopilot(&mut self) {
-        let now = std::time::Instant::now();
+        let now = crate::exec::now();
         if now.duration_since(self.autopilot_ran) < std::time::Duration::from_millis(100) {
             return;
         }
@@ -954,7 +989,7 @@ impl<SM: StateMachine> Runtime<SM> {
     /// leader's last messages (the `TimeoutNow` that hands leadership over) may arrive just
     /// after the commit that removed it.
     fn follow_membership(&mut self) {
-        let now = std::time::Instant::now();
+        let now = crate::exec::now();
         let current = (
             self.node.membership(),
             self.node.membership_at(self.node.commit_index()),
@@ -1025,10 +1060,9 @@ impl<SM: StateMachine> Runtime<SM> {
                 };
                 let reachable = leading.then(|| {
                     id == self.cfg.id
-                        || self
-                            .last_heard
-                            .get(&id)
-                            .is_some_and(|t| t.elapsed() < timeout)
+                        || self.last_heard.get(&id).is_some_and(|t| {
+                            crate::exec::now().saturating_duration_since(*t) < timeout
+                        })
                 });
                 MemberInfo {
                     id,
@@ -1074,7 +1108,7 @@ impl<SM: StateMachine> Runtime<SM> {
             if let raft_core::MessageBody::AppendEntries { entries, .. } = &m.body {
                 if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
                     if self.flow.adaptive() {
-                        let at = *now.get_or_insert_with(std::time::Instant::now);
+                        let at = *now.get_or_insert_with(crate::exec::now);
                         let bytes = entries.iter().map(Entry::size).sum();
                         self.flow.on_send(m.to, first.index, last.index, bytes, at);
                     }
@@ -1095,14 +1129,16 @@ impl<SM: StateMachine> Runtime<SM> {
             return Ok(rd);
         }
         let storage = self.storage.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = match storage.write() {
-                Ok(mut s) => s.persist(&rd).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            (rd, result)
-        })
-        .await;
+        let joined = self
+            .exec
+            .blocking(move || {
+                let result = match storage.write() {
+                    Ok(mut s) => s.persist(&rd).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (rd, result)
+            })
+            .await;
         match joined {
             Ok((rd, Ok(()))) => Ok(rd),
             Ok((_, Err(e))) => {

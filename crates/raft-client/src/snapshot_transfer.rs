@@ -61,6 +61,8 @@ pub(crate) struct TransferSettings {
     pub(crate) idle_timeout: Duration,
     /// The largest snapshot a follower accepts.
     pub(crate) max_bytes: u64,
+    /// Where the snapshot files' blocking work runs.
+    pub(crate) exec: crate::exec::Exec,
 }
 
 /// Why a transfer failed.
@@ -361,7 +363,8 @@ async fn receive_inner(
     let (path, mut have) = {
         let store = store.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || store.incoming(&meta))
+        s.exec
+            .blocking(move || store.incoming(&meta))
             .await
             .map_err(|e| TransferError::Protocol(e.to_string()))??
     };
@@ -393,7 +396,8 @@ async fn receive_inner(
                     unsynced = 0;
                 }
                 let (store2, path2) = (store.clone(), path.clone());
-                tokio::task::spawn_blocking(move || store2.write_part(&path2, offset, &data, sync))
+                s.exec
+                    .blocking(move || store2.write_part(&path2, offset, &data, sync))
                     .await
                     .map_err(|e| TransferError::Protocol(e.to_string()))??;
                 have = offset + len;
@@ -410,7 +414,8 @@ async fn receive_inner(
     }
     let file = {
         let (store, path, meta) = (store.clone(), path.clone(), meta.clone());
-        tokio::task::spawn_blocking(move || store.finish_part(&path, &meta, size))
+        s.exec
+            .blocking(move || store.finish_part(&path, &meta, size))
             .await
             .map_err(|e| TransferError::Protocol(e.to_string()))?
     };
@@ -455,6 +460,7 @@ mod tests {
             window: 2,
             idle_timeout: Duration::from_secs(10),
             max_bytes: 1 << 30,
+            exec: crate::exec::Exec::Threads,
         }
     }
 

@@ -35,6 +35,8 @@ pub(crate) enum Event {
 
 /// The runtime's snapshot state.
 pub(crate) struct Snapshots {
+    /// Where the snapshot files' blocking work runs.
+    pub(crate) exec: crate::exec::Exec,
     pub(crate) cfg: SnapshotConfig,
     pub(crate) store: SnapshotStore,
     /// The latest snapshot recorded in storage.
@@ -63,9 +65,11 @@ impl Snapshots {
         last: SnapshotMeta,
         bytes_written: u64,
         events_tx: mpsc::UnboundedSender<Event>,
+        exec: crate::exec::Exec,
     ) -> Self {
         let last_size = store.find(&last).map_or(0, |f| f.size);
         Snapshots {
+            exec,
             cfg,
             store,
             last,
@@ -94,6 +98,7 @@ impl Snapshots {
             window: self.cfg.window,
             idle_timeout: self.cfg.transfer_idle_timeout,
             max_bytes: self.cfg.max_bytes,
+            exec: self.exec,
         }
     }
 
@@ -108,6 +113,7 @@ pub(crate) async fn restore_at_start<SM: StateMachine>(
     sm: SM,
     store: &SnapshotStore,
     last: &SnapshotMeta,
+    exec: crate::exec::Exec,
 ) -> Result<(SM, LogIndex), String> {
     let applied = sm.applied_index();
     if last.index <= applied {
@@ -121,7 +127,7 @@ pub(crate) async fn restore_at_start<SM: StateMachine>(
         ));
     };
     let store = store.clone();
-    tokio::task::spawn_blocking(move || {
+    exec.blocking(move || {
         let mut sm = sm;
         let mut data = store.data(&file).map_err(|e| e.to_string())?;
         sm.restore(file.meta.index, &mut data)
@@ -235,7 +241,7 @@ impl<SM: StateMachine> Runtime<SM> {
         let storage = self.storage.clone();
         let tail = self.snapshots.cfg.tail_entries;
         let events = self.snapshots.events_tx.clone();
-        self.snapshots.writing = Some(tokio::task::spawn_blocking(move || {
+        self.snapshots.writing = Some(self.snapshots.exec.blocking(move || {
             let result = take_snapshot(&store, &storage, &meta, source, tail);
             let _ = events.send(Event::SnapshotTaken(result));
         }));
@@ -332,10 +338,12 @@ impl<SM: StateMachine> Runtime<SM> {
         let transfers_for_count = transfers.clone();
         let events = self.snapshots.events_tx.clone();
         let id = self.cfg.id;
+        let exec = self.snapshots.exec;
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let outcome = async {
-                let file: SnapshotFile = tokio::task::spawn_blocking(move || store.find(&meta))
+                let file: SnapshotFile = exec
+                    .blocking(move || store.find(&meta))
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or("the snapshot file is gone")?;

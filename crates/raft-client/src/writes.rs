@@ -45,14 +45,16 @@ pub(crate) struct WritePipeline {
     storage: SharedStorage,
     queued: VecDeque<Write>,
     in_flight: Option<InFlight>,
+    exec: crate::exec::Exec,
 }
 
 impl WritePipeline {
-    pub(crate) fn new(storage: SharedStorage) -> Self {
+    pub(crate) fn new(storage: SharedStorage, exec: crate::exec::Exec) -> Self {
         WritePipeline {
             storage,
             queued: VecDeque::new(),
             in_flight: None,
+            exec,
         }
     }
 
@@ -80,7 +82,7 @@ impl WritePipeline {
             }
         }
         let storage = self.storage.clone();
-        let task = tokio::task::spawn_blocking(move || write_batch(&storage, work));
+        let task = self.exec.blocking(move || write_batch(&storage, work));
         self.in_flight = Some(InFlight { acks, task });
     }
 
