@@ -459,30 +459,74 @@ impl<'de> serde::Deserialize<'de> for Whole {
 }
 
 /// A request body within the configured limit; past it, a JSON 413 error naming the limit.
+///
+/// A body found too large is still read, and thrown away, up to [`DRAIN_FACTOR`] times the
+/// limit and for at most [`DRAIN_TIME`], before the 413 goes out: a client still sending its
+/// body when the server closes the connection gets a broken pipe instead of the answer (the
+/// "lingering close" of nginx and Go's server). Past either bound the connection is closed.
 pub(crate) struct Body(pub(crate) Bytes);
+
+/// How many times `--max-body-bytes` a too-large body is read and discarded at most.
+pub(crate) const DRAIN_FACTOR: usize = 8;
+/// How long a too-large body is read and discarded at most.
+pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 impl axum::extract::FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, st: &AppState) -> Result<Self, ApiError> {
-        match <Bytes as axum::extract::FromRequest<AppState>>::from_request(req, st).await {
-            Ok(b) => Ok(Body(b)),
-            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!(
-                        "the request body is larger than {} bytes, the most this node accepts (--max-body-bytes)",
-                        st.cfg.max_body_bytes
-                    ),
-                ))
+        use http_body::Body as _;
+        let limit = st.cfg.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the request body is larger than {limit} bytes, the most this node accepts (--max-body-bytes)"
+                ),
+            )
+        };
+        let mut body = req.into_body();
+        let declared = body.size_hint().exact();
+        let mut buf = bytes::BytesMut::new();
+        let mut over = declared.is_some_and(|n| n > limit as u64);
+        while !over {
+            match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                None => return Ok(Body(buf.freeze())),
+                Some(Err(e)) => {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("cannot read the request body: {e}"),
+                    ))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len().saturating_add(data.len()) > limit {
+                            over = true;
+                        } else {
+                            buf.extend_from_slice(&data);
+                        }
+                    }
+                }
             }
-            Err(rejection) => Err(ApiError::new(
-                rejection.status(),
-                "bad_request",
-                format!("cannot read the request body: {}", rejection.body_text()),
-            )),
         }
+        drop(buf);
+        let cap = limit.saturating_mul(DRAIN_FACTOR);
+        let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+        let mut drained = 0usize;
+        while drained <= cap {
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        drained = drained.saturating_add(data.len());
+                    }
+                }
+                _ => break,
+            }
+        }
+        Err(too_large())
     }
 }
 
