@@ -124,6 +124,19 @@ impl<R: Send + 'static> RaftNode<R> {
     where
         SM: StateMachine<Response = R>,
     {
+        Self::start_in(cfg, state_machine, crate::Environment::real()).await
+    }
+
+    /// Like [`start`](Self::start), in `env` (another network than TCP: the node
+    /// simulator's).
+    pub async fn start_in<SM>(
+        cfg: NodeConfig,
+        state_machine: SM,
+        env: crate::Environment,
+    ) -> Result<Self, StartError>
+    where
+        SM: StateMachine<Response = R>,
+    {
         cfg.validate().map_err(StartError::Config)?;
         let (tx, rx) = mpsc::channel(cfg.request_queue);
         let (leader_tx, leader_rx) = crate::leader::channel();
@@ -142,6 +155,7 @@ impl<R: Send + 'static> RaftNode<R> {
             leader_tx,
             cancel.clone(),
             book.clone(),
+            env,
         )
         .await?;
         let runtime = spawned.task;

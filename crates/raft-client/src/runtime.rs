@@ -12,7 +12,7 @@ use raft_core::{
     ConfChange, ConfChangeError, Entry, EntryKind, LogIndex, Membership, Message, Node, NodeId,
     ProposeError, ReadError, ReadOutcome, Ready, Role, Term, TransferError,
 };
-use raft_net::{Inbound, NetConfig, Transport};
+use raft_net::{Inbound, NetConfig};
 use raft_storage::{LogStorage, StorageConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -101,7 +101,7 @@ pub(crate) struct Runtime<SM: StateMachine> {
     pub(crate) storage: SharedStorage,
     /// The state machine, in its own task.
     pub(crate) applier: Applier<SM>,
-    pub(crate) transport: Arc<Transport>,
+    pub(crate) transport: Arc<dyn crate::network::PeerNetwork>,
     inbound: Inbound,
     cmds: mpsc::Receiver<Command<SM::Response>>,
     leader_tx: LeaderSender,
@@ -201,6 +201,7 @@ pub(crate) async fn spawn<SM: StateMachine>(
     leader_tx: LeaderSender,
     cancel: CancellationToken,
     book: AddressBook,
+    env: crate::Environment,
 ) -> Result<Spawned, StartError> {
     let home = if cfg.single_thread {
         Home::Caller(tokio::runtime::Handle::current())
@@ -218,7 +219,7 @@ pub(crate) async fn spawn<SM: StateMachine>(
     // Storage, transport and every task of the node live on its own runtime (or, single
     // threaded, on the caller's).
     let built = on
-        .spawn(build(cfg, sm, cmds, leader_tx, book))
+        .spawn(build(cfg, sm, cmds, leader_tx, book, env))
         .await
         .map_err(|e| StartError::Config(format!("the node's start-up task failed: {e}")))
         .and_then(|r| r);
@@ -253,6 +254,7 @@ async fn build<SM: StateMachine>(
     cmds: mpsc::Receiver<Command<SM::Response>>,
     leader_tx: LeaderSender,
     book: AddressBook,
+    env: crate::Environment,
 ) -> Result<(Runtime<SM>, LogReader, Arc<raft_storage::StorageStats>), StartError> {
     let exec = crate::exec::Exec::new(cfg.single_thread);
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
@@ -337,8 +339,7 @@ async fn build<SM: StateMachine>(
     ncfg.idle_timeout = cfg.net.idle_timeout;
     ncfg.keepalive = cfg.net.keepalive;
     ncfg.tls = cfg.net.tls.clone();
-    let (transport, inbound) = Transport::start(ncfg).await?;
-    let transport = Arc::new(transport);
+    let (transport, inbound) = env.network.connect(ncfg).await?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let snapshots = Snapshots::new(
         cfg.snapshot.clone(),
@@ -1331,6 +1332,7 @@ mod tests {
             rx,
             leader_tx,
             AddressBook::default(),
+            crate::Environment::real(),
         )
         .await
         .unwrap();

@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use raft_core::{LogIndex, Message, MessageBody, NodeId, SnapshotMeta, SnapshotOutcome, Term};
-use raft_net::{PeerStream, Transport};
+use raft_net::PeerStream;
 use tokio::sync::mpsc;
 
 use crate::config::SnapshotConfig;
@@ -332,7 +331,7 @@ impl<SM: StateMachine> Runtime<SM> {
         let path = self.snapshots.store.path(meta.index, meta.term);
         self.snapshots.sending.insert(to, path);
         let store = self.snapshots.store.clone();
-        let transport: Arc<Transport> = self.transport.clone();
+        let transport = self.transport.clone();
         let settings = self.snapshots.settings();
         let transfers = self.snapshots.transfers.clone();
         let transfers_for_count = transfers.clone();

@@ -21,6 +21,20 @@ impl PeerStream {
         PeerStream { peer, framed }
     }
 
+    /// A stream with `peer` over any two-way byte stream (already authenticated): for
+    /// transports other than this crate's, such as a simulated network's in-memory pipes.
+    /// Frames are limited to `max_frame_bytes`.
+    pub fn over<T>(peer: NodeId, io: T, max_frame_bytes: usize) -> Self
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let io: BoxIo = Box::new(io);
+        PeerStream {
+            peer,
+            framed: Framed::new(io, FrameCodec::new(max_frame_bytes)),
+        }
+    }
+
     /// The peer at the other end.
     pub fn peer(&self) -> NodeId {
         self.peer

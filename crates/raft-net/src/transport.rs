@@ -25,18 +25,43 @@ use crate::stream::PeerStream;
 /// count ([`NetConfig::recv_queue`]) and in bytes ([`NetConfig::recv_queue_bytes`]): a
 /// message gives its bytes back when it is taken from here.
 pub struct Inbound {
-    rx: mpsc::Receiver<Delivery>,
+    rx: Receiving,
+}
+
+enum Receiving {
+    /// From this crate's transport, each message holding its share of the byte budget.
+    Transport(mpsc::Receiver<Delivery>),
+    /// From another transport (see [`Inbound::channel`]).
+    Plain(mpsc::Receiver<(NodeId, Message)>),
 }
 
 impl Inbound {
+    /// An inbound queue fed by another transport (a simulated network): what is sent on the
+    /// returned sender is received here, in order. Bounded to `capacity` messages.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<(NodeId, Message)>, Inbound) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            tx,
+            Inbound {
+                rx: Receiving::Plain(rx),
+            },
+        )
+    }
+
     /// The next message; `None` once the transport is shut down.
     pub async fn recv(&mut self) -> Option<(NodeId, Message)> {
-        self.rx.recv().await.map(|d| (d.from, d.msg))
+        match &mut self.rx {
+            Receiving::Transport(rx) => rx.recv().await.map(|d| (d.from, d.msg)),
+            Receiving::Plain(rx) => rx.recv().await,
+        }
     }
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Result<(NodeId, Message), mpsc::error::TryRecvError> {
-        self.rx.try_recv().map(|d| (d.from, d.msg))
+        match &mut self.rx {
+            Receiving::Transport(rx) => rx.try_recv().map(|d| (d.from, d.msg)),
+            Receiving::Plain(rx) => rx.try_recv(),
+        }
     }
 }
 
@@ -153,7 +178,9 @@ impl Transport {
                 cancel,
                 tracker,
             },
-            Inbound { rx: in_rx },
+            Inbound {
+                rx: Receiving::Transport(in_rx),
+            },
         ))
     }
 
