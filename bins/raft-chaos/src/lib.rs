@@ -28,7 +28,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
-pub mod linearizable;
+/// The linearizability checker ([`raft_linearizable`], shared with the node simulator).
+pub use raft_linearizable as linearizable;
 pub mod log_check;
 pub mod nemesis;
 pub mod netns;

@@ -15,6 +15,11 @@
 //!
 //! The search is exponential in the worst case: past a step budget it gives up and says
 //! so ([`Verdict::Unknown`]) rather than run forever.
+//!
+//! Used by `raft-chaos` (histories of real processes) and by `raft-client`'s node simulator
+//! (histories of simulated nodes).
+
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -372,6 +377,19 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    /// SplitMix64: a seeded sequence for generated histories.
+    struct SplitMix(u64);
+
+    impl SplitMix {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
     fn op(client: usize, t: (u64, Option<u64>), op: KvOp, outcome: KvOutcome) -> Operation {
         Operation {
             client,
@@ -589,7 +607,7 @@ mod tests {
     /// instant, then giving each an interval around that instant (overlapping others) and
     /// losing some answers: linearizable by construction.
     fn random_history(seed: u64, n: usize) -> Vec<Operation> {
-        let mut rng = crate::rng::Rng::new(seed);
+        let mut rng = SplitMix(seed);
         let mut state: Option<String> = None;
         let mut out = Vec::new();
         for i in 0..n {
