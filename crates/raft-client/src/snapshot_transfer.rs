@@ -23,7 +23,6 @@ use bytes::Bytes;
 use raft_core::{NodeId, SnapshotMeta, Term};
 use raft_net::PeerStream;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::snapshot_store::{SnapshotFile, SnapshotStore};
 
@@ -266,20 +265,36 @@ async fn send_inner(
         t.resumed_from = offset;
         t.done_bytes = offset;
     });
-    let mut f = tokio::fs::File::open(&file.path).await?;
-    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    // Read through the node's executor (a blocking thread, or in place in a single-thread
+    // node), one chunk at a time.
+    let f = {
+        let path = file.path.clone();
+        s.exec
+            .blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(|e| TransferError::Protocol(e.to_string()))??
+    };
+    let f = Arc::new(f);
     let mut sent = offset;
     let mut acked = offset;
     let mut in_flight = 0usize;
     let chunk = s.chunk_bytes.max(1);
-    let mut buf = vec![0u8; chunk];
     while acked < file.size {
         while sent < file.size && in_flight < s.window.max(1) {
             let n = (chunk as u64).min(file.size - sent) as usize;
-            f.read_exact(&mut buf[..n]).await?;
+            let data = {
+                let (f, at) = (f.clone(), sent);
+                s.exec
+                    .blocking(move || {
+                        let mut buf = vec![0u8; n];
+                        std::os::unix::fs::FileExt::read_exact_at(&*f, &mut buf, at).map(|()| buf)
+                    })
+                    .await
+                    .map_err(|e| TransferError::Protocol(e.to_string()))??
+            };
             let frame = Frame::Chunk {
                 offset: sent,
-                data: Bytes::copy_from_slice(&buf[..n]),
+                data: Bytes::from(data),
             };
             send(stream, &frame, idle).await?;
             sent += n as u64;

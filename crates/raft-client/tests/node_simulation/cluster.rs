@@ -1,0 +1,212 @@
+//! The simulated cluster: whole nodes (runtime, log store, the key-value store httpraft
+//! uses, snapshots and their transfer) on one thread, each in its own data directory, on
+//! the simulated network; crashed (aborted wherever they are) and restarted from their own
+//! data.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use raft_client::{
+    DurableConfig, DurableReader, DurableStore, Environment, KvResponse, NodeConfig, Peer, RaftNode,
+};
+use raft_core::NodeId;
+use tokio::time::Instant;
+
+use crate::network::SimNet;
+use crate::rng::Rng;
+
+/// One running incarnation of a node: its handle and a reader of its store.
+#[derive(Clone)]
+pub struct Running {
+    pub node: RaftNode<KvResponse>,
+    pub reader: DurableReader,
+    /// Counts the node's starts: a handle of an earlier incarnation is stale.
+    pub incarnation: u64,
+}
+
+struct Slot {
+    running: Option<Running>,
+    starts: u64,
+    /// Why the node stopped, when it stopped on its own.
+    stopped: Option<String>,
+}
+
+pub struct SimCluster {
+    pub ids: Vec<NodeId>,
+    pub net: SimNet,
+    peers: BTreeMap<NodeId, Peer>,
+    root: tempfile::TempDir,
+    slots: Mutex<BTreeMap<NodeId, Slot>>,
+    /// What happened, with times: the faults, and anything a check should explain.
+    events: Mutex<Vec<String>>,
+    /// Seeds each start's election timer randomness.
+    rng: Mutex<Rng>,
+    pub began: Instant,
+}
+
+impl SimCluster {
+    pub fn new(ids: Vec<NodeId>, net: SimNet, rng: Rng) -> SimCluster {
+        let peers = ids
+            .iter()
+            .map(|&id| {
+                let p = Peer {
+                    // Never dialled: the simulated network knows nodes by id.
+                    raft: SocketAddr::from(([127, 0, 0, 1], 1)),
+                    api: None,
+                };
+                (id, p)
+            })
+            .collect();
+        // A memory-backed directory where there is one: the simulated nodes sync often,
+        // and a sync there costs nothing.
+        let shm = std::path::Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let slots = ids
+            .iter()
+            .map(|&id| {
+                let slot = Slot {
+                    running: None,
+                    starts: 0,
+                    stopped: None,
+                };
+                (id, slot)
+            })
+            .collect();
+        SimCluster {
+            ids,
+            net,
+            peers,
+            root,
+            slots: Mutex::new(slots),
+            events: Mutex::new(Vec::new()),
+            rng: Mutex::new(rng),
+            began: Instant::now(),
+        }
+    }
+
+    /// Seconds since the run began, for the record.
+    pub fn at(&self) -> String {
+        format!("{:.3}s", self.began.elapsed().as_secs_f64())
+    }
+
+    /// Notes what happened, with the time.
+    pub fn record(&self, what: impl std::fmt::Display) {
+        let line = format!("{} {what}", self.at());
+        self.events.lock().unwrap().push(line);
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn dir(&self, id: NodeId) -> PathBuf {
+        self.root.path().join(format!("node-{id}"))
+    }
+
+    /// Starts `id` from its data directory (empty the first time).
+    pub async fn start(&self, id: NodeId) -> Result<(), String> {
+        let dir = self.dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut cfg = NodeConfig::new(id, "sim", self.peers.clone(), &dir);
+        cfg.single_thread = true;
+        cfg.raft.seed = self.rng.lock().unwrap().next_u64() | 1;
+        cfg.snapshot.every_entries = 40;
+        cfg.snapshot.tail_entries = 5;
+        cfg.snapshot.chunk_bytes = 512;
+        let store = DurableStore::open(&dir.join("app.redb"), DurableConfig::default())
+            .map_err(|e| format!("node {id}: cannot open its store: {e}"))?;
+        let reader = store.reader();
+        let env = Environment::real().with_network(Arc::new(self.net.clone()));
+        let node = RaftNode::start_in(cfg, store, env)
+            .await
+            .map_err(|e| format!("node {id} cannot start from its own data: {e}"))?;
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(&id).unwrap();
+        slot.starts += 1;
+        slot.running = Some(Running {
+            node,
+            reader,
+            incarnation: slot.starts,
+        });
+        Ok(())
+    }
+
+    /// Crashes `id`: its tasks are aborted wherever they are; what it synced stays.
+    pub async fn crash(&self, id: NodeId) {
+        let running = self
+            .slots
+            .lock()
+            .unwrap()
+            .get_mut(&id)
+            .unwrap()
+            .running
+            .take();
+        if let Some(r) = running {
+            r.node.abort().await;
+        }
+    }
+
+    pub fn running(&self, id: NodeId) -> Option<Running> {
+        self.slots.lock().unwrap().get(&id)?.running.clone()
+    }
+
+    pub fn all_running(&self) -> Vec<(NodeId, Running)> {
+        let slots = self.slots.lock().unwrap();
+        slots
+            .iter()
+            .filter_map(|(&id, s)| Some((id, s.running.clone()?)))
+            .collect()
+    }
+
+    pub fn down(&self) -> Vec<NodeId> {
+        let slots = self.slots.lock().unwrap();
+        slots
+            .iter()
+            .filter(|(_, s)| s.running.is_none())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Records that the incarnation `r` of `id` stopped although nobody stopped it.
+    pub fn stopped_on_its_own(&self, id: NodeId, r: &Running, why: String) {
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(&id).unwrap();
+        let current = slot.running.as_ref().map(|c| c.incarnation);
+        if current == Some(r.incarnation) && slot.stopped.is_none() {
+            slot.stopped = Some(why);
+        }
+    }
+
+    /// The nodes that stopped on their own, and why.
+    pub fn stopped(&self) -> Vec<(NodeId, String)> {
+        let slots = self.slots.lock().unwrap();
+        slots
+            .iter()
+            .filter_map(|(&id, s)| Some((id, s.stopped.clone()?)))
+            .collect()
+    }
+
+    /// Stops every node (the end of a run).
+    pub async fn stop_all(&self) {
+        for id in self.ids.clone() {
+            let running = self
+                .slots
+                .lock()
+                .unwrap()
+                .get_mut(&id)
+                .unwrap()
+                .running
+                .take();
+            if let Some(r) = running {
+                r.node.shutdown().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The faults, one at a time, drawn from the run's seed: partitions (a node, the leader,
+//! the leader from one follower, one way), bad weather (loss, duplication, reordering,
+//! delays of seconds), crashes and restarts (any node, the leader), and operations that
+//! move leadership or read the whole state (`campaign`, transfers, backups).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_core::NodeId;
+use tokio::time::Instant;
+
+use crate::cluster::SimCluster;
+use crate::network::Weather;
+use crate::rng::Rng;
+
+fn leader(c: &SimCluster) -> Option<NodeId> {
+    c.all_running()
+        .into_iter()
+        .find(|(id, r)| r.node.leader().leader == Some(*id))
+        .map(|(id, _)| id)
+}
+
+fn any(c: &SimCluster, rng: &mut Rng) -> NodeId {
+    c.ids[rng.below(c.ids.len() as u64) as usize]
+}
+
+/// Injects faults until `until`, then heals everything and restarts every node it crashed.
+pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
+    let all = cluster.ids.clone();
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
+        let hold = Duration::from_millis(rng.between(100, 3000));
+        match rng.below(11) {
+            0 => {
+                let n = any(&cluster, &mut rng);
+                cluster.record(format!("isolate node {n} for {hold:?}"));
+                cluster.net.isolate(n, &all);
+            }
+            1 => {
+                let Some(l) = leader(&cluster) else { continue };
+                cluster.record(format!("isolate the leader, node {l}, for {hold:?}"));
+                cluster.net.isolate(l, &all);
+            }
+            2 => {
+                // The partial partition: the leader cut from one follower, the other still
+                // hearing both.
+                let Some(l) = leader(&cluster) else { continue };
+                let f = loop {
+                    let f = any(&cluster, &mut rng);
+                    if f != l {
+                        break f;
+                    }
+                };
+                cluster.record(format!(
+                    "cut the leader, node {l}, from node {f}, both ways, for {hold:?}"
+                ));
+                cluster.net.cut(l, f);
+                cluster.net.cut(f, l);
+            }
+            3 => {
+                let (a, b) = (any(&cluster, &mut rng), any(&cluster, &mut rng));
+                if a == b {
+                    continue;
+                }
+                cluster.record(format!("cut node {a} to node {b} (one way) for {hold:?}"));
+                cluster.net.cut(a, b);
+            }
+            4 => {
+                let w = Weather {
+                    loss_per_mille: rng.below(200),
+                    dup_per_mille: rng.below(100),
+                    max_delay: Duration::from_millis(rng.between(2, 40)),
+                    long_per_mille: rng.below(30),
+                    long_delay: Duration::from_millis(rng.between(100, 4000)),
+                };
+                cluster.record(format!("bad weather {w:?} for {hold:?}"));
+                cluster.net.set_weather(w);
+            }
+            5 | 6 => {
+                let n = if rng.below(2) == 0 {
+                    leader(&cluster).unwrap_or_else(|| any(&cluster, &mut rng))
+                } else {
+                    any(&cluster, &mut rng)
+                };
+                cluster.record(format!("crash node {n}, restart after {hold:?}"));
+                cluster.crash(n).await;
+            }
+            7 => {
+                let n = any(&cluster, &mut rng);
+                let Some(r) = cluster.running(n) else {
+                    continue;
+                };
+                let started = r.node.campaign().await;
+                cluster.record(format!("campaign on node {n}: {started:?}"));
+                continue;
+            }
+            8 => {
+                let (Some(l), to) = (leader(&cluster), any(&cluster, &mut rng)) else {
+                    continue;
+                };
+                let Some(r) = cluster.running(l) else {
+                    continue;
+                };
+                cluster.record(format!("transfer leadership from node {l} to node {to}"));
+                let done = r.node.transfer_leadership(Some(to)).await;
+                cluster.record(format!("transfer to node {to}: {done:?}"));
+                continue;
+            }
+            9 => {
+                let n = any(&cluster, &mut rng);
+                let Some(r) = cluster.running(n) else {
+                    continue;
+                };
+                let b = r.node.backup().await;
+                cluster.record(format!("backup of node {n}: {}", b.is_ok()));
+                continue;
+            }
+            _ => {
+                // A quiet spell.
+                tokio::time::sleep(hold).await;
+                continue;
+            }
+        }
+        tokio::time::sleep(hold).await;
+        heal(&cluster).await;
+    }
+    heal(&cluster).await;
+}
+
+/// Every link restored, calm weather, every crashed node started again.
+pub async fn heal(cluster: &SimCluster) {
+    cluster.net.heal();
+    for id in cluster.down() {
+        cluster.record(format!("restart node {id}"));
+        if let Err(e) = cluster.start(id).await {
+            cluster.record(format!("node {id} did not restart: {e}"));
+        }
+    }
+}
