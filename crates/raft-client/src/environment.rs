@@ -1,4 +1,5 @@
-//! What a node runs on besides its own code: the network to its peers. A real node uses
+//! What a node runs on besides its own code: the network to its peers, and (for a
+//! single-thread node) how long its disk takes. A real node uses
 //! `raft-net`'s TCP transport ([`Environment::real`], what [`RaftNode::start`] uses); the
 //! node simulator gives nodes a simulated one ([`RaftNode::start_in`]).
 //!
@@ -13,6 +14,7 @@ use crate::network::{Connect, Tcp};
 #[derive(Clone)]
 pub struct Environment {
     pub(crate) network: Arc<dyn Connect>,
+    pub(crate) disk_delay: Option<crate::exec::DiskDelay>,
 }
 
 impl Environment {
@@ -20,12 +22,26 @@ impl Environment {
     pub fn real() -> Environment {
         Environment {
             network: Arc::new(Tcp),
+            disk_delay: None,
         }
     }
 
     /// The same, with `network` connecting the node to its peers.
     pub fn with_network(mut self, network: Arc<dyn Connect>) -> Environment {
         self.network = network;
+        self
+    }
+
+    /// The same, with each piece of blocking work of a single-thread node
+    /// ([`NodeConfig::single_thread`](crate::NodeConfig::single_thread): a log write and
+    /// its sync, a snapshot file, a read of the log) done only after `delay()` has passed
+    /// on the runtime's clock: the node simulator's slow disk. Ignored by a node with
+    /// threads, whose disk takes the time it takes.
+    pub fn with_disk_delay(
+        mut self,
+        delay: Arc<dyn Fn() -> std::time::Duration + Send + Sync>,
+    ) -> Environment {
+        self.disk_delay = Some(delay);
         self
     }
 }

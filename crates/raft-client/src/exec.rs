@@ -13,36 +13,57 @@ pub(crate) fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// How long a piece of a simulated node's blocking work takes, drawn for each piece: the
+/// node simulator's slow disk.
+pub type DiskDelay = std::sync::Arc<dyn Fn() -> std::time::Duration + Send + Sync>;
+
 /// How a node runs blocking work (disk writes and reads, snapshot files).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub(crate) enum Exec {
     /// On tokio's blocking pool, beside the node's tasks.
     #[default]
     Threads,
     /// As a task of the current runtime, run when it is first polled: on a current-thread
-    /// runtime, in a deterministic order with everything else.
-    InPlace,
+    /// runtime, in a deterministic order with everything else. With a delay, each piece of
+    /// work is done once that much (simulated) time has passed, as on a slow disk.
+    InPlace(Option<DiskDelay>),
+}
+
+impl std::fmt::Debug for Exec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exec::Threads => f.write_str("Threads"),
+            Exec::InPlace(d) => write!(f, "InPlace(delayed: {})", d.is_some()),
+        }
+    }
 }
 
 impl Exec {
-    /// The mode `single_thread` asks for.
-    pub(crate) fn new(single_thread: bool) -> Exec {
+    /// The mode `single_thread` asks for, with the environment's disk delay, if any.
+    pub(crate) fn new(single_thread: bool, delay: Option<DiskDelay>) -> Exec {
         if single_thread {
-            Exec::InPlace
+            Exec::InPlace(delay)
         } else {
             Exec::Threads
         }
     }
 
     /// Runs `f` as blocking work.
-    pub(crate) fn blocking<F, R>(self, f: F) -> JoinHandle<R>
+    pub(crate) fn blocking<F, R>(&self, f: F) -> JoinHandle<R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
         match self {
             Exec::Threads => tokio::task::spawn_blocking(f),
-            Exec::InPlace => tokio::spawn(async move { f() }),
+            Exec::InPlace(None) => tokio::spawn(async move { f() }),
+            Exec::InPlace(Some(delay)) => {
+                let wait = delay();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    f()
+                })
+            }
         }
     }
 }
@@ -54,7 +75,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn in_place_work_runs_on_the_calling_thread_and_threads_work_elsewhere() {
         let here = std::thread::current().id();
-        let there = Exec::InPlace
+        let there = Exec::InPlace(None)
             .blocking(|| std::thread::current().id())
             .await
             .unwrap_or(here);
@@ -64,5 +85,21 @@ mod tests {
             .await
             .unwrap_or(here);
         assert_ne!(pool, here);
+    }
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn delayed_in_place_work_is_done_once_its_delay_has_passed() {
+        let delay: DiskDelay = std::sync::Arc::new(|| std::time::Duration::from_millis(30));
+        let start = tokio::time::Instant::now();
+        let done_at = Exec::InPlace(Some(delay))
+            .blocking(tokio::time::Instant::now)
+            .await
+            .unwrap_or(start);
+        assert_eq!(done_at - start, std::time::Duration::from_millis(30));
     }
 }

@@ -256,7 +256,7 @@ async fn build<SM: StateMachine>(
     book: AddressBook,
     env: crate::Environment,
 ) -> Result<(Runtime<SM>, LogReader, Arc<raft_storage::StorageStats>), StartError> {
-    let exec = crate::exec::Exec::new(cfg.single_thread);
+    let exec = crate::exec::Exec::new(cfg.single_thread, env.disk_delay.clone());
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
     scfg.segment_bytes = cfg.segment_bytes;
@@ -275,7 +275,7 @@ async fn build<SM: StateMachine>(
         ))
     })?;
     // A state machine behind the compacted log restores from the latest snapshot first.
-    let (sm, sm_applied) = restore_at_start(sm, &store, &last_snapshot, exec)
+    let (sm, sm_applied) = restore_at_start(sm, &store, &last_snapshot, exec.clone())
         .await
         .map_err(StartError::Config)?;
 
@@ -307,7 +307,7 @@ async fn build<SM: StateMachine>(
         readable.clone(),
         cfg.max_concurrent_reads,
         cfg.max_retrieve_bytes,
-        exec,
+        exec.clone(),
     );
     if cfg.sync == raft_storage::SyncPolicy::Never {
         tracing::warn!(
@@ -347,7 +347,7 @@ async fn build<SM: StateMachine>(
         last_snapshot,
         storage_stats.snapshot().bytes_written,
         events_tx.clone(),
-        exec,
+        exec.clone(),
     );
     if let Some(streams) = transport.take_streams() {
         tokio::spawn(receive_streams(
@@ -404,7 +404,7 @@ async fn build<SM: StateMachine>(
         autopilot: crate::autopilot::Autopilot::new(cfg_autopilot),
         autopilot_ran: crate::exec::now(),
         clock: TickClock::new(cfg_tick, max_catch_up),
-        writes: WritePipeline::new(storage, exec),
+        writes: WritePipeline::new(storage, exec.clone()),
         exec,
         flow,
     };

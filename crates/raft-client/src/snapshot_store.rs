@@ -241,8 +241,10 @@ impl SnapshotStore {
         Ok(io::BufReader::with_capacity(1 << 20, File::open(&file.path)?).take(file.data_len))
     }
 
-    /// Removes every snapshot file but `keep` (and those in `busy`, being sent), and
-    /// temporary files left by a crash.
+    /// Removes the snapshot files `keep` supersedes: those of an index up to its own (but
+    /// `keep` itself and those in `busy`, being sent), and temporary files of such an index
+    /// left by a crash. A file of a newer index is left alone: it is a snapshot received
+    /// from the leader that storage is about to install, or one being written.
     pub(crate) fn remove_others(&self, keep: &SnapshotMeta, busy: &[PathBuf]) {
         let keep_name = file_name(keep.index, keep.term);
         let Ok(list) = fs::read_dir(&self.dir) else {
@@ -250,11 +252,13 @@ impl SnapshotStore {
         };
         for e in list.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            let is_snapshot = name.ends_with(".snap");
-            if (is_snapshot || name.starts_with("tmp-"))
-                && name != keep_name
-                && !busy.contains(&e.path())
-            {
+            let bare = name.strip_prefix("tmp-").unwrap_or(&name);
+            if !bare.ends_with(".snap") || name == keep_name || busy.contains(&e.path()) {
+                continue;
+            }
+            // `<index:020>-<term:020>.snap`; a name that does not parse is not ours.
+            let index = bare.get(..20).and_then(|d| d.parse::<LogIndex>().ok());
+            if index.is_some_and(|i| i <= keep.index) {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -415,6 +419,28 @@ mod tests {
             term: 2,
             membership: raft_core::Membership::new([1, 2, 3]),
         }
+    }
+
+    #[test]
+    fn cleaning_up_after_a_snapshot_keeps_newer_ones_received_for_installing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let write = |m: &SnapshotMeta| store.create(m, |w| w.write_all(b"state")).unwrap();
+        let (old, kept, received) = (write(&meta(10)), write(&meta(63)), write(&meta(128)));
+        // A crash left the temporary file of an older snapshot, and one of a newer one is
+        // being written.
+        let stale_tmp = store.dir.join(format!("tmp-{}", file_name(20, 2)));
+        let writing_tmp = store.dir.join(format!("tmp-{}", file_name(140, 2)));
+        fs::write(&stale_tmp, b"x").unwrap();
+        fs::write(&writing_tmp, b"x").unwrap();
+        // Snapshot 63 was installed (or taken) while 128 was received and not yet installed.
+        store.remove_others(&meta(63), &[]);
+        assert!(!old.path.exists(), "a superseded snapshot stays");
+        assert!(!stale_tmp.exists(), "an older temporary file stays");
+        assert!(kept.path.exists());
+        assert!(received.path.exists(), "the received snapshot was removed");
+        assert!(writing_tmp.exists(), "a snapshot being written was removed");
+        assert!(store.find(&meta(128)).is_some());
     }
 
     /// Records writes and syncs.

@@ -51,7 +51,7 @@ enum Frame {
 }
 
 /// Settings of snapshot transfers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct TransferSettings {
     pub(crate) chunk_bytes: usize,
     /// Chunks sent and not yet acknowledged, at most.

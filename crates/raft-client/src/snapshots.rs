@@ -97,7 +97,7 @@ impl Snapshots {
             window: self.cfg.window,
             idle_timeout: self.cfg.transfer_idle_timeout,
             max_bytes: self.cfg.max_bytes,
-            exec: self.exec,
+            exec: self.exec.clone(),
         }
     }
 
@@ -149,7 +149,7 @@ pub(crate) async fn receive_streams(
     while let Some(mut stream) = streams.recv().await {
         // One at a time: a second leader's offer waits behind the first (or is dropped
         // with its connection if too many wait, and retried).
-        match receive_snapshot(&mut stream, &store, settings, &transfers).await {
+        match receive_snapshot(&mut stream, &store, settings.clone(), &transfers).await {
             Ok(received) => {
                 transfers.count(|c| c.received += 1);
                 tracing::info!(
@@ -337,7 +337,7 @@ impl<SM: StateMachine> Runtime<SM> {
         let transfers_for_count = transfers.clone();
         let events = self.snapshots.events_tx.clone();
         let id = self.cfg.id;
-        let exec = self.snapshots.exec;
+        let exec = self.snapshots.exec.clone();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let outcome = async {

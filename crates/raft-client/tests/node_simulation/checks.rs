@@ -66,7 +66,9 @@ pub async fn after_healing(cluster: &SimCluster, history: &History) -> Result<()
     loop {
         let stopped = cluster.stopped();
         if let Some((id, why)) = stopped.first() {
-            return Err(format!("node {id} stopped on its own: {why}"));
+            return Err(format!(
+                "node {id} stopped on its own, or could not start again from its data: {why}"
+            ));
         }
         let mut statuses = Vec::new();
         for (id, r) in cluster.all_running() {

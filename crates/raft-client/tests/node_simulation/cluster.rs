@@ -33,7 +33,18 @@ struct Slot {
     stopped: Option<String>,
 }
 
+/// A node's disk: how long each piece of its blocking work (a log write and sync, a
+/// snapshot file, a read) takes, drawn up to `slowest_us`.
+pub struct Disk {
+    pub slowest_us: std::sync::atomic::AtomicU64,
+    rng: Mutex<Rng>,
+}
+
+/// A healthy disk: up to 200 µs per piece of work.
+pub const HEALTHY_DISK_US: u64 = 200;
+
 pub struct SimCluster {
+    disks: BTreeMap<NodeId, Arc<Disk>>,
     pub ids: Vec<NodeId>,
     pub net: SimNet,
     peers: BTreeMap<NodeId, Peer>,
@@ -41,13 +52,25 @@ pub struct SimCluster {
     slots: Mutex<BTreeMap<NodeId, Slot>>,
     /// What happened, with times: the faults, and anything a check should explain.
     events: Mutex<Vec<String>>,
+    /// Snapshot every this many entries, keeping this many before it.
+    snapshots: (u64, u64),
     /// Seeds each start's election timer randomness.
     rng: Mutex<Rng>,
     pub began: Instant,
 }
 
 impl SimCluster {
-    pub fn new(ids: Vec<NodeId>, net: SimNet, rng: Rng) -> SimCluster {
+    pub fn new(ids: Vec<NodeId>, net: SimNet, mut rng: Rng) -> SimCluster {
+        let disks = ids
+            .iter()
+            .map(|&id| {
+                let disk = Disk {
+                    slowest_us: HEALTHY_DISK_US.into(),
+                    rng: Mutex::new(rng.fork()),
+                };
+                (id, Arc::new(disk))
+            })
+            .collect();
         let peers = ids
             .iter()
             .map(|&id| {
@@ -79,7 +102,10 @@ impl SimCluster {
                 (id, slot)
             })
             .collect();
+        let snapshots = (rng.between(10, 200), rng.between(0, 20));
         SimCluster {
+            snapshots,
+            disks,
             ids,
             net,
             peers,
@@ -117,13 +143,21 @@ impl SimCluster {
         let mut cfg = NodeConfig::new(id, "sim", self.peers.clone(), &dir);
         cfg.single_thread = true;
         cfg.raft.seed = self.rng.lock().unwrap().next_u64() | 1;
-        cfg.snapshot.every_entries = 40;
-        cfg.snapshot.tail_entries = 5;
+        let (every, tail) = self.snapshots;
+        cfg.snapshot.every_entries = every;
+        cfg.snapshot.tail_entries = tail;
         cfg.snapshot.chunk_bytes = 512;
         let store = DurableStore::open(&dir.join("app.redb"), DurableConfig::default())
             .map_err(|e| format!("node {id}: cannot open its store: {e}"))?;
         let reader = store.reader();
-        let env = Environment::real().with_network(Arc::new(self.net.clone()));
+        let disk = self.disks[&id].clone();
+        let env = Environment::real()
+            .with_network(Arc::new(self.net.clone()))
+            .with_disk_delay(Arc::new(move || {
+                let slowest = disk.slowest_us.load(std::sync::atomic::Ordering::Relaxed);
+                let us = disk.rng.lock().unwrap().below(slowest + 1);
+                std::time::Duration::from_micros(us)
+            }));
         let node = RaftNode::start_in(cfg, store, env)
             .await
             .map_err(|e| format!("node {id} cannot start from its own data: {e}"))?;
@@ -150,6 +184,20 @@ impl SimCluster {
             .take();
         if let Some(r) = running {
             r.node.abort().await;
+        }
+    }
+
+    /// Makes `id`'s disk take up to `slowest_us` per piece of work.
+    pub fn set_disk(&self, id: NodeId, slowest_us: u64) {
+        self.disks[&id]
+            .slowest_us
+            .store(slowest_us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every disk healthy again.
+    pub fn heal_disks(&self) {
+        for id in self.ids.clone() {
+            self.set_disk(id, HEALTHY_DISK_US);
         }
     }
 
@@ -184,7 +232,14 @@ impl SimCluster {
         }
     }
 
-    /// The nodes that stopped on their own, and why.
+    /// Records that `id` could not start again from its own data.
+    pub fn failed_restart(&self, id: NodeId, why: String) {
+        let mut slots = self.slots.lock().unwrap();
+        let slot = slots.get_mut(&id).unwrap();
+        slot.stopped.get_or_insert(why);
+    }
+
+    /// The nodes that stopped on their own or could not restart, and why.
     pub fn stopped(&self) -> Vec<(NodeId, String)> {
         let slots = self.slots.lock().unwrap();
         slots

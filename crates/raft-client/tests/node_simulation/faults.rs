@@ -30,7 +30,7 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
         let hold = Duration::from_millis(rng.between(100, 3000));
-        match rng.below(11) {
+        match rng.below(12) {
             0 => {
                 let n = any(&cluster, &mut rng);
                 cluster.record(format!("isolate node {n} for {hold:?}"));
@@ -115,6 +115,14 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
                 cluster.record(format!("backup of node {n}: {}", b.is_ok()));
                 continue;
             }
+            10 => {
+                let n = any(&cluster, &mut rng);
+                let slowest = rng.between(5_000, 300_000);
+                cluster.record(format!(
+                    "slow disk on node {n}: up to {slowest} µs per write, sync or read, for {hold:?}"
+                ));
+                cluster.set_disk(n, slowest);
+            }
             _ => {
                 // A quiet spell.
                 tokio::time::sleep(hold).await;
@@ -130,10 +138,12 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
 /// Every link restored, calm weather, every crashed node started again.
 pub async fn heal(cluster: &SimCluster) {
     cluster.net.heal();
+    cluster.heal_disks();
     for id in cluster.down() {
         cluster.record(format!("restart node {id}"));
         if let Err(e) = cluster.start(id).await {
             cluster.record(format!("node {id} did not restart: {e}"));
+            cluster.failed_restart(id, format!("{} {e}", cluster.at()));
         }
     }
 }
