@@ -3,19 +3,35 @@
 //! append; callers are still answered only once their entry is applied.
 //!
 //! The runtime hands each `Ready`'s committed entries over with [`Applier::push`] and learns
-//! the outcome from [`Applier::completed`] (entries back, one response each). Work that
-//! needs the state machine at a known index (a snapshot, a backup, installing a leader's
-//! snapshot) first waits until everything handed over is applied, then takes the state
-//! machine with [`Applier::lock`]. The core bounds how much may wait to be applied
+//! the outcome from [`Applier::completed`] (entries back, one response each). A copy of the
+//! state for a snapshot or a backup is asked for with [`Applier::copy`]: it goes through
+//! the same queue, so it is taken by the apply task once everything handed over before it
+//! is applied, and the runtime never waits for it. Installing a leader's snapshot (rare: a
+//! follower far behind) still waits in the runtime loop until everything handed over is
+//! applied, then takes the state machine with [`Applier::lock_for_install`], which makes
+//! any copy asked for before it fail rather than copy the installed state under an older
+//! index. The core bounds how much may wait to be applied
 //! (`max_unapplied_bytes`), so the queue cannot grow without limit.
 
 use std::sync::Arc;
 
 use raft_core::{Entry, LogIndex};
-use tokio::sync::{mpsc, Mutex, MutexGuard};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard};
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::state_machine::StateMachine;
+use crate::state_machine::{SnapshotSource, StateMachine};
+
+/// A copy of the state machine's state ([`StateMachine::snapshot`]), or why there is none.
+pub(crate) type Copied = std::io::Result<Box<dyn SnapshotSource>>;
+
+/// What the apply task is asked to do, in order.
+enum Job {
+    /// Apply these committed entries.
+    Apply(Vec<Entry>),
+    /// Copy the state as it is once everything before is applied, unless a snapshot was
+    /// installed since it was asked for (the generation then differs).
+    Copy(oneshot::Sender<Copied>, u64),
+}
 
 /// Entries the state machine applied, with what it returned for each.
 pub(crate) struct Applied<R> {
@@ -28,12 +44,16 @@ pub(crate) struct Applied<R> {
 /// The handle the runtime keeps on the apply task.
 pub(crate) struct Applier<SM: StateMachine> {
     sm: Arc<Mutex<SM>>,
-    jobs: mpsc::UnboundedSender<Vec<Entry>>,
+    jobs: mpsc::UnboundedSender<Job>,
     done: mpsc::UnboundedReceiver<Applied<SM::Response>>,
     /// The last index handed over.
     handed: LogIndex,
-    /// The apply task, awaited by [`Applier::close`].
-    task: JoinHandle<()>,
+    /// The apply task, awaited by [`Applier::close`]; aborted if the applier is dropped
+    /// without closing (the node was aborted, as a crash would end it).
+    task: AbortOnDropHandle<()>,
+    /// Counts snapshot installs: a copy asked for before an install is refused after it
+    /// (the state is then the installed one, not the one as of the copy's index).
+    installs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<SM: StateMachine> Applier<SM> {
@@ -43,13 +63,15 @@ impl<SM: StateMachine> Applier<SM> {
         let sm = Arc::new(Mutex::new(sm));
         let (jobs, rx) = mpsc::unbounded_channel();
         let (tx, done) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(sm.clone(), rx, tx));
+        let installs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = AbortOnDropHandle::new(tokio::spawn(run(sm.clone(), rx, tx, installs.clone())));
         Applier {
             sm,
             jobs,
             done,
             handed: applied,
             task,
+            installs,
         }
     }
 
@@ -60,7 +82,26 @@ impl<SM: StateMachine> Applier<SM> {
         };
         self.handed = last.index;
         // A closed channel means the task is gone; `completed` reports that.
-        let _ = self.jobs.send(entries);
+        let _ = self.jobs.send(Job::Apply(entries));
+    }
+
+    /// Asks for a copy of the state as of the last index handed over (returned with the
+    /// answer's receiver): the apply task takes it once everything before is applied, and
+    /// nobody waits here. The receiver fails if the apply task is gone.
+    pub(crate) fn copy(&mut self) -> (LogIndex, oneshot::Receiver<Copied>) {
+        let (tx, rx) = oneshot::channel();
+        let generation = self.installs.load(std::sync::atomic::Ordering::Acquire);
+        let _ = self.jobs.send(Job::Copy(tx, generation));
+        (self.handed, rx)
+    }
+
+    /// The state machine, to install a leader's snapshot into: call only once everything
+    /// handed over was applied. A copy asked for before is refused from now on
+    /// (`ErrorKind::Interrupted`).
+    pub(crate) async fn lock_for_install(&self) -> MutexGuard<'_, SM> {
+        self.installs
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.sm.lock().await
     }
 
     /// The last index handed over.
@@ -85,8 +126,8 @@ impl<SM: StateMachine> Applier<SM> {
         self.done.try_recv().ok()
     }
 
-    /// The state machine, for work that needs it as of the last applied index: call only
-    /// once everything handed over was applied.
+    /// The state machine, for a test to look at once everything handed over was applied.
+    #[cfg(test)]
     pub(crate) async fn lock(&self) -> MutexGuard<'_, SM> {
         self.sm.lock().await
     }
@@ -102,15 +143,48 @@ impl<SM: StateMachine> Applier<SM> {
     }
 }
 
-/// The apply task: batches are applied in the order they came, several queued ones at once.
+/// The apply task: batches are applied in the order they came, several queued ones at once;
+/// a copy asked for between batches is taken between them.
 async fn run<SM: StateMachine>(
     sm: Arc<Mutex<SM>>,
-    mut jobs: mpsc::UnboundedReceiver<Vec<Entry>>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
     done: mpsc::UnboundedSender<Applied<SM::Response>>,
+    installs: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    while let Some(mut entries) = jobs.recv().await {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut entries = match job {
+            Job::Copy(reply, generation) => {
+                let mut guard = sm.lock().await;
+                let copied = if installs.load(std::sync::atomic::Ordering::Acquire) == generation {
+                    guard.snapshot().await
+                } else {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "a snapshot from the leader was installed meanwhile",
+                    ))
+                };
+                drop(guard);
+                let _ = reply.send(copied);
+                continue;
+            }
+            Job::Apply(entries) => entries,
+        };
         while let Ok(more) = jobs.try_recv() {
-            entries.extend(more);
+            match more {
+                Job::Apply(more) => entries.extend(more),
+                copy @ Job::Copy(..) => {
+                    next = Some(copy);
+                    break;
+                }
+            }
         }
         let mut guard = sm.lock().await;
         let responses = guard.apply(&entries).await;
@@ -154,6 +228,68 @@ mod tests {
         }
         assert_eq!(seen, vec![1, 2, 3, 4, 5]);
         assert_eq!(a.lock().await.applied(), 5);
+    }
+
+    /// A state machine whose copy is the index it had applied.
+    #[derive(Default)]
+    struct Counter(LogIndex);
+
+    struct Copy(LogIndex);
+
+    impl SnapshotSource for Copy {
+        fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+            out.write_all(&self.0.to_le_bytes())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl StateMachine for Counter {
+        type Response = ();
+        async fn apply(&mut self, entries: &[Entry]) -> Vec<()> {
+            // Slow: the copy below is asked for long before this is done.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            self.0 = entries.last().map_or(self.0, |e| e.index);
+            vec![(); entries.len()]
+        }
+        async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
+            Ok(Box::new(Copy(self.0)))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_is_taken_after_everything_handed_before_it_and_before_what_follows() {
+        let mut a = Applier::spawn(Counter::default(), 0);
+        a.push(entries(1, 3));
+        a.push(entries(4, 6));
+        let (index, copied) = a.copy();
+        a.push(entries(7, 9));
+        assert_eq!(index, 6);
+        let mut bytes = Vec::new();
+        copied.await.unwrap().unwrap().write_to(&mut bytes).unwrap();
+        assert_eq!(bytes, 6u64.to_le_bytes());
+        let mut last = 0;
+        while last < 9 {
+            last = a.completed().await.unwrap().entries.last().unwrap().index;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_copy_asked_for_before_a_snapshot_is_installed_is_refused() {
+        let mut a = Applier::spawn(Counter::default(), 0);
+        let (_, copied) = a.copy();
+        {
+            // An install takes the state machine before the apply task reaches the copy
+            // (the task has not run yet: this test's runtime has one thread).
+            let mut sm = a.lock_for_install().await;
+            sm.0 = 100;
+        }
+        let err = copied.await.unwrap().err().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
+        // One asked for after the install is taken.
+        let (_, again) = a.copy();
+        let mut bytes = Vec::new();
+        again.await.unwrap().unwrap().write_to(&mut bytes).unwrap();
+        assert_eq!(bytes, 100u64.to_le_bytes());
     }
 
     #[tokio::test]

@@ -123,6 +123,8 @@ pub(crate) struct Runtime<SM: StateMachine> {
     storage_stats: Arc<raft_storage::StorageStats>,
     /// Backups asked for, taken at the end of the turn (the state machine is async).
     pending_backups: Vec<oneshot::Sender<Result<crate::Backup, Error>>>,
+    /// Backups being copied (aborted with the node when it is aborted).
+    backups: Vec<tokio_util::task::AbortOnDropHandle<()>>,
     /// Every member's addresses, shared with the handles.
     book: AddressBook,
     /// The configurations the transport and the address book were last set up for: the
@@ -393,6 +395,7 @@ async fn build<SM: StateMachine>(
         events,
         storage_stats: storage_stats.clone(),
         pending_backups: Vec::new(),
+        backups: Vec::new(),
         book,
         membership,
         pending_changes: BTreeMap::new(),
@@ -679,12 +682,8 @@ impl<SM: StateMachine> Runtime<SM> {
         self.run_autopilot();
         let written = self.storage_stats.snapshot().bytes_written;
         self.maybe_take_snapshot(written).await?;
-        if !self.pending_backups.is_empty() {
-            // A backup copies the state machine as of the last committed entry handed over.
-            self.wait_applied().await?;
-        }
         for reply in std::mem::take(&mut self.pending_backups) {
-            let _ = reply.send(self.take_backup().await);
+            self.start_backup(reply);
         }
         Ok(())
     }
@@ -799,32 +798,42 @@ impl<SM: StateMachine> Runtime<SM> {
         Ok(())
     }
 
-    /// A consistent copy of the state machine as of the applied index (call once every
-    /// entry handed to the apply task is applied).
-    async fn take_backup(&mut self) -> Result<crate::Backup, Error> {
-        let index = self.applied;
-        let term = self
-            .node
-            .entry_term(index)
-            .ok_or_else(|| Error::Storage(format!("the term of entry {index} is unknown")))?;
-        let source = self
-            .applier
-            .lock()
-            .await
-            .snapshot()
-            .await
-            .map_err(|e| Error::Storage(format!("the state machine cannot be copied: {e}")))?;
-        let membership = self.node.membership_at(index).cloned().ok_or_else(|| {
-            Error::Storage(format!("the configuration at entry {index} is unknown"))
-        })?;
-        Ok(crate::Backup {
-            meta: raft_core::SnapshotMeta {
-                index,
-                term,
-                membership,
-            },
-            source,
-        })
+    /// Starts a backup: a copy of the state machine as of the last committed entry handed
+    /// to the apply task, which takes it once it has applied that entry; `reply` gets it
+    /// then. The loop does not wait.
+    fn start_backup(&mut self, reply: oneshot::Sender<Result<crate::Backup, Error>>) {
+        let index = self.applier.handed();
+        let Some(term) = self.node.entry_term(index) else {
+            let why = format!("the term of entry {index} is unknown");
+            let _ = reply.send(Err(Error::Storage(why)));
+            return;
+        };
+        let Some(membership) = self.node.membership_at(index).cloned() else {
+            let why = format!("the configuration at entry {index} is unknown");
+            let _ = reply.send(Err(Error::Storage(why)));
+            return;
+        };
+        let meta = raft_core::SnapshotMeta {
+            index,
+            term,
+            membership,
+        };
+        let (_, copied) = self.applier.copy();
+        self.backups.retain(|b| !b.is_finished());
+        let task = tokio::spawn(async move {
+            let backup = match copied.await {
+                Ok(Ok(source)) => Ok(crate::Backup { meta, source }),
+                // A snapshot from the leader replaced the state first: ask again.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => Err(Error::Busy),
+                Ok(Err(e)) => Err(Error::Storage(format!(
+                    "the state machine cannot be copied: {e}"
+                ))),
+                Err(_) => Err(Error::Shutdown),
+            };
+            let _ = reply.send(backup);
+        });
+        self.backups
+            .push(tokio_util::task::AbortOnDropHandle::new(task));
     }
 
     /// At most every 100 ms on the leader, with no change under way: the autopilot's

@@ -23,6 +23,10 @@ use crate::storage::SharedStorage;
 pub(crate) enum Event {
     /// A snapshot was written, recorded and the log compacted (or that failed).
     SnapshotTaken(Result<SnapshotMeta, String>),
+    /// The state machine takes no snapshots: the log is kept whole.
+    SnapshotsUnsupported,
+    /// A snapshot was not taken: the leader's was installed before the copy was made.
+    SnapshotSkipped,
     /// A transfer to a follower ended.
     TransferDone {
         to: NodeId,
@@ -45,8 +49,9 @@ pub(crate) struct Snapshots {
     /// The size of the latest snapshot file (0: none, or unknown).
     last_size: u64,
     taking: bool,
-    /// The thread writing the snapshot being taken (awaited when the node stops).
-    writing: Option<tokio::task::JoinHandle<()>>,
+    /// The task taking the snapshot (awaited when the node stops; aborted with the node
+    /// when it is aborted, as a crash would end it).
+    writing: Option<tokio_util::task::AbortOnDropHandle<()>>,
     /// The state machine cannot take snapshots: never try again.
     unsupported: bool,
     /// Transfers running, by follower: the file each sends (kept until it ends).
@@ -172,12 +177,11 @@ pub(crate) async fn receive_streams(
 
 impl<SM: StateMachine> Runtime<SM> {
     /// After applying: takes a snapshot when enough was applied or written since the last.
-    /// The snapshot covers every committed entry handed to the apply task (it waits for
-    /// them); an error means the apply task is gone.
+    /// The snapshot covers every committed entry handed to the apply task: the apply task
+    /// copies the state once it has applied them, and the loop does not wait for it.
     pub(crate) async fn maybe_take_snapshot(&mut self, bytes_written: u64) -> Result<(), Error> {
         if self.snapshot_due(bytes_written) {
-            self.wait_applied().await?;
-            self.take_snapshot_now(bytes_written).await;
+            self.take_snapshot_now(bytes_written);
         }
         Ok(())
     }
@@ -199,27 +203,14 @@ impl<SM: StateMachine> Runtime<SM> {
                 && bytes_written.saturating_sub(s.bytes_at_last) < s.last_size)
     }
 
-    /// Starts a snapshot of the state machine as of the applied index (every entry handed
-    /// to the apply task is applied).
-    async fn take_snapshot_now(&mut self, bytes_written: u64) {
-        let index = self.applied;
+    /// Starts a snapshot of the state machine as of the last entry handed to the apply
+    /// task: the apply task copies the state once it has applied it, then the copy is
+    /// written out (on the executor) and the log compacted; [`Event::SnapshotTaken`] says
+    /// how it went. Nothing here waits.
+    fn take_snapshot_now(&mut self, bytes_written: u64) {
+        let index = self.applier.handed();
         let Some(term) = self.node.entry_term(index) else {
             return;
-        };
-        let source = match self.applier.lock().await.snapshot().await {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-                tracing::info!(
-                    id = self.cfg.id,
-                    "the state machine takes no snapshots: the log is kept whole"
-                );
-                self.snapshots.unsupported = true;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(id = self.cfg.id, error = %e, "the state machine could not start a snapshot");
-                return;
-            }
         };
         let Some(membership) = self.node.membership_at(index).cloned() else {
             tracing::warn!(
@@ -234,16 +225,41 @@ impl<SM: StateMachine> Runtime<SM> {
             term,
             membership,
         };
+        let (_, copied) = self.applier.copy();
         self.snapshots.set_taking(true);
         self.snapshots.bytes_at_last = bytes_written;
         let store = self.snapshots.store.clone();
         let storage = self.storage.clone();
         let tail = self.snapshots.cfg.tail_entries;
         let events = self.snapshots.events_tx.clone();
-        self.snapshots.writing = Some(self.snapshots.exec.blocking(move || {
-            let result = take_snapshot(&store, &storage, &meta, source, tail);
-            let _ = events.send(Event::SnapshotTaken(result));
-        }));
+        let exec = self.snapshots.exec.clone();
+        self.snapshots.writing = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                let source = match copied.await {
+                    Ok(Ok(source)) => source,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                        let _ = events.send(Event::SnapshotsUnsupported);
+                        return;
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                        let _ = events.send(Event::SnapshotSkipped);
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        let why = format!("the state machine could not start a snapshot: {e}");
+                        let _ = events.send(Event::SnapshotTaken(Err(why)));
+                        return;
+                    }
+                    // The apply task is gone: the runtime finds out and stops.
+                    Err(_) => return,
+                };
+                let writing = exec.blocking(move || {
+                    let result = take_snapshot(&store, &storage, &meta, source, tail);
+                    let _ = events.send(Event::SnapshotTaken(result));
+                });
+                let _ = tokio_util::task::AbortOnDropHandle::new(writing).await;
+            },
+        )));
     }
 
     /// Waits for the snapshot being written, if any, to be finished (the node is stopping).
@@ -274,6 +290,21 @@ impl<SM: StateMachine> Runtime<SM> {
                 self.snapshots
                     .store
                     .remove_others(&self.snapshots.last, &busy);
+            }
+            Event::SnapshotsUnsupported => {
+                tracing::info!(
+                    id = self.cfg.id,
+                    "the state machine takes no snapshots: the log is kept whole"
+                );
+                self.snapshots.set_taking(false);
+                self.snapshots.unsupported = true;
+            }
+            Event::SnapshotSkipped => {
+                tracing::debug!(
+                    id = self.cfg.id,
+                    "snapshot skipped: the leader's was installed first"
+                );
+                self.snapshots.set_taking(false);
             }
             Event::SnapshotTaken(Err(e)) => {
                 self.snapshots.set_taking(false);
@@ -389,7 +420,7 @@ impl<SM: StateMachine> Runtime<SM> {
             )));
         };
         let store = self.snapshots.store.clone();
-        let mut sm = self.applier.lock().await;
+        let mut sm = self.applier.lock_for_install().await;
         let mut restore = || -> std::io::Result<()> {
             let mut data = store.data(&file)?;
             sm.restore(file.meta.index, &mut data)

@@ -14,6 +14,7 @@ use raft_client::{
 use raft_core::NodeId;
 use tokio::time::Instant;
 
+use crate::machine::{Pace, SlowStore};
 use crate::network::SimNet;
 use crate::rng::Rng;
 
@@ -45,6 +46,7 @@ pub const HEALTHY_DISK_US: u64 = 200;
 
 pub struct SimCluster {
     disks: BTreeMap<NodeId, Arc<Disk>>,
+    paces: BTreeMap<NodeId, Arc<Pace>>,
     pub ids: Vec<NodeId>,
     pub net: SimNet,
     peers: BTreeMap<NodeId, Peer>,
@@ -54,6 +56,8 @@ pub struct SimCluster {
     events: Mutex<Vec<String>>,
     /// Snapshot every this many entries, keeping this many before it.
     snapshots: (u64, u64),
+    /// Violations seen while the run went on.
+    violations: Mutex<Vec<String>>,
     /// Seeds each start's election timer randomness.
     rng: Mutex<Rng>,
     pub began: Instant,
@@ -102,16 +106,22 @@ impl SimCluster {
                 (id, slot)
             })
             .collect();
+        let paces = ids
+            .iter()
+            .map(|&id| (id, Arc::new(Pace::new(rng.fork()))))
+            .collect();
         let snapshots = (rng.between(10, 200), rng.between(0, 20));
         SimCluster {
             snapshots,
             disks,
+            paces,
             ids,
             net,
             peers,
             root,
             slots: Mutex::new(slots),
             events: Mutex::new(Vec::new()),
+            violations: Mutex::new(Vec::new()),
             rng: Mutex::new(rng),
             began: Instant::now(),
         }
@@ -158,6 +168,10 @@ impl SimCluster {
                 let us = disk.rng.lock().unwrap().below(slowest + 1);
                 std::time::Duration::from_micros(us)
             }));
+        let store = SlowStore {
+            inner: store,
+            pace: self.paces[&id].clone(),
+        };
         let node = RaftNode::start_in(cfg, store, env)
             .await
             .map_err(|e| format!("node {id} cannot start from its own data: {e}"))?;
@@ -194,10 +208,18 @@ impl SimCluster {
             .store(slowest_us, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Every disk healthy again.
+    /// Makes `id`'s state machine take up to `slowest_us` per batch.
+    pub fn set_pace(&self, id: NodeId, slowest_us: u64) {
+        self.paces[&id]
+            .slowest_us
+            .store(slowest_us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every disk and state machine healthy again.
     pub fn heal_disks(&self) {
         for id in self.ids.clone() {
             self.set_disk(id, HEALTHY_DISK_US);
+            self.set_pace(id, 0);
         }
     }
 
@@ -230,6 +252,16 @@ impl SimCluster {
         if current == Some(r.incarnation) && slot.stopped.is_none() {
             slot.stopped = Some(why);
         }
+    }
+
+    /// Records a violation seen while the run goes on.
+    pub fn violation(&self, what: String) {
+        self.record(format!("VIOLATION: {what}"));
+        self.violations.lock().unwrap().push(what);
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap().clone()
     }
 
     /// Records that `id` could not start again from its own data.

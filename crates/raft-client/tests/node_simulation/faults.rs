@@ -20,6 +20,47 @@ fn leader(c: &SimCluster) -> Option<NodeId> {
         .map(|(id, _)| id)
 }
 
+/// The highest term any running node is in.
+fn max_term(c: &SimCluster) -> u64 {
+    c.all_running()
+        .iter()
+        .map(|(_, r)| r.node.leader().term)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits (up to 5 s) until every node runs and follows one leader in one term, and has for
+/// a second; returns that term.
+pub async fn settled(c: &SimCluster) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stable_since: Option<(u64, Instant)> = None;
+    while Instant::now() < deadline {
+        let running = c.all_running();
+        let mut views = Vec::new();
+        for (_, r) in &running {
+            if let Ok(s) = r.node.status().await {
+                views.push((s.term, s.leader));
+            }
+        }
+        let one = views.len() == c.ids.len()
+            && views.iter().all(|v| v.1.is_some())
+            && views
+                .windows(2)
+                .all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1);
+        match (one, stable_since) {
+            (true, Some((term, since))) if term == views[0].0 => {
+                if since.elapsed() >= Duration::from_secs(1) {
+                    return Some(term);
+                }
+            }
+            (true, _) => stable_since = Some((views[0].0, Instant::now())),
+            (false, _) => stable_since = None,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 fn any(c: &SimCluster, rng: &mut Rng) -> NodeId {
     c.ids[rng.below(c.ids.len() as u64) as usize]
 }
@@ -30,7 +71,7 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
         let hold = Duration::from_millis(rng.between(100, 3000));
-        match rng.below(12) {
+        match rng.below(13) {
             0 => {
                 let n = any(&cluster, &mut rng);
                 cluster.record(format!("isolate node {n} for {hold:?}"));
@@ -115,13 +156,45 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
                 cluster.record(format!("backup of node {n}: {}", b.is_ok()));
                 continue;
             }
-            10 => {
-                let n = any(&cluster, &mut rng);
-                let slowest = rng.between(5_000, 300_000);
-                cluster.record(format!(
-                    "slow disk on node {n}: up to {slowest} µs per write, sync or read, for {hold:?}"
-                ));
-                cluster.set_disk(n, slowest);
+            10 | 11 => {
+                // Slowness alone, on a healthy network, must not move leadership: a slow
+                // disk or state machine never stops a node from heartbeating and voting.
+                let slow_machine = rng.below(2) == 0;
+                let n = if rng.below(2) == 0 {
+                    leader(&cluster).unwrap_or_else(|| any(&cluster, &mut rng))
+                } else {
+                    any(&cluster, &mut rng)
+                };
+                let Some(term) = settled(&cluster).await else {
+                    continue;
+                };
+                if slow_machine {
+                    let slowest = rng.between(20_000, 1_500_000);
+                    cluster.record(format!(
+                        "slow state machine on node {n}: up to {slowest} µs per batch, for {hold:?}"
+                    ));
+                    cluster.set_pace(n, slowest);
+                } else {
+                    let slowest = rng.between(5_000, 300_000);
+                    cluster.record(format!(
+                        "slow disk on node {n}: up to {slowest} µs per write, sync or read, for {hold:?}"
+                    ));
+                    cluster.set_disk(n, slowest);
+                }
+                tokio::time::sleep(hold).await;
+                let now = max_term(&cluster);
+                if now != term {
+                    let what = if slow_machine {
+                        "state machine"
+                    } else {
+                        "disk"
+                    };
+                    cluster.violation(format!(
+                        "the term moved from {term} to {now} while the network was healthy and only node {n}'s {what} was slow"
+                    ));
+                }
+                heal(&cluster).await;
+                continue;
             }
             _ => {
                 // A quiet spell.

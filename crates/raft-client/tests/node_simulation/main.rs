@@ -7,6 +7,8 @@
 //! RAFT_NODE_SIM_SEEDS=N cargo test --release -p raft-client --test node_simulation
 //! RAFT_NODE_SIM_SEED=S        replays seed S
 //! RAFT_NODE_SIM_SEED_BASE=B   runs seeds B, B+1, …
+//! RAFT_NODE_SIM_VERBOSE=1     prints every run's faults and events, failing or not
+//! RUST_LOG=info               prints what the nodes log
 //! ```
 //!
 //! Checks: the key-value history is linearizable; no acknowledged write is lost (every one
@@ -21,6 +23,7 @@ mod checks;
 mod clients;
 mod cluster;
 mod faults;
+mod machine;
 mod network;
 mod rng;
 
@@ -104,7 +107,12 @@ async fn simulate(seed: u64) -> Result<String, String> {
     }
     let outcome = checks::after_healing(&cluster, &history).await;
     monitor.abort();
-    let leaders = leaders.check();
+    let leaders = leaders
+        .check()
+        .and_then(|()| match cluster.violations().first() {
+            Some(v) => Err(v.clone()),
+            None => Ok(()),
+        });
     cluster.stop_all().await;
     let outcome = outcome.and(leaders);
     let digest = {
@@ -117,6 +125,11 @@ async fn simulate(seed: u64) -> Result<String, String> {
     let ops = history.ops.lock().unwrap().len();
     let acked = history.acked.lock().unwrap().len();
     let faults = cluster.events().len();
+    if std::env::var_os("RAFT_NODE_SIM_VERBOSE").is_some() {
+        for e in cluster.events() {
+            eprintln!("  {e}");
+        }
+    }
     outcome.map(|()| format!("seed {seed}: {ops} operations, {acked} acknowledged writes, {faults} events, {:.1}s simulated, digest {digest:016x}", cluster.began.elapsed().as_secs_f64())).map_err(|violation| {
         let mut report = format!("seed {seed}: {violation}\nfaults and events:\n");
         for e in cluster.events() {
@@ -173,4 +186,57 @@ fn one_seed_replays_the_same_run_exactly() {
     let first = run(7).unwrap();
     let again = run(7).unwrap();
     assert_eq!(first, again, "the same seed ran differently");
+}
+
+/// A leader whose state machine takes a second per batch keeps its leadership while
+/// writes go on and snapshots fall due: the runtime loop never waits for the apply task, so
+/// heartbeats and votes go on.
+#[test]
+fn a_slow_state_machine_does_not_depose_its_leader() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut rng = Rng::new(1);
+        let ids = vec![1, 2, 3];
+        let cluster = SimCluster::new(ids.clone(), SimNet::new(rng.fork()), rng.fork());
+        for &id in &ids {
+            cluster.start(id).await.unwrap();
+        }
+        let term = faults::settled(&cluster).await.expect("a leader");
+        let leader = cluster
+            .all_running()
+            .into_iter()
+            .find(|(id, r)| r.node.leader().leader == Some(*id))
+            .map(|(_, r)| r)
+            .unwrap();
+        cluster.set_pace(leader.node.id(), 1_000_000);
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut n = 0;
+        while Instant::now() < until {
+            n += 1;
+            let cmd = raft_client::KvCommand::put("k", format!("v{n}"))
+                .encode()
+                .unwrap();
+            let node = leader.node.clone();
+            // Many writes in flight: batches queue up behind the slow state machine.
+            tokio::spawn(async move {
+                let _ = node.submit_command(cmd).await;
+            });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let now: Vec<(u64, Option<u64>)> = cluster
+            .all_running()
+            .iter()
+            .map(|(_, r)| (r.node.leader().term, r.node.leader().leader))
+            .collect();
+        assert!(
+            now.iter()
+                .all(|&(t, l)| t == term && l == Some(leader.node.id())),
+            "leadership moved off the leader with a slow state machine: term {term} then {now:?}"
+        );
+        cluster.stop_all().await;
+    });
 }

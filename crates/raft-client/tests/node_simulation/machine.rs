@@ -1,0 +1,64 @@
+//! The state machine of a simulated node: the key-value store httpraft uses, made slow on
+//! demand (each batch applied after a drawn delay of simulated time), as an application's
+//! state machine can be.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raft_client::{DurableStore, KvResponse, SnapshotSource, StateMachine};
+use raft_core::{Entry, LogIndex};
+
+use crate::rng::Rng;
+
+/// How slow a node's state machine is now.
+pub struct Pace {
+    /// Each batch takes up to this long to apply; 0: no time at all.
+    pub slowest_us: AtomicU64,
+    rng: Mutex<Rng>,
+}
+
+impl Pace {
+    pub fn new(rng: Rng) -> Pace {
+        Pace {
+            slowest_us: AtomicU64::new(0),
+            rng: Mutex::new(rng),
+        }
+    }
+}
+
+pub struct SlowStore {
+    pub inner: DurableStore,
+    pub pace: Arc<Pace>,
+}
+
+#[async_trait::async_trait]
+impl StateMachine for SlowStore {
+    type Response = KvResponse;
+
+    async fn apply(&mut self, entries: &[Entry]) -> Vec<KvResponse> {
+        let slowest = self.pace.slowest_us.load(Ordering::Relaxed);
+        if slowest > 0 {
+            let us = self.pace.rng.lock().unwrap().below(slowest + 1);
+            tokio::time::sleep(Duration::from_micros(us)).await;
+        }
+        self.inner.apply(entries).await
+    }
+
+    fn applied_index(&self) -> LogIndex {
+        self.inner.applied_index()
+    }
+
+    async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
+        self.inner.snapshot().await
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.inner.failure()
+    }
+
+    fn restore(&mut self, index: LogIndex, data: &mut dyn Read) -> std::io::Result<()> {
+        self.inner.restore(index, data)
+    }
+}
