@@ -15,6 +15,7 @@ use crate::network::{Connect, Tcp};
 pub struct Environment {
     pub(crate) network: Arc<dyn Connect>,
     pub(crate) disk_delay: Option<crate::exec::DiskDelay>,
+    pub(crate) log_vfs: Option<Arc<dyn raft_storage::Vfs>>,
 }
 
 impl Environment {
@@ -23,12 +24,21 @@ impl Environment {
         Environment {
             network: Arc::new(Tcp),
             disk_delay: None,
+            log_vfs: None,
         }
     }
 
     /// The same, with `network` connecting the node to its peers.
     pub fn with_network(mut self, network: Arc<dyn Connect>) -> Environment {
         self.network = network;
+        self
+    }
+
+    /// The same, with the Raft log's files (the WAL and the directory's identity) kept
+    /// through `vfs` instead of the real file system: the node simulator's disk, which can
+    /// lose what was not synced when the node crashes.
+    pub fn with_log_vfs(mut self, vfs: Arc<dyn raft_storage::Vfs>) -> Environment {
+        self.log_vfs = Some(vfs);
         self
     }
 

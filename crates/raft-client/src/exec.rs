@@ -26,14 +26,45 @@ pub(crate) enum Exec {
     /// As a task of the current runtime, run when it is first polled: on a current-thread
     /// runtime, in a deterministic order with everything else. With a delay, each piece of
     /// work is done once that much (simulated) time has passed, as on a slow disk.
-    InPlace(Option<DiskDelay>),
+    InPlace(Option<DiskDelay>, InPlaceTasks),
+}
+
+/// The in-place tasks of a node not yet finished: aborted with the node ([`ExecGuard`]), so
+/// that no write of a crashed node reaches its disk afterwards.
+#[derive(Clone, Default)]
+pub(crate) struct InPlaceTasks(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>);
+
+impl InPlaceTasks {
+    fn add(&self, task: tokio::task::AbortHandle) {
+        if let Ok(mut tasks) = self.0.lock() {
+            if tasks.len() >= 64 {
+                tasks.retain(|t| !t.is_finished());
+            }
+            tasks.push(task);
+        }
+    }
+}
+
+/// Aborts a node's unfinished in-place work when dropped (the runtime holds it: it is
+/// dropped when the node stops or is aborted).
+pub(crate) struct ExecGuard(Option<InPlaceTasks>);
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        let Some(tasks) = &self.0 else { return };
+        if let Ok(mut tasks) = tasks.0.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Exec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Exec::Threads => f.write_str("Threads"),
-            Exec::InPlace(d) => write!(f, "InPlace(delayed: {})", d.is_some()),
+            Exec::InPlace(d, _) => write!(f, "InPlace(delayed: {})", d.is_some()),
         }
     }
 }
@@ -42,9 +73,17 @@ impl Exec {
     /// The mode `single_thread` asks for, with the environment's disk delay, if any.
     pub(crate) fn new(single_thread: bool, delay: Option<DiskDelay>) -> Exec {
         if single_thread {
-            Exec::InPlace(delay)
+            Exec::InPlace(delay, InPlaceTasks::default())
         } else {
             Exec::Threads
+        }
+    }
+
+    /// What aborts this executor's unfinished in-place work when dropped.
+    pub(crate) fn guard(&self) -> ExecGuard {
+        match self {
+            Exec::Threads => ExecGuard(None),
+            Exec::InPlace(_, tasks) => ExecGuard(Some(tasks.clone())),
         }
     }
 
@@ -56,13 +95,16 @@ impl Exec {
     {
         match self {
             Exec::Threads => tokio::task::spawn_blocking(f),
-            Exec::InPlace(None) => tokio::spawn(async move { f() }),
-            Exec::InPlace(Some(delay)) => {
-                let wait = delay();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
+            Exec::InPlace(delay, tasks) => {
+                let wait = delay.as_ref().map(|d| d());
+                let task = tokio::spawn(async move {
+                    if let Some(wait) = wait {
+                        tokio::time::sleep(wait).await;
+                    }
                     f()
-                })
+                });
+                tasks.add(task.abort_handle());
+                task
             }
         }
     }
@@ -75,7 +117,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn in_place_work_runs_on_the_calling_thread_and_threads_work_elsewhere() {
         let here = std::thread::current().id();
-        let there = Exec::InPlace(None)
+        let there = Exec::InPlace(None, InPlaceTasks::default())
             .blocking(|| std::thread::current().id())
             .await
             .unwrap_or(here);
@@ -96,7 +138,7 @@ mod delay_tests {
     async fn delayed_in_place_work_is_done_once_its_delay_has_passed() {
         let delay: DiskDelay = std::sync::Arc::new(|| std::time::Duration::from_millis(30));
         let start = tokio::time::Instant::now();
-        let done_at = Exec::InPlace(Some(delay))
+        let done_at = Exec::InPlace(Some(delay), InPlaceTasks::default())
             .blocking(tokio::time::Instant::now)
             .await
             .unwrap_or(start);

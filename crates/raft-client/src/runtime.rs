@@ -155,6 +155,9 @@ pub(crate) struct Runtime<SM: StateMachine> {
     flow: crate::flow::FlowControl,
     /// Where blocking work runs.
     exec: crate::exec::Exec,
+    /// Aborts the node's unfinished in-place work when the runtime goes (stopped, or
+    /// aborted as a crash would end it).
+    _exec_guard: crate::exec::ExecGuard,
 }
 
 /// A node's own tokio runtime: one worker thread (plus its blocking pool) that nothing but
@@ -262,8 +265,12 @@ async fn build<SM: StateMachine>(
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
     scfg.segment_bytes = cfg.segment_bytes;
+    let vfs = env.log_vfs.clone();
     let log = exec
-        .blocking(move || LogStorage::open(scfg))
+        .blocking(move || match vfs {
+            Some(vfs) => LogStorage::open_with(scfg, vfs),
+            None => LogStorage::open(scfg),
+        })
         .await
         .map_err(|e| StartError::Config(format!("storage open task failed: {e}")))??;
     let segments = log.reader();
@@ -408,6 +415,7 @@ async fn build<SM: StateMachine>(
         autopilot_ran: crate::exec::now(),
         clock: TickClock::new(cfg_tick, max_catch_up),
         writes: WritePipeline::new(storage, exec.clone()),
+        _exec_guard: exec.guard(),
         exec,
         flow,
     };

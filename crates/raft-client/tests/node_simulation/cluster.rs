@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use raft_client::{
-    DurableConfig, DurableReader, DurableStore, Environment, KvResponse, NodeConfig, Peer, RaftNode,
+    DurableConfig, DurableStore, Environment, KvResponse, KvStore, NodeConfig, Peer, RaftNode,
 };
 use raft_core::NodeId;
 use tokio::time::Instant;
 
-use crate::machine::{Pace, SlowStore};
+use crate::disk::SimDisk;
+use crate::machine::{Pace, Reader, SlowStore};
 use crate::network::SimNet;
 use crate::rng::Rng;
 
@@ -22,7 +23,7 @@ use crate::rng::Rng;
 #[derive(Clone)]
 pub struct Running {
     pub node: RaftNode<KvResponse>,
-    pub reader: DurableReader,
+    pub reader: Reader,
     /// Counts the node's starts: a handle of an earlier incarnation is stale.
     pub incarnation: u64,
 }
@@ -46,6 +47,11 @@ pub const HEALTHY_DISK_US: u64 = 200;
 
 pub struct SimCluster {
     disks: BTreeMap<NodeId, Arc<Disk>>,
+    /// Each node's Raft log disk (it outlives the node's incarnations).
+    logs: BTreeMap<NodeId, SimDisk>,
+    /// The in-memory key-value store instead of the one on disk: with log disks that lie,
+    /// whose state would otherwise be ahead of the log they lost.
+    pub in_memory: bool,
     paces: BTreeMap<NodeId, Arc<Pace>>,
     pub ids: Vec<NodeId>,
     pub net: SimNet,
@@ -64,7 +70,12 @@ pub struct SimCluster {
 }
 
 impl SimCluster {
-    pub fn new(ids: Vec<NodeId>, net: SimNet, mut rng: Rng) -> SimCluster {
+    /// `lies`: the log disks acknowledge syncs they do not perform.
+    pub fn new(ids: Vec<NodeId>, net: SimNet, mut rng: Rng, lies: bool) -> SimCluster {
+        let logs = ids
+            .iter()
+            .map(|&id| (id, SimDisk::new(rng.fork(), lies)))
+            .collect();
         let disks = ids
             .iter()
             .map(|&id| {
@@ -112,6 +123,8 @@ impl SimCluster {
             .collect();
         let snapshots = (rng.between(10, 200), rng.between(0, 20));
         SimCluster {
+            in_memory: lies,
+            logs,
             snapshots,
             disks,
             paces,
@@ -157,24 +170,29 @@ impl SimCluster {
         cfg.snapshot.every_entries = every;
         cfg.snapshot.tail_entries = tail;
         cfg.snapshot.chunk_bytes = 512;
-        let store = DurableStore::open(&dir.join("app.redb"), DurableConfig::default())
-            .map_err(|e| format!("node {id}: cannot open its store: {e}"))?;
-        let reader = store.reader();
         let disk = self.disks[&id].clone();
         let env = Environment::real()
             .with_network(Arc::new(self.net.clone()))
+            .with_log_vfs(Arc::new(self.logs[&id].clone()))
             .with_disk_delay(Arc::new(move || {
                 let slowest = disk.slowest_us.load(std::sync::atomic::Ordering::Relaxed);
                 let us = disk.rng.lock().unwrap().below(slowest + 1);
                 std::time::Duration::from_micros(us)
             }));
-        let store = SlowStore {
-            inner: store,
-            pace: self.paces[&id].clone(),
+        let pace = self.paces[&id].clone();
+        let (node, reader) = if self.in_memory {
+            let store = KvStore::new();
+            let reader = Reader::Memory(store.reader());
+            let store = SlowStore { inner: store, pace };
+            (RaftNode::start_in(cfg, store, env).await, reader)
+        } else {
+            let store = DurableStore::open(&dir.join("app.redb"), DurableConfig::default())
+                .map_err(|e| format!("node {id}: cannot open its store: {e}"))?;
+            let reader = Reader::Durable(store.reader());
+            let store = SlowStore { inner: store, pace };
+            (RaftNode::start_in(cfg, store, env).await, reader)
         };
-        let node = RaftNode::start_in(cfg, store, env)
-            .await
-            .map_err(|e| format!("node {id} cannot start from its own data: {e}"))?;
+        let node = node.map_err(|e| format!("node {id} cannot start from its own data: {e}"))?;
         let mut slots = self.slots.lock().unwrap();
         let slot = slots.get_mut(&id).unwrap();
         slot.starts += 1;
@@ -198,6 +216,10 @@ impl SimCluster {
             .take();
         if let Some(r) = running {
             r.node.abort().await;
+            let lost = self.logs[&id].crash();
+            self.record(format!(
+                "node {id} crashed; {lost} unsynced bytes of its log lost"
+            ));
         }
     }
 

@@ -71,7 +71,7 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
         let hold = Duration::from_millis(rng.between(100, 3000));
-        match rng.below(13) {
+        match rng.below(14) {
             0 => {
                 let n = any(&cluster, &mut rng);
                 cluster.record(format!("isolate node {n} for {hold:?}"));
@@ -125,6 +125,16 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
                 };
                 cluster.record(format!("crash node {n}, restart after {hold:?}"));
                 cluster.crash(n).await;
+            }
+            12 => {
+                // Power lost everywhere at once: every node restarts from what its disk
+                // made durable.
+                cluster.record(format!(
+                    "power loss: every node crashes, restart after {hold:?}"
+                ));
+                for id in all.clone() {
+                    cluster.crash(id).await;
+                }
             }
             7 => {
                 let n = any(&cluster, &mut rng);

@@ -1,13 +1,14 @@
-//! The state machine of a simulated node: the key-value store httpraft uses, made slow on
-//! demand (each batch applied after a drawn delay of simulated time), as an application's
-//! state machine can be.
+//! The state machine of a simulated node: the key-value store httpraft uses (or, on a disk
+//! that lies, the in-memory one, rebuilt from the log at every start), made slow on demand
+//! (each batch applied after a drawn delay of simulated time), as an application's state
+//! machine can be.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raft_client::{DurableStore, KvResponse, SnapshotSource, StateMachine};
+use raft_client::{DurableReader, KvReader, KvResponse, SnapshotSource, StateMachine};
 use raft_core::{Entry, LogIndex};
 
 use crate::rng::Rng;
@@ -28,13 +29,29 @@ impl Pace {
     }
 }
 
-pub struct SlowStore {
-    pub inner: DurableStore,
+pub struct SlowStore<SM> {
+    pub inner: SM,
     pub pace: Arc<Pace>,
 }
 
+/// Reads a node's map: the store's own reader.
+#[derive(Clone)]
+pub enum Reader {
+    Durable(DurableReader),
+    Memory(KvReader),
+}
+
+impl Reader {
+    pub fn get(&self, key: &str) -> Result<Option<String>, String> {
+        match self {
+            Reader::Durable(r) => r.get(key).map_err(|e| e.to_string()),
+            Reader::Memory(r) => Ok(r.get(key)),
+        }
+    }
+}
+
 #[async_trait::async_trait]
-impl StateMachine for SlowStore {
+impl<SM: StateMachine<Response = KvResponse>> StateMachine for SlowStore<SM> {
     type Response = KvResponse;
 
     async fn apply(&mut self, entries: &[Entry]) -> Vec<KvResponse> {

@@ -22,6 +22,7 @@
 mod checks;
 mod clients;
 mod cluster;
+mod disk;
 mod faults;
 mod machine;
 mod network;
@@ -61,6 +62,16 @@ fn seeds() -> Vec<u64> {
 /// Runs one seed on a runtime of its own: one thread, time paused (it jumps to the next
 /// timer whenever every task waits).
 fn run(seed: u64) -> Result<String, String> {
+    run_with(seed, fsync_lies())
+}
+
+/// `RAFT_NODE_SIM_FSYNC_LIES=1`: the log disks acknowledge syncs they do not perform (the
+/// checks must then see acknowledged writes lost).
+fn fsync_lies() -> bool {
+    env_u64("RAFT_NODE_SIM_FSYNC_LIES").is_some_and(|v| v != 0)
+}
+
+fn run_with(seed: u64, lies: bool) -> Result<String, String> {
     let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_time().start_paused(true);
     // tokio picks among ready `select!` branches at random; with `--cfg tokio_unstable`
@@ -68,16 +79,17 @@ fn run(seed: u64) -> Result<String, String> {
     #[cfg(tokio_unstable)]
     builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
     let rt = builder.build().unwrap();
-    rt.block_on(simulate(seed))
+    rt.block_on(simulate(seed, lies))
 }
 
-async fn simulate(seed: u64) -> Result<String, String> {
+async fn simulate(seed: u64, lies: bool) -> Result<String, String> {
     let mut rng = Rng::new(seed);
     let ids = vec![1, 2, 3];
     let cluster = Arc::new(SimCluster::new(
         ids.clone(),
         SimNet::new(rng.fork()),
         rng.fork(),
+        lies,
     ));
     for &id in &ids {
         cluster.start(id).await?;
@@ -180,6 +192,17 @@ fn seeds_that_found_bugs_pass() {
     }
 }
 
+/// The checks can see lost writes: with log disks that acknowledge syncs they do not
+/// perform, a run must report an acknowledged write lost within 300 seeds.
+#[test]
+fn a_disk_that_lies_about_syncs_is_caught_losing_acknowledged_writes() {
+    let base = env_u64("RAFT_NODE_SIM_SEED_BASE").unwrap_or(0);
+    let caught = (base..base + 300).find(|&seed| {
+        matches!(run_with(seed, true), Err(report) if report.contains("lost acknowledged write"))
+    });
+    assert!(caught.is_some(), "300 seeds on lying disks and no lost write seen");
+}
+
 #[cfg(tokio_unstable)]
 #[test]
 fn one_seed_replays_the_same_run_exactly() {
@@ -201,7 +224,7 @@ fn a_slow_state_machine_does_not_depose_its_leader() {
     rt.block_on(async {
         let mut rng = Rng::new(1);
         let ids = vec![1, 2, 3];
-        let cluster = SimCluster::new(ids.clone(), SimNet::new(rng.fork()), rng.fork());
+        let cluster = SimCluster::new(ids.clone(), SimNet::new(rng.fork()), rng.fork(), false);
         for &id in &ids {
             cluster.start(id).await.unwrap();
         }

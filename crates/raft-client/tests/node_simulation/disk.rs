@@ -1,0 +1,185 @@
+//! The simulated disk of a node's Raft log: files in memory, with what a sync made durable
+//! kept apart from what was only written. A crash keeps the durable state, plus a torn
+//! prefix of each file's unsynced tail; a file created or removed since its directory was
+//! last synced comes back as it was. A disk that lies (`RAFT_NODE_SIM_FSYNC_LIES=1`)
+//! acknowledges syncs and does nothing.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use raft_storage::{Vfs, VfsFile};
+
+use crate::rng::Rng;
+
+#[derive(Default)]
+struct Content {
+    data: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+type Obj = Arc<Mutex<Content>>;
+
+struct State {
+    /// The directory as the node sees it.
+    visible: BTreeMap<PathBuf, Obj>,
+    /// The directory as a crash leaves it.
+    durable: BTreeMap<PathBuf, Obj>,
+    lies: bool,
+    rng: Rng,
+}
+
+/// One node's disk; it outlives the node's incarnations.
+#[derive(Clone)]
+pub struct SimDisk(Arc<Mutex<State>>);
+
+impl SimDisk {
+    pub fn new(rng: Rng, lies: bool) -> SimDisk {
+        SimDisk(Arc::new(Mutex::new(State {
+            visible: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            lies,
+            rng,
+        })))
+    }
+
+    /// The node crashed: what was not synced is lost, but for a torn prefix of each file's
+    /// unsynced appends. Returns how many bytes were lost.
+    pub fn crash(&self) -> u64 {
+        let mut st = self.0.lock().unwrap();
+        let mut lost = 0u64;
+        let objs: Vec<Obj> = st.durable.values().cloned().collect();
+        for obj in objs {
+            let mut c = obj.lock().unwrap();
+            let appended_only = c.data.starts_with(&c.durable);
+            let mut survived = c.durable.clone();
+            if appended_only {
+                let tail = &c.data[c.durable.len()..];
+                let keep = st.rng.below(tail.len() as u64 + 1) as usize;
+                survived.extend_from_slice(&tail[..keep]);
+            }
+            lost += c.data.len().saturating_sub(survived.len()) as u64;
+            c.data = survived.clone();
+            c.durable = survived;
+        }
+        for (path, obj) in &st.visible {
+            if !st.durable.contains_key(path) {
+                lost += obj.lock().unwrap().data.len() as u64;
+            }
+        }
+        st.visible = st.durable.clone();
+        lost
+    }
+}
+
+struct SimFile {
+    obj: Obj,
+    disk: SimDisk,
+}
+
+impl VfsFile for SimFile {
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        self.obj.lock().unwrap().data.extend_from_slice(buf);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.disk.0.lock().unwrap().lies {
+            return Ok(());
+        }
+        let mut c = self.obj.lock().unwrap();
+        c.durable = c.data.clone();
+        Ok(())
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let c = self.obj.lock().unwrap();
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&e| e <= c.data.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(&c.data[start..end]);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.obj.lock().unwrap().data.resize(len, 0);
+        Ok(())
+    }
+}
+
+impl Vfs for SimDisk {
+    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let obj = self.0.lock().unwrap().visible.get(path).cloned();
+        let obj = obj.ok_or(io::ErrorKind::NotFound)?;
+        Ok(Box::new(SimFile {
+            obj,
+            disk: self.clone(),
+        }))
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        let mut st = self.0.lock().unwrap();
+        if st.visible.contains_key(path) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let obj = Obj::default();
+        st.visible.insert(path.to_path_buf(), obj.clone());
+        Ok(Box::new(SimFile {
+            obj,
+            disk: self.clone(),
+        }))
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let obj = self.0.lock().unwrap().visible.get(path).cloned();
+        let obj = obj.ok_or(io::ErrorKind::NotFound)?;
+        let data = obj.lock().unwrap().data.clone();
+        Ok(data)
+    }
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut st = self.0.lock().unwrap();
+        let lies = st.lies;
+        let obj = Arc::new(Mutex::new(Content {
+            data: data.to_vec(),
+            durable: if lies { Vec::new() } else { data.to_vec() },
+        }));
+        st.visible.insert(path.to_path_buf(), obj.clone());
+        if !lies {
+            st.durable.insert(path.to_path_buf(), obj);
+        }
+        Ok(())
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let st = self.0.lock().unwrap();
+        Ok(st
+            .visible
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect())
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.0.lock().unwrap();
+        st.visible
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.0.lock().unwrap();
+        if st.lies {
+            return Ok(());
+        }
+        st.durable.retain(|p, _| p.parent() != Some(dir));
+        let entries: Vec<(PathBuf, Obj)> = st
+            .visible
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, o)| (p.clone(), o.clone()))
+            .collect();
+        st.durable.extend(entries);
+        Ok(())
+    }
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}
