@@ -4,6 +4,13 @@ use raft_core::NodeId;
 use thiserror::Error;
 
 /// Why a submit or a read did not succeed.
+///
+/// Whether a refused submit may still take effect: `NotLeader`, `Busy`, `TooLarge`,
+/// `TransferInProgress` and `Membership`/`Transfer` mean nothing was appended; `Overwritten`
+/// means it was appended and will never commit. `LeadershipLost`, `Shutdown` and `Storage`
+/// leave the outcome **unknown**: the entry may have been appended (even committed, and
+/// applied by the other members) before the node lost leadership, was stopped, or its
+/// storage failed. Read the log or the key (or retry an idempotent command) to find out.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum Error {
     /// This node is not the leader: nothing was appended. Retry on the leader.
@@ -70,10 +77,12 @@ pub enum Error {
         /// The maximum entry size.
         max: usize,
     },
-    /// The node is shutting down or has stopped.
+    /// The node is shutting down or has stopped. A submit's outcome is unknown: the entry
+    /// may have been appended, and may commit.
     #[error("the node is shut down")]
     Shutdown,
-    /// The node's storage failed; it stopped acknowledging anything. Restart it.
+    /// The node's storage failed; it stopped acknowledging anything. Restart it. A
+    /// submit's outcome is unknown: the entry may have been appended, and may commit.
     #[error("storage failure, the node stopped: {0}")]
     Storage(String),
 }

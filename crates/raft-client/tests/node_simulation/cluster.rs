@@ -30,6 +30,8 @@ pub struct Running {
 
 struct Slot {
     running: Option<Running>,
+    /// Its disk is failing: stopping is what it should do (it is restarted once healed).
+    may_stop: bool,
     starts: u64,
     /// Why the node stopped, when it stopped on its own.
     stopped: Option<String>,
@@ -111,6 +113,7 @@ impl SimCluster {
             .map(|&id| {
                 let slot = Slot {
                     running: None,
+                    may_stop: false,
                     starts: 0,
                     stopped: None,
                 };
@@ -271,9 +274,33 @@ impl SimCluster {
         let mut slots = self.slots.lock().unwrap();
         let slot = slots.get_mut(&id).unwrap();
         let current = slot.running.as_ref().map(|c| c.incarnation);
-        if current == Some(r.incarnation) && slot.stopped.is_none() {
+        if current == Some(r.incarnation) && slot.stopped.is_none() && !slot.may_stop {
             slot.stopped = Some(why);
         }
+    }
+
+    /// Makes `id`'s log disk fail this chance in a thousand of its operations; a node whose
+    /// disk fails may stop (0: healthy again).
+    pub fn set_disk_errors(&self, id: NodeId, per_mille: u64) {
+        self.logs[&id].set_errors(per_mille);
+        if per_mille > 0 {
+            self.slots.lock().unwrap().get_mut(&id).unwrap().may_stop = true;
+        }
+    }
+
+    /// The nodes whose disk failed (they may have stopped, as they should).
+    pub fn may_have_stopped(&self) -> Vec<NodeId> {
+        let slots = self.slots.lock().unwrap();
+        slots
+            .iter()
+            .filter(|(_, s)| s.may_stop)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// `id` was restarted after its disk failed: stopping is unexpected again.
+    pub fn expect_running(&self, id: NodeId) {
+        self.slots.lock().unwrap().get_mut(&id).unwrap().may_stop = false;
     }
 
     /// Records a violation seen while the run goes on.

@@ -2,7 +2,8 @@
 //! kept apart from what was only written. A crash keeps the durable state, plus a torn
 //! prefix of each file's unsynced tail; a file created or removed since its directory was
 //! last synced comes back as it was. A disk that lies (`RAFT_NODE_SIM_FSYNC_LIES=1`)
-//! acknowledges syncs and does nothing.
+//! acknowledges syncs and does nothing. A failing disk fails writes (ENOSPC, after part of
+//! the write), syncs and reads (EIO) at random.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -27,6 +28,9 @@ struct State {
     /// The directory as a crash leaves it.
     durable: BTreeMap<PathBuf, Obj>,
     lies: bool,
+    /// Chance in a thousand that a write, sync or read fails (EIO, or ENOSPC for a write,
+    /// after writing part of it).
+    errors_per_mille: u64,
     rng: Rng,
 }
 
@@ -40,8 +44,21 @@ impl SimDisk {
             visible: BTreeMap::new(),
             durable: BTreeMap::new(),
             lies,
+            errors_per_mille: 0,
             rng,
         })))
+    }
+
+    /// From now on, this chance in a thousand that an operation fails.
+    pub fn set_errors(&self, per_mille: u64) {
+        self.0.lock().unwrap().errors_per_mille = per_mille;
+    }
+
+    /// Whether the next operation fails.
+    fn fails(&self) -> bool {
+        let mut st = self.0.lock().unwrap();
+        let p = st.errors_per_mille;
+        p > 0 && st.rng.below(1000) < p
     }
 
     /// The node crashed: what was not synced is lost, but for a torn prefix of each file's
@@ -80,10 +97,23 @@ struct SimFile {
 
 impl VfsFile for SimFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
+        if self.disk.fails() {
+            // The disk filled up part way.
+            let part = buf.len() / 2;
+            self.obj
+                .lock()
+                .unwrap()
+                .data
+                .extend_from_slice(&buf[..part]);
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
         self.obj.lock().unwrap().data.extend_from_slice(buf);
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
+        if self.disk.fails() {
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
         if self.disk.0.lock().unwrap().lies {
             return Ok(());
         }
@@ -92,6 +122,9 @@ impl VfsFile for SimFile {
         Ok(())
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.disk.fails() {
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
         let c = self.obj.lock().unwrap();
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
         let end = start

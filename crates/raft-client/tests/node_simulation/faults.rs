@@ -71,7 +71,7 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
         let hold = Duration::from_millis(rng.between(100, 3000));
-        match rng.below(14) {
+        match rng.below(15) {
             0 => {
                 let n = any(&cluster, &mut rng);
                 cluster.record(format!("isolate node {n} for {hold:?}"));
@@ -125,6 +125,14 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
                 };
                 cluster.record(format!("crash node {n}, restart after {hold:?}"));
                 cluster.crash(n).await;
+            }
+            13 => {
+                let n = any(&cluster, &mut rng);
+                let per_mille = rng.between(5, 300);
+                cluster.record(format!(
+                    "failing disk on node {n}: {per_mille}‰ of writes, syncs and reads fail, for {hold:?}"
+                ));
+                cluster.set_disk_errors(n, per_mille);
             }
             12 => {
                 // Power lost everywhere at once: every node restarts from what its disk
@@ -222,6 +230,19 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
 pub async fn heal(cluster: &SimCluster) {
     cluster.net.heal();
     cluster.heal_disks();
+    // A node whose disk failed stopped, as it should: it starts again from its data.
+    for id in cluster.may_have_stopped() {
+        cluster.set_disk_errors(id, 0);
+        let stopped = match cluster.running(id) {
+            Some(r) => r.node.status().await.is_err(),
+            None => false,
+        };
+        if stopped {
+            cluster.record(format!("node {id} stopped on its failing disk"));
+            cluster.crash(id).await;
+        }
+        cluster.expect_running(id);
+    }
     for id in cluster.down() {
         cluster.record(format!("restart node {id}"));
         if let Err(e) = cluster.start(id).await {

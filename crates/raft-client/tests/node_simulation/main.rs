@@ -200,7 +200,10 @@ fn a_disk_that_lies_about_syncs_is_caught_losing_acknowledged_writes() {
     let caught = (base..base + 300).find(|&seed| {
         matches!(run_with(seed, true), Err(report) if report.contains("lost acknowledged write"))
     });
-    assert!(caught.is_some(), "300 seeds on lying disks and no lost write seen");
+    assert!(
+        caught.is_some(),
+        "300 seeds on lying disks and no lost write seen"
+    );
 }
 
 #[cfg(tokio_unstable)]
