@@ -347,6 +347,13 @@ impl LogStorage {
             self.segments.insert(seq, seg);
             self.active = seq;
         }
+        if self.snapshot.index > self.purged.0 && self.snapshot.index > self.last_index() {
+            // An install whose purge did not reach the disk: the snapshot replaces every
+            // entry kept, as the install would have.
+            let (index, term) = (self.snapshot.index, self.snapshot.term);
+            self.index.clear();
+            self.drop_prefix(index, term);
+        }
         if self.index.is_empty() {
             self.first = self.purged.0 + 1;
         } else if self.first != self.purged.0 + 1 {
@@ -467,7 +474,11 @@ impl LogStorage {
         if meta.index <= self.snapshot.index || meta.index <= self.purged.0 {
             return Ok(());
         }
-        let mut records = Vec::new();
+        // The snapshot's record goes first: a write torn part way (a crash, a full disk)
+        // then keeps the snapshot without the purge, never the purge without the snapshot
+        // (a log starting past every state the node could restore). Recovery completes a
+        // snapshot that is past the last entry kept.
+        let mut records = vec![RecordRef::Snapshot(meta)];
         let from = meta.index + 1;
         if from >= self.first && from <= self.last_index() {
             records.push(RecordRef::Truncate { from });
@@ -476,7 +487,6 @@ impl LogStorage {
             index: meta.index,
             term: meta.term,
         });
-        records.push(RecordRef::Snapshot(meta));
         self.append_synced(&records)?;
         if from >= self.first && from <= self.last_index() {
             self.index.truncate((from - self.first) as usize);

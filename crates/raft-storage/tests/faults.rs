@@ -288,3 +288,47 @@ fn a_deferred_write_that_starts_a_new_segment_is_synced_by_it() {
     );
     assert!(log.segment_count() >= 2);
 }
+
+/// A snapshot install is one write of several records (the snapshot, a truncation, the
+/// purge of everything it covers). Torn at any byte by a full disk, it must never leave
+/// a log that starts past the snapshot it keeps: the node could then restore no state
+/// that reaches its log, and would refuse to start.
+#[test]
+fn a_snapshot_install_torn_at_any_byte_leaves_a_log_the_snapshot_reaches() {
+    let meta = raft_core::SnapshotMeta {
+        index: 20,
+        term: 2,
+        membership: raft_core::Membership::new([1, 2, 3]),
+    };
+    let mut whole = false;
+    let mut cut = 0i64;
+    while !whole {
+        let dir = tempfile::tempdir().unwrap();
+        let sw = Switches::healthy();
+        let mut log = open_faulty(dir.path(), &sw, 64 << 20);
+        for i in 1..=5 {
+            log.write(&[entry(i)], None).unwrap();
+        }
+        sw.appends_left.store(0, Ordering::SeqCst);
+        sw.partial.store(cut, Ordering::SeqCst);
+        assert!(log.install_snapshot(&meta).is_err(), "cut at {cut}");
+        drop(log);
+        let log = reopen(dir.path());
+        let snap = log.snapshot().index;
+        assert!(
+            log.first_index() <= snap + 1,
+            "cut at {cut}: the log starts at {} but the snapshot kept is at {snap}",
+            log.first_index()
+        );
+        assert!(snap == 0 || snap == 20, "cut at {cut}: snapshot {snap}");
+        if snap == 0 {
+            assert_eq!(log.last_index(), 5, "cut at {cut}");
+        } else {
+            assert!(log.last_index() >= 20, "cut at {cut}");
+        }
+        // Once the purge survives too, every longer cut keeps it all.
+        whole = snap == 20 && log.first_index() == 21;
+        cut += 1;
+        assert!(cut < 10_000, "the install never survived whole");
+    }
+}

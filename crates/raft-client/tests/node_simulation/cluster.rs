@@ -64,6 +64,11 @@ pub struct SimCluster {
     events: Mutex<Vec<String>>,
     /// Snapshot every this many entries, keeping this many before it.
     snapshots: (u64, u64),
+    /// Each node's tick, in microseconds: 10 ms give or take up to 10 %, so that the
+    /// nodes' clocks run at different rates (within the lease's 20 % margin).
+    ticks_us: BTreeMap<NodeId, u64>,
+    /// Whether leaders serve linearizable reads from their lease.
+    pub lease_reads: bool,
     /// Violations seen while the run went on.
     violations: Mutex<Vec<String>>,
     /// Seeds each start's election timer randomness.
@@ -125,7 +130,14 @@ impl SimCluster {
             .map(|&id| (id, Arc::new(Pace::new(rng.fork()))))
             .collect();
         let snapshots = (rng.between(10, 200), rng.between(0, 20));
+        let ticks_us = ids
+            .iter()
+            .map(|&id| (id, rng.between(9_000, 11_000)))
+            .collect();
+        let lease_reads = rng.below(2) == 0;
         SimCluster {
+            ticks_us,
+            lease_reads,
             in_memory: lies,
             logs,
             snapshots,
@@ -169,6 +181,8 @@ impl SimCluster {
         let mut cfg = NodeConfig::new(id, "sim", self.peers.clone(), &dir);
         cfg.single_thread = true;
         cfg.raft.seed = self.rng.lock().unwrap().next_u64() | 1;
+        cfg.tick = std::time::Duration::from_micros(self.ticks_us[&id]);
+        cfg.raft.lease_reads = self.lease_reads;
         let (every, tail) = self.snapshots;
         cfg.snapshot.every_entries = every;
         cfg.snapshot.tail_entries = tail;
