@@ -111,3 +111,32 @@ fn a_snapshot_beyond_the_whole_log_leaves_it_empty_after_the_snapshot() {
     assert_eq!((log.first_index(), log.last_index()), (101, 101));
     assert_eq!(log.term(100), Ok(4));
 }
+
+/// A snapshot taken of the whole log (at its last entry), with a tail of entries kept
+/// before it for followers a little behind: reopened, the tail is still there. Only an
+/// install whose purge was lost (a snapshot past every entry kept) replaces the log at
+/// recovery.
+#[test]
+fn a_snapshot_at_the_last_entry_keeps_its_tail_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = LogStorage::open(cfg(dir.path(), 64 << 20)).unwrap();
+        for i in 1..=10 {
+            log.write(&[entry(1, i)], None).unwrap();
+        }
+        log.record_snapshot(&meta(10, 1)).unwrap();
+        log.purge_to(5).unwrap();
+    }
+    let log = LogStorage::open(cfg(dir.path(), 64 << 20)).unwrap();
+    assert_eq!(log.snapshot().index, 10);
+    assert_eq!(
+        log.first_index(),
+        6,
+        "the tail before the snapshot was dropped"
+    );
+    assert_eq!(log.last_index(), 10);
+    assert_eq!(
+        log.entries(6, 11, u64::MAX).unwrap(),
+        (6..=10).map(|i| entry(1, i)).collect::<Vec<_>>()
+    );
+}
