@@ -689,7 +689,7 @@ impl<SM: StateMachine> Runtime<SM> {
         self.check_transfer();
         self.run_autopilot();
         let written = self.storage_stats.snapshot().bytes_written;
-        self.maybe_take_snapshot(written).await?;
+        self.maybe_take_snapshot(written);
         for reply in std::mem::take(&mut self.pending_backups) {
             self.start_backup(reply);
         }

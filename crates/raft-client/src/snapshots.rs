@@ -179,11 +179,10 @@ impl<SM: StateMachine> Runtime<SM> {
     /// After applying: takes a snapshot when enough was applied or written since the last.
     /// The snapshot covers every committed entry handed to the apply task: the apply task
     /// copies the state once it has applied them, and the loop does not wait for it.
-    pub(crate) async fn maybe_take_snapshot(&mut self, bytes_written: u64) -> Result<(), Error> {
+    pub(crate) fn maybe_take_snapshot(&mut self, bytes_written: u64) {
         if self.snapshot_due(bytes_written) {
             self.take_snapshot_now(bytes_written);
         }
-        Ok(())
     }
 
     /// Whether enough was applied or written since the last snapshot to take one.

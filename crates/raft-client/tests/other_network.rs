@@ -1,105 +1,27 @@
 //! A node runs on any network given in its `Environment`, not only TCP: here, three nodes on
-//! one thread talk over in-memory channels (messages) and pipes (snapshot streams), with a
-//! member cut off and caught up through a snapshot once it is back.
+//! one thread talk over the node simulator's in-memory network (channels for messages,
+//! pipes for snapshot streams), with a member cut off and caught up through a snapshot once
+//! it is back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raft_client::{
-    Connect, Environment, KvCommand, KvResponse, KvStore, NodeConfig, Peer, PeerNetwork, RaftNode,
-};
-use raft_core::{LogIndex, Message, NodeId};
-use raft_net::{Inbound, ListenerStats, NetConfig, NetError, PeerStats, PeerStream};
-use tokio::sync::mpsc;
+use raft_client::{Environment, KvCommand, KvResponse, KvStore, NodeConfig, Peer, RaftNode};
+use raft_core::{LogIndex, NodeId};
 
-const FRAME: usize = 16 << 20;
+// The node simulator's network (calm here: nothing lost, a millisecond or two per message).
+#[allow(dead_code)]
+#[path = "node_simulation/network.rs"]
+mod network;
+#[allow(dead_code)]
+#[path = "node_simulation/rng.rs"]
+mod rng;
 
-/// Every node's inbox and stream queue, and the links that are cut.
-#[derive(Default)]
-struct Hub {
-    inboxes: BTreeMap<NodeId, mpsc::Sender<(NodeId, Message)>>,
-    streams: BTreeMap<NodeId, mpsc::Sender<PeerStream>>,
-    cut: BTreeSet<NodeId>,
-}
-
-#[derive(Clone, Default)]
-struct MemNet(Arc<Mutex<Hub>>);
-
-struct MemPeer {
-    id: NodeId,
-    hub: MemNet,
-    peers: Mutex<BTreeMap<NodeId, SocketAddr>>,
-    streams: Mutex<Option<mpsc::Receiver<PeerStream>>>,
-}
-
-#[async_trait::async_trait]
-impl Connect for MemNet {
-    async fn connect(&self, cfg: NetConfig) -> Result<(Arc<dyn PeerNetwork>, Inbound), NetError> {
-        let (tx, inbound) = Inbound::channel(4096);
-        let (stx, srx) = mpsc::channel(8);
-        {
-            let mut hub = self.0.lock().unwrap();
-            hub.inboxes.insert(cfg.id, tx);
-            hub.streams.insert(cfg.id, stx);
-        }
-        let peer = MemPeer {
-            id: cfg.id,
-            hub: self.clone(),
-            peers: Mutex::new(cfg.peers.clone()),
-            streams: Mutex::new(Some(srx)),
-        };
-        Ok((Arc::new(peer), inbound))
-    }
-}
-
-#[async_trait::async_trait]
-impl PeerNetwork for MemPeer {
-    fn send(&self, msg: Message) -> bool {
-        let hub = self.hub.0.lock().unwrap();
-        if hub.cut.contains(&self.id) || hub.cut.contains(&msg.to) {
-            return false;
-        }
-        match hub.inboxes.get(&msg.to) {
-            Some(tx) => tx.try_send((self.id, msg)).is_ok(),
-            None => false,
-        }
-    }
-    fn set_peers(&self, peers: &BTreeMap<NodeId, SocketAddr>) {
-        *self.peers.lock().unwrap() = peers.clone();
-    }
-    fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
-        self.peers.lock().unwrap().clone()
-    }
-    fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
-        BTreeMap::new()
-    }
-    fn listener_stats(&self) -> ListenerStats {
-        ListenerStats::default()
-    }
-    async fn open_stream(&self, peer: NodeId) -> std::io::Result<PeerStream> {
-        let to = {
-            let hub = self.hub.0.lock().unwrap();
-            if hub.cut.contains(&self.id) || hub.cut.contains(&peer) {
-                return Err(std::io::ErrorKind::ConnectionRefused.into());
-            }
-            hub.streams.get(&peer).cloned()
-        };
-        let to = to.ok_or(std::io::ErrorKind::NotFound)?;
-        let (mine, theirs) = tokio::io::duplex(1 << 16);
-        to.send(PeerStream::over(self.id, theirs, FRAME))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(PeerStream::over(peer, mine, FRAME))
-    }
-    fn take_streams(&self) -> Option<mpsc::Receiver<PeerStream>> {
-        self.streams.lock().unwrap().take()
-    }
-    async fn shutdown(&self) {}
-}
+use network::SimNet;
 
 async fn put_anywhere(nodes: &BTreeMap<NodeId, RaftNode<KvResponse>>, key: &str) -> LogIndex {
     let cmd = KvCommand::put(key, "v").encode().unwrap();
@@ -117,7 +39,7 @@ async fn put_anywhere(nodes: &BTreeMap<NodeId, RaftNode<KvResponse>>, key: &str)
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_cluster_on_an_in_memory_network_commits_and_catches_a_member_up_by_snapshot() {
-    let net = MemNet::default();
+    let net = SimNet::new(rng::Rng::new(1));
     let peers: BTreeMap<NodeId, Peer> = (1..=3)
         .map(|id| {
             let p = Peer {
@@ -149,7 +71,7 @@ async fn a_cluster_on_an_in_memory_network_commits_and_catches_a_member_up_by_sn
     put_anywhere(&nodes, "first").await;
     // Node 3 is cut off while the others commit enough for a snapshot or two.
     let away = 3;
-    net.0.lock().unwrap().cut.insert(away);
+    net.isolate(away, &[1, 2, 3]);
     let others: BTreeMap<NodeId, RaftNode<KvResponse>> = nodes
         .iter()
         .filter(|(&id, _)| id != away)
@@ -159,7 +81,7 @@ async fn a_cluster_on_an_in_memory_network_commits_and_catches_a_member_up_by_sn
     for i in 0..200u32 {
         last = put_anywhere(&others, &format!("k{i}")).await;
     }
-    net.0.lock().unwrap().cut.clear();
+    net.heal();
     // Back, it catches up past the compacted log: through a snapshot stream.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

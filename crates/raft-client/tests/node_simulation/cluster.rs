@@ -221,16 +221,14 @@ impl SimCluster {
         Ok(())
     }
 
+    /// Takes `id`'s running incarnation out of its slot (it is being stopped).
+    fn take_running(&self, id: NodeId) -> Option<Running> {
+        self.slots.lock().unwrap().get_mut(&id)?.running.take()
+    }
+
     /// Crashes `id`: its tasks are aborted wherever they are; what it synced stays.
     pub async fn crash(&self, id: NodeId) {
-        let running = self
-            .slots
-            .lock()
-            .unwrap()
-            .get_mut(&id)
-            .unwrap()
-            .running
-            .take();
+        let running = self.take_running(id);
         if let Some(r) = running {
             r.node.abort().await;
             let lost = self.logs[&id].crash();
@@ -346,14 +344,7 @@ impl SimCluster {
     /// Stops every node (the end of a run).
     pub async fn stop_all(&self) {
         for id in self.ids.clone() {
-            let running = self
-                .slots
-                .lock()
-                .unwrap()
-                .get_mut(&id)
-                .unwrap()
-                .running
-                .take();
+            let running = self.take_running(id);
             if let Some(r) = running {
                 r.node.shutdown().await;
             }
