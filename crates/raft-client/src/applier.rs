@@ -6,17 +6,18 @@
 //! the outcome from [`Applier::completed`] (entries back, one response each). A copy of the
 //! state for a snapshot or a backup is asked for with [`Applier::copy`]: it goes through
 //! the same queue, so it is taken by the apply task once everything handed over before it
-//! is applied, and the runtime never waits for it. Installing a leader's snapshot (rare: a
-//! follower far behind) still waits in the runtime loop until everything handed over is
-//! applied, then takes the state machine with [`Applier::lock_for_install`], which makes
-//! any copy asked for before it fail rather than copy the installed state under an older
-//! index. The core bounds how much may wait to be applied
-//! (`max_unapplied_bytes`), so the queue cannot grow without limit.
+//! is applied, and the runtime never waits for it. Installing a leader's snapshot goes
+//! through the queue too ([`Applier::restore`]): the runtime takes the install only once
+//! everything handed over earlier was applied (it goes on stepping the core meanwhile),
+//! and the restore itself runs in the apply task. A copy asked for before a restore is
+//! refused rather than copied under an index the installed state has passed. The core
+//! bounds how much may wait to be applied (`max_unapplied_bytes`), so the queue cannot grow
+//! without limit.
 
 use std::sync::Arc;
 
 use raft_core::{Entry, LogIndex};
-use tokio::sync::{mpsc, oneshot, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::state_machine::{SnapshotSource, StateMachine};
@@ -24,27 +25,35 @@ use crate::state_machine::{SnapshotSource, StateMachine};
 /// A copy of the state machine's state ([`StateMachine::snapshot`]), or why there is none.
 pub(crate) type Copied = std::io::Result<Box<dyn SnapshotSource>>;
 
+/// Replaces the state machine's state with a snapshot's (reading the snapshot's file).
+pub(crate) type Restore<SM> = Box<dyn FnOnce(&mut SM) -> std::io::Result<()> + Send>;
+
 /// What the apply task is asked to do, in order.
-enum Job {
+enum Job<SM> {
     /// Apply these committed entries.
     Apply(Vec<Entry>),
     /// Copy the state as it is once everything before is applied, unless a snapshot was
     /// installed since it was asked for (the generation then differs).
     Copy(oneshot::Sender<Copied>, u64),
+    /// Restore the state from the snapshot at this index.
+    Restore(Restore<SM>, LogIndex),
 }
 
 /// Entries the state machine applied, with what it returned for each.
 pub(crate) struct Applied<R> {
     pub(crate) entries: Vec<Entry>,
     pub(crate) responses: Vec<R>,
-    /// The state machine's own failure after applying them (it stops the node).
+    /// The state machine's own failure after applying them, or why it could not restore
+    /// (it stops the node).
     pub(crate) failure: Option<String>,
+    /// The state was restored from the snapshot at this index (with no entries).
+    pub(crate) restored: Option<LogIndex>,
 }
 
 /// The handle the runtime keeps on the apply task.
 pub(crate) struct Applier<SM: StateMachine> {
     sm: Arc<Mutex<SM>>,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Job<SM>>,
     done: mpsc::UnboundedReceiver<Applied<SM::Response>>,
     /// The last index handed over.
     handed: LogIndex,
@@ -95,24 +104,20 @@ impl<SM: StateMachine> Applier<SM> {
         (self.handed, rx)
     }
 
-    /// The state machine, to install a leader's snapshot into: call only once everything
-    /// handed over was applied. A copy asked for before is refused from now on
+    /// Restores the state machine from the snapshot at `index` after everything handed
+    /// over before (an [`Applied`] with `restored` reports it); what is handed over next
+    /// follows the snapshot. A copy asked for before is refused from now on
     /// (`ErrorKind::Interrupted`).
-    pub(crate) async fn lock_for_install(&self) -> MutexGuard<'_, SM> {
+    pub(crate) fn restore(&mut self, index: LogIndex, restore: Restore<SM>) {
         self.installs
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.sm.lock().await
+        self.handed = self.handed.max(index);
+        let _ = self.jobs.send(Job::Restore(restore, index));
     }
 
     /// The last index handed over.
     pub(crate) fn handed(&self) -> LogIndex {
         self.handed
-    }
-
-    /// The state machine was replaced by a snapshot's state up to `index` (every batch
-    /// handed over earlier was applied first).
-    pub(crate) fn restored_to(&mut self, index: LogIndex) {
-        self.handed = self.handed.max(index);
     }
 
     /// The next batch applied, in order; `None` once the apply task is gone (the state
@@ -128,7 +133,7 @@ impl<SM: StateMachine> Applier<SM> {
 
     /// The state machine, for a test to look at once everything handed over was applied.
     #[cfg(test)]
-    pub(crate) async fn lock(&self) -> MutexGuard<'_, SM> {
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, SM> {
         self.sm.lock().await
     }
 
@@ -147,7 +152,7 @@ impl<SM: StateMachine> Applier<SM> {
 /// a copy asked for between batches is taken between them.
 async fn run<SM: StateMachine>(
     sm: Arc<Mutex<SM>>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
+    mut jobs: mpsc::UnboundedReceiver<Job<SM>>,
     done: mpsc::UnboundedSender<Applied<SM::Response>>,
     installs: Arc<std::sync::atomic::AtomicU64>,
 ) {
@@ -175,13 +180,35 @@ async fn run<SM: StateMachine>(
                 let _ = reply.send(copied);
                 continue;
             }
+            Job::Restore(restore, index) => {
+                let mut guard = sm.lock().await;
+                let sm = &mut *guard;
+                let result = blocking(move || restore(sm));
+                let failure = match result {
+                    Ok(()) => guard.failure(),
+                    Err(e) => Some(format!(
+                        "cannot restore the state machine from the snapshot at {index}: {e}"
+                    )),
+                };
+                drop(guard);
+                let restored = Applied {
+                    entries: Vec::new(),
+                    responses: Vec::new(),
+                    failure,
+                    restored: Some(index),
+                };
+                if done.send(restored).is_err() {
+                    return;
+                }
+                continue;
+            }
             Job::Apply(entries) => entries,
         };
         while let Ok(more) = jobs.try_recv() {
             match more {
                 Job::Apply(more) => entries.extend(more),
-                copy @ Job::Copy(..) => {
-                    next = Some(copy);
+                other => {
+                    next = Some(other);
                     break;
                 }
             }
@@ -194,10 +221,21 @@ async fn run<SM: StateMachine>(
             entries,
             responses,
             failure,
+            restored: None,
         };
         if done.send(applied).is_err() {
             return; // the runtime stopped
         }
+    }
+}
+
+/// Runs blocking work (reading a snapshot file) from the apply task: on a multi-thread
+/// runtime its worker thread is handed over to the others meanwhile; on a single-thread
+/// runtime (the simulator's) it runs in place.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
@@ -274,30 +312,71 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn a_copy_asked_for_before_a_snapshot_is_installed_is_refused() {
+    async fn a_copy_asked_for_before_a_restore_is_refused_and_one_after_sees_the_snapshot() {
         let mut a = Applier::spawn(Counter::default(), 0);
-        let (_, copied) = a.copy();
-        {
-            // An install takes the state machine before the apply task reaches the copy
-            // (the task has not run yet: this test's runtime has one thread).
-            let mut sm = a.lock_for_install().await;
-            sm.0 = 100;
-        }
-        let err = copied.await.unwrap().err().unwrap();
+        a.push(entries(1, 3));
+        let (_, before) = a.copy();
+        a.restore(
+            100,
+            Box::new(|sm: &mut Counter| {
+                sm.0 = 100;
+                Ok(())
+            }),
+        );
+        let (index, after) = a.copy();
+        assert_eq!(index, 100, "what is handed over next follows the snapshot");
+        let err = before.await.unwrap().err().unwrap();
         assert_eq!(err.kind(), std::io::ErrorKind::Interrupted);
-        // One asked for after the install is taken.
-        let (_, again) = a.copy();
         let mut bytes = Vec::new();
-        again.await.unwrap().unwrap().write_to(&mut bytes).unwrap();
+        after.await.unwrap().unwrap().write_to(&mut bytes).unwrap();
         assert_eq!(bytes, 100u64.to_le_bytes());
     }
 
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_restore_is_reported_in_order_after_the_batches_before_it() {
+        let mut a = Applier::spawn(Counter::default(), 0);
+        a.push(entries(1, 3));
+        a.restore(
+            10,
+            Box::new(|sm: &mut Counter| {
+                sm.0 = 10;
+                Ok(())
+            }),
+        );
+        a.push(entries(11, 12));
+        let first = a.completed().await.unwrap();
+        assert_eq!(first.entries.last().map(|e| e.index), Some(3));
+        assert_eq!(first.restored, None);
+        let restored = a.completed().await.unwrap();
+        assert!(restored.entries.is_empty());
+        assert_eq!(restored.restored, Some(10));
+        assert!(restored.failure.is_none());
+        let last = a.completed().await.unwrap();
+        assert_eq!(last.entries.last().map(|e| e.index), Some(12));
+        assert_eq!(a.lock().await.0, 12);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_restore_that_fails_is_reported_as_a_failure() {
+        let mut a = Applier::spawn(Counter::default(), 0);
+        a.restore(
+            7,
+            Box::new(|_: &mut Counter| Err(std::io::Error::other("damaged"))),
+        );
+        let done = a.completed().await.unwrap();
+        let why = done.failure.unwrap();
+        assert!(
+            why.contains("snapshot at 7") && why.contains("damaged"),
+            "{why}"
+        );
+    }
+
     #[tokio::test]
-    async fn a_restored_state_moves_the_handed_index_forward_only() {
+    async fn a_restore_moves_the_handed_index_forward_only() {
         let mut a = Applier::spawn(ReplicatedLog::new(), 3);
-        a.restored_to(10);
+        a.restore(10, Box::new(|_: &mut ReplicatedLog| Ok(())));
         assert_eq!(a.handed(), 10);
-        a.restored_to(4);
+        a.restore(4, Box::new(|_: &mut ReplicatedLog| Ok(())));
         assert_eq!(a.handed(), 10);
     }
 }

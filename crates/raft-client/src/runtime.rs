@@ -656,6 +656,15 @@ impl<SM: StateMachine> Runtime<SM> {
     /// earlier write.
     async fn process_ready(&mut self) -> Result<(), Error> {
         while self.node.has_ready() {
+            if self.cfg.pipeline_writes
+                && self.node.has_snapshot_to_install()
+                && (self.writes.busy() || self.applied < self.applier.handed())
+            {
+                // The install comes after every earlier write and apply: they finish in
+                // their own time (each wakes this loop), while ticks, messages and commands
+                // go on being handled.
+                break;
+            }
             let mut rd = self.node.ready();
             if let Some(e) = rd.storage_error.take() {
                 tracing::error!(id = self.cfg.id, error = %e, "storage failed; stopping the node");
@@ -702,16 +711,16 @@ impl<SM: StateMachine> Runtime<SM> {
         self.wait_applied().await?;
         let mut rd = self.persist(rd).await?;
         if let Some(meta) = &rd.snapshot {
-            // Storage holds the snapshot now; the state machine follows it.
-            self.restore_installed(meta).await?;
-            self.applied = meta.index;
-            self.applier.restored_to(meta.index);
-            self.readable.store(meta.index, Ordering::Release);
+            // Storage holds the snapshot now; the state machine follows it in the apply
+            // task, before the entries handed over next.
+            self.restore_installed(meta)?;
             self.fail_covered_by_snapshot(meta.index);
         }
         self.send_all(std::mem::take(&mut rd.persisted_messages));
         self.applier.push(std::mem::take(&mut rd.committed_entries));
-        self.wait_applied().await?;
+        if !self.cfg.pipeline_writes {
+            self.wait_applied().await?;
+        }
         self.finish_ready(rd);
         self.node.advance();
         Ok(())
@@ -762,11 +771,23 @@ impl<SM: StateMachine> Runtime<SM> {
             entries,
             responses,
             failure,
+            restored,
         }) = applied
         else {
             tracing::error!(id = self.cfg.id, "{APPLY_TASK_GONE}");
             return Err(Error::Storage(APPLY_TASK_GONE.into()));
         };
+        if let Some(index) = restored.filter(|_| failure.is_none()) {
+            self.applied = self.applied.max(index);
+            self.readable.store(self.applied, Ordering::Release);
+            self.node.on_applied(index);
+            self.snapshots.transfers.count(|c| c.installed += 1);
+            tracing::info!(
+                id = self.cfg.id,
+                index,
+                "state machine restored from the snapshot"
+            );
+        }
         self.answer_applied(&entries, responses);
         if let Some(last) = entries.last() {
             self.applied = last.index;

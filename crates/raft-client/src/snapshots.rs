@@ -409,9 +409,10 @@ impl<SM: StateMachine> Runtime<SM> {
         });
     }
 
-    /// A `Ready` installed `meta` in storage: the state machine now restores from its file
-    /// (every entry handed to the apply task before was applied).
-    pub(crate) async fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
+    /// A `Ready` installed `meta` in storage: the state machine restores from its file in
+    /// the apply task, after everything handed over before (the runtime learns it is done
+    /// from the apply task, and does not wait for it).
+    pub(crate) fn restore_installed(&mut self, meta: &SnapshotMeta) -> Result<(), Error> {
         let Some(file) = self.snapshots.store.find(meta) else {
             return Err(Error::Storage(format!(
                 "the snapshot file for index {} is missing or damaged",
@@ -419,27 +420,24 @@ impl<SM: StateMachine> Runtime<SM> {
             )));
         };
         let store = self.snapshots.store.clone();
-        let mut sm = self.applier.lock_for_install().await;
-        let mut restore = || -> std::io::Result<()> {
-            let mut data = store.data(&file)?;
-            sm.restore(file.meta.index, &mut data)
-        };
-        let result = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(restore),
-            _ => restore(),
-        };
-        result.map_err(|e| {
-            Error::Storage(format!(
-                "cannot restore the state machine from the snapshot at {}: {e}",
-                meta.index
-            ))
-        })?;
+        let size = file.size;
+        self.applier.restore(
+            meta.index,
+            Box::new(move |sm: &mut SM| {
+                let mut data = store.data(&file)?;
+                sm.restore(file.meta.index, &mut data)
+            }),
+        );
         self.snapshots.last = meta.clone();
-        self.snapshots.last_size = file.size;
+        self.snapshots.last_size = size;
+        // The file being restored from is `meta`'s, which stays.
         let busy = self.snapshots.busy();
         self.snapshots.store.remove_others(meta, &busy);
-        self.snapshots.transfers.count(|c| c.installed += 1);
-        tracing::info!(id = self.cfg.id, index = meta.index, "snapshot installed");
+        tracing::info!(
+            id = self.cfg.id,
+            index = meta.index,
+            "snapshot installed in storage; the state machine restores from it next"
+        );
         Ok(())
     }
 }

@@ -599,6 +599,14 @@ impl<S: LogStore> Node<S> {
 
     // ----- output -----
 
+    /// Whether the next [`ready`](Self::ready) hands out a snapshot to install. A caller
+    /// that writes and applies asynchronously lets its earlier writes and applies finish
+    /// before it takes that `Ready` (which it must carry out after them), and keeps
+    /// stepping and ticking the node meanwhile instead of waiting for them.
+    pub fn has_snapshot_to_install(&self) -> bool {
+        self.failure.is_none() && self.log.has_snapshot_to_hand_out()
+    }
+
     /// Whether [`ready`](Self::ready) has anything for the caller.
     pub fn has_ready(&self) -> bool {
         if self.failure.is_some() {

@@ -270,3 +270,25 @@ fn a_leader_elected_by_other_voters_sends_its_first_appends_at_once() {
     let rd = n.ready();
     assert_eq!(appends_to(&rd.messages, 2), 1, "{rd:?}");
 }
+
+#[test]
+fn a_received_snapshot_is_announced_until_a_ready_hands_it_out() {
+    let mut n = lone_node(2, &[1, 2, 3], MemStorage::new(), plain);
+    assert!(!n.has_snapshot_to_install(), "nothing received yet");
+    let meta = raft_core::SnapshotMeta {
+        index: 5,
+        term: 1,
+        membership: raft_core::Membership::new([1, 2, 3]),
+    };
+    n.step(msg(1, 2, 1, MessageBody::InstallSnapshot { meta }));
+    assert!(n.has_snapshot_to_install());
+    // Stepping and ticking meanwhile keep it announced.
+    n.tick();
+    assert!(n.has_snapshot_to_install());
+    let rd = n.ready();
+    assert_eq!(rd.snapshot.as_ref().map(|m| m.index), Some(5));
+    assert!(!n.has_snapshot_to_install(), "handed out");
+    write(&mut n, &rd);
+    n.advance();
+    assert!(!n.has_snapshot_to_install());
+}

@@ -63,9 +63,10 @@ pub struct SimCluster {
     /// What happened, with times: the faults, and anything a check should explain.
     events: Mutex<Vec<String>>,
     /// Snapshot every this many entries, keeping this many before it.
-    snapshots: (u64, u64),
+    pub snapshots: (u64, u64),
     /// Each node's tick, in microseconds: 10 ms give or take up to 10 %, so that the
-    /// nodes' clocks run at different rates (within the lease's 20 % margin).
+    /// nodes' clocks run at different rates (within the lease's 20 % margin); with lease
+    /// reads off, up to 40 % (past it).
     ticks_us: BTreeMap<NodeId, u64>,
     /// Whether leaders serve linearizable reads from their lease.
     pub lease_reads: bool,
@@ -130,11 +131,18 @@ impl SimCluster {
             .map(|&id| (id, Arc::new(Pace::new(rng.fork()))))
             .collect();
         let snapshots = (rng.between(10, 200), rng.between(0, 20));
-        let ticks_us = ids
+        let mut ticks_us: BTreeMap<NodeId, u64> = ids
             .iter()
             .map(|&id| (id, rng.between(9_000, 11_000)))
             .collect();
         let lease_reads = rng.below(2) == 0;
+        if !lease_reads {
+            // Nothing then relies on the clocks' rates: skew them past the lease's bound,
+            // up to 40 % either way.
+            for tick in ticks_us.values_mut() {
+                *tick = 10_000u64.saturating_add_signed((*tick as i64 - 10_000) * 4);
+            }
+        }
         SimCluster {
             ticks_us,
             lease_reads,
@@ -153,6 +161,16 @@ impl SimCluster {
             rng: Mutex::new(rng),
             began: Instant::now(),
         }
+    }
+
+    /// The run's drawn settings, for the record.
+    pub fn describe(&self) -> String {
+        let (every, tail) = self.snapshots;
+        format!(
+            "lease reads {}; ticks (µs) {:?}; a snapshot every {every} entries keeping {tail}",
+            if self.lease_reads { "on" } else { "off" },
+            self.ticks_us,
+        )
     }
 
     /// Seconds since the run began, for the record.
@@ -252,11 +270,17 @@ impl SimCluster {
             .store(slowest_us, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Makes `id`'s state machine apply nothing (`true`) until it is let go (`false`).
+    pub fn set_stuck(&self, id: NodeId, stuck: bool) {
+        self.paces[&id].stuck.send_replace(stuck);
+    }
+
     /// Every disk and state machine healthy again.
     pub fn heal_disks(&self) {
         for id in self.ids.clone() {
             self.set_disk(id, HEALTHY_DISK_US);
             self.set_pace(id, 0);
+            self.set_stuck(id, false);
         }
     }
 

@@ -1,7 +1,8 @@
 //! The faults, one at a time, drawn from the run's seed: partitions (a node, the leader,
 //! the leader from one follower, one way), bad weather (loss, duplication, reordering,
-//! delays of seconds), crashes and restarts (any node, the leader), and operations that
-//! move leadership or read the whole state (`campaign`, transfers, backups).
+//! delays of seconds), crashes and restarts (any node, the leader), failing, slow and lying
+//! disks, slow and stuck state machines, and operations that move leadership or read the
+//! whole state (`campaign`, transfers, backups).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +72,7 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
         let hold = Duration::from_millis(rng.between(100, 3000));
-        match rng.below(15) {
+        match rng.below(16) {
             0 => {
                 let n = any(&cluster, &mut rng);
                 cluster.record(format!("isolate node {n} for {hold:?}"));
@@ -214,6 +215,11 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
                 heal(&cluster).await;
                 continue;
             }
+            14 => {
+                stuck_state_machine(&cluster, &mut rng, hold).await;
+                heal(&cluster).await;
+                continue;
+            }
             _ => {
                 // A quiet spell.
                 tokio::time::sleep(hold).await;
@@ -225,6 +231,46 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     }
     heal(&cluster).await;
 }
+
+/// A state machine that applies nothing for `hold`: half the time its node is also cut off
+/// for the first half, so that it comes back behind a compacted log and installs a snapshot
+/// while its apply queue cannot drain. All along, the node's loop must go on answering (it
+/// never waits for the apply task).
+async fn stuck_state_machine(cluster: &SimCluster, rng: &mut Rng, hold: Duration) {
+    let n = any(cluster, rng);
+    let cut_first = rng.below(2) == 0;
+    cluster.record(format!(
+        "stuck state machine on node {n} for {hold:?}{}",
+        if cut_first {
+            ", the node isolated for the first half"
+        } else {
+            ""
+        }
+    ));
+    cluster.set_stuck(n, true);
+    if cut_first {
+        cluster.net.isolate(n, &cluster.ids);
+    }
+    let began = Instant::now();
+    while began.elapsed() < hold {
+        if cut_first && began.elapsed() >= hold / 2 {
+            cluster.net.heal();
+        }
+        if let Some(r) = cluster.running(n) {
+            let answer = tokio::time::timeout(ANSWER_WITHIN, r.node.status()).await;
+            if answer.is_err() {
+                cluster.violation(format!(
+                    "node {n} did not answer a status request for {ANSWER_WITHIN:?} while its state machine was stuck"
+                ));
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How soon a node's loop answers a request whatever its state machine or disk is doing.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Every link restored, calm weather, every crashed node started again.
 pub async fn heal(cluster: &SimCluster) {

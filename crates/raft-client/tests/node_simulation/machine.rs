@@ -1,7 +1,7 @@
 //! The state machine of a simulated node: the key-value store httpraft uses (or, on a disk
 //! that lies, the in-memory one, rebuilt from the log at every start), made slow on demand
-//! (each batch applied after a drawn delay of simulated time), as an application's state
-//! machine can be.
+//! (each batch applied after a drawn delay of simulated time) or stuck (no batch applied
+//! until it is let go), as an application's state machine can be.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,8 @@ use crate::rng::Rng;
 pub struct Pace {
     /// Each batch takes up to this long to apply; 0: no time at all.
     pub slowest_us: AtomicU64,
+    /// While true, no batch is applied.
+    pub stuck: tokio::sync::watch::Sender<bool>,
     rng: Mutex<Rng>,
 }
 
@@ -24,6 +26,7 @@ impl Pace {
     pub fn new(rng: Rng) -> Pace {
         Pace {
             slowest_us: AtomicU64::new(0),
+            stuck: tokio::sync::watch::Sender::new(false),
             rng: Mutex::new(rng),
         }
     }
@@ -55,6 +58,8 @@ impl<SM: StateMachine<Response = KvResponse>> StateMachine for SlowStore<SM> {
     type Response = KvResponse;
 
     async fn apply(&mut self, entries: &[Entry]) -> Vec<KvResponse> {
+        let mut stuck = self.pace.stuck.subscribe();
+        let _ = stuck.wait_for(|stuck| !*stuck).await;
         let slowest = self.pace.slowest_us.load(Ordering::Relaxed);
         if slowest > 0 {
             let us = self.pace.rng.lock().unwrap().below(slowest + 1);

@@ -91,6 +91,7 @@ async fn simulate(seed: u64, lies: bool) -> Result<String, String> {
         rng.fork(),
         lies,
     ));
+    cluster.record(cluster.describe());
     for &id in &ids {
         cluster.start(id).await?;
     }
@@ -188,7 +189,10 @@ fn seeds_that_found_bugs_pass() {
     // 272: a failing disk tore a snapshot install's write after the purge record and
     // before the snapshot's; the node could not start again ("the state machine has
     // applied up to 452 but the log starts at 706").
-    for seed in [239, 272] {
+    // 34: a follower with a stuck state machine, cut off, came back behind the leader's
+    // snapshots; installing the snapshot waited in the runtime loop for the stuck apply
+    // queue, and the node answered nothing ("did not answer a status request").
+    for seed in [239, 272, 34] {
         if let Err(report) = run(seed) {
             panic!("{report}");
         }
@@ -266,6 +270,93 @@ fn a_slow_state_machine_does_not_depose_its_leader() {
                 .all(|&(t, l)| t == term && l == Some(leader.node.id())),
             "leadership moved off the leader with a slow state machine: term {term} then {now:?}"
         );
+        cluster.stop_all().await;
+    });
+}
+
+/// A follower whose state machine is stuck with entries queued comes back behind a
+/// compacted log: it receives the leader's snapshot and must install it after those
+/// entries, and meanwhile its loop goes on answering. Once the state machine is let go,
+/// the snapshot is installed and the follower catches up.
+#[test]
+fn a_follower_installing_a_snapshot_behind_a_stuck_state_machine_keeps_answering() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut rng = Rng::new(2);
+        let ids = vec![1, 2, 3];
+        let mut cluster = SimCluster::new(ids.clone(), SimNet::new(rng.fork()), rng.fork(), false);
+        cluster.snapshots = (10, 0);
+        for &id in &ids {
+            cluster.start(id).await.unwrap();
+        }
+        faults::settled(&cluster).await.expect("a leader");
+        let all = cluster.all_running();
+        let (_, leader) = all
+            .iter()
+            .find(|(id, r)| r.node.leader().leader == Some(*id))
+            .unwrap();
+        let (f, follower) = all
+            .iter()
+            .find(|(id, r)| r.node.leader().leader != Some(*id))
+            .unwrap();
+        let put = |n: u32| {
+            raft_client::KvCommand::put("k", format!("v{n}"))
+                .encode()
+                .unwrap()
+        };
+        // Entries the follower holds but cannot apply.
+        cluster.set_stuck(*f, true);
+        for n in 0..5 {
+            leader.node.submit_command(put(n)).await.unwrap();
+        }
+        // Cut off, it falls behind the leader's snapshots.
+        cluster.net.isolate(*f, &ids);
+        for n in 5..60 {
+            leader.node.submit_command(put(n)).await.unwrap();
+        }
+        cluster.net.heal();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while follower.node.snapshot_stats().received == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no snapshot reached the follower"
+            );
+            let answer = tokio::time::timeout(faults::ANSWER_WITHIN, follower.node.status()).await;
+            assert!(answer.is_ok(), "the follower's loop stopped answering");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The install waits for the stuck state machine; the loop does not.
+        for _ in 0..20 {
+            let answer = tokio::time::timeout(faults::ANSWER_WITHIN, follower.node.status()).await;
+            assert!(
+                answer.is_ok(),
+                "the follower's loop stopped answering while its install waited"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            follower.node.snapshot_stats().installed,
+            0,
+            "installed while stuck"
+        );
+        cluster.set_stuck(*f, false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = follower.reader.get("k").unwrap();
+            if value.as_deref() == Some("v59") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the follower never caught up: k = {value:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(follower.node.snapshot_stats().installed, 1);
         cluster.stop_all().await;
     });
 }
