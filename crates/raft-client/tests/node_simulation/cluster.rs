@@ -41,6 +41,8 @@ struct Slot {
 /// snapshot file, a read) takes, drawn up to `slowest_us`.
 pub struct Disk {
     pub slowest_us: std::sync::atomic::AtomicU64,
+    /// Nothing it does completes before then (its process is paused).
+    frozen_until: Mutex<Option<Instant>>,
     rng: Mutex<Rng>,
 }
 
@@ -89,6 +91,7 @@ impl SimCluster {
             .map(|&id| {
                 let disk = Disk {
                     slowest_us: HEALTHY_DISK_US.into(),
+                    frozen_until: Mutex::new(None),
                     rng: Mutex::new(rng.fork()),
                 };
                 (id, Arc::new(disk))
@@ -201,6 +204,9 @@ impl SimCluster {
         cfg.raft.seed = self.rng.lock().unwrap().next_u64() | 1;
         cfg.tick = std::time::Duration::from_micros(self.ticks_us[&id]);
         cfg.raft.lease_reads = self.lease_reads;
+        // The autopilot promotes a re-added member once it has caught up.
+        cfg.autopilot.enabled = true;
+        cfg.autopilot.promote_after = std::time::Duration::from_millis(500);
         let (every, tail) = self.snapshots;
         cfg.snapshot.every_entries = every;
         cfg.snapshot.tail_entries = tail;
@@ -212,7 +218,14 @@ impl SimCluster {
             .with_disk_delay(Arc::new(move || {
                 let slowest = disk.slowest_us.load(std::sync::atomic::Ordering::Relaxed);
                 let us = disk.rng.lock().unwrap().below(slowest + 1);
-                std::time::Duration::from_micros(us)
+                let frozen = disk
+                    .frozen_until
+                    .lock()
+                    .unwrap()
+                    .map_or(std::time::Duration::ZERO, |until| {
+                        until.saturating_duration_since(Instant::now())
+                    });
+                std::time::Duration::from_micros(us).max(frozen)
             }));
         let pace = self.paces[&id].clone();
         let (node, reader) = if self.in_memory {
@@ -270,6 +283,20 @@ impl SimCluster {
             .store(slowest_us, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Pauses `id` for `hold`, as its peers and its disk see it: its messages in and out are
+    /// held, its snapshot streams refused, its disk work completes no sooner than the end
+    /// (its timers still run).
+    pub fn freeze(&self, id: NodeId, hold: std::time::Duration) {
+        let until = Instant::now() + hold;
+        self.net.freeze(id, until);
+        *self.disks[&id].frozen_until.lock().unwrap() = Some(until);
+    }
+
+    /// Node `id`'s address, as its peers know it.
+    pub fn peer(&self, id: NodeId) -> Peer {
+        self.peers[&id].clone()
+    }
+
     /// Makes `id`'s state machine apply nothing (`true`) until it is let go (`false`).
     pub fn set_stuck(&self, id: NodeId, stuck: bool) {
         self.paces[&id].stuck.send_replace(stuck);
@@ -279,6 +306,7 @@ impl SimCluster {
     pub fn heal_disks(&self) {
         for id in self.ids.clone() {
             self.set_disk(id, HEALTHY_DISK_US);
+            *self.disks[&id].frozen_until.lock().unwrap() = None;
             self.set_pace(id, 0);
             self.set_stuck(id, false);
         }

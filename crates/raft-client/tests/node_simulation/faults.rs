@@ -1,8 +1,9 @@
 //! The faults, one at a time, drawn from the run's seed: partitions (a node, the leader,
 //! the leader from one follower, one way), bad weather (loss, duplication, reordering,
 //! delays of seconds), crashes and restarts (any node, the leader), failing, slow and lying
-//! disks, slow and stuck state machines, and operations that move leadership or read the
-//! whole state (`campaign`, transfers, backups).
+//! disks, slow and stuck state machines, paused processes, membership churn (a member
+//! removed, then re-added and promoted by the autopilot), and operations that move
+//! leadership or read the whole state (`campaign`, transfers, backups).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,7 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
         let hold = Duration::from_millis(rng.between(100, 3000));
-        match rng.below(16) {
+        match rng.below(18) {
             0 => {
                 let n = any(&cluster, &mut rng);
                 cluster.record(format!("isolate node {n} for {hold:?}"));
@@ -215,6 +216,25 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
                 heal(&cluster).await;
                 continue;
             }
+            15 => {
+                let n = any(&cluster, &mut rng);
+                cluster.record(format!("pause node {n} for {hold:?}"));
+                cluster.freeze(n, hold);
+            }
+            16 => {
+                let n = any(&cluster, &mut rng);
+                let Some(r) = leader(&cluster).and_then(|l| cluster.running(l)) else {
+                    continue;
+                };
+                let removed = r.node.remove_member(n).await;
+                cluster.record(format!(
+                    "remove node {n}: {removed:?}; re-add after {hold:?}"
+                ));
+                tokio::time::sleep(hold).await;
+                heal(&cluster).await;
+                restore_membership(&cluster).await;
+                continue;
+            }
             14 => {
                 stuck_state_machine(&cluster, &mut rng, hold).await;
                 heal(&cluster).await;
@@ -264,6 +284,44 @@ async fn stuck_state_machine(cluster: &SimCluster, rng: &mut Rng, hold: Duration
                 ));
                 return;
             }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Makes every node a voter again: a removed one is re-added as a learner, and the
+/// autopilot promotes it once it has caught up. Not done within 20 s is a violation.
+async fn restore_membership(cluster: &SimCluster) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut asked = std::collections::BTreeSet::new();
+    loop {
+        let status = match leader(cluster).and_then(|l| cluster.running(l)) {
+            Some(r) => r.node.status().await.ok().map(|s| (r, s)),
+            None => None,
+        };
+        if let Some((r, status)) = status {
+            let m = &status.membership;
+            if m.outgoing.is_empty() && cluster.ids.iter().all(|id| m.voters.contains(id)) {
+                return;
+            }
+            for &id in &cluster.ids {
+                if !m.contains(id) {
+                    let added = r.node.add_learner(id, cluster.peer(id)).await;
+                    if asked.insert(id) || added.is_ok() {
+                        cluster.record(format!("re-add node {id} as a learner: {added:?}"));
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let members = match leader(cluster).and_then(|l| cluster.running(l)) {
+                Some(r) => format!("{:?}", r.node.status().await.map(|s| s.membership)),
+                None => "no leader".into(),
+            };
+            cluster.violation(format!(
+                "20 s after membership churn not every node is a voter again: {members}"
+            ));
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

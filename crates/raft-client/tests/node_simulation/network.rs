@@ -1,7 +1,7 @@
 //! The simulated network: every message goes through one hub that decides, from the run's
 //! seeded generator, whether it is lost, how long it is held up (which reorders), and
-//! whether it arrives twice; links can be cut one way or both. Snapshot streams are
-//! in-memory pipes, refused across a cut.
+//! whether it arrives twice; links can be cut one way or both, and a node frozen (its
+//! messages held, not lost). Snapshot streams are in-memory pipes, refused across a cut.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use raft_client::{Connect, PeerNetwork};
 use raft_core::{Message, NodeId};
 use raft_net::{Inbound, ListenerStats, NetConfig, NetError, PeerStats, PeerStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::rng::Rng;
 
@@ -51,6 +52,8 @@ struct Hub {
     streams: BTreeMap<NodeId, mpsc::Sender<PeerStream>>,
     /// Links that deliver nothing, as (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Nodes paused until then: what they send and what is sent to them is held until then.
+    frozen: BTreeMap<NodeId, Instant>,
     weather: Weather,
 }
 
@@ -65,8 +68,16 @@ impl SimNet {
             inboxes: BTreeMap::new(),
             streams: BTreeMap::new(),
             cut: BTreeSet::new(),
+            frozen: BTreeMap::new(),
             weather: Weather::calm(),
         })))
+    }
+
+    /// Holds every message `node` sends or is sent until `until` (none is lost), and
+    /// refuses snapshot streams to and from it meanwhile: a paused process, as its peers
+    /// see it.
+    pub fn freeze(&self, node: NodeId, until: Instant) {
+        self.0.lock().unwrap().frozen.insert(node, until);
     }
 
     /// Messages from `from` to `to` are lost until healed.
@@ -92,6 +103,7 @@ impl SimNet {
     pub fn heal(&self) {
         let mut hub = self.0.lock().unwrap();
         hub.cut.clear();
+        hub.frozen.clear();
         hub.weather = Weather::calm();
     }
 }
@@ -147,12 +159,21 @@ impl PeerNetwork for SimPeer {
         } else {
             1
         };
+        let now = Instant::now();
+        let thawed = [from, to]
+            .iter()
+            .filter_map(|n| hub.frozen.get(n))
+            .max()
+            .map_or(Duration::ZERO, |&until| {
+                until.saturating_duration_since(now)
+            });
         for _ in 0..copies {
             let delay = if hub.rng.below(1000) < w.long_per_mille {
                 hub.rng.duration_below(w.long_delay)
             } else {
                 hub.rng.duration_below(w.max_delay)
             };
+            let delay = delay.max(thawed);
             let (inbox, msg, net) = (inbox.clone(), msg.clone(), self.net.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
@@ -179,7 +200,11 @@ impl PeerNetwork for SimPeer {
     async fn open_stream(&self, peer: NodeId) -> std::io::Result<PeerStream> {
         let to = {
             let hub = self.net.0.lock().unwrap();
-            if hub.cut.contains(&(self.id, peer)) || hub.cut.contains(&(peer, self.id)) {
+            let now = Instant::now();
+            let frozen = [self.id, peer]
+                .iter()
+                .any(|n| hub.frozen.get(n).is_some_and(|&until| until > now));
+            if frozen || hub.cut.contains(&(self.id, peer)) || hub.cut.contains(&(peer, self.id)) {
                 return Err(std::io::ErrorKind::ConnectionRefused.into());
             }
             hub.streams.get(&peer).cloned()
