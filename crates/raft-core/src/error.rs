@@ -25,6 +25,18 @@ pub enum ConfigError {
         /// The first index the log holds.
         first_index: LogIndex,
     },
+    /// The state machine has applied entries the log no longer holds. Only entries durable
+    /// in the log are ever applied, so the log lost writes it had synced: the disk or
+    /// filesystem does not honour syncs, or the log was replaced. Nothing on this node can be
+    /// trusted to vote or to serve: rebuild it (remove its data and add it again, or restore
+    /// it from a backup) and check the disk's write cache.
+    #[error("the state machine has applied up to {applied} but the log ends at {last_index}: the log lost writes it had synced (a disk or filesystem that ignores syncs?); rebuild this node from a backup or from its peers, and check the disk")]
+    LogBehindStateMachine {
+        /// What the state machine has applied.
+        applied: LogIndex,
+        /// The last index the log holds.
+        last_index: LogIndex,
+    },
 }
 
 /// Why a proposal was not accepted. None of these appended anything.

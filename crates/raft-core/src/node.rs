@@ -144,6 +144,12 @@ impl<S: LogStore> Node<S> {
                 first_index: store.first_index(),
             });
         }
+        if cfg.applied > store.last_index() {
+            return Err(ConfigError::LogBehindStateMachine {
+                applied: cfg.applied,
+                last_index: store.last_index(),
+            });
+        }
         let mut rng = Rng::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let randomized = rng.range(cfg.election_ticks, cfg.election_ticks * 2);
         // Entries the application applied were committed, whether or not the commit index

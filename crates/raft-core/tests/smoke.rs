@@ -73,3 +73,44 @@ fn a_zero_byte_budget_for_messages_or_for_inflight_bytes_is_refused() {
     c.max_inflight_bytes = 0;
     assert!(c.validate().is_err(), "nothing could ever be in flight");
 }
+
+#[test]
+fn a_state_machine_behind_a_compacted_log_or_ahead_of_the_log_is_refused_at_start() {
+    use raft_core::{Config, ConfigError, Entry, LogStore, MemStorage, Node};
+    let mut store = MemStorage::new();
+    store
+        .append(
+            &(1..=10)
+                .map(|i| Entry::normal(1, i, b"x".to_vec()))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let start = |applied| {
+        let mut c = Config::new(1, [1, 2, 3]);
+        c.applied = applied;
+        Node::new(c, store.clone()).err()
+    };
+    // Anything from nothing applied to the last entry is a state the log can follow.
+    for applied in [0, 5, 10] {
+        assert_eq!(start(applied), None, "applied {applied}");
+    }
+    assert_eq!(
+        start(11),
+        Some(ConfigError::LogBehindStateMachine {
+            applied: 11,
+            last_index: 10
+        }),
+        "the log lost entry 11, which the state machine applied"
+    );
+    store.compact(6).unwrap();
+    let mut c = Config::new(1, [1, 2, 3]);
+    c.applied = 4;
+    assert_eq!(
+        Node::new(c, store.clone()).err(),
+        Some(ConfigError::StateMachineBehind {
+            applied: 4,
+            first_index: store.first_index()
+        }),
+        "entries 5 and 6 are gone from the log and were never applied"
+    );
+}
