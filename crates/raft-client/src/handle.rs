@@ -5,79 +5,21 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use raft_core::{Entry, EntryKind, LogIndex, NodeId, Status, Term};
+use raft_core::{Entry, EntryKind, LogIndex, NodeId, Status};
 use raft_storage::{StatsSnapshot, StorageStats, SyncPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::CommittedBatch;
+use crate::commands::{Command, Committed};
 use crate::config::NodeConfig;
 use crate::error::{Error, StartError};
 use crate::leader::{LeaderInfo, LeaderView};
-use crate::limits::{Limits, Permit};
+use crate::limits::Limits;
 use crate::log_reader::LogReader;
 use crate::runtime;
 use crate::state_machine::StateMachine;
-
-/// A committed and applied entry, as `submit` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Committed<R> {
-    /// Where the entry is in the log.
-    pub index: LogIndex,
-    /// The term it was created in.
-    pub term: Term,
-    /// What the state machine returned for it.
-    pub response: R,
-}
-
-pub(crate) enum Command<R> {
-    Submit {
-        kind: EntryKind,
-        data: Bytes,
-        reply: oneshot::Sender<Result<Committed<R>, Error>>,
-        permit: Permit,
-    },
-    SubmitBatch {
-        kind: EntryKind,
-        data: Vec<Bytes>,
-        reply: crate::batch::BatchReply<R>,
-        permit: Permit,
-    },
-    Read {
-        reply: oneshot::Sender<Result<LogIndex, Error>>,
-    },
-    Status {
-        reply: oneshot::Sender<Status>,
-    },
-    NetStats {
-        reply: oneshot::Sender<BTreeMap<NodeId, raft_net::PeerStats>>,
-    },
-    ListenerStats {
-        reply: oneshot::Sender<raft_net::ListenerStats>,
-    },
-    Backup {
-        reply: oneshot::Sender<Result<crate::Backup, Error>>,
-    },
-    ChangeMembership {
-        changes: Vec<raft_core::ConfChange>,
-        reply: oneshot::Sender<Result<LogIndex, Error>>,
-    },
-    TransferLeadership {
-        to: Option<NodeId>,
-        reply: oneshot::Sender<Result<NodeId, Error>>,
-    },
-    Members {
-        reply: oneshot::Sender<Vec<crate::MemberInfo>>,
-    },
-    Autopilot {
-        reply: oneshot::Sender<Vec<crate::AutopilotDecision>>,
-    },
-    Campaign {
-        reply: oneshot::Sender<bool>,
-    },
-    Isolate(bool),
-}
 
 struct Shared {
     id: NodeId,
