@@ -156,6 +156,24 @@ fn decode_row(index: u64, row: &[u8]) -> std::io::Result<Entry> {
     })
 }
 
+/// The database settings of a store: its cache, and a warning (once) when it was not closed
+/// cleanly and is being repaired.
+fn builder(cfg: &DurableConfig, shown: String) -> redb::Builder {
+    let logged = std::cell::Cell::new(false);
+    let mut b = Database::builder();
+    b.set_cache_size(cfg.cache_bytes)
+        .set_repair_callback(move |session| {
+            if !logged.replace(true) {
+                tracing::warn!(
+                    store = %shown,
+                    progress = session.progress(),
+                    "the application store was not closed cleanly: repairing it"
+                );
+            }
+        });
+    b
+}
+
 /// The application's log and key-value map on disk: the state machine `httpraft` runs.
 /// Plain entries go to the log; command entries go to the log and change the map.
 pub struct DurableStore {
@@ -193,19 +211,7 @@ impl DurableStore {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let logged = std::cell::Cell::new(false);
-        let shown = path.display().to_string();
-        let db = Database::builder()
-            .set_cache_size(cfg.cache_bytes)
-            .set_repair_callback(move |session| {
-                if !logged.replace(true) {
-                    tracing::warn!(
-                        store = %shown,
-                        progress = session.progress(),
-                        "the application store was not closed cleanly: repairing it"
-                    );
-                }
-            })
+        let db = builder(&cfg, path.display().to_string())
             .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => std::io::Error::new(
@@ -217,6 +223,23 @@ impl DurableStore {
                 ),
                 e => io_err(e),
             })?;
+        Self::on(db, cfg)
+    }
+
+    /// Opens (or creates) the store on `backend`, any storage redb can use in place of a
+    /// file (the node simulator's disk, which loses what was not synced when it crashes).
+    pub fn open_on(
+        backend: impl redb::StorageBackend,
+        cfg: DurableConfig,
+    ) -> std::io::Result<Self> {
+        let db = builder(&cfg, "the store's backend".into())
+            .create_with_backend(backend)
+            .map_err(io_err)?;
+        Self::on(db, cfg)
+    }
+
+    /// Sets up the tables of a database just opened, and takes it over.
+    fn on(db: Database, cfg: DurableConfig) -> std::io::Result<Self> {
         let mut txn = db.begin_write().map_err(io_err)?;
         // Every durable commit saves the allocator state (quick repair), this one included:
         // the last durable commit decides how long the next start after a crash takes.

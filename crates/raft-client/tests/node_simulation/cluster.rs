@@ -234,7 +234,9 @@ impl SimCluster {
             let store = SlowStore { inner: store, pace };
             (RaftNode::start_in(cfg, store, env).await, reader)
         } else {
-            let store = DurableStore::open(&dir.join("app.redb"), DurableConfig::default())
+            // On the node's simulated disk: a crash loses what the store did not sync.
+            let file = self.logs[&id].db_file(&dir.join("app.redb"));
+            let store = DurableStore::open_on(file, DurableConfig::default())
                 .map_err(|e| format!("node {id}: cannot open its store: {e}"))?;
             let reader = Reader::Durable(store.reader());
             let store = SlowStore { inner: store, pace };

@@ -1,5 +1,6 @@
-//! The simulated disk of a node's Raft log: files in memory, with what a sync made durable
-//! kept apart from what was only written. A crash keeps the durable state, plus a torn
+//! The simulated disk of a node's Raft log and key-value store: files in memory, with what
+//! a sync made durable kept apart from what was only written (the store's database writes
+//! anywhere in its file: a crash takes it back to its last sync). A crash keeps the durable state, plus a torn
 //! prefix of each file's unsynced tail; a file created or removed since its directory was
 //! last synced comes back as it was. A disk that lies (`RAFT_NODE_SIM_FSYNC_LIES=1`)
 //! acknowledges syncs and does nothing. A failing disk fails writes (ENOSPC, after part of
@@ -18,6 +19,8 @@ use crate::rng::Rng;
 struct Content {
     data: Vec<u8>,
     durable: Vec<u8>,
+    /// Written anywhere (a database), not only appended to: see `SimDisk::crash`.
+    random_access: bool,
 }
 
 type Obj = Arc<Mutex<Content>>;
@@ -31,6 +34,9 @@ struct State {
     /// Chance in a thousand that a write, sync or read fails (EIO, or ENOSPC for a write,
     /// after writing part of it).
     errors_per_mille: u64,
+    /// Counts crashes: a database file opened before the last one belongs to a process
+    /// that is gone, and can no longer write (or read) anything.
+    crashes: u64,
     rng: Rng,
 }
 
@@ -45,6 +51,7 @@ impl SimDisk {
             durable: BTreeMap::new(),
             lies,
             errors_per_mille: 0,
+            crashes: 0,
             rng,
         })))
     }
@@ -62,15 +69,23 @@ impl SimDisk {
     }
 
     /// The node crashed: what was not synced is lost, but for a torn prefix of each file's
-    /// unsynced appends. Returns how many bytes were lost.
+    /// unsynced appends; a database file goes back to its last sync, at its length then
+    /// or (half the time) at its longer length now, the space it gained zeroed. Returns how
+    /// many bytes were lost.
     pub fn crash(&self) -> u64 {
         let mut st = self.0.lock().unwrap();
+        st.crashes += 1;
         let mut lost = 0u64;
         let objs: Vec<Obj> = st.durable.values().cloned().collect();
         for obj in objs {
             let mut c = obj.lock().unwrap();
-            let appended_only = c.data.starts_with(&c.durable);
+            let appended_only = !c.random_access && c.data.starts_with(&c.durable);
             let mut survived = c.durable.clone();
+            if c.random_access && c.data.len() > survived.len() && st.rng.below(2) == 0 {
+                // The file's new length reached the disk, and none of what was written
+                // in the space it gained.
+                survived.resize(c.data.len(), 0);
+            }
             if appended_only {
                 let tail = &c.data[c.durable.len()..];
                 let keep = st.rng.below(tail.len() as u64 + 1) as usize;
@@ -93,6 +108,93 @@ impl SimDisk {
 struct SimFile {
     obj: Obj,
     disk: SimDisk,
+}
+
+/// A file the key-value store's database lives in, on a simulated disk.
+pub struct DbFile {
+    obj: Obj,
+    disk: SimDisk,
+    /// The disk's crash count when it was opened.
+    opened_at: u64,
+}
+
+impl DbFile {
+    /// Fails if the process that opened it crashed since (its database object may be
+    /// dropped later, and must not write into what the crash left), or at the disk's
+    /// failure rate.
+    fn check(&self) -> io::Result<()> {
+        let gone = self.disk.0.lock().unwrap().crashes != self.opened_at;
+        if gone || self.disk.fails() {
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DbFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DbFile")
+    }
+}
+
+impl SimDisk {
+    /// The file at `path`, created empty (and durable) if there is none.
+    pub fn db_file(&self, path: &Path) -> DbFile {
+        let mut st = self.0.lock().unwrap();
+        let obj = st.visible.entry(path.to_path_buf()).or_default().clone();
+        obj.lock().unwrap().random_access = true;
+        st.durable.insert(path.to_path_buf(), obj.clone());
+        DbFile {
+            obj,
+            disk: self.clone(),
+            opened_at: st.crashes,
+        }
+    }
+}
+
+impl redb::StorageBackend for DbFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.obj.lock().unwrap().data.len() as u64)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        self.check()?;
+        let c = self.obj.lock().unwrap();
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(out.len())
+            .filter(|&e| e <= c.data.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        out.copy_from_slice(&c.data[start..end]);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check()?;
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.obj.lock().unwrap().data.resize(len, 0);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.check()?;
+        if self.disk.0.lock().unwrap().lies {
+            return Ok(());
+        }
+        let mut c = self.obj.lock().unwrap();
+        c.durable = c.data.clone();
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check()?;
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let end = start
+            .checked_add(data.len())
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        let mut c = self.obj.lock().unwrap();
+        if c.data.len() < end {
+            c.data.resize(end, 0);
+        }
+        c.data[start..end].copy_from_slice(data);
+        Ok(())
+    }
 }
 
 impl VfsFile for SimFile {
@@ -174,6 +276,7 @@ impl Vfs for SimDisk {
         let obj = Arc::new(Mutex::new(Content {
             data: data.to_vec(),
             durable: if lies { Vec::new() } else { data.to_vec() },
+            random_access: false,
         }));
         st.visible.insert(path.to_path_buf(), obj.clone());
         if !lies {
