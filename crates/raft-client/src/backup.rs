@@ -150,7 +150,7 @@ fn build(
 ) -> Result<SnapshotMeta, String> {
     raft_storage::private::create_dir_all(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let store = SnapshotStore::open(dir).map_err(|e| e.to_string())?;
+    let store = SnapshotStore::open_std(dir).map_err(|e| e.to_string())?;
     let unusable = |e: String| format!("{} is not a usable backup: {e}", backup.display());
     let file = store.verify(backup).map_err(|e| unusable(e.to_string()))?;
     check_meta(&file.meta).map_err(unusable)?;

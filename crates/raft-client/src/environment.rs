@@ -1,5 +1,5 @@
-//! What a node runs on besides its own code: the network to its peers, and (for a
-//! single-thread node) how long its disk takes. A real node uses
+//! What a node runs on besides its own code: the network to its peers, the file system of
+//! its log and snapshots, and (for a single-thread node) how long its disk takes. A real node uses
 //! `raft-net`'s TCP transport ([`Environment::real`], what [`RaftNode::start`] uses); the
 //! node simulator gives nodes a simulated one ([`RaftNode::start_in`]).
 //!
@@ -15,7 +15,7 @@ use crate::network::{Connect, Tcp};
 pub struct Environment {
     pub(crate) network: Arc<dyn Connect>,
     pub(crate) disk_delay: Option<crate::exec::DiskDelay>,
-    pub(crate) log_vfs: Option<Arc<dyn raft_storage::Vfs>>,
+    pub(crate) vfs: Option<Arc<dyn raft_storage::Vfs>>,
 }
 
 impl Environment {
@@ -24,7 +24,7 @@ impl Environment {
         Environment {
             network: Arc::new(Tcp),
             disk_delay: None,
-            log_vfs: None,
+            vfs: None,
         }
     }
 
@@ -34,11 +34,12 @@ impl Environment {
         self
     }
 
-    /// The same, with the Raft log's files (the WAL and the directory's identity) kept
-    /// through `vfs` instead of the real file system: the node simulator's disk, which can
-    /// lose what was not synced when the node crashes.
-    pub fn with_log_vfs(mut self, vfs: Arc<dyn raft_storage::Vfs>) -> Environment {
-        self.log_vfs = Some(vfs);
+    /// The same, with the node's own files (the Raft log's WAL, the directory's identity
+    /// and the snapshot files) kept through `vfs` instead of the real file system: the node
+    /// simulator's disk, which can lose what was not synced when the node crashes. The
+    /// state machine's own files are its own business.
+    pub fn with_vfs(mut self, vfs: Arc<dyn raft_storage::Vfs>) -> Environment {
+        self.vfs = Some(vfs);
         self
     }
 

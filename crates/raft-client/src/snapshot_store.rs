@@ -12,14 +12,16 @@
 //! voters.
 //!
 //! Files are written to a temporary name, synced and renamed, so a file under its final name
-//! is always whole. Snapshots received from a leader arrive in `incoming-<index>-<term>.part`,
+//! is always whole. Every file operation goes through the node's [`Vfs`] (the real file
+//! system, or a simulated disk). Snapshots received from a leader arrive in `incoming-<index>-<term>.part`,
 //! synced chunk by chunk, so an interrupted transfer resumes where it stopped.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use raft_core::{LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use raft_storage::{Vfs, VfsFile};
 use serde::{Deserialize, Serialize};
 
 /// The directory of snapshot files, inside the data directory.
@@ -124,51 +126,84 @@ impl<W: Write> Write for Checked<W> {
 /// for heartbeats to stop and elections to start. Syncing as it goes keeps the burst small.
 pub(crate) const SYNC_EVERY_BYTES: u64 = 16 << 20;
 
-/// Something whose written data can be made durable.
-trait SyncData {
-    fn sync_data(&self) -> io::Result<()>;
-}
-
-impl SyncData for File {
-    fn sync_data(&self) -> io::Result<()> {
-        File::sync_data(self)
-    }
-}
-
-/// A writer that syncs what went through it every `every` bytes.
-struct SyncEvery<W> {
-    inner: W,
+/// A writer appending to a file, syncing what went through it every `every` bytes.
+struct SyncEvery {
+    file: Box<dyn VfsFile>,
     every: u64,
     unsynced: u64,
 }
 
-impl<W: Write + SyncData> Write for SyncEvery<W> {
+impl Write for SyncEvery {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.unsynced += n as u64;
+        self.file.append(buf)?;
+        self.unsynced += buf.len() as u64;
         if self.unsynced >= self.every {
-            self.inner.flush()?;
-            self.inner.sync_data()?;
+            self.file.sync_data()?;
             self.unsynced = 0;
         }
-        Ok(n)
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
+    }
+}
+
+/// A reader of a file from `at`, up to `end`.
+struct FileReader {
+    file: Box<dyn VfsFile>,
+    at: u64,
+    end: u64,
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.end.saturating_sub(self.at);
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        self.file.read_exact_at(&mut buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
 /// The snapshot files of one data directory.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct SnapshotStore {
     dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
+}
+
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SnapshotStore {
-    pub(crate) fn open(data_dir: &Path) -> io::Result<Self> {
+    /// The snapshot files of `data_dir`, through `vfs`.
+    pub(crate) fn open(data_dir: &Path, vfs: Arc<dyn Vfs>) -> io::Result<Self> {
         let dir = data_dir.join(SNAPSHOT_DIR);
-        raft_storage::private::create_dir_all(&dir)?;
-        Ok(SnapshotStore { dir })
+        vfs.create_dir_all(&dir)?;
+        Ok(SnapshotStore { dir, vfs })
+    }
+
+    /// The snapshot files of `data_dir` on the real file system.
+    pub(crate) fn open_std(data_dir: &Path) -> io::Result<Self> {
+        Self::open(data_dir, Arc::new(raft_storage::StdVfs))
+    }
+
+    /// Opens a file of the store to read it.
+    pub(crate) fn open_file(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+        self.vfs.open(path)
+    }
+
+    /// Removes a file of the store.
+    pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {
+        self.vfs.remove(path)
     }
 
     pub(crate) fn path(&self, index: LogIndex, term: Term) -> PathBuf {
@@ -186,35 +221,39 @@ impl SnapshotStore {
         let tmp = self
             .dir
             .join(format!("tmp-{}", file_name(meta.index, meta.term)));
+        // A temporary file left by a crash is started again.
+        match self.vfs.remove(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let file = SyncEvery {
-            inner: raft_storage::private::create_file(&tmp)?,
+            file: self.vfs.create(&tmp)?,
             every: SYNC_EVERY_BYTES,
             unsynced: 0,
         };
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write_snapshot(&mut w, meta, write)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?.inner;
-        file.sync_all()?;
+        let file = w.into_inner().map_err(|e| e.into_error())?.file;
+        file.sync_data()?;
         drop(file);
-        fs::rename(&tmp, &final_path)?;
-        File::open(&self.dir)?.sync_all()?;
+        self.vfs.rename(&tmp, &final_path)?;
+        self.vfs.sync_dir(&self.dir)?;
         self.verify(&final_path)
     }
 
     /// Reads a file's trailer and checks its data against it.
     pub(crate) fn verify(&self, path: &Path) -> io::Result<SnapshotFile> {
-        let mut f = File::open(path)?;
-        let size = f.metadata()?.len();
-        let (trailer, _) = read_trailer(&mut f, size)?;
-        f.seek(SeekFrom::Start(0))?;
+        let f = self.vfs.open(path)?;
+        let size = f.len()?;
+        let (trailer, _) = read_trailer(&*f, size)?;
         let mut crc = 0u32;
-        let mut left = trailer.data_len;
+        let mut at = 0u64;
         let mut buf = vec![0u8; 1 << 20];
-        while left > 0 {
-            let n = (left.min(buf.len() as u64)) as usize;
-            f.read_exact(&mut buf[..n])?;
+        while at < trailer.data_len {
+            let n = (trailer.data_len - at).min(buf.len() as u64) as usize;
+            f.read_exact_at(&mut buf[..n], at)?;
             crc = crc32c::crc32c_append(crc, &buf[..n]);
-            left -= n as u64;
+            at += n as u64;
         }
         if crc != trailer.data_crc {
             return Err(invalid(format!(
@@ -238,7 +277,12 @@ impl SnapshotStore {
 
     /// A reader of the state machine's bytes of a snapshot file.
     pub(crate) fn data(&self, file: &SnapshotFile) -> io::Result<impl Read> {
-        Ok(io::BufReader::with_capacity(1 << 20, File::open(&file.path)?).take(file.data_len))
+        let reader = FileReader {
+            file: self.vfs.open(&file.path)?,
+            at: 0,
+            end: file.data_len,
+        };
+        Ok(io::BufReader::with_capacity(1 << 20, reader))
     }
 
     /// Removes the snapshot files `keep` supersedes: those of an index up to its own (but
@@ -247,19 +291,19 @@ impl SnapshotStore {
     /// from the leader that storage is about to install, or one being written.
     pub(crate) fn remove_others(&self, keep: &SnapshotMeta, busy: &[PathBuf]) {
         let keep_name = file_name(keep.index, keep.term);
-        let Ok(list) = fs::read_dir(&self.dir) else {
+        let Ok(list) = self.vfs.list(&self.dir) else {
             return;
         };
-        for e in list.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
+        for path in list {
+            let name = file_name_of(&path);
             let bare = name.strip_prefix("tmp-").unwrap_or(&name);
-            if !bare.ends_with(".snap") || name == keep_name || busy.contains(&e.path()) {
+            if !bare.ends_with(".snap") || name == keep_name || busy.contains(&path) {
                 continue;
             }
             // `<index:020>-<term:020>.snap`; a name that does not parse is not ours.
             let index = bare.get(..20).and_then(|d| d.parse::<LogIndex>().ok());
             if index.is_some_and(|i| i <= keep.index) {
-                let _ = fs::remove_file(e.path());
+                let _ = self.vfs.remove(&path);
             }
         }
     }
@@ -270,15 +314,18 @@ impl SnapshotStore {
     /// part of another snapshot is removed: only one is received at a time).
     pub(crate) fn incoming(&self, meta: &SnapshotMeta) -> io::Result<(PathBuf, u64)> {
         let path = self.dir.join(part_name(meta.index, meta.term));
-        if let Ok(list) = fs::read_dir(&self.dir) {
-            for e in list.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with("incoming-") && e.path() != path {
-                    let _ = fs::remove_file(e.path());
+        if let Ok(list) = self.vfs.list(&self.dir) {
+            for other in list {
+                if file_name_of(&other).starts_with("incoming-") && other != path {
+                    let _ = self.vfs.remove(&other);
                 }
             }
         }
-        let have = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let have = match self.vfs.open(&path) {
+            Ok(f) => f.len()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
         Ok((path, have))
     }
 
@@ -292,14 +339,18 @@ impl SnapshotStore {
         data: &[u8],
         sync: bool,
     ) -> io::Result<()> {
-        let mut f = raft_storage::private::file_options()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(path)?;
+        let f = match self.vfs.open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let f = self.vfs.create(path)?;
+                // The part's name must survive a crash for a transfer to resume.
+                self.vfs.sync_dir(&self.dir)?;
+                f
+            }
+            Err(e) => return Err(e),
+        };
         f.set_len(offset)?;
-        f.seek(SeekFrom::Start(offset))?;
-        f.write_all(data)?;
+        f.append(data)?;
         if sync {
             f.sync_data()?;
         }
@@ -314,8 +365,10 @@ impl SnapshotStore {
         meta: &SnapshotMeta,
         size: u64,
     ) -> io::Result<SnapshotFile> {
-        File::open(path)?.sync_all()?;
-        let have = fs::metadata(path)?.len();
+        let f = self.vfs.open(path)?;
+        f.sync_data()?;
+        let have = f.len()?;
+        drop(f);
         if have != size {
             return Err(invalid(format!(
                 "received {have} bytes of a {size}-byte snapshot"
@@ -328,8 +381,8 @@ impl SnapshotStore {
             ));
         }
         let final_path = self.path(meta.index, meta.term);
-        fs::rename(path, &final_path)?;
-        File::open(&self.dir)?.sync_all()?;
+        self.vfs.rename(path, &final_path)?;
+        self.vfs.sync_dir(&self.dir)?;
         Ok(SnapshotFile {
             path: final_path,
             ..f
@@ -364,13 +417,19 @@ pub(crate) fn write_snapshot(
     w.flush()
 }
 
-fn read_trailer(f: &mut File, size: u64) -> io::Result<(Trailer, u64)> {
+/// The last component of `path`, as text.
+fn file_name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, u64)> {
     if size < END_BYTES {
         return Err(invalid("not a snapshot file: too short".into()));
     }
-    f.seek(SeekFrom::Start(size - END_BYTES))?;
     let mut end = [0u8; END_BYTES as usize];
-    f.read_exact(&mut end)?;
+    f.read_exact_at(&mut end, size - END_BYTES)?;
     let v2 = &end[4..] == MAGIC_V2;
     if &end[4..] != MAGIC && !v2 {
         return Err(invalid("not a snapshot file: no end marker".into()));
@@ -382,9 +441,8 @@ fn read_trailer(f: &mut File, size: u64) -> io::Result<(Trailer, u64)> {
         return Err(invalid("not a snapshot file: bad trailer length".into()));
     }
     let at = size - END_BYTES - u64::from(len);
-    f.seek(SeekFrom::Start(at))?;
     let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf)?;
+    f.read_exact_at(&mut buf, at)?;
     let bad = |e: postcard::Error| invalid(format!("bad trailer: {e}"));
     let trailer: Trailer = if v2 {
         postcard::from_bytes::<TrailerV2>(&buf).map_err(bad)?.into()
@@ -400,6 +458,9 @@ fn read_trailer(f: &mut File, size: u64) -> io::Result<(Trailer, u64)> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::fs;
+    use std::sync::Mutex;
 
     use super::*;
 
@@ -424,7 +485,7 @@ mod tests {
     #[test]
     fn cleaning_up_after_a_snapshot_keeps_newer_ones_received_for_installing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SnapshotStore::open(dir.path()).unwrap();
+        let store = SnapshotStore::open_std(dir.path()).unwrap();
         let write = |m: &SnapshotMeta| store.create(m, |w| w.write_all(b"state")).unwrap();
         let (old, kept, received) = (write(&meta(10)), write(&meta(63)), write(&meta(128)));
         // A crash left the temporary file of an older snapshot, and one of a newer one is
@@ -443,34 +504,41 @@ mod tests {
         assert!(store.find(&meta(128)).is_some());
     }
 
-    /// Records writes and syncs.
+    /// Records appends and syncs.
     #[derive(Default)]
     struct Recorder {
-        written: u64,
-        synced_at: std::cell::RefCell<Vec<u64>>,
+        written: Mutex<u64>,
+        synced_at: Mutex<Vec<u64>>,
     }
 
-    impl Write for Recorder {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.written += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
+    struct RecordedFile(Arc<Recorder>);
+
+    impl VfsFile for RecordedFile {
+        fn append(&self, buf: &[u8]) -> io::Result<()> {
+            *self.0.written.lock().unwrap() += buf.len() as u64;
             Ok(())
         }
-    }
-
-    impl SyncData for Recorder {
         fn sync_data(&self) -> io::Result<()> {
-            self.synced_at.borrow_mut().push(self.written);
+            let written = *self.0.written.lock().unwrap();
+            self.0.synced_at.lock().unwrap().push(written);
             Ok(())
+        }
+        fn read_exact_at(&self, _: &mut [u8], _: u64) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn set_len(&self, _: u64) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn len(&self) -> io::Result<u64> {
+            Ok(*self.0.written.lock().unwrap())
         }
     }
 
     #[test]
     fn a_large_snapshot_is_synced_as_it_is_written() {
+        let recorder = Arc::new(Recorder::default());
         let mut w = SyncEvery {
-            inner: Recorder::default(),
+            file: Box::new(RecordedFile(recorder.clone())),
             every: 100,
             unsynced: 0,
         };
@@ -479,7 +547,7 @@ mod tests {
         }
         // 750 bytes: a sync once at least 100 unsynced bytes were written, each time.
         assert_eq!(
-            *w.inner.synced_at.borrow(),
+            *recorder.synced_at.lock().unwrap(),
             vec![120, 240, 360, 480, 600, 720]
         );
     }
@@ -487,7 +555,7 @@ mod tests {
     #[test]
     fn a_written_snapshot_reads_back_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SnapshotStore::open(dir.path()).unwrap();
+        let store = SnapshotStore::open_std(dir.path()).unwrap();
         let f = store
             .create(&meta(10), |w| w.write_all(&[7u8; 300_000]))
             .unwrap();
@@ -507,7 +575,7 @@ mod tests {
     #[test]
     fn a_file_from_before_configurations_reads_as_a_configuration_of_its_voters() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SnapshotStore::open(dir.path()).unwrap();
+        let store = SnapshotStore::open_std(dir.path()).unwrap();
         let data = vec![5u8; 1000];
         let trailer = postcard::to_allocvec(&(
             9u64,
@@ -538,13 +606,13 @@ mod tests {
     #[test]
     fn a_part_received_in_chunks_becomes_the_same_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SnapshotStore::open(dir.path()).unwrap();
+        let store = SnapshotStore::open_std(dir.path()).unwrap();
         let src = store
             .create(&meta(5), |w| w.write_all(b"hello, snapshot"))
             .unwrap();
         let bytes = fs::read(&src.path).unwrap();
         let other = tempfile::tempdir().unwrap();
-        let rx = SnapshotStore::open(other.path()).unwrap();
+        let rx = SnapshotStore::open_std(other.path()).unwrap();
         let (part, have) = rx.incoming(&meta(5)).unwrap();
         assert_eq!(have, 0);
         rx.write_part(&part, 0, &bytes[..10], true).unwrap();

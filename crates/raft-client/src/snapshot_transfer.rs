@@ -225,6 +225,7 @@ async fn send(stream: &mut PeerStream, f: &Frame, idle: Duration) -> Result<(), 
 /// Returns how many bytes the follower already had (a resumed transfer skips them).
 pub(crate) async fn send_snapshot(
     stream: &mut PeerStream,
+    store: &SnapshotStore,
     term: Term,
     file: &SnapshotFile,
     s: TransferSettings,
@@ -232,13 +233,14 @@ pub(crate) async fn send_snapshot(
 ) -> Result<u64, TransferError> {
     let peer = stream.peer();
     transfers.start(peer, true, file.meta.index, file.size);
-    let result = send_inner(stream, term, file, s, transfers).await;
+    let result = send_inner(stream, store, term, file, s, transfers).await;
     transfers.end(peer, true);
     result
 }
 
 async fn send_inner(
     stream: &mut PeerStream,
+    store: &SnapshotStore,
     term: Term,
     file: &SnapshotFile,
     s: TransferSettings,
@@ -268,13 +270,13 @@ async fn send_inner(
     // Read through the node's executor (a blocking thread, or in place in a single-thread
     // node), one chunk at a time.
     let f = {
-        let path = file.path.clone();
+        let (store, path) = (store.clone(), file.path.clone());
         s.exec
-            .blocking(move || std::fs::File::open(path))
+            .blocking(move || store.open_file(&path))
             .await
             .map_err(|e| TransferError::Protocol(e.to_string()))??
     };
-    let f = Arc::new(f);
+    let f: Arc<dyn raft_storage::VfsFile> = Arc::from(f);
     let mut sent = offset;
     let mut acked = offset;
     let mut in_flight = 0usize;
@@ -287,7 +289,7 @@ async fn send_inner(
                 s.exec
                     .blocking(move || {
                         let mut buf = vec![0u8; n];
-                        std::os::unix::fs::FileExt::read_exact_at(&*f, &mut buf, at).map(|()| buf)
+                        f.read_exact_at(&mut buf, at).map(|()| buf)
                     })
                     .await
                     .map_err(|e| TransferError::Protocol(e.to_string()))??
@@ -438,7 +440,7 @@ async fn receive_inner(
         Ok(f) => f,
         Err(e) => {
             // A damaged part is useless: the next offer starts from zero.
-            let _ = std::fs::remove_file(&path);
+            let _ = store.remove(&path);
             let _ = send(
                 stream,
                 &Frame::Abort {
@@ -494,8 +496,8 @@ mod tests {
     async fn an_interrupted_transfer_resumes_from_what_the_follower_holds() {
         let src_dir = tempfile::tempdir().unwrap();
         let dst_dir = tempfile::tempdir().unwrap();
-        let src = SnapshotStore::open(src_dir.path()).unwrap();
-        let dst = SnapshotStore::open(dst_dir.path()).unwrap();
+        let src = SnapshotStore::open_std(src_dir.path()).unwrap();
+        let dst = SnapshotStore::open_std(dst_dir.path()).unwrap();
         let meta = SnapshotMeta {
             index: 42,
             term: 3,
@@ -519,14 +521,15 @@ mod tests {
         // First attempt: cut after some chunks are acknowledged.
         let tx_transfers = Transfers::default();
         let first = {
-            let (file, tx_transfers, stream) = (
+            let (file, tx_transfers, stream, src) = (
                 file.clone(),
                 tx_transfers.clone(),
                 t1.open_stream(2).await.unwrap(),
+                src.clone(),
             );
             tokio::spawn(async move {
                 let mut stream = stream;
-                send_snapshot(&mut stream, 3, &file, settings(), &tx_transfers).await
+                send_snapshot(&mut stream, &src, 3, &file, settings(), &tx_transfers).await
             })
         };
         let start = Instant::now();
@@ -541,7 +544,7 @@ mod tests {
         );
         // Second attempt: resumes, and the follower ends with the very same file.
         let mut stream = t1.open_stream(2).await.unwrap();
-        let resumed = send_snapshot(&mut stream, 3, &file, settings(), &tx_transfers)
+        let resumed = send_snapshot(&mut stream, &src, 3, &file, settings(), &tx_transfers)
             .await
             .unwrap();
         assert!(resumed >= 40_000, "resumed from {resumed}");
@@ -558,8 +561,8 @@ mod tests {
     async fn a_snapshot_over_the_limit_is_refused() {
         let src_dir = tempfile::tempdir().unwrap();
         let dst_dir = tempfile::tempdir().unwrap();
-        let src = SnapshotStore::open(src_dir.path()).unwrap();
-        let dst = SnapshotStore::open(dst_dir.path()).unwrap();
+        let src = SnapshotStore::open_std(src_dir.path()).unwrap();
+        let dst = SnapshotStore::open_std(dst_dir.path()).unwrap();
         let meta = SnapshotMeta {
             index: 7,
             term: 1,
@@ -575,7 +578,15 @@ mod tests {
             receive_snapshot(&mut stream, &dst, small, &Transfers::default()).await
         });
         let mut stream = t1.open_stream(2).await.unwrap();
-        let sent = send_snapshot(&mut stream, 1, &file, settings(), &Transfers::default()).await;
+        let sent = send_snapshot(
+            &mut stream,
+            &src,
+            1,
+            &file,
+            settings(),
+            &Transfers::default(),
+        )
+        .await;
         assert!(
             matches!(sent, Err(TransferError::Aborted(ref r)) if r.contains("max_snapshot_bytes")),
             "{sent:?}"

@@ -1,5 +1,6 @@
-//! The file operations the store uses, behind a trait so that tests can inject failures
-//! (disk full, EIO on write or sync) exactly where they want.
+//! The file operations the store uses (and the snapshot files beside it), behind a trait so
+//! that tests can inject failures (disk full, EIO on write or sync) exactly where they want,
+//! and a simulator can keep the files in memory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -17,6 +18,8 @@ pub trait VfsFile: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Cuts or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's length in bytes.
+    fn len(&self) -> io::Result<u64>;
 }
 
 /// Directory-level operations of the store.
@@ -33,6 +36,8 @@ pub trait Vfs: Send + Sync {
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing any file at `to` (durable once the directory is synced).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes a directory's entries (creations, removals, renames) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Creates a directory and its parents.
@@ -57,6 +62,9 @@ impl VfsFile for StdFile {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
     }
 }
 
@@ -94,6 +102,9 @@ impl Vfs for StdVfs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()

@@ -66,6 +66,9 @@ impl VfsFile for FaultyFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.inner.set_len(len)
     }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
 }
 
 impl Vfs for FaultyVfs {
@@ -95,6 +98,9 @@ impl Vfs for FaultyVfs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.inner.sync_dir(dir)

@@ -222,19 +222,20 @@ async fn build<SM: StateMachine>(
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
     scfg.segment_bytes = cfg.segment_bytes;
-    let vfs = env.log_vfs.clone();
+    let vfs: Arc<dyn raft_storage::Vfs> = env
+        .vfs
+        .clone()
+        .unwrap_or_else(|| Arc::new(raft_storage::StdVfs));
+    let snapshot_vfs = vfs.clone();
     let log = exec
-        .blocking(move || match vfs {
-            Some(vfs) => LogStorage::open_with(scfg, vfs),
-            None => LogStorage::open(scfg),
-        })
+        .blocking(move || LogStorage::open_with(scfg, vfs))
         .await
         .map_err(|e| StartError::Config(format!("storage open task failed: {e}")))??;
     let segments = log.reader();
     let storage_stats = log.stats();
     let last_snapshot = log.snapshot().clone();
     let storage = SharedStorage::new(log);
-    let store = SnapshotStore::open(&cfg.data_dir).map_err(|e| {
+    let store = SnapshotStore::open(&cfg.data_dir, snapshot_vfs).map_err(|e| {
         StartError::Config(format!(
             "cannot open the snapshot directory in {}: {e}",
             cfg.data_dir.display()

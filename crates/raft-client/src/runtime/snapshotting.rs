@@ -209,13 +209,14 @@ impl<SM: StateMachine> Runtime<SM> {
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let outcome = async {
+                let finder = store.clone();
                 let file: SnapshotFile = exec
-                    .blocking(move || store.find(&meta))
+                    .blocking(move || finder.find(&meta))
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or("the snapshot file is gone")?;
                 let mut stream = transport.open_stream(to).await.map_err(|e| e.to_string())?;
-                let resumed = send_snapshot(&mut stream, term, &file, settings, &transfers)
+                let resumed = send_snapshot(&mut stream, &store, term, &file, settings, &transfers)
                     .await
                     .map_err(|e| e.to_string())?;
                 tracing::info!(

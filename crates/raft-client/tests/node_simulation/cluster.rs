@@ -214,7 +214,7 @@ impl SimCluster {
         let disk = self.disks[&id].clone();
         let env = Environment::real()
             .with_network(Arc::new(self.net.clone()))
-            .with_log_vfs(Arc::new(self.logs[&id].clone()))
+            .with_vfs(Arc::new(self.logs[&id].clone()))
             .with_disk_delay(Arc::new(move || {
                 let slowest = disk.slowest_us.load(std::sync::atomic::Ordering::Relaxed);
                 let us = disk.rng.lock().unwrap().below(slowest + 1);

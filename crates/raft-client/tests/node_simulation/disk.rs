@@ -241,6 +241,9 @@ impl VfsFile for SimFile {
         self.obj.lock().unwrap().data.resize(len, 0);
         Ok(())
     }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.obj.lock().unwrap().data.len() as u64)
+    }
 }
 
 impl Vfs for SimDisk {
@@ -299,6 +302,12 @@ impl Vfs for SimDisk {
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.0.lock().unwrap();
+        let obj = st.visible.remove(from).ok_or(io::ErrorKind::NotFound)?;
+        st.visible.insert(to.to_path_buf(), obj);
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.0.lock().unwrap();
