@@ -244,7 +244,7 @@ impl SnapshotStore {
     /// Reads a file's trailer and checks its data against it.
     pub(crate) fn verify(&self, path: &Path) -> io::Result<SnapshotFile> {
         let f = self.vfs.open(path)?;
-        let size = f.len()?;
+        let size = f.size()?;
         let (trailer, _) = read_trailer(&*f, size)?;
         let mut crc = 0u32;
         let mut at = 0u64;
@@ -322,7 +322,7 @@ impl SnapshotStore {
             }
         }
         let have = match self.vfs.open(&path) {
-            Ok(f) => f.len()?,
+            Ok(f) => f.size()?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
@@ -367,7 +367,7 @@ impl SnapshotStore {
     ) -> io::Result<SnapshotFile> {
         let f = self.vfs.open(path)?;
         f.sync_data()?;
-        let have = f.len()?;
+        let have = f.size()?;
         drop(f);
         if have != size {
             return Err(invalid(format!(
@@ -529,7 +529,7 @@ mod tests {
         fn set_len(&self, _: u64) -> io::Result<()> {
             Err(io::ErrorKind::Unsupported.into())
         }
-        fn len(&self) -> io::Result<u64> {
+        fn size(&self) -> io::Result<u64> {
             Ok(*self.0.written.lock().unwrap())
         }
     }

@@ -19,7 +19,7 @@ pub trait VfsFile: Send + Sync {
     /// Cuts or extends the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
 }
 
 /// Directory-level operations of the store.
@@ -63,7 +63,7 @@ impl VfsFile for StdFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 }

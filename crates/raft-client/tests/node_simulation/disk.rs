@@ -241,7 +241,7 @@ impl VfsFile for SimFile {
         self.obj.lock().unwrap().data.resize(len, 0);
         Ok(())
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.obj.lock().unwrap().data.len() as u64)
     }
 }
