@@ -176,8 +176,21 @@ async fn run<SM: StateMachine>(
                         "a snapshot from the leader was installed meanwhile",
                     ))
                 };
+                // A state machine that failed while copying stops the node, as if it had
+                // failed applying.
+                let failure = guard.failure();
                 drop(guard);
                 let _ = reply.send(copied);
+                if let Some(failure) = failure {
+                    let failed = Applied {
+                        entries: Vec::new(),
+                        responses: Vec::new(),
+                        failure: Some(failure),
+                        restored: None,
+                    };
+                    let _ = done.send(failed);
+                    return;
+                }
                 continue;
             }
             Job::Restore(restore, index) => {
@@ -191,13 +204,16 @@ async fn run<SM: StateMachine>(
                     )),
                 };
                 drop(guard);
+                let failed = failure.is_some();
                 let restored = Applied {
                     entries: Vec::new(),
                     responses: Vec::new(),
                     failure,
                     restored: Some(index),
                 };
-                if done.send(restored).is_err() {
+                // After a failure nothing more is applied: the task ends, and the runtime,
+                // stopping, sees it gone rather than waiting for the rest.
+                if done.send(restored).is_err() || failed {
                     return;
                 }
                 continue;
@@ -217,14 +233,15 @@ async fn run<SM: StateMachine>(
         let responses = guard.apply(&entries).await;
         let failure = guard.failure();
         drop(guard);
+        let failed = failure.is_some();
         let applied = Applied {
             entries,
             responses,
             failure,
             restored: None,
         };
-        if done.send(applied).is_err() {
-            return; // the runtime stopped
+        if done.send(applied).is_err() || failed {
+            return; // the runtime stopped, or will now
         }
     }
 }
@@ -363,11 +380,19 @@ mod tests {
             7,
             Box::new(|_: &mut Counter| Err(std::io::Error::other("damaged"))),
         );
+        a.push(entries(8, 9));
         let done = a.completed().await.unwrap();
         let why = done.failure.unwrap();
         assert!(
             why.contains("snapshot at 7") && why.contains("damaged"),
             "{why}"
+        );
+        // Nothing more is applied, and whoever waits for the rest learns the task ended
+        // (a stopping runtime would otherwise wait forever).
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(60), a.completed()).await;
+        assert!(
+            matches!(rest, Ok(None)),
+            "the apply task went on after failing"
         );
     }
 

@@ -473,9 +473,21 @@ impl StateMachine for DurableStore {
     }
 
     async fn snapshot(&mut self) -> std::io::Result<Box<dyn SnapshotSource>> {
-        blocking(|| self.make_durable())?;
-        let txn = self.db.begin_read().map_err(io_err)?;
-        Ok(Box::new(DurableSnapshot { txn }))
+        if let Some(why) = &self.failed {
+            return Err(std::io::Error::other(why.clone()));
+        }
+        let copied =
+            blocking(|| self.make_durable()).and_then(|()| self.db.begin_read().map_err(io_err));
+        match copied {
+            Ok(txn) => Ok(Box::new(DurableSnapshot { txn })),
+            Err(e) => {
+                // The database failed to commit or read: as with a failed apply, nothing
+                // more can be trusted to it, and the node stops (see `failure`).
+                tracing::error!(error = %e, "the application store failed");
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
     }
 
     fn restore(&mut self, index: LogIndex, data: &mut dyn Read) -> std::io::Result<()> {
@@ -795,6 +807,82 @@ mod tests {
 
     fn put(index: u64, k: &str, v: &str) -> Entry {
         cmd(index, &KvCommand::put(k, v))
+    }
+
+    /// A database file in memory whose writes and syncs start failing on demand.
+    #[derive(Debug, Default)]
+    struct Failing {
+        data: std::sync::Mutex<Vec<u8>>,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    #[derive(Debug)]
+    struct FailingFile(Arc<Failing>);
+
+    impl FailingFile {
+        fn check(&self) -> std::io::Result<()> {
+            if self.0.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(5)); // EIO
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FailingFile {
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.0.data.lock().unwrap().len() as u64)
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            let d = self.0.data.lock().unwrap();
+            let at = offset as usize;
+            let bytes = d
+                .get(at..at + out.len())
+                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            out.copy_from_slice(bytes);
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.0.data.lock().unwrap().resize(len as usize, 0);
+            Ok(())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            let mut d = self.0.data.lock().unwrap();
+            let end = offset as usize + data.len();
+            if d.len() < end {
+                d.resize(end, 0);
+            }
+            d[offset as usize..end].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_whose_disk_fails_while_copying_a_snapshot_fails_for_good() {
+        let disk = Arc::new(Failing::default());
+        let mut s =
+            DurableStore::open_on(FailingFile(disk.clone()), DurableConfig::default()).unwrap();
+        s.apply(&[put(1, "a", "1")]).await;
+        assert_eq!(s.failure(), None);
+        disk.failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            s.snapshot().await.is_err(),
+            "the copy needs a durable commit"
+        );
+        let why = s
+            .failure()
+            .expect("the store is failed, and the node will stop");
+        assert!(why.contains("application store"), "{why}");
+        // The disk recovering does not bring this database object back.
+        disk.failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(s.snapshot().await.is_err());
+        assert!(s.apply(&[put(2, "b", "2")]).await.is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

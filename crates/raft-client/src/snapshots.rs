@@ -50,6 +50,11 @@ pub(crate) struct Snapshots {
     pub(crate) writing: Option<tokio_util::task::AbortOnDropHandle<()>>,
     /// The state machine cannot take snapshots: never try again.
     pub(crate) unsupported: bool,
+    /// Snapshots that failed in a row, and when the next may be tried: after a failure
+    /// the next waits 1 s, doubling up to a minute (a disk full or a broken state machine
+    /// would otherwise be tried again on every turn).
+    pub(crate) failures: u32,
+    pub(crate) retry_at: Option<std::time::Instant>,
     /// Transfers running, by follower: the file each sends (kept until it ends).
     pub(crate) sending: BTreeMap<NodeId, PathBuf>,
     /// Followers waiting for a transfer slot: (follower, term of the request, snapshot).
@@ -78,11 +83,28 @@ impl Snapshots {
             taking: false,
             writing: None,
             unsupported: false,
+            failures: 0,
+            retry_at: None,
             sending: BTreeMap::new(),
             queued: VecDeque::new(),
             transfers: Transfers::default(),
             events_tx,
         }
+    }
+
+    /// A snapshot failed: the next waits (see `retry_at`).
+    pub(crate) fn failed(&mut self, now: std::time::Instant) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = std::time::Duration::from_secs(1)
+            .saturating_mul(1u32 << self.failures.saturating_sub(1).min(6))
+            .min(std::time::Duration::from_secs(60));
+        self.retry_at = Some(now + wait);
+    }
+
+    /// A snapshot was taken: the next may come as soon as it is due.
+    pub(crate) fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
     }
 
     /// Whether a snapshot is being taken, kept here (checked every turn) and in the

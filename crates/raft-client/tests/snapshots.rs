@@ -244,3 +244,61 @@ async fn a_large_state_is_snapshotted_again_only_once_the_log_outgrew_its_last_s
         "500 small writes are far less than the 480 KiB state: {scaled} snapshots"
     );
 }
+
+/// A key-value store whose snapshots always fail (a full disk, a broken copy), counting
+/// how often it is asked for one.
+struct NoSnapshots {
+    inner: KvStore,
+    asked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl raft_client::StateMachine for NoSnapshots {
+    type Response = KvResponse;
+    async fn apply(&mut self, entries: &[raft_core::Entry]) -> Vec<KvResponse> {
+        self.inner.apply(entries).await
+    }
+    async fn snapshot(&mut self) -> std::io::Result<Box<dyn raft_client::SnapshotSource>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(std::io::Error::other("no space left for a copy"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_fails_is_tried_again_after_a_pause_not_on_every_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: BTreeMap<NodeId, Peer> = [(
+        1,
+        Peer {
+            raft: free_addr(),
+            api: None,
+        },
+    )]
+    .into();
+    let mut cfg = NodeConfig::new(1, "snap-test", peers, dir.path());
+    cfg.snapshot.every_entries = 1;
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sm = NoSnapshots {
+        inner: KvStore::new(),
+        asked: asked.clone(),
+    };
+    let node = RaftNode::start(cfg, sm).await.unwrap();
+    let start = Instant::now();
+    let mut written = 0;
+    while written < 300 {
+        assert!(start.elapsed() < DEADLINE, "the node does not take writes");
+        let cmd = KvCommand::put("k", format!("{written}")).encode().unwrap();
+        if node.submit_command(cmd).await.is_ok() {
+            written += 1;
+        }
+    }
+    let asked = asked.load(std::sync::atomic::Ordering::SeqCst);
+    // A snapshot is due after every entry; after each failure the next waits 1 s, then
+    // 2 s, 4 s...: within the 30 s these writes may take, at most 5 tries.
+    assert!(
+        (1..=5).contains(&asked),
+        "{asked} snapshots tried for 300 writes in {:?}",
+        start.elapsed()
+    );
+    node.shutdown().await;
+}

@@ -29,6 +29,9 @@ impl<SM: StateMachine> Runtime<SM> {
         if s.taking || s.unsupported || self.applied <= s.last.index {
             return false;
         }
+        if s.retry_at.is_some_and(|at| crate::exec::now() < at) {
+            return false;
+        }
         let by_entries =
             s.cfg.every_entries > 0 && self.applied - s.last.index >= s.cfg.every_entries;
         let by_bytes = s.cfg.every_wal_bytes > 0
@@ -117,6 +120,7 @@ impl<SM: StateMachine> Runtime<SM> {
                 );
                 self.snapshots.transfers.count(|c| c.taken += 1);
                 self.snapshots.set_taking(false);
+                self.snapshots.succeeded();
                 // A newer snapshot may have been installed from the leader meanwhile.
                 if meta.index > self.snapshots.last.index {
                     self.snapshots.last_size =
@@ -145,7 +149,8 @@ impl<SM: StateMachine> Runtime<SM> {
             }
             Event::SnapshotTaken(Err(e)) => {
                 self.snapshots.set_taking(false);
-                tracing::error!(id = self.cfg.id, error = %e, "taking a snapshot failed");
+                self.snapshots.failed(crate::exec::now());
+                tracing::error!(id = self.cfg.id, error = %e, failures = self.snapshots.failures, "taking a snapshot failed; trying again later");
                 if e.starts_with("storage:") {
                     return Err(Error::Storage(e));
                 }

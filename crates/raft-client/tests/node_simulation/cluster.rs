@@ -294,6 +294,11 @@ impl SimCluster {
         *self.disks[&id].frozen_until.lock().unwrap() = Some(until);
     }
 
+    /// Damages `id`'s snapshot files (see `SimDisk::damage_snapshots`).
+    pub fn damage_snapshots(&self, id: NodeId) -> Vec<String> {
+        self.logs[&id].damage_snapshots()
+    }
+
     /// Node `id`'s address, as its peers know it.
     pub fn peer(&self, id: NodeId) -> Peer {
         self.peers[&id].clone()

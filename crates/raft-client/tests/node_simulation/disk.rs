@@ -105,6 +105,42 @@ impl SimDisk {
     }
 }
 
+impl SimDisk {
+    /// Bit rot or a careless operator: each snapshot file (`*.snap`) is removed or has one
+    /// byte flipped, durably. Returns what was done, for the record.
+    pub fn damage_snapshots(&self) -> Vec<String> {
+        let mut st = self.0.lock().unwrap();
+        let files: Vec<PathBuf> = st
+            .visible
+            .keys()
+            .filter(|p| p.extension().is_some_and(|e| e == "snap"))
+            .cloned()
+            .collect();
+        let mut done = Vec::new();
+        for path in files {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if st.rng.below(2) == 0 {
+                st.visible.remove(&path);
+                st.durable.remove(&path);
+                done.push(format!("removed {name}"));
+                continue;
+            }
+            let obj = st.visible[&path].clone();
+            let mut c = obj.lock().unwrap();
+            if c.data.is_empty() {
+                continue;
+            }
+            let at = st.rng.below(c.data.len() as u64) as usize;
+            c.data[at] ^= 0x40;
+            if at < c.durable.len() {
+                c.durable[at] ^= 0x40;
+            }
+            done.push(format!("flipped a bit of {name} at byte {at}"));
+        }
+        done
+    }
+}
+
 struct SimFile {
     obj: Obj,
     disk: SimDisk,

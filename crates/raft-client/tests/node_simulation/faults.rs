@@ -73,7 +73,7 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.between(50, 600))).await;
         let hold = Duration::from_millis(rng.between(100, 3000));
-        match rng.below(18) {
+        match rng.below(19) {
             0 => {
                 let n = any(&cluster, &mut rng);
                 cluster.record(format!("isolate node {n} for {hold:?}"));
@@ -233,6 +233,12 @@ pub async fn nemesis(cluster: Arc<SimCluster>, mut rng: Rng, until: Instant) {
                 tokio::time::sleep(hold).await;
                 heal(&cluster).await;
                 restore_membership(&cluster).await;
+                continue;
+            }
+            17 => {
+                let n = any(&cluster, &mut rng);
+                let done = cluster.damage_snapshots(n);
+                cluster.record(format!("damage node {n}'s snapshot files: {done:?}"));
                 continue;
             }
             14 => {
