@@ -121,6 +121,11 @@ pub struct SnapshotConfig {
     pub max_transfers: usize,
     /// The largest snapshot this node accepts from a leader. Default 64 GiB.
     pub max_bytes: u64,
+    /// After a snapshot fails, the next is tried no sooner than this; the wait doubles with
+    /// each failure in a row, up to `retry_max`, and a success resets it. Default 1 s.
+    pub retry_after: Duration,
+    /// The longest wait between failed snapshots. Default 60 s.
+    pub retry_max: Duration,
 }
 
 impl Default for SnapshotConfig {
@@ -135,6 +140,8 @@ impl Default for SnapshotConfig {
             transfer_idle_timeout: Duration::from_secs(30),
             max_transfers: 2,
             max_bytes: 64 << 30,
+            retry_after: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
         }
     }
 }

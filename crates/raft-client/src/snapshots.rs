@@ -51,8 +51,8 @@ pub(crate) struct Snapshots {
     /// The state machine cannot take snapshots: never try again.
     pub(crate) unsupported: bool,
     /// Snapshots that failed in a row, and when the next may be tried: after a failure
-    /// the next waits 1 s, doubling up to a minute (a disk full or a broken state machine
-    /// would otherwise be tried again on every turn).
+    /// the next waits (1 s by default, doubling up to a minute): a full disk or a broken
+    /// state machine would otherwise be tried again on every turn.
     pub(crate) failures: u32,
     pub(crate) retry_at: Option<std::time::Instant>,
     /// Transfers running, by follower: the file each sends (kept until it ends).
@@ -92,13 +92,16 @@ impl Snapshots {
         }
     }
 
-    /// A snapshot failed: the next waits (see `retry_at`).
+    /// A snapshot failed: the next waits (`SnapshotConfig::retry_after`, doubled for each
+    /// failure in a row, at most `retry_max`).
     pub(crate) fn failed(&mut self, now: std::time::Instant) {
         self.failures = self.failures.saturating_add(1);
-        let wait = std::time::Duration::from_secs(1)
-            .saturating_mul(1u32 << self.failures.saturating_sub(1).min(6))
-            .min(std::time::Duration::from_secs(60));
-        self.retry_at = Some(now + wait);
+        let wait = self
+            .cfg
+            .retry_after
+            .saturating_mul(1u32 << self.failures.saturating_sub(1).min(16))
+            .min(self.cfg.retry_max);
+        self.retry_at = now.checked_add(wait);
     }
 
     /// A snapshot was taken: the next may come as soon as it is due.
