@@ -188,8 +188,8 @@ async fn a_follower_that_was_away_catches_up_through_a_snapshot() {
 
 /// How many snapshots one node takes while it receives 60 large values (a 480 KiB state),
 /// then 500 small writes, snapshotting every 50 entries.
-async fn snapshots_taken(scale_with_size: bool) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
+/// The configuration of a one-node cluster in `dir`.
+fn lone_node(dir: &std::path::Path) -> NodeConfig {
     let peers: BTreeMap<NodeId, Peer> = [(
         1,
         Peer {
@@ -198,7 +198,12 @@ async fn snapshots_taken(scale_with_size: bool) -> u64 {
         },
     )]
     .into();
-    let mut cfg = NodeConfig::new(1, "snap-scale", peers, dir.path());
+    NodeConfig::new(1, "snap-test", peers, dir)
+}
+
+async fn snapshots_taken(scale_with_size: bool) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = lone_node(dir.path());
     cfg.raft.election_ticks = 10;
     cfg.snapshot.every_entries = 50;
     cfg.snapshot.tail_entries = 10;
@@ -267,15 +272,7 @@ impl raft_client::StateMachine for NoSnapshots {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_that_fails_is_tried_again_after_a_pause_not_on_every_turn() {
     let dir = tempfile::tempdir().unwrap();
-    let peers: BTreeMap<NodeId, Peer> = [(
-        1,
-        Peer {
-            raft: free_addr(),
-            api: None,
-        },
-    )]
-    .into();
-    let mut cfg = NodeConfig::new(1, "snap-test", peers, dir.path());
+    let mut cfg = lone_node(dir.path());
     cfg.snapshot.every_entries = 1;
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sm = NoSnapshots {

@@ -141,6 +141,25 @@ impl SimDisk {
     }
 }
 
+/// Reads exactly `out.len()` bytes of a file at `offset`.
+fn read_at(obj: &Obj, out: &mut [u8], offset: u64) -> io::Result<()> {
+    let c = obj.lock().unwrap();
+    let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+    let end = start
+        .checked_add(out.len())
+        .filter(|&e| e <= c.data.len())
+        .ok_or(io::ErrorKind::UnexpectedEof)?;
+    out.copy_from_slice(&c.data[start..end]);
+    Ok(())
+}
+
+/// Cuts or extends (with zeros) a file to `len` bytes.
+fn set_len(obj: &Obj, len: u64) -> io::Result<()> {
+    let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+    obj.lock().unwrap().data.resize(len, 0);
+    Ok(())
+}
+
 struct SimFile {
     obj: Obj,
     disk: SimDisk,
@@ -194,20 +213,11 @@ impl redb::StorageBackend for DbFile {
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         self.check()?;
-        let c = self.obj.lock().unwrap();
-        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
-        let end = start
-            .checked_add(out.len())
-            .filter(|&e| e <= c.data.len())
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
-        out.copy_from_slice(&c.data[start..end]);
-        Ok(())
+        read_at(&self.obj, out, offset)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.check()?;
-        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
-        self.obj.lock().unwrap().data.resize(len, 0);
-        Ok(())
+        set_len(&self.obj, len)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.check()?;
@@ -263,19 +273,10 @@ impl VfsFile for SimFile {
         if self.disk.fails() {
             return Err(io::Error::from_raw_os_error(5)); // EIO
         }
-        let c = self.obj.lock().unwrap();
-        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
-        let end = start
-            .checked_add(buf.len())
-            .filter(|&e| e <= c.data.len())
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
-        buf.copy_from_slice(&c.data[start..end]);
-        Ok(())
+        read_at(&self.obj, buf, offset)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
-        self.obj.lock().unwrap().data.resize(len, 0);
-        Ok(())
+        set_len(&self.obj, len)
     }
     fn size(&self) -> io::Result<u64> {
         Ok(self.obj.lock().unwrap().data.len() as u64)

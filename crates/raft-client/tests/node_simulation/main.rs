@@ -239,24 +239,36 @@ fn one_seed_replays_the_same_run_exactly() {
     assert_eq!(first, again, "the same seed ran differently");
 }
 
+/// A one-thread runtime in paused time, for a test of its own.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Three nodes drawn from `seed` (then set up by `tweak`), started and agreed on a leader;
+/// the term they agree on.
+async fn settled_cluster(seed: u64, tweak: impl FnOnce(&mut SimCluster)) -> (SimCluster, u64) {
+    let mut rng = Rng::new(seed);
+    let ids = vec![1, 2, 3];
+    let mut cluster = SimCluster::new(ids.clone(), SimNet::new(rng.fork()), rng.fork(), false);
+    tweak(&mut cluster);
+    for &id in &ids {
+        cluster.start(id).await.unwrap();
+    }
+    let term = faults::settled(&cluster).await.expect("a leader");
+    (cluster, term)
+}
+
 /// A leader whose state machine takes a second per batch keeps its leadership while
 /// writes go on and snapshots fall due: the runtime loop never waits for the apply task, so
 /// heartbeats and votes go on.
 #[test]
 fn a_slow_state_machine_does_not_depose_its_leader() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut rng = Rng::new(1);
-        let ids = vec![1, 2, 3];
-        let cluster = SimCluster::new(ids.clone(), SimNet::new(rng.fork()), rng.fork(), false);
-        for &id in &ids {
-            cluster.start(id).await.unwrap();
-        }
-        let term = faults::settled(&cluster).await.expect("a leader");
+    paused_runtime().block_on(async {
+        let (cluster, term) = settled_cluster(1, |_| {}).await;
         let leader = cluster
             .all_running()
             .into_iter()
@@ -298,20 +310,9 @@ fn a_slow_state_machine_does_not_depose_its_leader() {
 /// the snapshot is installed and the follower catches up.
 #[test]
 fn a_follower_installing_a_snapshot_behind_a_stuck_state_machine_keeps_answering() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut rng = Rng::new(2);
-        let ids = vec![1, 2, 3];
-        let mut cluster = SimCluster::new(ids.clone(), SimNet::new(rng.fork()), rng.fork(), false);
-        cluster.snapshots = (10, 0);
-        for &id in &ids {
-            cluster.start(id).await.unwrap();
-        }
-        faults::settled(&cluster).await.expect("a leader");
+    paused_runtime().block_on(async {
+        let (cluster, _) = settled_cluster(2, |c| c.snapshots = (10, 0)).await;
+        let ids = cluster.ids.clone();
         let all = cluster.all_running();
         let (_, leader) = all
             .iter()
