@@ -50,6 +50,18 @@ pub(crate) struct Applied<R> {
     pub(crate) restored: Option<LogIndex>,
 }
 
+impl<R> Applied<R> {
+    /// A report that applied nothing: a restore, or a failure.
+    fn without_entries(failure: Option<String>, restored: Option<LogIndex>) -> Self {
+        Applied {
+            entries: Vec::new(),
+            responses: Vec::new(),
+            failure,
+            restored,
+        }
+    }
+}
+
 /// The handle the runtime keeps on the apply task.
 pub(crate) struct Applier<SM: StateMachine> {
     sm: Arc<Mutex<SM>>,
@@ -182,13 +194,7 @@ async fn run<SM: StateMachine>(
                 drop(guard);
                 let _ = reply.send(copied);
                 if let Some(failure) = failure {
-                    let failed = Applied {
-                        entries: Vec::new(),
-                        responses: Vec::new(),
-                        failure: Some(failure),
-                        restored: None,
-                    };
-                    let _ = done.send(failed);
+                    let _ = done.send(Applied::without_entries(Some(failure), None));
                     return;
                 }
                 continue;
@@ -196,7 +202,7 @@ async fn run<SM: StateMachine>(
             Job::Restore(restore, index) => {
                 let mut guard = sm.lock().await;
                 let sm = &mut *guard;
-                let result = blocking(move || restore(sm));
+                let result = crate::exec::block_in_place(move || restore(sm));
                 let failure = match result {
                     Ok(()) => guard.failure(),
                     Err(e) => Some(format!(
@@ -205,12 +211,7 @@ async fn run<SM: StateMachine>(
                 };
                 drop(guard);
                 let failed = failure.is_some();
-                let restored = Applied {
-                    entries: Vec::new(),
-                    responses: Vec::new(),
-                    failure,
-                    restored: Some(index),
-                };
+                let restored = Applied::without_entries(failure, Some(index));
                 // After a failure nothing more is applied: the task ends, and the runtime,
                 // stopping, sees it gone rather than waiting for the rest.
                 if done.send(restored).is_err() || failed {
@@ -243,16 +244,6 @@ async fn run<SM: StateMachine>(
         if done.send(applied).is_err() || failed {
             return; // the runtime stopped, or will now
         }
-    }
-}
-
-/// Runs blocking work (reading a snapshot file) from the apply task: on a multi-thread
-/// runtime its worker thread is handed over to the others meanwhile; on a single-thread
-/// runtime (the simulator's) it runs in place.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
-        _ => work(),
     }
 }
 

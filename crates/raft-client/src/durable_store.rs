@@ -437,14 +437,6 @@ fn trim_events(
     Ok(())
 }
 
-/// Runs `f` where it may block: out of the async workers' way when possible.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 #[async_trait]
 impl StateMachine for DurableStore {
     type Response = KvResponse;
@@ -453,7 +445,7 @@ impl StateMachine for DurableStore {
         if self.failed.is_some() {
             return Vec::new();
         }
-        match blocking(|| self.apply_blocking(entries)) {
+        match crate::exec::block_in_place(|| self.apply_blocking(entries)) {
             Ok(out) => out,
             Err(e) => {
                 // Nothing can be applied any more: the node stops (see `failure`).
@@ -476,8 +468,8 @@ impl StateMachine for DurableStore {
         if let Some(why) = &self.failed {
             return Err(std::io::Error::other(why.clone()));
         }
-        let copied =
-            blocking(|| self.make_durable()).and_then(|()| self.db.begin_read().map_err(io_err));
+        let copied = crate::exec::block_in_place(|| self.make_durable())
+            .and_then(|()| self.db.begin_read().map_err(io_err));
         match copied {
             Ok(txn) => Ok(Box::new(DurableSnapshot { txn })),
             Err(e) => {

@@ -145,3 +145,13 @@ mod delay_tests {
         assert_eq!(done_at - start, std::time::Duration::from_millis(30));
     }
 }
+
+/// Runs `f`, which may block, from async code without a task of its own: on a multi-thread
+/// runtime the worker thread is handed over to the others meanwhile; elsewhere (a
+/// single-thread runtime, the simulator's, or no runtime) it runs in place.
+pub(crate) fn block_in_place<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

@@ -53,8 +53,8 @@ pub(crate) struct Snapshots {
     /// Snapshots that failed in a row, and when the next may be tried: after a failure
     /// the next waits (1 s by default, doubling up to a minute): a full disk or a broken
     /// state machine would otherwise be tried again on every turn.
-    pub(crate) failures: u32,
-    pub(crate) retry_at: Option<std::time::Instant>,
+    failures: u32,
+    retry_at: Option<std::time::Instant>,
     /// Transfers running, by follower: the file each sends (kept until it ends).
     pub(crate) sending: BTreeMap<NodeId, PathBuf>,
     /// Followers waiting for a transfer slot: (follower, term of the request, snapshot).
@@ -92,9 +92,33 @@ impl Snapshots {
         }
     }
 
+    /// Whether a snapshot is due now, with `applied` entries applied and `bytes_written`
+    /// to the log: enough was applied or written since the last one, none is being taken,
+    /// and a failed one's wait is over.
+    pub(crate) fn due(
+        &self,
+        applied: LogIndex,
+        bytes_written: u64,
+        now: std::time::Instant,
+    ) -> bool {
+        if self.taking || self.unsupported || applied <= self.last.index {
+            return false;
+        }
+        if self.retry_at.is_some_and(|at| now < at) {
+            return false;
+        }
+        let by_entries =
+            self.cfg.every_entries > 0 && applied - self.last.index >= self.cfg.every_entries;
+        let written = bytes_written.saturating_sub(self.bytes_at_last);
+        let by_bytes = self.cfg.every_wal_bytes > 0 && written >= self.cfg.every_wal_bytes;
+        // Unless the state is larger than what was written since its last copy: copying
+        // it again then would cost more than the writes it compacts.
+        (by_entries || by_bytes) && !(self.cfg.scale_with_size && written < self.last_size)
+    }
+
     /// A snapshot failed: the next waits (`SnapshotConfig::retry_after`, doubled for each
-    /// failure in a row, at most `retry_max`).
-    pub(crate) fn failed(&mut self, now: std::time::Instant) {
+    /// failure in a row, at most `retry_max`). Returns the failures in a row.
+    pub(crate) fn failed(&mut self, now: std::time::Instant) -> u32 {
         self.failures = self.failures.saturating_add(1);
         let wait = self
             .cfg
@@ -102,6 +126,7 @@ impl Snapshots {
             .saturating_mul(1u32 << self.failures.saturating_sub(1).min(16))
             .min(self.cfg.retry_max);
         self.retry_at = now.checked_add(wait);
+        self.failures
     }
 
     /// A snapshot was taken: the next may come as soon as it is due.

@@ -114,6 +114,15 @@ fn entry(i: u64) -> Entry {
     Entry::normal(1, i, format!("entry-{i}").into_bytes())
 }
 
+/// A store in `dir` on the faulty disk, with entries 1 to 5 written while it was healthy.
+fn five_entries(dir: &Path, sw: &Arc<Switches>) -> LogStorage {
+    let mut log = open_faulty(dir, sw, 64 << 20);
+    for i in 1..=5 {
+        log.write(&[entry(i)], None).unwrap();
+    }
+    log
+}
+
 fn open_faulty(dir: &Path, sw: &Arc<Switches>, segment_bytes: u64) -> LogStorage {
     let mut cfg = StorageConfig::new(dir, "faults", 1);
     cfg.segment_bytes = segment_bytes;
@@ -146,10 +155,7 @@ fn assert_stopped(log: &mut LogStorage) {
 fn a_failed_sync_is_reported_and_stops_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let sw = Switches::healthy();
-    let mut log = open_faulty(dir.path(), &sw, 64 << 20);
-    for i in 1..=5 {
-        log.write(&[entry(i)], None).unwrap();
-    }
+    let mut log = five_entries(dir.path(), &sw);
     sw.syncs_left.store(0, Ordering::SeqCst);
     match log.write(&[entry(6)], None) {
         Err(WriteError::Io { op: "sync", .. }) => {}
@@ -173,10 +179,7 @@ fn a_failed_sync_is_reported_and_stops_the_store() {
 fn a_disk_full_partial_append_is_reported_and_cut_off_at_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let sw = Switches::healthy();
-    let mut log = open_faulty(dir.path(), &sw, 64 << 20);
-    for i in 1..=5 {
-        log.write(&[entry(i)], None).unwrap();
-    }
+    let mut log = five_entries(dir.path(), &sw);
     sw.appends_left.store(0, Ordering::SeqCst);
     sw.partial.store(7, Ordering::SeqCst);
     match log.write(&[entry(6), entry(7)], None) {
@@ -311,10 +314,7 @@ fn a_snapshot_install_torn_at_any_byte_leaves_a_log_the_snapshot_reaches() {
     while !whole {
         let dir = tempfile::tempdir().unwrap();
         let sw = Switches::healthy();
-        let mut log = open_faulty(dir.path(), &sw, 64 << 20);
-        for i in 1..=5 {
-            log.write(&[entry(i)], None).unwrap();
-        }
+        let mut log = five_entries(dir.path(), &sw);
         sw.appends_left.store(0, Ordering::SeqCst);
         sw.partial.store(cut, Ordering::SeqCst);
         assert!(log.install_snapshot(&meta).is_err(), "cut at {cut}");

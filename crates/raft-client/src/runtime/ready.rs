@@ -139,10 +139,8 @@ impl<SM: StateMachine> Runtime<SM> {
             tracing::error!(id = self.cfg.id, "{APPLY_TASK_GONE}");
             return Err(Error::Storage(APPLY_TASK_GONE.into()));
         };
-        if let Some(index) = restored.filter(|_| failure.is_none()) {
-            self.applied = self.applied.max(index);
-            self.readable.store(self.applied, Ordering::Release);
-            self.node.on_applied(index);
+        let restored = restored.filter(|_| failure.is_none());
+        if let Some(index) = restored {
             self.snapshots.transfers.count(|c| c.installed += 1);
             tracing::info!(
                 id = self.cfg.id,
@@ -151,10 +149,10 @@ impl<SM: StateMachine> Runtime<SM> {
             );
         }
         self.waiters.answer_applied(&entries, responses);
-        if let Some(last) = entries.last() {
-            self.applied = last.index;
-            self.readable.store(last.index, Ordering::Release);
-            self.node.on_applied(last.index);
+        if let Some(index) = entries.last().map(|e| e.index).or(restored) {
+            self.applied = self.applied.max(index);
+            self.readable.store(self.applied, Ordering::Release);
+            self.node.on_applied(index);
         }
         if let Some(e) = failure {
             return Err(Error::Storage(format!("the state machine failed: {e}")));

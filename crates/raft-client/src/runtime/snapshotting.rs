@@ -18,29 +18,12 @@ impl<SM: StateMachine> Runtime<SM> {
     /// The snapshot covers every committed entry handed to the apply task: the apply task
     /// copies the state once it has applied them, and the loop does not wait for it.
     pub(super) fn maybe_take_snapshot(&mut self, bytes_written: u64) {
-        if self.snapshot_due(bytes_written) {
+        if self
+            .snapshots
+            .due(self.applied, bytes_written, crate::exec::now())
+        {
             self.take_snapshot_now(bytes_written);
         }
-    }
-
-    /// Whether enough was applied or written since the last snapshot to take one.
-    pub(super) fn snapshot_due(&self, bytes_written: u64) -> bool {
-        let s = &self.snapshots;
-        if s.taking || s.unsupported || self.applied <= s.last.index {
-            return false;
-        }
-        if s.retry_at.is_some_and(|at| crate::exec::now() < at) {
-            return false;
-        }
-        let by_entries =
-            s.cfg.every_entries > 0 && self.applied - s.last.index >= s.cfg.every_entries;
-        let by_bytes = s.cfg.every_wal_bytes > 0
-            && bytes_written.saturating_sub(s.bytes_at_last) >= s.cfg.every_wal_bytes;
-        // Unless the state is larger than what was written since its last copy: copying
-        // it again then would cost more than the writes it compacts.
-        (by_entries || by_bytes)
-            && !(s.cfg.scale_with_size
-                && bytes_written.saturating_sub(s.bytes_at_last) < s.last_size)
     }
 
     /// Starts a snapshot of the state machine as of the last entry handed to the apply
@@ -149,8 +132,8 @@ impl<SM: StateMachine> Runtime<SM> {
             }
             Event::SnapshotTaken(Err(e)) => {
                 self.snapshots.set_taking(false);
-                self.snapshots.failed(crate::exec::now());
-                tracing::error!(id = self.cfg.id, error = %e, failures = self.snapshots.failures, "taking a snapshot failed; trying again later");
+                let failures = self.snapshots.failed(crate::exec::now());
+                tracing::error!(id = self.cfg.id, error = %e, failures, "taking a snapshot failed; trying again later");
                 if e.starts_with("storage:") {
                     return Err(Error::Storage(e));
                 }
