@@ -11,6 +11,20 @@ use raft_http::HttpConfig;
 use raft_storage::SyncPolicy;
 use serde::Deserialize;
 
+/// What `httpraft --version` prints: the release, the protocol versions it speaks to
+/// peers, the storage formats it reads, and the release line it can raise a cluster to.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (protocol {}-{}, storage format {}-{}, cluster version up to {})",
+        raft_core::Release::CURRENT,
+        raft_core::OLDEST_PROTOCOL_VERSION,
+        raft_core::PROTOCOL_VERSION,
+        raft_storage::OLDEST_FORMAT_VERSION,
+        raft_storage::FORMAT_VERSION,
+        raft_core::ClusterVersion::CURRENT,
+    )
+});
+
 /// Runs one node of a Raft cluster with an HTTP API.
 ///
 /// `httpraft <id>` reads `peers.json` from the working directory, like the original:
@@ -18,7 +32,11 @@ use serde::Deserialize;
 /// speaks Raft on `peers[id]` and HTTP on `apis[id]`. `httpraft dev` starts a local
 /// 3-node cluster instead.
 #[derive(Debug, Parser)]
-#[command(name = "httpraft", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "httpraft",
+    version = VERSION.as_str(),
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -256,19 +256,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Status => {
             let mut failed = 0;
             if !j {
-                println!("ENDPOINT\tID\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED");
+                println!("ENDPOINT\tID\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tRELEASE\tCLUSTER");
             }
             for e in &cli.endpoints {
                 match c.status(Some(e)).await {
                     Ok(s) => show(j, &json!({"endpoint": e, "status": s}), || {
                         format!(
-                            "{e}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            "{e}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                             s["id"],
                             s["role"].as_str().unwrap_or("?"),
                             s["term"],
                             s["leader"],
                             s["commit_index"],
-                            s["applied_index"]
+                            s["applied_index"],
+                            // A node of release 0.1.0 does not say.
+                            s["version"]["release"].as_str().unwrap_or("0.1.0"),
+                            s["version"]["cluster"].as_str().unwrap_or("0.1"),
                         )
                     }),
                     Err(err) => {

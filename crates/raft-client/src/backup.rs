@@ -14,6 +14,8 @@ use crate::state_machine::SnapshotSource;
 pub struct Backup {
     pub(crate) meta: SnapshotMeta,
     pub(crate) source: Box<dyn SnapshotSource>,
+    /// The cluster version when it was taken (named in the file once past the first).
+    pub(crate) cluster_version: raft_core::ClusterVersion,
 }
 
 impl Backup {
@@ -26,8 +28,12 @@ impl Backup {
     /// then a trailer with the metadata and a checksum). Blocks: call it from a blocking
     /// thread.
     pub fn write_to(self, out: &mut dyn Write) -> std::io::Result<()> {
-        let Backup { meta, source } = self;
-        write_snapshot(out, &meta, |w| source.write_to(w))
+        let Backup {
+            meta,
+            source,
+            cluster_version,
+        } = self;
+        write_snapshot(out, &meta, cluster_version, |w| source.write_to(w))
     }
 }
 
@@ -216,7 +222,10 @@ mod tests {
             membership: raft_core::Membership::new([1]),
         };
         let mut out = Vec::new();
-        write_snapshot(&mut out, &meta, |w| w.write_all(data)).unwrap();
+        write_snapshot(&mut out, &meta, raft_core::ClusterVersion::INITIAL, |w| {
+            w.write_all(data)
+        })
+        .unwrap();
         std::fs::write(&path, out).unwrap();
         path
     }

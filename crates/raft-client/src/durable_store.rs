@@ -76,6 +76,7 @@ fn kind_code(k: EntryKind) -> u8 {
         EntryKind::Noop => 1,
         EntryKind::Config => 2,
         EntryKind::Command => 3,
+        EntryKind::ClusterVersion => 4,
     }
 }
 
@@ -85,6 +86,7 @@ fn kind_of(c: u8) -> Option<EntryKind> {
         1 => EntryKind::Noop,
         2 => EntryKind::Config,
         3 => EntryKind::Command,
+        4 => EntryKind::ClusterVersion,
         _ => return None,
     })
 }

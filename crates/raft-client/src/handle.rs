@@ -41,6 +41,7 @@ struct Shared {
     storage_stats: Arc<StorageStats>,
     sync: SyncPolicy,
     transfers: crate::snapshot_transfer::Transfers,
+    cluster_version: raft_net::VersionFloor,
 }
 
 /// A running Raft node: the original's `New` + `Run` in one call, and its `Submit`,
@@ -128,6 +129,7 @@ impl<R: Send + 'static> RaftNode<R> {
                 storage_stats: spawned.storage_stats,
                 sync,
                 transfers: spawned.transfers,
+                cluster_version: spawned.cluster_version,
             }),
         })
     }
@@ -258,6 +260,14 @@ impl<R: Send + 'static> RaftNode<R> {
     /// What this node did with snapshots since it started.
     pub fn snapshot_stats(&self) -> crate::SnapshotStats {
         self.shared.transfers.stats()
+    }
+
+    /// The cluster version this node has applied: the release line every member runs at
+    /// least, raised through the log by the leader once they all do (see
+    /// [`raft_core::ClusterVersion`]). Features that change what other nodes must read
+    /// activate only once it is high enough.
+    pub fn cluster_version(&self) -> raft_core::ClusterVersion {
+        self.shared.cluster_version.get()
     }
 
     /// When this node syncs its log.

@@ -7,9 +7,12 @@
 //! data (any length) | postcard(Trailer { meta, data_len, data_crc }) | trailer_len: u32 LE | "RAFTSNP3"
 //! ```
 //!
-//! Files ending in `"RAFTSNAP"` were written before snapshots carried the configuration:
-//! their trailer names the voters only, and they are read as a configuration of those
-//! voters.
+//! Once the cluster version is past the first (0.1), the trailer also names it and the file
+//! ends in `"RAFTSNP4"`, so that a node installing the snapshot learns the cluster version
+//! the log it replaces had raised; before that, files end in `"RAFTSNP3"`, which release
+//! 0.1.0 reads. Files ending in `"RAFTSNAP"` were written before snapshots carried the
+//! configuration: their trailer names the voters only, and they are read as a configuration
+//! of those voters.
 //!
 //! Files are written to a temporary name, synced and renamed, so a file under its final name
 //! is always whole. Every file operation goes through the node's [`Vfs`] (the real file
@@ -20,13 +23,16 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use raft_core::{LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use raft_core::{ClusterVersion, LogIndex, Membership, NodeId, SnapshotMeta, Term};
+use raft_net::VersionFloor;
 use raft_storage::{Vfs, VfsFile};
 use serde::{Deserialize, Serialize};
 
 /// The directory of snapshot files, inside the data directory.
 pub const SNAPSHOT_DIR: &str = "snapshots";
 const MAGIC: &[u8; 8] = b"RAFTSNP3";
+/// The end marker of files whose trailer names the cluster version too.
+const MAGIC_V4: &[u8; 8] = b"RAFTSNP4";
 /// The end marker of files whose trailer names the voters only.
 const MAGIC_V2: &[u8; 8] = b"RAFTSNAP";
 /// Bytes of the fixed end of a file: trailer length and magic.
@@ -39,6 +45,15 @@ struct Trailer {
     meta: SnapshotMeta,
     data_len: u64,
     data_crc: u32,
+}
+
+/// The trailer of files ending in [`MAGIC_V4`].
+#[derive(Debug, Serialize, Deserialize)]
+struct TrailerV4 {
+    meta: SnapshotMeta,
+    data_len: u64,
+    data_crc: u32,
+    cluster_version: ClusterVersion,
 }
 
 /// The trailer of files ending in [`MAGIC_V2`].
@@ -87,6 +102,8 @@ pub(crate) struct SnapshotFile {
     /// The whole file's length (what a transfer sends).
     pub(crate) size: u64,
     pub(crate) data_len: u64,
+    /// The cluster version when it was written.
+    pub(crate) cluster_version: ClusterVersion,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -173,6 +190,8 @@ impl Read for FileReader {
 pub(crate) struct SnapshotStore {
     dir: PathBuf,
     vfs: Arc<dyn Vfs>,
+    /// The cluster version new files name (the node's, shared).
+    cluster_version: VersionFloor,
 }
 
 impl std::fmt::Debug for SnapshotStore {
@@ -188,7 +207,19 @@ impl SnapshotStore {
     pub(crate) fn open(data_dir: &Path, vfs: Arc<dyn Vfs>) -> io::Result<Self> {
         let dir = data_dir.join(SNAPSHOT_DIR);
         vfs.create_dir_all(&dir)?;
-        Ok(SnapshotStore { dir, vfs })
+        Ok(SnapshotStore {
+            dir,
+            vfs,
+            cluster_version: VersionFloor::default(),
+        })
+    }
+
+    /// The same store, naming in new files the cluster version `cell` holds at the time.
+    pub(crate) fn with_cluster_version(self, cell: VersionFloor) -> Self {
+        SnapshotStore {
+            cluster_version: cell,
+            ..self
+        }
     }
 
     /// The snapshot files of `data_dir` on the real file system.
@@ -232,7 +263,7 @@ impl SnapshotStore {
             unsynced: 0,
         };
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        write_snapshot(&mut w, meta, write)?;
+        write_snapshot(&mut w, meta, self.cluster_version.get(), write)?;
         let file = w.into_inner().map_err(|e| e.into_error())?.file;
         file.sync_data()?;
         drop(file);
@@ -245,7 +276,7 @@ impl SnapshotStore {
     pub(crate) fn verify(&self, path: &Path) -> io::Result<SnapshotFile> {
         let f = self.vfs.open(path)?;
         let size = f.size()?;
-        let (trailer, _) = read_trailer(&*f, size)?;
+        let (trailer, cluster_version, _) = read_trailer(&*f, size)?;
         let mut crc = 0u32;
         let mut at = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -266,7 +297,16 @@ impl SnapshotStore {
             meta: trailer.meta,
             size,
             data_len: trailer.data_len,
+            cluster_version,
         })
+    }
+
+    /// The cluster version named by the file covering `meta` (its trailer only is read).
+    pub(crate) fn cluster_version_of(&self, meta: &SnapshotMeta) -> Option<ClusterVersion> {
+        let f = self.vfs.open(&self.path(meta.index, meta.term)).ok()?;
+        let size = f.size().ok()?;
+        let (trailer, v, _) = read_trailer(&*f, size).ok()?;
+        (trailer.meta == *meta).then_some(v)
     }
 
     /// The snapshot file covering `meta`, if it is there and whole.
@@ -391,10 +431,12 @@ impl SnapshotStore {
 }
 
 /// Writes a whole snapshot file's bytes to `out`: the data `write` produces, then the
-/// trailer naming `meta` and checking the data. The same bytes make a backup.
+/// trailer naming `meta` (and `cluster_version`, once past the first) and checking the
+/// data. The same bytes make a backup.
 pub(crate) fn write_snapshot(
     out: &mut dyn Write,
     meta: &SnapshotMeta,
+    cluster_version: ClusterVersion,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut checked = Checked {
@@ -405,15 +447,26 @@ pub(crate) fn write_snapshot(
     write(&mut checked)?;
     let (data_len, data_crc) = (checked.len, checked.crc);
     let w = checked.inner;
-    let trailer = postcard::to_allocvec(&Trailer {
-        meta: meta.clone(),
-        data_len,
-        data_crc,
-    })
-    .map_err(|e| invalid(e.to_string()))?;
+    let (trailer, magic) = if cluster_version > ClusterVersion::INITIAL {
+        let t = TrailerV4 {
+            meta: meta.clone(),
+            data_len,
+            data_crc,
+            cluster_version,
+        };
+        (postcard::to_allocvec(&t), MAGIC_V4)
+    } else {
+        let t = Trailer {
+            meta: meta.clone(),
+            data_len,
+            data_crc,
+        };
+        (postcard::to_allocvec(&t), MAGIC)
+    };
+    let trailer = trailer.map_err(|e| invalid(e.to_string()))?;
     w.write_all(&trailer)?;
     w.write_all(&(trailer.len() as u32).to_le_bytes())?;
-    w.write_all(MAGIC)?;
+    w.write_all(magic)?;
     w.flush()
 }
 
@@ -424,14 +477,16 @@ fn file_name_of(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, u64)> {
+/// A file's trailer, the cluster version it names, and where its data ends.
+fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, ClusterVersion, u64)> {
     if size < END_BYTES {
         return Err(invalid("not a snapshot file: too short".into()));
     }
     let mut end = [0u8; END_BYTES as usize];
     f.read_exact_at(&mut end, size - END_BYTES)?;
     let v2 = &end[4..] == MAGIC_V2;
-    if &end[4..] != MAGIC && !v2 {
+    let v4 = &end[4..] == MAGIC_V4;
+    if &end[4..] != MAGIC && !v2 && !v4 {
         return Err(invalid("not a snapshot file: no end marker".into()));
     }
     let mut len = [0u8; 4];
@@ -444,15 +499,27 @@ fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, u64)> {
     let mut buf = vec![0u8; len as usize];
     f.read_exact_at(&mut buf, at)?;
     let bad = |e: postcard::Error| invalid(format!("bad trailer: {e}"));
-    let trailer: Trailer = if v2 {
-        postcard::from_bytes::<TrailerV2>(&buf).map_err(bad)?.into()
+    let (trailer, cluster_version): (Trailer, _) = if v2 {
+        let t = postcard::from_bytes::<TrailerV2>(&buf).map_err(bad)?;
+        (t.into(), ClusterVersion::INITIAL)
+    } else if v4 {
+        let t = postcard::from_bytes::<TrailerV4>(&buf).map_err(bad)?;
+        let trailer = Trailer {
+            meta: t.meta,
+            data_len: t.data_len,
+            data_crc: t.data_crc,
+        };
+        (trailer, t.cluster_version)
     } else {
-        postcard::from_bytes(&buf).map_err(bad)?
+        (
+            postcard::from_bytes(&buf).map_err(bad)?,
+            ClusterVersion::INITIAL,
+        )
     };
     if trailer.data_len != at {
         return Err(invalid("not a snapshot file: data length mismatch".into()));
     }
-    Ok((trailer, at))
+    Ok((trailer, cluster_version, at))
 }
 
 #[cfg(test)]

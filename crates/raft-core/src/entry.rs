@@ -20,6 +20,12 @@ pub enum EntryKind {
     /// typically commands encoded for the state machine, told apart from plain
     /// [`Normal`](Self::Normal) entries by this kind and never by their payload.
     Command,
+    /// Raises the cluster version ([`crate::ClusterVersion`], encoded in the payload),
+    /// proposed with [`crate::Node::propose_cluster_version`] once every member runs a
+    /// release that knows it. State machines skip it; the runtime records it. Nodes before
+    /// protocol version 5 cannot decode it, which is why it is only written once all
+    /// members are past them.
+    ClusterVersion,
 }
 
 /// One entry of the replicated log.

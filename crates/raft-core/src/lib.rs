@@ -58,6 +58,7 @@ mod snapshot;
 mod storage;
 mod transfer;
 mod types;
+mod version;
 
 pub use config::Config;
 pub use entry::{Entry, EntryKind, ENTRY_OVERHEAD_BYTES};
@@ -65,7 +66,7 @@ pub use error::{
     ConfChangeError, ConfigError, ProposeError, ReadError, StorageError, TransferError,
 };
 pub use membership::{ConfChange, Membership};
-pub use message::{Envelope, Message, MessageBody, RejectHint, PROTOCOL_VERSION};
+pub use message::{Envelope, Message, MessageBody, RejectHint};
 pub use node::{Node, PeerProgress, Status};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadOutcome, ReadState, Ready};
@@ -73,3 +74,4 @@ pub use snapshot::{SnapshotMeta, SnapshotOutcome};
 pub use storage::{LogStore, MemStorage};
 pub use types::plausible_term;
 pub use types::{HardState, LogIndex, NodeId, Role, SoftState, Term, MAX_TERM_JUMP, TERM_LIMIT};
+pub use version::{ClusterVersion, Release, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};

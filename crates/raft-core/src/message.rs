@@ -6,15 +6,6 @@ use crate::entry::Entry;
 use crate::snapshot::SnapshotMeta;
 use crate::types::{LogIndex, NodeId, Term};
 
-/// The protocol version carried by [`Envelope`]. Transports refuse peers that speak another.
-///
-/// 2: entries may have the kind `Command`, which version 1 cannot decode.
-/// 3: membership changes: snapshots carry a configuration, `RequestVote` says whether it
-/// comes from a leadership transfer, and `TimeoutNow` exists.
-/// 4: the key-value commands of `raft-client` carry conditions and revisions; a node of
-/// version 3 would take them for plain data, and its map would part from its peers'.
-pub const PROTOCOL_VERSION: u16 = 4;
-
 /// The versioned form of a message as it crosses the network.
 ///
 /// New protocol versions add variants; a receiver that meets a variant it does not know

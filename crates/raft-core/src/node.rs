@@ -346,6 +346,16 @@ impl<S: LogStore> Node<S> {
         self.propose_entry(EntryKind::Command, data.into())
     }
 
+    /// Proposes raising the cluster version to `version` (an entry of kind
+    /// [`EntryKind::ClusterVersion`]). The caller checks first that every member runs a
+    /// release that knows `version`; the core only orders the entry like any other.
+    pub fn propose_cluster_version(
+        &mut self,
+        version: crate::ClusterVersion,
+    ) -> Result<(LogIndex, Term), ProposeError> {
+        self.propose_entry(EntryKind::ClusterVersion, version.encode().into())
+    }
+
     /// Proposes several entries of `kind` at once, all or none: on the leader they get
     /// consecutive indexes from the returned one on, in the returned term, and each
     /// succeeded once its index is committed with that term. The batch is refused as a whole
@@ -395,7 +405,10 @@ impl<S: LogStore> Node<S> {
                 leader: self.leader,
             });
         }
-        if !matches!(kind, EntryKind::Normal | EntryKind::Command) {
+        if !matches!(
+            kind,
+            EntryKind::Normal | EntryKind::Command | EntryKind::ClusterVersion
+        ) {
             return Err(ProposeError::UnsupportedKind);
         }
         if let Some(t) = &self.transfer {

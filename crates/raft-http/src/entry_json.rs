@@ -10,6 +10,7 @@
 //! holds.
 //! - a payload that is not UTF-8 text: `{"index": 7, "term": 1, "kind": "bytes", "hex": "00ff..."}`
 //! - a configuration entry: `{"index": 9, "term": 2, "kind": "config"}`
+//! - a raise of the cluster version: `{"index": 12, "term": 2, "kind": "cluster_version", "version": "0.2"}`
 
 use raft_client::KvCommand;
 use raft_core::{Entry, EntryKind};
@@ -20,6 +21,13 @@ pub fn entry_to_json(e: &Entry) -> Value {
     match e.kind {
         EntryKind::Noop => json!({"index": e.index, "term": e.term, "kind": "noop"}),
         EntryKind::Config => json!({"index": e.index, "term": e.term, "kind": "config"}),
+        EntryKind::ClusterVersion => {
+            let mut v = json!({"index": e.index, "term": e.term, "kind": "cluster_version"});
+            if let Some(version) = raft_core::ClusterVersion::decode(&e.data) {
+                v["version"] = json!(version.to_string());
+            }
+            v
+        }
         EntryKind::Command => match KvCommand::from_entry(e) {
             Some(cmd) => {
                 let mut command = match &cmd {

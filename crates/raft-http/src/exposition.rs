@@ -85,6 +85,33 @@ fn node_state(s: &mut Scrape, st: &AppState, status: &Status) {
         "Leaders this node learned of since it started (the same leader in a new term counts again).",
         st.node.leader_changes(),
     );
+    s.gauge_family(
+        "raft_build_info",
+        "1, labelled with this build's release, the protocol versions it speaks and the storage format it writes at most.",
+        vec![(
+            vec![
+                ("release", raft_core::Release::CURRENT.to_string()),
+                (
+                    "protocols",
+                    format!(
+                        "{}-{}",
+                        raft_core::OLDEST_PROTOCOL_VERSION,
+                        raft_core::PROTOCOL_VERSION
+                    ),
+                ),
+                ("storage_format", raft_storage::FORMAT_VERSION.to_string()),
+            ],
+            1,
+        )],
+    );
+    s.gauge_family(
+        "raft_cluster_version",
+        "1, labelled with the cluster version this node applied: the release line every member runs at least.",
+        vec![(
+            vec![("version", st.node.cluster_version().to_string())],
+            1,
+        )],
+    );
     s.gauge_int(
         "raft_membership_index",
         "Index of the entry holding the configuration in effect (0: the bootstrap one).",

@@ -89,6 +89,7 @@ pub(crate) async fn status_json(st: &AppState) -> Result<Value, ApiError> {
             "joint": s.membership.is_joint(),
         },
         "transfer_to": s.transfer_to,
+        "version": version_json(st).await,
         "autopilot": autopilot_json(st).await,
         "access": {
             "tokens": st.access.enabled(),
@@ -102,6 +103,32 @@ pub(crate) async fn status_json(st: &AppState) -> Result<Value, ApiError> {
         out["progress"] = Value::Array(progress);
     }
     Ok(out)
+}
+
+/// Versions: this build's release, the protocols it speaks and the storage formats it
+/// reads, the cluster version, and each peer's release and protocol as its latest
+/// handshake told (`null` before one).
+async fn version_json(st: &AppState) -> Value {
+    let peers: serde_json::Map<String, Value> = st
+        .node
+        .net_stats()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, p)| {
+            let v = p
+                .version
+                .map(|v| json!({"release": v.release.to_string(), "protocol": v.protocol}));
+            (id.to_string(), v.unwrap_or(Value::Null))
+        })
+        .collect();
+    json!({
+        "release": raft_core::Release::CURRENT.to_string(),
+        "cluster": st.node.cluster_version().to_string(),
+        "protocols": [raft_core::OLDEST_PROTOCOL_VERSION, raft_core::PROTOCOL_VERSION],
+        "storage_formats": [raft_storage::OLDEST_FORMAT_VERSION, raft_storage::FORMAT_VERSION],
+        "peers": peers,
+    })
 }
 
 /// Proposals made through this node's API: outcomes and the cumulative latency histogram.

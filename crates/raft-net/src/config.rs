@@ -67,6 +67,9 @@ pub struct NetConfig {
     /// Mutual TLS under every connection ([`crate::tls`]); `None` (the default): plain TCP,
     /// which anyone who can reach the port can use to speak as any member.
     pub tls: Option<Arc<crate::tls::PeerTls>>,
+    /// The cluster version: peers of an older release line are refused, either way.
+    /// Shared with the node, which raises it. Default: the initial version (any release).
+    pub version_floor: crate::VersionFloor,
 }
 
 impl NetConfig {
@@ -97,6 +100,7 @@ impl NetConfig {
             keepalive: Duration::from_secs(10),
             authenticator: Arc::new(NoAuth),
             tls: None,
+            version_floor: crate::VersionFloor::default(),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::error::ConnError;
 use crate::frame::{
     decode_frame, release_large_buffer, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES,
 };
-use crate::handshake::{Channel, Hello, HelloReply, REFUSED};
+use crate::handshake::{decode_hello, encode_welcome, Channel, HelloReply, REFUSED};
 use crate::io::BoxIo;
 use crate::peers::PeerTable;
 use crate::stats::{ListenerCounters, PeerCounters};
@@ -233,14 +233,18 @@ async fn serve(
     let first = first
         .map_err(|_| ConnError::Timeout)?
         .ok_or(ConnError::Closed)??;
-    let hello: Hello = match postcard::from_bytes(&first) {
-        Ok(h) => h,
-        Err(e) => return Err(ConnError::Malformed(format!("not a hello: {e}"))),
-    };
+    let (hello, versions) = decode_hello(&first).map_err(ConnError::Malformed)?;
     let known = |id: NodeId| shared.peers.contains(id);
     let checked = hello
-        .check(&cfg.cluster_id, cfg.id, known, &*cfg.authenticator)
-        .and_then(|()| match certified {
+        .check(
+            versions.as_ref(),
+            &cfg.cluster_id,
+            cfg.id,
+            known,
+            &*cfg.authenticator,
+            &cfg.version_floor,
+        )
+        .and_then(|v| match certified {
             Some(named) if named != Some(hello.from) => Err(format!(
                 "the hello claims node {} but the TLS certificate names {}",
                 hello.from,
@@ -249,23 +253,26 @@ async fn serve(
                     |n| format!("node {n}")
                 )
             )),
-            _ => Ok(()),
+            _ => Ok(v),
         });
-    if let Err(reason) = checked {
-        PeerCounters::add(&shared.listener.refused, 1);
-        // The dialer learns only that it was refused: the reason names this node's cluster
-        // and ids, which an outsider must not learn. It goes to the local log instead.
-        let reply = postcard::to_allocvec(&HelloReply::Refused(REFUSED.into()))
-            .map_err(|e| ConnError::Malformed(e.to_string()))?;
-        let _ = tokio::time::timeout(
-            cfg.handshake_timeout,
-            framed.send(bytes::Bytes::from(reply)),
-        )
-        .await;
-        return Err(ConnError::Refused(reason));
-    }
-    let welcome = postcard::to_allocvec(&HelloReply::Welcome)
-        .map_err(|e| ConnError::Malformed(e.to_string()))?;
+    let version = match checked {
+        Ok(v) => v,
+        Err(reason) => {
+            PeerCounters::add(&shared.listener.refused, 1);
+            // The dialer learns only that it was refused: the reason names this node's cluster
+            // and ids, which an outsider must not learn. It goes to the local log instead.
+            let reply = postcard::to_allocvec(&HelloReply::Refused(REFUSED.into()))
+                .map_err(|e| ConnError::Malformed(e.to_string()))?;
+            let _ = tokio::time::timeout(
+                cfg.handshake_timeout,
+                framed.send(bytes::Bytes::from(reply)),
+            )
+            .await;
+            return Err(ConnError::Refused(reason));
+        }
+    };
+    let welcome =
+        encode_welcome(version.protocol).map_err(|e| ConnError::Malformed(e.to_string()))?;
     tokio::time::timeout(
         cfg.handshake_timeout,
         framed.send(bytes::Bytes::from(welcome)),
@@ -283,6 +290,7 @@ async fn serve(
         )));
     };
     let peer_counters = peer.counters.clone();
+    peer_counters.set_version(version);
     if hello.channel == Channel::Stream {
         // A bulk transfer: the node takes the connection as it is. Too many waiting to be
         // taken: this one is closed (the peer retries).

@@ -13,6 +13,11 @@
 //!   cluster id, sender id, intended receiver id, credentials) answered by a
 //!   [`HelloReply`]; the acceptor refuses, with a logged reason, a wrong magic, version,
 //!   cluster or receiver, an unknown sender, or credentials its [`Authenticator`] rejects.
+//!   Both sides say which protocol versions they speak and their release
+//!   ([`HelloVersions`], [`WelcomeVersions`]) after the hello and the welcome, where
+//!   release 0.1.0 ignores them: each connection speaks the highest version both know
+//!   ([`PeerStats::version`]), and a peer older than the cluster version
+//!   ([`NetConfig::version_floor`]) is refused.
 //! - **TLS** ([`tls`], optional: [`NetConfig::tls`]): mutual TLS under the handshake, each
 //!   member's certificate naming its cluster and node id; a dialer whose hello claims
 //!   another identity than its certificate's is refused, and so is one without a
@@ -70,7 +75,10 @@ pub use frame::{
     decode_frame, decode_message, encode_message, FrameCodec, FrameError, MessageDecoder,
     HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES,
 };
-pub use handshake::{Authenticator, Channel, Hello, HelloReply, NoAuth, MAGIC, REFUSED};
+pub use handshake::{
+    Authenticator, Channel, Hello, HelloReply, HelloVersions, NoAuth, PeerVersion, VersionFloor,
+    WelcomeVersions, MAGIC, REFUSED,
+};
 pub use stats::{ListenerStats, PeerStats};
 pub use stream::PeerStream;
 pub use tls::{PeerTls, ServerTls, TlsError, TlsFiles};

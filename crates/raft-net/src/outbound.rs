@@ -21,7 +21,7 @@ use crate::backoff::Backoff;
 use crate::config::NetConfig;
 use crate::error::ConnError;
 use crate::frame::{encode_message, FrameCodec, HANDSHAKE_FRAME_BYTES, LENGTH_PREFIX_BYTES};
-use crate::handshake::{Hello, HelloReply};
+use crate::handshake::{decode_reply, encode_hello, Hello, PeerVersion, ReplyError};
 use crate::inbound::keepalive;
 use crate::stats::PeerCounters;
 
@@ -98,10 +98,11 @@ async fn write_until_done(
             }
         };
         let outcome = match connected {
-            Ok((writer, reader)) => {
+            Ok((writer, reader, version)) => {
                 backoff.reset();
                 PeerCounters::add(&counters.connects, 1);
-                tracing::info!(peer, %addr, "connected to peer");
+                counters.set_version(version);
+                tracing::info!(peer, %addr, protocol = version.protocol, release = %version.release, "connected to peer");
                 match write_loop(&cfg, writer, reader, rx, carried.take(), counters, &cancel).await
                 {
                     Ok(()) => return, // cancelled or transport gone
@@ -145,19 +146,18 @@ pub(crate) async fn connect_stream(
     let mut framed = tokio_util::codec::Framed::new(stream, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
     let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer).for_stream();
     hello.credentials = cfg.authenticator.credentials(&hello);
-    let bytes = postcard::to_allocvec(&hello).map_err(|e| refused(e.to_string()))?;
+    let bytes = encode_hello(&hello).map_err(|e| refused(e.to_string()))?;
     framed.send(bytes::Bytes::from(bytes)).await?;
     let reply = framed
         .next()
         .await
         .ok_or_else(|| refused("the peer closed the connection".into()))??;
-    match postcard::from_bytes::<HelloReply>(&reply) {
-        Ok(HelloReply::Welcome) => {
+    match decode_reply(&reply, &cfg.version_floor) {
+        Ok(_) => {
             framed.codec_mut().set_max_frame_bytes(cfg.max_frame_bytes);
             Ok(crate::stream::PeerStream::new(peer, framed))
         }
-        Ok(HelloReply::Refused(reason)) => Err(refused(reason)),
-        Err(e) => Err(refused(e.to_string())),
+        Err(ReplyError::Refused(reason) | ReplyError::Malformed(reason)) => Err(refused(reason)),
     }
 }
 
@@ -180,7 +180,7 @@ async fn connect(
     cfg: &NetConfig,
     peer: NodeId,
     addr: SocketAddr,
-) -> Result<(Writer, Reader), ConnError> {
+) -> Result<(Writer, Reader, PeerVersion), ConnError> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     keepalive(&stream, cfg.keepalive)?;
@@ -202,13 +202,13 @@ async fn connect(
     let mut reader = FramedRead::new(r, FrameCodec::new(HANDSHAKE_FRAME_BYTES));
     let mut hello = Hello::new(&cfg.cluster_id, cfg.id, peer);
     hello.credentials = cfg.authenticator.credentials(&hello);
-    let bytes = postcard::to_allocvec(&hello).map_err(|e| ConnError::Malformed(e.to_string()))?;
+    let bytes = encode_hello(&hello).map_err(|e| ConnError::Malformed(e.to_string()))?;
     writer.send(bytes::Bytes::from(bytes)).await?;
     let reply = reader.next().await.ok_or(ConnError::Closed)??;
-    match postcard::from_bytes::<HelloReply>(&reply) {
-        Ok(HelloReply::Welcome) => Ok((writer, reader)),
-        Ok(HelloReply::Refused(reason)) => Err(ConnError::Refused(reason)),
-        Err(e) => Err(ConnError::Malformed(e.to_string())),
+    match decode_reply(&reply, &cfg.version_floor) {
+        Ok(version) => Ok((writer, reader, version)),
+        Err(ReplyError::Refused(reason)) => Err(ConnError::Refused(reason)),
+        Err(ReplyError::Malformed(reason)) => Err(ConnError::Malformed(reason)),
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::handshake::PeerVersion;
+
 /// Live counters for one peer.
 #[derive(Debug, Default)]
 pub(crate) struct PeerCounters {
@@ -14,6 +16,8 @@ pub(crate) struct PeerCounters {
     pub(crate) connect_failures: AtomicU64,
     /// Bytes of messages waiting in the peer's send queue.
     pub(crate) queued_bytes: AtomicU64,
+    /// What its latest handshake told ([`PeerVersion::pack`]; 0: none yet).
+    pub(crate) version: AtomicU64,
 }
 
 impl PeerCounters {
@@ -21,9 +25,15 @@ impl PeerCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Records what a handshake with the peer told.
+    pub(crate) fn set_version(&self, v: PeerVersion) {
+        self.version.store(v.pack(), Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> PeerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PeerStats {
+            version: PeerVersion::unpack(get(&self.version)),
             msgs_sent: get(&self.msgs_sent),
             bytes_sent: get(&self.bytes_sent),
             msgs_received: get(&self.msgs_received),
@@ -81,6 +91,9 @@ pub struct ListenerStats {
 /// A snapshot of one peer's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerStats {
+    /// What the peer's latest handshake (either way) told: the protocol version spoken
+    /// and its release. `None` until a connection was made.
+    pub version: Option<PeerVersion>,
     /// Messages handed to the peer's connection (the last ones before a connection failure
     /// may still be lost).
     pub msgs_sent: u64,

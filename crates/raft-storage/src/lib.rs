@@ -52,7 +52,7 @@ pub use config::{StorageConfig, SyncPolicy};
 pub use error::{OpenError, WriteError};
 pub use meta::{LOCK_FILE, META_FILE};
 pub use reader::{ReadPlan, SegmentReader};
-pub use record::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+pub use record::{BASE_FORMAT_VERSION, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 pub use segment::SEGMENT_EXT;
 pub use stats::{StatsSnapshot, StorageStats, SYNC_BUCKETS};
 pub use store::{LogStorage, PendingSync, SyncFailure, WAL_DIR};

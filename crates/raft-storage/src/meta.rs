@@ -3,11 +3,11 @@
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use raft_core::NodeId;
+use raft_core::{ClusterVersion, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::OpenError;
-use crate::record::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
+use crate::record::{BASE_FORMAT_VERSION, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::vfs::Vfs;
 
 /// The name of the metadata file.
@@ -20,6 +20,38 @@ struct Meta {
     format_version: u32,
     cluster_id: String,
     node_id: NodeId,
+    /// The cluster version this node has applied (`major.minor`); absent: the initial one.
+    /// Release 0.1.0 ignores the field (and refuses the directory by its format first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_version: Option<String>,
+}
+
+/// What `meta.json` says of a directory this build opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DirInfo {
+    /// The directory's on-disk format.
+    pub(crate) format: u32,
+    /// The cluster version recorded in it.
+    pub(crate) cluster_version: ClusterVersion,
+}
+
+/// Records the directory's identity with `info`, atomically.
+pub(crate) fn write(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    cluster_id: &str,
+    node_id: NodeId,
+    info: DirInfo,
+) -> std::io::Result<()> {
+    let meta = Meta {
+        format_version: info.format,
+        cluster_id: cluster_id.to_string(),
+        node_id,
+        cluster_version: (info.cluster_version > ClusterVersion::INITIAL)
+            .then(|| info.cluster_version.to_string()),
+    };
+    let data = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+    vfs.write_atomic(&dir.join(META_FILE), &data)
 }
 
 /// Holds the directory's `flock` for as long as it lives.
@@ -52,34 +84,31 @@ pub(crate) fn lock(dir: &Path) -> Result<DirLock, OpenError> {
     }
 }
 
-/// Checks the directory's identity, or records it if the directory is new.
+/// Checks the directory's identity, or records it if the directory is new; what it says.
+///
+/// A new directory gets [`BASE_FORMAT_VERSION`], the newest format an older release still
+/// reads; the store raises it when it first writes what that release cannot read.
 pub(crate) fn check_or_create(
     vfs: &dyn Vfs,
     dir: &Path,
     cluster_id: &str,
     node_id: NodeId,
     is_empty: bool,
-) -> Result<(), OpenError> {
+) -> Result<DirInfo, OpenError> {
     let path: PathBuf = dir.join(META_FILE);
     let bytes = match vfs.read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_empty => {
-            let meta = Meta {
-                format_version: FORMAT_VERSION,
-                cluster_id: cluster_id.to_string(),
-                node_id,
+            let info = DirInfo {
+                format: BASE_FORMAT_VERSION,
+                cluster_version: ClusterVersion::INITIAL,
             };
-            let data = serde_json::to_vec_pretty(&meta).map_err(|e| OpenError::BadMetadata {
-                path: path.clone(),
-                reason: e.to_string(),
+            write(vfs, dir, cluster_id, node_id, info).map_err(|source| OpenError::Io {
+                op: "write",
+                path,
+                source,
             })?;
-            return vfs
-                .write_atomic(&path, &data)
-                .map_err(|source| OpenError::Io {
-                    op: "write",
-                    path,
-                    source,
-                });
+            return Ok(info);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(OpenError::BadMetadata {
@@ -127,23 +156,27 @@ pub(crate) fn check_or_create(
             expected: node_id,
         });
     }
-    if meta.format_version < FORMAT_VERSION {
-        // This build reads the older format and writes its own from now on: record that,
-        // so that an older build refuses the directory instead of misreading new records.
-        let upgraded = Meta {
-            format_version: FORMAT_VERSION,
-            ..meta
-        };
-        let data = serde_json::to_vec_pretty(&upgraded).map_err(|e| OpenError::BadMetadata {
+    let cluster_version = match &meta.cluster_version {
+        None => ClusterVersion::INITIAL,
+        Some(v) => ClusterVersion::parse(v).ok_or_else(|| OpenError::BadMetadata {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: format!("cluster_version {v:?} is not major.minor"),
+        })?,
+    };
+    let mut info = DirInfo {
+        format: meta.format_version,
+        cluster_version,
+    };
+    if info.format < BASE_FORMAT_VERSION {
+        // This build reads the older format and writes the base one from now on: record
+        // that, so that an older build refuses the directory instead of misreading new
+        // records.
+        info.format = BASE_FORMAT_VERSION;
+        write(vfs, dir, cluster_id, node_id, info).map_err(|source| OpenError::Io {
+            op: "write",
+            path,
+            source,
         })?;
-        vfs.write_atomic(&path, &data)
-            .map_err(|source| OpenError::Io {
-                op: "write",
-                path,
-                source,
-            })?;
     }
-    Ok(())
+    Ok(info)
 }

@@ -18,7 +18,17 @@ pub(crate) const HEADER_LEN: usize = 8;
 /// 3: snapshot records carry the cluster's configuration (voters, learners and their
 /// addresses) instead of a list of voters. Format 2 directories are read (their snapshot
 /// records become configurations of voters only) and marked format 3 when opened.
-pub const FORMAT_VERSION: u32 = 3;
+///
+/// 4: entries may have the kind `ClusterVersion`, and `meta.json` may record the cluster
+/// version. A directory stays at format 3 (which release 0.1.0 opens, so that a node can
+/// go back to it) until the store first writes such an entry or records a cluster version
+/// past the initial one; it is marked 4 before that write, and release 0.1.0 then refuses
+/// it with a clear message instead of misreading it.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The format of a new directory, and of one that never held what format
+/// [`FORMAT_VERSION`] adds: the newest that release 0.1.0 reads.
+pub const BASE_FORMAT_VERSION: u32 = 3;
 
 /// The oldest on-disk format this build opens.
 pub const OLDEST_FORMAT_VERSION: u32 = 2;

@@ -5,11 +5,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use raft_core::{Entry, HardState, LogIndex, LogStore, Ready, SnapshotMeta, StorageError, Term};
+use raft_core::{
+    ClusterVersion, Entry, EntryKind, HardState, LogIndex, LogStore, Ready, SnapshotMeta,
+    StorageError, Term,
+};
 
 use crate::cache::Cache;
 use crate::config::{StorageConfig, SyncPolicy};
 use crate::error::{OpenError, WriteError};
+use crate::meta::DirInfo;
 use crate::meta::{self, DirLock};
 use crate::reader::{PlanItem, ReadPlan, SegmentReader};
 use crate::record::{decode, encode_into, Frame, Record, RecordRef, FORMAT_VERSION};
@@ -72,6 +76,8 @@ pub struct LogStorage {
     reader: SegmentReader,
     /// The active segment holds writes not yet synced (commit-only hard states).
     dirty: bool,
+    /// The directory's format and recorded cluster version (`meta.json`).
+    info: DirInfo,
 }
 
 /// The sync a [`LogStorage::write_deferred`] left to its caller.
@@ -141,7 +147,8 @@ impl LogStorage {
             .filter_map(|p| parse_segment_seq(p))
             .collect();
         seqs.sort_unstable();
-        meta::check_or_create(&*vfs, &dir, &cfg.cluster_id, cfg.node_id, seqs.is_empty())?;
+        let info =
+            meta::check_or_create(&*vfs, &dir, &cfg.cluster_id, cfg.node_id, seqs.is_empty())?;
         let vfs_for_reader = vfs.clone();
         let wal_dir_for_reader = wal_dir.clone();
         let max_record_for_reader = cfg.max_record_bytes as usize;
@@ -163,6 +170,7 @@ impl LogStorage {
             buf: Vec::new(),
             stats: Arc::new(StorageStats::default()),
             dirty: false,
+            info,
             reader: SegmentReader::new(vfs_for_reader, wal_dir_for_reader, max_record_for_reader),
         };
         let fresh = seqs.is_empty() || store.recover(&seqs)? == Recovered::NeverUsed;
@@ -402,6 +410,53 @@ impl LogStorage {
         self.failed
     }
 
+    /// The directory's on-disk format: [`crate::BASE_FORMAT_VERSION`] until the store
+    /// writes what only [`FORMAT_VERSION`] reads.
+    pub fn format(&self) -> u32 {
+        self.info.format
+    }
+
+    /// The cluster version recorded with
+    /// [`record_cluster_version`](Self::record_cluster_version) (the initial one if none).
+    pub fn cluster_version(&self) -> ClusterVersion {
+        self.info.cluster_version
+    }
+
+    /// Records, durably, that this node applied (or installed a snapshot at) cluster
+    /// version `version`; the directory is marked [`FORMAT_VERSION`] with it. An older or
+    /// equal version changes nothing: the cluster version never goes down.
+    pub fn record_cluster_version(&mut self, version: ClusterVersion) -> Result<(), WriteError> {
+        if version <= self.info.cluster_version {
+            return Ok(());
+        }
+        self.raise(DirInfo {
+            format: FORMAT_VERSION,
+            cluster_version: version,
+        })
+    }
+
+    /// Rewrites `meta.json` with `info`.
+    fn raise(&mut self, info: DirInfo) -> Result<(), WriteError> {
+        if self.failed {
+            return Err(WriteError::Failed);
+        }
+        let dir = self.cfg.dir.clone();
+        match meta::write(
+            &*self.vfs,
+            &dir,
+            &self.cfg.cluster_id,
+            self.cfg.node_id,
+            info,
+        ) {
+            Ok(()) => {
+                tracing::info!(format = info.format, cluster_version = %info.cluster_version, "data directory marked");
+                self.info = info;
+                Ok(())
+            }
+            Err(e) => self.fail("write", dir.join(meta::META_FILE), e),
+        }
+    }
+
     /// The number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -582,6 +637,16 @@ impl LogStorage {
                 });
             }
         }
+        if self.info.format < FORMAT_VERSION
+            && entries.iter().any(|e| e.kind == EntryKind::ClusterVersion)
+        {
+            // The first record that an older release cannot read: mark the directory
+            // first, so that such a release refuses it instead of misreading it.
+            self.raise(DirInfo {
+                format: FORMAT_VERSION,
+                ..self.info
+            })?;
+        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut locs = Vec::with_capacity(entries.len());
@@ -728,7 +793,7 @@ impl LogStorage {
             encode_into(
                 &mut buf,
                 &RecordRef::SegmentHeader {
-                    format: FORMAT_VERSION,
+                    format: self.info.format,
                     seq,
                 },
             )?;

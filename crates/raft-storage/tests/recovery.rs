@@ -289,7 +289,7 @@ fn a_directory_of_another_node_or_cluster_or_a_newer_format_is_refused() {
     }
     let meta = dir.path().join("meta.json");
     let original = fs::read_to_string(&meta).unwrap();
-    let current = format!("\"format_version\": {}", raft_storage::FORMAT_VERSION);
+    let current = format!("\"format_version\": {}", raft_storage::BASE_FORMAT_VERSION);
     assert!(original.contains(&current), "{original}");
     fs::write(&meta, original.replace(&current, "\"format_version\": 99")).unwrap();
     match LogStorage::open(cfg(dir.path())) {
@@ -304,10 +304,58 @@ fn a_directory_of_another_node_or_cluster_or_a_newer_format_is_refused() {
         }
         other => panic!("expected OldFormat, got {:?}", other.err()),
     }
-    // Format 2 is read, and marked as the current format so older builds refuse it.
+    // Format 2 is read, and marked as the base format so older builds refuse it.
     fs::write(&meta, original.replace(&current, "\"format_version\": 2")).unwrap();
     drop(LogStorage::open(cfg(dir.path())).unwrap());
     assert!(fs::read_to_string(&meta).unwrap().contains(&current));
+}
+
+#[test]
+fn a_directory_stays_readable_by_the_previous_release_until_it_holds_what_that_cannot_read() {
+    use raft_core::{ClusterVersion, EntryKind};
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta.json");
+    let format_of = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&meta).unwrap()).unwrap();
+        (
+            v["format_version"].as_u64().unwrap(),
+            v["cluster_version"].clone(),
+        )
+    };
+    let mut log = LogStorage::open(cfg(dir.path())).unwrap();
+    log.write(&[entry(1, 1), entry(1, 2)], None).unwrap();
+    assert_eq!(
+        format_of(),
+        (3, serde_json::Value::Null),
+        "release 0.1.0 reads format 3"
+    );
+    assert_eq!(log.cluster_version(), ClusterVersion::INITIAL);
+
+    // The first entry of a kind release 0.1.0 cannot decode marks the directory first.
+    let raise = Entry {
+        term: 1,
+        index: 3,
+        kind: EntryKind::ClusterVersion,
+        data: ClusterVersion::CURRENT.encode().into(),
+    };
+    log.write(&[raise], None).unwrap();
+    assert_eq!(format_of().0, u64::from(raft_storage::FORMAT_VERSION));
+    assert_eq!(log.format(), raft_storage::FORMAT_VERSION);
+
+    // The cluster version is recorded with it, and never goes down.
+    let next = ClusterVersion { major: 0, minor: 9 };
+    log.record_cluster_version(next).unwrap();
+    log.record_cluster_version(ClusterVersion::INITIAL).unwrap();
+    assert_eq!(format_of().1, serde_json::json!("0.9"));
+    drop(log);
+    let log = LogStorage::open(cfg(dir.path())).unwrap();
+    assert_eq!(log.cluster_version(), next);
+    assert_eq!(log.format(), raft_storage::FORMAT_VERSION);
+    assert_eq!(
+        LogStore::entries(&log, 3, 4, u64::MAX).unwrap()[0].kind,
+        EntryKind::ClusterVersion
+    );
 }
 
 #[test]

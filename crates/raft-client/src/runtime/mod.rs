@@ -8,14 +8,15 @@
 //! the core's clock; `commands.rs` carries out what handles ask; `ready.rs` carries out
 //! the core's output and takes back what writes and applies report; `waiters.rs` holds the
 //! callers to answer later; `members.rs` follows membership, transfers and the autopilot;
-//! `snapshotting.rs` takes, sends, receives and restores snapshots, and copies backups.
+//! `snapshotting.rs` takes, sends, receives and restores snapshots, and copies backups;
+//! `versions.rs` raises and records the cluster version.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use raft_core::{LogIndex, Membership, Message, Node, NodeId};
-use raft_net::{Inbound, NetConfig};
+use raft_net::{Inbound, NetConfig, VersionFloor};
 use raft_storage::{LogStorage, StorageConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -45,6 +46,7 @@ mod commands;
 mod members;
 mod ready;
 mod snapshotting;
+mod versions;
 mod waiters;
 
 /// What woke the runtime up.
@@ -110,6 +112,10 @@ pub(crate) struct Runtime<SM: StateMachine> {
     writes: WritePipeline,
     /// Sizes each follower's in-flight window from its measured round trip and rate.
     flow: crate::flow::FlowControl,
+    /// The cluster version (shared with the transport, the snapshot files and the handle).
+    cluster_version: VersionFloor,
+    /// The leader's raise of the cluster version in flight.
+    raising: versions::Raising,
     /// Where blocking work runs.
     exec: crate::exec::Exec,
     /// Aborts the node's unfinished in-place work when the runtime goes (stopped, or
@@ -153,6 +159,7 @@ pub(crate) struct Spawned {
     pub(crate) reader: LogReader,
     pub(crate) storage_stats: Arc<raft_storage::StorageStats>,
     pub(crate) transfers: Transfers,
+    pub(crate) cluster_version: VersionFloor,
 }
 
 /// Opens storage and network, builds the core node, and spawns the runtime.
@@ -197,6 +204,7 @@ pub(crate) async fn spawn<SM: StateMachine>(
         }
     };
     let transfers = rt.snapshots.transfers.clone();
+    let cluster_version = rt.cluster_version.clone();
     Ok(Spawned {
         task: on.spawn(rt.run(cancel)),
         runtime: NodeRuntime(match home {
@@ -206,6 +214,7 @@ pub(crate) async fn spawn<SM: StateMachine>(
         reader,
         storage_stats,
         transfers,
+        cluster_version,
     })
 }
 
@@ -233,18 +242,34 @@ async fn build<SM: StateMachine>(
         .map_err(|e| StartError::Config(format!("storage open task failed: {e}")))??;
     let segments = log.reader();
     let storage_stats = log.stats();
+    let cluster_version = VersionFloor::new(log.cluster_version());
     let last_snapshot = log.snapshot().clone();
     let storage = SharedStorage::new(log);
-    let store = SnapshotStore::open(&cfg.data_dir, snapshot_vfs).map_err(|e| {
-        StartError::Config(format!(
-            "cannot open the snapshot directory in {}: {e}",
-            cfg.data_dir.display()
-        ))
-    })?;
+    let store = SnapshotStore::open(&cfg.data_dir, snapshot_vfs)
+        .map_err(|e| {
+            StartError::Config(format!(
+                "cannot open the snapshot directory in {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?
+        .with_cluster_version(cluster_version.clone());
     // A state machine behind the compacted log restores from the latest snapshot first.
     let (sm, sm_applied) = restore_at_start(sm, &store, &last_snapshot, exec.clone())
         .await
         .map_err(StartError::Config)?;
+    // A snapshot installed just before a crash may name a cluster version not recorded yet.
+    if let Some(v) = store.cluster_version_of(&last_snapshot) {
+        if v > cluster_version.get() {
+            storage
+                .write()
+                .map_err(|e| StartError::Config(e.to_string()))?
+                .record_cluster_version(v)
+                .map_err(|e| {
+                    StartError::Config(format!("cannot record the cluster version: {e}"))
+                })?;
+            cluster_version.raise(v);
+        }
+    }
 
     let mut rcfg = cfg.raft.clone();
     rcfg.id = cfg.id;
@@ -306,6 +331,7 @@ async fn build<SM: StateMachine>(
     ncfg.idle_timeout = cfg.net.idle_timeout;
     ncfg.keepalive = cfg.net.keepalive;
     ncfg.tls = cfg.net.tls.clone();
+    ncfg.version_floor = cluster_version.clone();
     let (transport, inbound) = env.network.connect(ncfg).await?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let snapshots = Snapshots::new(
@@ -370,6 +396,8 @@ async fn build<SM: StateMachine>(
         _exec_guard: exec.guard(),
         exec,
         flow,
+        cluster_version,
+        raising: versions::Raising::default(),
     };
     Ok((rt, reader, storage_stats))
 }

@@ -54,6 +54,7 @@ impl<SM: StateMachine> Runtime<SM> {
             } else {
                 self.send_all(std::mem::take(&mut rd.persisted_messages));
             }
+            self.note_committed(&rd.committed_entries)?;
             self.applier.push(std::mem::take(&mut rd.committed_entries));
             self.finish_ready(rd);
         }
@@ -61,6 +62,7 @@ impl<SM: StateMachine> Runtime<SM> {
         self.follow_membership();
         self.check_transfer();
         self.run_autopilot();
+        self.raise_cluster_version();
         let written = self.storage_stats.snapshot().bytes_written;
         self.maybe_take_snapshot(written);
         for reply in std::mem::take(&mut self.pending_backups) {
@@ -84,6 +86,7 @@ impl<SM: StateMachine> Runtime<SM> {
             self.fail_covered_by_snapshot(meta.index);
         }
         self.send_all(std::mem::take(&mut rd.persisted_messages));
+        self.note_committed(&rd.committed_entries)?;
         self.applier.push(std::mem::take(&mut rd.committed_entries));
         if !self.cfg.pipeline_writes {
             self.wait_applied().await?;

@@ -246,6 +246,7 @@ impl<SM: StateMachine> Runtime<SM> {
                 meta.index
             )));
         };
+        self.adopt_cluster_version(file.cluster_version)?;
         let store = self.snapshots.store.clone();
         let size = file.size;
         self.applier.restore(
@@ -289,10 +290,15 @@ impl<SM: StateMachine> Runtime<SM> {
             membership,
         };
         let (_, copied) = self.applier.copy();
+        let cluster_version = self.cluster_version.get();
         self.backups.retain(|b| !b.is_finished());
         let task = tokio::spawn(async move {
             let backup = match copied.await {
-                Ok(Ok(source)) => Ok(crate::Backup { meta, source }),
+                Ok(Ok(source)) => Ok(crate::Backup {
+                    meta,
+                    source,
+                    cluster_version,
+                }),
                 // A snapshot from the leader replaced the state first: ask again.
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => Err(Error::Busy),
                 Ok(Err(e)) => Err(Error::Storage(format!(

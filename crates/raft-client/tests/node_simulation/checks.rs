@@ -72,11 +72,13 @@ pub async fn after_healing(cluster: &SimCluster, history: &History) -> Result<()
             ));
         }
         let mut statuses = Vec::new();
+        let mut versions = Vec::new();
         for (id, r) in cluster.all_running() {
             match r.node.status().await {
                 Ok(s) => statuses.push(s),
                 Err(e) => return Err(format!("node {id} stopped on its own: {e}")),
             }
+            versions.push(r.node.cluster_version());
         }
         let agreed = statuses.len() == cluster.ids.len()
             && statuses.iter().any(|s| s.leader == Some(s.id))
@@ -85,7 +87,10 @@ pub async fn after_healing(cluster: &SimCluster, history: &History) -> Result<()
                     && w[0].commit == w[1].commit
                     && w[0].last_index == w[1].last_index
             })
-            && statuses.iter().all(|s| s.applied == s.last_index);
+            && statuses.iter().all(|s| s.applied == s.last_index)
+            // Every member runs this build: the leader raised the cluster version to it
+            // through the log, and every node applied or installed the raise.
+            && versions.iter().all(|&v| v == raft_core::ClusterVersion::CURRENT);
         if agreed {
             break;
         }
@@ -100,7 +105,7 @@ pub async fn after_healing(cluster: &SimCluster, history: &History) -> Result<()
                 })
                 .collect();
             return Err(format!(
-                "the cluster did not converge within 60 s of healing: {shown:?}; down: {:?}",
+                "the cluster did not converge within 60 s of healing: {shown:?}; cluster versions {versions:?}; down: {:?}",
                 cluster.down()
             ));
         }

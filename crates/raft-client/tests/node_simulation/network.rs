@@ -191,8 +191,27 @@ impl PeerNetwork for SimPeer {
     fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
         self.peers.lock().unwrap().clone()
     }
+    /// Every peer runs this build, as a handshake would tell: the leader raises the
+    /// cluster version through the log during the run.
     fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
-        BTreeMap::new()
+        let version = Some(raft_net::PeerVersion {
+            protocol: raft_core::PROTOCOL_VERSION,
+            release: raft_core::Release::CURRENT,
+        });
+        self.peers
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|&id| {
+                (
+                    id,
+                    PeerStats {
+                        version,
+                        ..PeerStats::default()
+                    },
+                )
+            })
+            .collect()
     }
     fn listener_stats(&self) -> ListenerStats {
         ListenerStats::default()

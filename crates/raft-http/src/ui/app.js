@@ -76,6 +76,7 @@
       }
       cell(tr, m.entries_per_sec);
       cell(tr, m.replication);
+      cell(tr, m.release, "release");
       cell(tr, m.api, "api");
       body.appendChild(tr);
     }
@@ -132,6 +133,7 @@
     show(leader, s.leader === null ? "none" : s.leader);
     show($("term"), s.term);
     show($("commit"), s.commit_index);
+    show($("cluster-version"), s.cluster_version);
     show($("node"), s.node);
     addPoint(s.point);
     const p = s.point || {};
