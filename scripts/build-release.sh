@@ -25,7 +25,8 @@ fi
 rm -rf "$root/src"
 mkdir -p "$root/src"
 git archive "$commit" | tar -x -C "$root/src"
-# The release's own lock file and toolchain file pin what it was built with.
+# The release's own lock file and toolchain file pin what it was built with (this
+# repository's .cargo/config.toml applies too: it only adds a cfg flag).
 (cd "$root/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --locked -p httpraft >&2)
 echo "$commit" > "$stamp"
 echo "$PWD/$bin"

@@ -32,6 +32,8 @@ pub struct Node {
     pub paused: bool,
     /// Started with `--join` (and restarted the same way).
     joined_via: Option<String>,
+    /// Runs this binary instead of the cluster's (after [`Cluster::upgrade`]).
+    binary: Option<PathBuf>,
 }
 
 /// How links between members are made to fail.
@@ -128,6 +130,7 @@ impl Cluster {
                     proc: None,
                     paused: false,
                     joined_via: None,
+                    binary: None,
                 },
             );
         }
@@ -173,9 +176,10 @@ impl Cluster {
             .open(self.dir.join(format!("node-{id}.log")))
             .map_err(|e| format!("cannot open the node's log: {e}"))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
+        let binary = node.binary.clone().unwrap_or_else(|| self.binary.clone());
         let mut cmd = match &self.network {
-            Network::Proxies(_) => Command::new(&self.binary),
-            Network::Namespaces(ns) => ns.command(id, &self.binary),
+            Network::Proxies(_) => Command::new(&binary),
+            Network::Namespaces(ns) => ns.command(id, &binary),
         };
         cmd.current_dir(&self.dir)
             .arg(id.to_string())
@@ -193,7 +197,7 @@ impl Cluster {
         }
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         node.proc = Some(child);
         node.paused = false;
         Ok(())
@@ -219,6 +223,40 @@ impl Cluster {
             }
             n.paused = false;
         }
+    }
+
+    /// Stops node `id` as an operator would (SIGTERM, then SIGKILL if it has not exited
+    /// within 10 s) and starts `binary` in its place on the same data directory.
+    pub async fn upgrade(&mut self, id: NodeId, binary: &Path) -> Result<(), String> {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Err(format!("no node {id}"));
+        };
+        if let Some(mut child) = node.proc.take() {
+            if let Some(pid) = Pid::from_raw(child.id() as i32) {
+                let _ = kill_process(pid, Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        node.binary = Some(binary.to_path_buf());
+        self.spawn(id)
+    }
+
+    /// Node `id`'s `/v1/status`, if it answers within half a second.
+    pub async fn status(&self, id: NodeId) -> Option<Value> {
+        self.status_of(id).await
     }
 
     /// The process id of node `id`, while it runs.
@@ -377,6 +415,7 @@ impl Cluster {
                 proc: None,
                 paused: false,
                 joined_via: Some(via),
+                binary: None,
             },
         );
         self.spawn(id)?;
@@ -458,6 +497,41 @@ impl Cluster {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `id` answers and has applied what the leader had committed when
+    /// this was called (as an operator waits before upgrading the next node: under a
+    /// steady load, every member applying the same index at the same moment is rare).
+    pub async fn wait_caught_up(&self, id: NodeId, within: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + within;
+        let target = loop {
+            let leader = self.wait_leader(within).await?;
+            if let Some(c) = self
+                .status_of(leader)
+                .await
+                .and_then(|s| s["commit_index"].as_u64())
+            {
+                break c;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the leader did not answer within {within:?}"));
+            }
+        };
+        loop {
+            let applied = self
+                .status_of(id)
+                .await
+                .and_then(|s| s["applied_index"].as_u64());
+            if applied.is_some_and(|a| a >= target) {
+                return Ok(target);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {id} did not apply the leader's commit index {target} within {within:?} (applied: {applied:?})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

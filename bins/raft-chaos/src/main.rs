@@ -62,11 +62,19 @@ struct Cli {
     /// the run fails].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// A rolling upgrade instead of faults: the cluster starts on --binary (an older
+    /// release, e.g. built by scripts/build-release.sh), and each node in turn, the leader
+    /// last, is stopped and started on this binary while the workloads run; the cluster
+    /// version must rise only once the last node runs it.
+    #[arg(long)]
+    upgrade_to: Option<PathBuf>,
 }
 
 fn config(cli: &Cli, seed: u64) -> Result<RunConfig, String> {
+    // The nodes run in their own directories: a relative path is taken from here.
+    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
     let binary = match &cli.binary {
-        Some(b) => b.clone(),
+        Some(b) => absolute(b),
         None => std::env::current_exe()
             .map_err(|e| e.to_string())?
             .with_file_name("httpraft"),
@@ -80,6 +88,7 @@ fn config(cli: &Cli, seed: u64) -> Result<RunConfig, String> {
     cfg.pace = Duration::from_millis(cli.pace_ms.max(10));
     cfg.dir = cli.dir.clone();
     cfg.every_kind = cli.every_kind;
+    cfg.upgrade_to = cli.upgrade_to.as_ref().map(absolute);
     cfg.network = match cli.network.as_str() {
         "proxies" => NetworkMode::Proxies,
         "namespaces" => NetworkMode::Namespaces,

@@ -49,6 +49,10 @@ pub struct RunConfig {
     pub every_kind: bool,
     /// How links fail: proxies (default) or network namespaces (root).
     pub network: NetworkMode,
+    /// Instead of faults, a rolling upgrade: the cluster starts on `binary`, and each node
+    /// in turn (the leader last) is stopped and started again on this binary, on the same
+    /// data directory, while the workloads run.
+    pub upgrade_to: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -70,6 +74,7 @@ impl RunConfig {
             node_args: Vec::new(),
             every_kind: false,
             network: NetworkMode::Proxies,
+            upgrade_to: None,
         }
     }
 }
@@ -108,17 +113,27 @@ pub struct Report {
     pub dir: PathBuf,
     /// How long the whole run took.
     pub elapsed: Duration,
+    /// The longest time no key-value operation was acknowledged, from the first
+    /// acknowledgement to the end of the workload.
+    pub longest_outage: Duration,
+    /// In a rolling upgrade: what went wrong with the cluster version (it rose before the
+    /// last node was upgraded, or did not rise after).
+    pub upgrade_violations: Vec<String>,
 }
 
 impl Report {
     /// No violation found, and the checker reached a verdict.
     pub fn ok(&self) -> bool {
-        self.verdict == Verdict::Linearizable && self.log_violations.is_empty()
+        self.verdict == Verdict::Linearizable
+            && self.log_violations.is_empty()
+            && self.upgrade_violations.is_empty()
     }
 
     /// A violation was found.
     pub fn violated(&self) -> bool {
-        matches!(self.verdict, Verdict::NotLinearizable(_)) || !self.log_violations.is_empty()
+        matches!(self.verdict, Verdict::NotLinearizable(_))
+            || !self.log_violations.is_empty()
+            || !self.upgrade_violations.is_empty()
     }
 
     /// The summary a person reads: the seed, the counts, the faults, and the findings.
@@ -143,8 +158,14 @@ impl Report {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         let _ = writeln!(s, "faults: {} ({})", self.faults.len(), kinds.join(", "));
+        let _ = writeln!(
+            s,
+            "longest time without an acknowledged key-value operation: {:.2} s",
+            self.longest_outage.as_secs_f64()
+        );
         let violations = usize::from(matches!(self.verdict, Verdict::NotLinearizable(_)))
-            + self.log_violations.len();
+            + self.log_violations.len()
+            + self.upgrade_violations.len();
         let _ = writeln!(
             s,
             "violations: {violations}; key-value history: {}",
@@ -165,6 +186,9 @@ impl Report {
             for v in self.log_violations.iter().take(20) {
                 let _ = writeln!(s, "log: {v}");
             }
+            for v in &self.upgrade_violations {
+                let _ = writeln!(s, "upgrade: {v}");
+            }
             let _ = writeln!(
                 s,
                 "nodes' data and logs: {} (replay with --seed {})",
@@ -174,6 +198,110 @@ impl Report {
         }
         s
     }
+}
+
+/// The longest stretch without an acknowledged operation, from the first one to `end`
+/// (nanoseconds since the start).
+fn longest_outage(history: &[Operation], end: u64) -> Duration {
+    let mut done: Vec<u64> = history
+        .iter()
+        .filter(|o| o.outcome != KvOutcome::Unknown)
+        .filter_map(|o| o.complete)
+        .collect();
+    done.sort_unstable();
+    let Some(&first) = done.first() else {
+        return Duration::ZERO;
+    };
+    let mut longest = 0;
+    let mut last = first;
+    for t in done.into_iter().chain([end]) {
+        longest = longest.max(t.saturating_sub(last));
+        last = last.max(t);
+    }
+    Duration::from_nanos(longest)
+}
+
+/// The cluster version node `id` reports (`0.1` for a node that does not say: release
+/// 0.1.0 had none).
+async fn cluster_version_of(cluster: &Cluster, id: crate::proxy::NodeId) -> Option<String> {
+    let s = cluster.status(id).await?;
+    Some(
+        s["version"]["cluster"]
+            .as_str()
+            .unwrap_or("0.1")
+            .to_string(),
+    )
+}
+
+/// The rolling upgrade: followers first, the leader last, one at a time; each upgraded
+/// node must catch up before the next is stopped. The cluster version must not move
+/// before the last node runs the new build, and must rise once it does. Returns what was
+/// done and what went wrong.
+async fn rolling_upgrade(
+    cluster: &mut Cluster,
+    to: &std::path::Path,
+    t0: Instant,
+    pace: Duration,
+) -> Result<(Vec<(Duration, String)>, Vec<String>), String> {
+    let mut done = Vec::new();
+    let mut violations = Vec::new();
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+    let mut order: Vec<_> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    order.push(leader);
+    let before = cluster_version_of(cluster, leader)
+        .await
+        .unwrap_or_else(|| "0.1".into());
+    for (i, &id) in order.iter().enumerate() {
+        let at = t0.elapsed();
+        cluster.upgrade(id, to).await?;
+        done.push((
+            at,
+            format!("node {id} stopped and started on the new build"),
+        ));
+        cluster.wait_converged(Duration::from_secs(60)).await?;
+        if i + 1 < order.len() {
+            for &other in &order {
+                if let Some(v) = cluster_version_of(cluster, other).await {
+                    if v != before {
+                        violations.push(format!(
+                            "node {other} reports cluster version {v} with {} of {} nodes upgraded",
+                            i + 1,
+                            order.len()
+                        ));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(pace).await;
+    }
+    // Every node runs the new build: the cluster version rises, on every node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = Vec::new();
+        for &id in &order {
+            seen.push(cluster_version_of(cluster, id).await);
+        }
+        let current = raft_core::ClusterVersion::CURRENT.to_string();
+        if seen.iter().all(|v| v.as_deref() == Some(current.as_str())) {
+            done.push((
+                t0.elapsed(),
+                format!("cluster version {before} → {current} on every node"),
+            ));
+            break;
+        }
+        if Instant::now() > deadline {
+            violations.push(format!(
+                "the cluster version did not rise to {current} within 30 s of the last upgrade: {seen:?}"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((done, violations))
 }
 
 fn count_kv(history: &[Operation]) -> Counts {
@@ -236,8 +364,21 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
     let end = Instant::now() + cfg.duration;
     let mut faults = Vec::new();
     let mut by_kind: BTreeMap<FaultKind, usize> = BTreeMap::new();
+    let mut upgrade_violations = Vec::new();
     tokio::time::sleep(cfg.pace / 2).await;
-    for step in &steps {
+    if let Some(to) = &cfg.upgrade_to {
+        let (done, violations) = rolling_upgrade(&mut cluster, to, t0, cfg.pace).await?;
+        faults.extend(done);
+        upgrade_violations = violations;
+        // The workloads go on, on the upgraded cluster, until the time is up.
+        tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
+    }
+    let steps = if cfg.upgrade_to.is_some() {
+        &steps[..0]
+    } else {
+        &steps[..]
+    };
+    for step in steps {
         let all_seen = !cfg.every_kind || cfg.faults.iter().all(|k| by_kind.contains_key(k));
         // Waiting for every kind ends at twice the duration (a kind this machine cannot
         // inject would otherwise keep the run going forever).
@@ -263,6 +404,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
     shared
         .stop
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    let workload_end = t0.elapsed().as_nanos() as u64;
 
     let mut history = Vec::new();
     for h in kv {
@@ -321,6 +463,8 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
         log_violations,
         dir: dir.clone(),
         elapsed: t0.elapsed(),
+        longest_outage: longest_outage(&history, workload_end),
+        upgrade_violations,
     };
     if !report.ok() && cfg.dir.is_none() {
         // Keep the evidence.

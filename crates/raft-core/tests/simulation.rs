@@ -1057,7 +1057,17 @@ impl Sim {
         let Some(node) = n.node.as_mut() else {
             return;
         };
-        let proposed = if count == 1 {
+        // Every 50th proposal raises the cluster version instead (an entry of its own
+        // kind, ordered like any other), without a draw that would shift the schedule.
+        let raise = count == 1 && self.next_data % 50 == 0;
+        let proposed = if raise {
+            let v = raft_core::ClusterVersion {
+                major: 0,
+                minor: (self.next_data / 50) as u16,
+            };
+            batch[0] = Bytes::from(v.encode());
+            node.propose_cluster_version(v)
+        } else if count == 1 {
             node.propose(batch[0].clone())
         } else {
             node.propose_batch(EntryKind::Normal, batch.clone())
@@ -1725,6 +1735,14 @@ impl Sim {
             None => {
                 self.committed.insert(e.index, (e.term, e.data.clone()));
             }
+        }
+        if e.kind == EntryKind::ClusterVersion
+            && raft_core::ClusterVersion::decode(&e.data).is_none()
+        {
+            self.fail(format!(
+                "committed cluster version entry {} is malformed",
+                e.index
+            ));
         }
         if e.kind == EntryKind::Config {
             let Some(m) = Membership::decode(&e.data) else {

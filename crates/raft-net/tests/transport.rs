@@ -488,3 +488,43 @@ async fn peers_added_at_runtime_are_reached_and_removed_ones_are_cut_off() {
     let late = recv_within(&mut in1, Duration::from_millis(1500)).await;
     assert!(late.is_none(), "a removed peer's message arrived: {late:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_learn_each_others_versions_and_an_older_release_is_refused_once_the_cluster_moves_on(
+) {
+    use raft_core::{ClusterVersion, Release};
+    use raft_net::{PeerVersion, VersionFloor};
+    let floor = VersionFloor::default();
+    let (ts, mut ins, addrs) = start_all(2, |c| c.version_floor = floor.clone());
+    assert_good_peer_still_served(&ts, &mut ins, 1).await;
+    let ours = Some(PeerVersion {
+        protocol: PROTOCOL_VERSION,
+        release: Release::CURRENT,
+    });
+    assert_eq!(
+        ts[0].stats()[&2].version,
+        ours,
+        "told by the acceptor's welcome"
+    );
+    assert_eq!(
+        ts[1].stats()[&1].version,
+        ours,
+        "told by the dialer's hello"
+    );
+
+    // A hello of release 0.1.0 (nothing after it) is welcomed, in protocol 4, and read
+    // as 0.1.0 reads it.
+    let (reply, _) = try_hello(addrs[&2], &Hello::new(CLUSTER, 1, 2)).await;
+    assert_eq!(reply, Some(HelloReply::Welcome));
+    assert_eq!(ts[1].stats()[&1].version, Some(PeerVersion::UNSAID));
+
+    // Once the cluster version is past 0.1, such a node is refused; this build is not.
+    if ClusterVersion::CURRENT > ClusterVersion::INITIAL {
+        floor.raise(ClusterVersion::CURRENT);
+        let refused_before = ts[1].listener_stats().refused;
+        let (reply, _) = try_hello(addrs[&2], &Hello::new(CLUSTER, 1, 2)).await;
+        assert!(matches!(reply, Some(HelloReply::Refused(_))), "{reply:?}");
+        assert_eq!(ts[1].listener_stats().refused, refused_before + 1);
+        assert_good_peer_still_served(&ts, &mut ins, 2).await;
+    }
+}
