@@ -108,3 +108,54 @@ async fn a_cluster_of_0_1_0_upgrades_node_by_node_without_losing_a_write_or_stop
     );
     assert_eq!(std::fs::read(&meta_path).unwrap(), meta_before);
 }
+
+/// Until the cluster version rises, an upgraded node can go back: 0.1.0 opens the
+/// directory the new build used (still format 3), and the node rejoins with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_cluster_version_rises_a_node_can_go_back_to_0_1_0() {
+    use raft_chaos::cluster::{Cluster, NetworkMode};
+    let old = released("0.1.0");
+    let new = common::binary();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&old, dir.path(), 3, &[], NetworkMode::Proxies)
+        .await
+        .unwrap();
+    let apis = cluster.endpoints.read().unwrap().clone();
+    let client = raft_http_client::Client::new(&apis).unwrap();
+    client.put("before", "0.1.0").await.unwrap();
+
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let node = (0..3).find(|&id| id != leader).unwrap();
+    cluster.upgrade(node, &new).await.unwrap();
+    cluster
+        .wait_caught_up(node, Duration::from_secs(60))
+        .await
+        .unwrap();
+    client.put("during", "mixed").await.unwrap();
+    let status = cluster.status(node).await.unwrap();
+    assert_eq!(status["version"]["cluster"], "0.1", "{status}");
+    let meta =
+        std::fs::read_to_string(dir.path().join(format!("data/node-{node}/meta.json"))).unwrap();
+    assert!(meta.contains("\"format_version\": 3"), "{meta}");
+
+    // Back to 0.1.0 on the same directory: it starts and catches up.
+    cluster.upgrade(node, &old).await.unwrap();
+    client.put("after", "rolled back").await.unwrap();
+    cluster
+        .wait_caught_up(node, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let on_node = client.via(&apis[node as usize]);
+    for (k, v) in [
+        ("before", "0.1.0"),
+        ("during", "mixed"),
+        ("after", "rolled back"),
+    ] {
+        let got = on_node
+            .get_with(k, raft_http_client::Consistency::Local)
+            .await
+            .unwrap();
+        assert_eq!(got.map(|g| g.value).as_deref(), Some(v), "{k}");
+    }
+    cluster.shutdown();
+}

@@ -620,6 +620,40 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_names_the_cluster_version_once_past_the_first_and_keeps_0_1_0s_format_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let cell = VersionFloor::default();
+        let store = SnapshotStore::open_std(dir.path())
+            .unwrap()
+            .with_cluster_version(cell.clone());
+        let ends_with =
+            |f: &SnapshotFile| fs::read(&f.path).unwrap()[f.size as usize - 8..].to_vec();
+
+        let before = store.create(&meta(10), |w| w.write_all(b"state")).unwrap();
+        assert_eq!(
+            ends_with(&before),
+            MAGIC.to_vec(),
+            "what release 0.1.0 reads"
+        );
+        assert_eq!(before.cluster_version, ClusterVersion::INITIAL);
+
+        let next = ClusterVersion { major: 0, minor: 7 };
+        cell.raise(next);
+        let after = store.create(&meta(20), |w| w.write_all(b"state")).unwrap();
+        assert_eq!(ends_with(&after), MAGIC_V4.to_vec());
+        assert_eq!(after.cluster_version, next);
+        assert_eq!(store.cluster_version_of(&meta(20)), Some(next));
+        assert_eq!(
+            store.cluster_version_of(&meta(10)),
+            Some(ClusterVersion::INITIAL)
+        );
+        assert_eq!(store.cluster_version_of(&meta(30)), None);
+        let mut data = Vec::new();
+        store.data(&after).unwrap().read_to_end(&mut data).unwrap();
+        assert_eq!(data, b"state");
+    }
+
+    #[test]
     fn a_written_snapshot_reads_back_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let store = SnapshotStore::open_std(dir.path()).unwrap();

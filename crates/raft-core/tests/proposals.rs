@@ -102,3 +102,32 @@ fn an_empty_batch_proposes_nothing() {
     assert_eq!(l.last_index(), last);
     assert!(l.ready().entries.is_empty());
 }
+
+#[test]
+fn a_raise_of_the_cluster_version_is_an_entry_of_its_own_kind_proposed_on_the_leader_only() {
+    use raft_core::ClusterVersion;
+    let mut l = leader(1 << 20);
+    let v = ClusterVersion { major: 0, minor: 2 };
+    let (index, term) = l.propose_cluster_version(v).unwrap();
+    assert_eq!((index, term), (2, 1));
+    let rd = l.ready();
+    let e = rd.entries.last().unwrap();
+    assert_eq!((e.index, e.kind), (2, EntryKind::ClusterVersion));
+    assert_eq!(ClusterVersion::decode(&e.data), Some(v));
+    // A batch of raises is taken like any other batch; configuration entries are not.
+    assert!(l
+        .propose_batch(EntryKind::ClusterVersion, vec![Bytes::from(v.encode())])
+        .is_ok());
+    assert_eq!(
+        l.propose_batch(EntryKind::Config, batch(1, 4)),
+        Err(ProposeError::UnsupportedKind)
+    );
+
+    let mut c = config(2, &[1, 2, 3]);
+    plain(&mut c);
+    let mut follower = Node::new(c, MemStorage::new()).unwrap();
+    assert!(matches!(
+        follower.propose_cluster_version(v),
+        Err(ProposeError::NotLeader { .. })
+    ));
+}

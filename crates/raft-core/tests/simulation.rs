@@ -1059,7 +1059,7 @@ impl Sim {
         };
         // Every 50th proposal raises the cluster version instead (an entry of its own
         // kind, ordered like any other), without a draw that would shift the schedule.
-        let raise = count == 1 && self.next_data % 50 == 0;
+        let raise = count == 1 && self.next_data.is_multiple_of(50);
         let proposed = if raise {
             let v = raft_core::ClusterVersion {
                 major: 0,

@@ -262,6 +262,46 @@ async fn settled_cluster(seed: u64, tweak: impl FnOnce(&mut SimCluster)) -> (Sim
     (cluster, term)
 }
 
+/// The cluster version rises only once every member runs a release that knows it: held at
+/// 0.1 while one member tells 0.1.0, raised on every node (and recorded, so a restart keeps
+/// it) within seconds of the last member telling this build's release.
+#[test]
+fn the_cluster_version_rises_only_once_every_member_runs_a_release_that_knows_it() {
+    use raft_core::{ClusterVersion, Release};
+    paused_runtime().block_on(async {
+        let (cluster, _) = settled_cluster(3, |c| c.net.set_release(2, Release::UNSAID)).await;
+        let versions = |c: &SimCluster| -> Vec<ClusterVersion> {
+            c.all_running()
+                .iter()
+                .map(|(_, r)| r.node.cluster_version())
+                .collect()
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(versions(&cluster), vec![ClusterVersion::INITIAL; 3]);
+
+        cluster.net.set_release(2, Release::CURRENT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while versions(&cluster) != vec![ClusterVersion::CURRENT; 3] {
+            assert!(
+                Instant::now() < deadline,
+                "not raised: {:?}",
+                versions(&cluster)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Recorded in every data directory: a node started again knows it at once.
+        cluster.crash(2).await;
+        cluster.start(2).await.unwrap();
+        let restarted = cluster
+            .all_running()
+            .into_iter()
+            .find(|(id, _)| *id == 2)
+            .map(|(_, r)| r.node.cluster_version());
+        assert_eq!(restarted, Some(ClusterVersion::CURRENT));
+        cluster.stop_all().await;
+    });
+}
+
 /// A leader whose state machine takes a second per batch keeps its leadership while
 /// writes go on and snapshots fall due: the runtime loop never waits for the apply task, so
 /// heartbeats and votes go on.

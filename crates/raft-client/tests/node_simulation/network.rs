@@ -55,6 +55,8 @@ struct Hub {
     /// Nodes paused until then: what they send and what is sent to them is held until then.
     frozen: BTreeMap<NodeId, Instant>,
     weather: Weather,
+    /// Nodes that tell their peers another release than this build's.
+    releases: BTreeMap<NodeId, raft_core::Release>,
 }
 
 /// The network all simulated nodes share.
@@ -70,7 +72,13 @@ impl SimNet {
             cut: BTreeSet::new(),
             frozen: BTreeMap::new(),
             weather: Weather::calm(),
+            releases: BTreeMap::new(),
         })))
+    }
+
+    /// From now on `node`'s peers see it run `release` (as its handshakes would tell).
+    pub fn set_release(&self, node: NodeId, release: raft_core::Release) {
+        self.0.lock().unwrap().releases.insert(node, release);
     }
 
     /// Holds every message `node` sends or is sent until `until` (none is lost), and
@@ -191,18 +199,23 @@ impl PeerNetwork for SimPeer {
     fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
         self.peers.lock().unwrap().clone()
     }
-    /// Every peer runs this build, as a handshake would tell: the leader raises the
-    /// cluster version through the log during the run.
+    /// Every peer runs this build, as a handshake would tell (unless the test says
+    /// otherwise): the leader raises the cluster version through the log during the run.
     fn stats(&self) -> BTreeMap<NodeId, PeerStats> {
-        let version = Some(raft_net::PeerVersion {
-            protocol: raft_core::PROTOCOL_VERSION,
-            release: raft_core::Release::CURRENT,
-        });
+        let releases = self.net.0.lock().unwrap().releases.clone();
         self.peers
             .lock()
             .unwrap()
             .keys()
             .map(|&id| {
+                let release = releases
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(raft_core::Release::CURRENT);
+                let version = Some(raft_net::PeerVersion {
+                    protocol: raft_core::PROTOCOL_VERSION,
+                    release,
+                });
                 (
                     id,
                     PeerStats {
