@@ -16,6 +16,10 @@ if ! git cat-file -e "$commit^{commit}" 2>/dev/null; then
     exit 2
 fi
 root="target/releases/$version"
+mkdir -p "$root"
+# One build at a time per release: a second caller waits, then finds the binary built.
+exec 9>"$root/.lock"
+flock 9
 bin="$root/target/release/httpraft"
 stamp="$root/commit"
 if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$commit" ]; then

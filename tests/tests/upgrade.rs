@@ -12,8 +12,14 @@ use std::time::Duration;
 
 use raft_chaos::run::{run, RunConfig};
 
-/// `httpraft` as released at `version` (built once, then reused).
+/// `httpraft` as released at `version` (built once, then reused; the tests of this file
+/// run at once, and only the first builds).
 fn released(version: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = built.iter().find(|(v, _)| v == version) {
+        return path.clone();
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out = common::run_ok(
         Command::new("bash")
@@ -23,6 +29,7 @@ fn released(version: &str) -> PathBuf {
     );
     let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     assert!(path.exists(), "{} was not built", path.display());
+    built.push((version.to_string(), path.clone()));
     path
 }
 
