@@ -89,9 +89,41 @@ pub struct Cluster {
     admin: Option<Client>,
 }
 
+/// Ports this process handed out for nodes to bind.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The lowest and one past the highest port handed out: below Linux's ephemeral range
+/// (32768–60999 by default), so that no outgoing connection takes a port between the
+/// moment it is found free and the moment a node binds it.
+const PORTS: (u16, u16) = (20_000, 32_768);
+
+/// A loopback address free now, for a node to bind shortly. Never the same port twice in
+/// this process: two runs at once (tests) must not share one, or a node of one run would
+/// take the other run's messages.
 fn free_addr() -> Result<SocketAddr, String> {
-    let l = StdListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr().map_err(|e| e.to_string())
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let span = u32::from(PORTS.1 - PORTS.0);
+    let start = (std::process::id().wrapping_mul(7919) ^ handed.len() as u32) % span;
+    for i in 0..span {
+        let port = PORTS.0 + ((start + i) % span) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = StdListener::bind(("127.0.0.1", port)) {
+            handed.insert(port);
+            return l.local_addr().map_err(|e| e.to_string());
+        }
+    }
+    Err(format!("no free port in {}..{}", PORTS.0, PORTS.1))
+}
+
+/// A cluster id of its own for each cluster this process starts: a message that reaches
+/// another run's node (a port reused by accident) is refused, never taken into its log.
+fn cluster_id() -> String {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("chaos-{}-{n}", std::process::id())
 }
 
 async fn bind_proxy() -> Result<tokio::net::TcpListener, String> {
@@ -136,7 +168,7 @@ impl Cluster {
         }
         std::fs::write(
             dir.join("peers.json"),
-            json!({"peers": peers, "apis": apis, "cluster_id": "chaos"}).to_string(),
+            json!({"peers": peers, "apis": apis, "cluster_id": cluster_id()}).to_string(),
         )
         .map_err(|e| format!("cannot write peers.json: {e}"))?;
         let probe = Client::with_config(
@@ -579,5 +611,23 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two runs at once in one process (the end-to-end tests) once shared a port: a node
+    /// of one took the other's messages, under the same cluster id, and both histories
+    /// broke. Ports are handed out once each, outside the ephemeral range, and each
+    /// cluster has an id of its own.
+    #[test]
+    fn runs_in_one_process_never_share_a_port_or_a_cluster_id() {
+        let ports: Vec<u16> = (0..300).map(|_| free_addr().unwrap().port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+        assert!(ports.iter().all(|&p| (PORTS.0..PORTS.1).contains(&p)));
+        assert_ne!(cluster_id(), cluster_id());
     }
 }
