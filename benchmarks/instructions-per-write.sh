@@ -26,6 +26,10 @@ if [ $# -eq 0 ]; then
   cargo build --release --locked -q -p httpraft -p raft-bench
   set -- "$PWD/target/release"
 fi
+# The nodes run in directories of their own: every build directory is made absolute.
+BINS=()
+for b in "$@"; do BINS+=("$(cd "$b" && pwd)"); done
+set -- "${BINS[@]}"
 BENCH="$1/raft-bench"
 
 WORK="$(mktemp -d -t instructions-per-write.XXXXXX)"
@@ -72,7 +76,7 @@ JSON
   local leader=""
   for _ in $(seq 1 1200); do
     leader=$(curl -fsS "http://127.0.0.1:${P[3]}/v1/status" 2>/dev/null |
-      python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader") or "")' 2>/dev/null || true)
+      python3 -c 'import json,sys; l = json.load(sys.stdin).get("leader"); print("" if l is None else l)' 2>/dev/null || true)
     [ -n "$leader" ] && break
     sleep 0.1
   done

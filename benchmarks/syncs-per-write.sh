@@ -53,12 +53,21 @@ JSON
   local leader=""
   for _ in $(seq 1 300); do
     leader=$(curl -fsS "http://127.0.0.1:${P[3]}/v1/status" 2>/dev/null |
-      python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader") or "")' 2>/dev/null || true)
+      python3 -c 'import json,sys; l = json.load(sys.stdin).get("leader"); print("" if l is None else l)' 2>/dev/null || true)
     [ -n "$leader" ] && break
     sleep 0.1
   done
   [ -n "$leader" ] || { echo "no leader" >&2; exit 1; }
-  local leader_index=$((leader - 1)) # raft ids are the peers.json index + 1
+  # Raft ids are the position in peers.json (older builds: that plus one): the leader is
+  # whichever node says it leads.
+  local leader_index=""
+  for i in 0 1 2; do
+    if curl -fsS "http://127.0.0.1:${P[$((i + 3))]}/v1/status" 2>/dev/null |
+      python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("role") == "leader" else 1)'; then
+      leader_index=$i
+    fi
+  done
+  [ -n "$leader_index" ] || { echo "no node says it leads" >&2; exit 1; }
   local tracers=()
   for i in 0 1 2; do
     strace -f -qq -c -e trace=fdatasync,fsync -o "$dir/strace$i" -p "${node_pids[$i]}" &
