@@ -90,5 +90,5 @@ JSON
 }
 
 for bin in "$@"; do
-  measure "$bin"
+  measure "$(cd "$bin" && pwd)" # the nodes run in directories of their own
 done
