@@ -42,15 +42,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+# free_ports, leader_position
+source benchmarks/lib.sh
 
 # run BIN_DIR DIR IDLE_SECONDS: a cluster under cachegrind; with IDLE_SECONDS empty it takes
 # the writes and prints how long they took, else it idles that long. Leaves cg<i>.out and
@@ -73,24 +66,8 @@ JSON
       >"$dir/node$i.log" 2>&1) &
     PIDS+=($!); node_pids[$i]=$!
   done
-  local leader=""
-  for _ in $(seq 1 1200); do
-    leader=$(curl -fsS "http://127.0.0.1:${P[3]}/v1/status" 2>/dev/null |
-      python3 -c 'import json,sys; l = json.load(sys.stdin).get("leader"); print("" if l is None else l)' 2>/dev/null || true)
-    [ -n "$leader" ] && break
-    sleep 0.1
-  done
-  [ -n "$leader" ] || { echo "no leader under valgrind within 120 s" >&2; exit 1; }
-  # Raft ids are the position in peers.json (from 0 on), or that plus one in old builds:
-  # the leader is whichever node says it leads.
-  local li=""
-  for i in 0 1 2; do
-    if curl -fsS "http://127.0.0.1:${P[$((i + 3))]}/v1/status" 2>/dev/null |
-      python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("role") == "leader" else 1)'; then
-      li=$i
-    fi
-  done
-  [ -n "$li" ] || { echo "no node says it leads" >&2; exit 1; }
+  local li
+  li=$(leader_position 300 "${P[3]}" "${P[4]}" "${P[5]}")
   echo "$li" >"$dir/leader"
   if [ -z "$idle" ]; then
     local t0 t1

@@ -27,15 +27,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
+# free_ports, leader_position
+source benchmarks/lib.sh
 
 measure() { # bin_dir
   local bin=$1 dir
@@ -50,24 +43,8 @@ JSON
     (cd "$dir" && exec "$bin/httpraft" "$i" --log-level warn >"$dir/node$i.log" 2>&1) &
     PIDS+=($!); node_pids[$i]=$!
   done
-  local leader=""
-  for _ in $(seq 1 300); do
-    leader=$(curl -fsS "http://127.0.0.1:${P[3]}/v1/status" 2>/dev/null |
-      python3 -c 'import json,sys; l = json.load(sys.stdin).get("leader"); print("" if l is None else l)' 2>/dev/null || true)
-    [ -n "$leader" ] && break
-    sleep 0.1
-  done
-  [ -n "$leader" ] || { echo "no leader" >&2; exit 1; }
-  # Raft ids are the position in peers.json (older builds: that plus one): the leader is
-  # whichever node says it leads.
-  local leader_index=""
-  for i in 0 1 2; do
-    if curl -fsS "http://127.0.0.1:${P[$((i + 3))]}/v1/status" 2>/dev/null |
-      python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("role") == "leader" else 1)'; then
-      leader_index=$i
-    fi
-  done
-  [ -n "$leader_index" ] || { echo "no node says it leads" >&2; exit 1; }
+  local leader_index
+  leader_index=$(leader_position 30 "${P[3]}" "${P[4]}" "${P[5]}")
   local tracers=()
   for i in 0 1 2; do
     strace -f -qq -c -e trace=fdatasync,fsync -o "$dir/strace$i" -p "${node_pids[$i]}" &
