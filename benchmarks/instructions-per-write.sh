@@ -52,10 +52,7 @@ run() {
   local bin=$1 dir=$2 idle=$3
   mkdir -p "$dir"
   read -r -a P <<<"$(free_ports 6)"
-  cat >"$dir/peers.json" <<JSON
-{"peers": ["127.0.0.1:${P[0]}", "127.0.0.1:${P[1]}", "127.0.0.1:${P[2]}"],
- "apis":  ["127.0.0.1:${P[3]}", "127.0.0.1:${P[4]}", "127.0.0.1:${P[5]}"]}
-JSON
+  write_peers "$dir" "${P[@]}"
   local node_pids=()
   for i in 0 1 2; do
     # Under valgrind a node runs tens of times slower: a long election timeout keeps the

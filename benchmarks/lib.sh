@@ -11,6 +11,17 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
+# write_peers DIR P0 P1 P2 P3 P4 P5: DIR/peers.json for three nodes on loopback, Raft on the
+# first three ports and the API on the last three.
+write_peers() {
+  local dir=$1
+  shift
+  cat >"$dir/peers.json" <<JSON
+{"peers": ["127.0.0.1:$1", "127.0.0.1:$2", "127.0.0.1:$3"],
+ "apis":  ["127.0.0.1:$4", "127.0.0.1:$5", "127.0.0.1:$6"]}
+JSON
+}
+
 # leader_position SECONDS API_PORT...: waits up to SECONDS for one of the nodes behind these
 # loopback API ports to say it leads, and prints its position in the list (from 0). Nodes
 # are asked for their role, not for the leader's id, so builds that number nodes from 0

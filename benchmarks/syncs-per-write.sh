@@ -34,10 +34,7 @@ measure() { # bin_dir
   local bin=$1 dir
   dir="$(mktemp -d -p "$WORK")"
   read -r -a P <<<"$(free_ports 6)"
-  cat >"$dir/peers.json" <<JSON
-{"peers": ["127.0.0.1:${P[0]}", "127.0.0.1:${P[1]}", "127.0.0.1:${P[2]}"],
- "apis":  ["127.0.0.1:${P[3]}", "127.0.0.1:${P[4]}", "127.0.0.1:${P[5]}"]}
-JSON
+  write_peers "$dir" "${P[@]}"
   local node_pids=()
   for i in 0 1 2; do
     (cd "$dir" && exec "$bin/httpraft" "$i" --log-level warn >"$dir/node$i.log" 2>&1) &
