@@ -139,7 +139,7 @@ async fn before_the_cluster_version_rises_a_node_can_go_back_to_0_1_0() {
         .await
         .unwrap();
     client.put("during", "mixed").await.unwrap();
-    let status = cluster.status(node).await.unwrap();
+    let status = cluster.status_of(node).await.unwrap();
     assert_eq!(status["version"]["cluster"], "0.1", "{status}");
     let meta =
         std::fs::read_to_string(dir.path().join(format!("data/node-{node}/meta.json"))).unwrap();

@@ -260,13 +260,11 @@ impl Cluster {
     /// Stops node `id` as an operator would (SIGTERM, then SIGKILL if it has not exited
     /// within 10 s) and starts `binary` in its place on the same data directory.
     pub async fn upgrade(&mut self, id: NodeId, binary: &Path) -> Result<(), String> {
+        self.signal(id, Signal::TERM);
         let Some(node) = self.nodes.get_mut(&id) else {
             return Err(format!("no node {id}"));
         };
         if let Some(mut child) = node.proc.take() {
-            if let Some(pid) = Pid::from_raw(child.id() as i32) {
-                let _ = kill_process(pid, Signal::TERM);
-            }
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 match child.try_wait() {
@@ -284,11 +282,6 @@ impl Cluster {
         }
         node.binary = Some(binary.to_path_buf());
         self.spawn(id)
-    }
-
-    /// Node `id`'s `/v1/status`, if it answers within half a second.
-    pub async fn status(&self, id: NodeId) -> Option<Value> {
-        self.status_of(id).await
     }
 
     /// The process id of node `id`, while it runs.
@@ -370,7 +363,7 @@ impl Cluster {
     }
 
     /// Node `id`'s `/v1/status`, if it answers within half a second.
-    async fn status_of(&self, id: NodeId) -> Option<Value> {
+    pub async fn status_of(&self, id: NodeId) -> Option<Value> {
         let api = &self.nodes.get(&id)?.api;
         self.probe.status(Some(api)).await.ok()
     }

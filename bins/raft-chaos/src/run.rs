@@ -224,7 +224,7 @@ fn longest_outage(history: &[Operation], end: u64) -> Duration {
 /// The cluster version node `id` reports (`0.1` for a node that does not say: release
 /// 0.1.0 had none).
 async fn cluster_version_of(cluster: &Cluster, id: crate::proxy::NodeId) -> Option<String> {
-    let s = cluster.status(id).await?;
+    let s = cluster.status_of(id).await?;
     Some(
         s["version"]["cluster"]
             .as_str()
@@ -359,8 +359,11 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
         .map(|c| tokio::spawn(workload::log_client(shared.clone(), c, rng.fork())))
         .collect();
 
-    // The nemesis: one fault at a time until the time is up.
-    let steps = nemesis::schedule(schedule_rng, &cfg.faults, 10_000, cfg.pace);
+    // The nemesis: one fault at a time until the time is up (none in a rolling upgrade).
+    let steps = match cfg.upgrade_to {
+        Some(_) => Vec::new(),
+        None => nemesis::schedule(schedule_rng, &cfg.faults, 10_000, cfg.pace),
+    };
     let end = Instant::now() + cfg.duration;
     let mut faults = Vec::new();
     let mut by_kind: BTreeMap<FaultKind, usize> = BTreeMap::new();
@@ -373,12 +376,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report, String> {
         // The workloads go on, on the upgraded cluster, until the time is up.
         tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
     }
-    let steps = if cfg.upgrade_to.is_some() {
-        &steps[..0]
-    } else {
-        &steps[..]
-    };
-    for step in steps {
+    for step in &steps {
         let all_seen = !cfg.every_kind || cfg.faults.iter().all(|k| by_kind.contains_key(k));
         // Waiting for every kind ends at twice the duration (a kind this machine cannot
         // inject would otherwise keep the run going forever).

@@ -47,12 +47,10 @@ struct Trailer {
     data_crc: u32,
 }
 
-/// The trailer of files ending in [`MAGIC_V4`].
+/// The trailer of files ending in [`MAGIC_V4`]: the [`Trailer`], then the cluster version.
 #[derive(Debug, Serialize, Deserialize)]
 struct TrailerV4 {
-    meta: SnapshotMeta,
-    data_len: u64,
-    data_crc: u32,
+    trailer: Trailer,
     cluster_version: ClusterVersion,
 }
 
@@ -274,9 +272,7 @@ impl SnapshotStore {
 
     /// Reads a file's trailer and checks its data against it.
     pub(crate) fn verify(&self, path: &Path) -> io::Result<SnapshotFile> {
-        let f = self.vfs.open(path)?;
-        let size = f.size()?;
-        let (trailer, cluster_version, _) = read_trailer(&*f, size)?;
+        let (f, size, trailer, cluster_version) = self.open_with_trailer(path)?;
         let mut crc = 0u32;
         let mut at = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -301,11 +297,23 @@ impl SnapshotStore {
         })
     }
 
+    /// Opens a file and reads its trailer: the file, its size, the trailer and the cluster
+    /// version it names.
+    fn open_with_trailer(
+        &self,
+        path: &Path,
+    ) -> io::Result<(Box<dyn VfsFile>, u64, Trailer, ClusterVersion)> {
+        let f = self.vfs.open(path)?;
+        let size = f.size()?;
+        let (trailer, cluster_version) = read_trailer(&*f, size)?;
+        Ok((f, size, trailer, cluster_version))
+    }
+
     /// The cluster version named by the file covering `meta` (its trailer only is read).
     pub(crate) fn cluster_version_of(&self, meta: &SnapshotMeta) -> Option<ClusterVersion> {
-        let f = self.vfs.open(&self.path(meta.index, meta.term)).ok()?;
-        let size = f.size().ok()?;
-        let (trailer, v, _) = read_trailer(&*f, size).ok()?;
+        let (_, _, trailer, v) = self
+            .open_with_trailer(&self.path(meta.index, meta.term))
+            .ok()?;
         (trailer.meta == *meta).then_some(v)
     }
 
@@ -447,21 +455,19 @@ pub(crate) fn write_snapshot(
     write(&mut checked)?;
     let (data_len, data_crc) = (checked.len, checked.crc);
     let w = checked.inner;
+    let trailer = Trailer {
+        meta: meta.clone(),
+        data_len,
+        data_crc,
+    };
     let (trailer, magic) = if cluster_version > ClusterVersion::INITIAL {
         let t = TrailerV4 {
-            meta: meta.clone(),
-            data_len,
-            data_crc,
+            trailer,
             cluster_version,
         };
         (postcard::to_allocvec(&t), MAGIC_V4)
     } else {
-        let t = Trailer {
-            meta: meta.clone(),
-            data_len,
-            data_crc,
-        };
-        (postcard::to_allocvec(&t), MAGIC)
+        (postcard::to_allocvec(&trailer), MAGIC)
     };
     let trailer = trailer.map_err(|e| invalid(e.to_string()))?;
     w.write_all(&trailer)?;
@@ -477,8 +483,8 @@ fn file_name_of(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// A file's trailer, the cluster version it names, and where its data ends.
-fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, ClusterVersion, u64)> {
+/// A file's trailer, and the cluster version it names.
+fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, ClusterVersion)> {
     if size < END_BYTES {
         return Err(invalid("not a snapshot file: too short".into()));
     }
@@ -504,12 +510,7 @@ fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, ClusterVersi
         (t.into(), ClusterVersion::INITIAL)
     } else if v4 {
         let t = postcard::from_bytes::<TrailerV4>(&buf).map_err(bad)?;
-        let trailer = Trailer {
-            meta: t.meta,
-            data_len: t.data_len,
-            data_crc: t.data_crc,
-        };
-        (trailer, t.cluster_version)
+        (t.trailer, t.cluster_version)
     } else {
         (
             postcard::from_bytes(&buf).map_err(bad)?,
@@ -519,7 +520,7 @@ fn read_trailer(f: &dyn VfsFile, size: u64) -> io::Result<(Trailer, ClusterVersi
     if trailer.data_len != at {
         return Err(invalid("not a snapshot file: data length mismatch".into()));
     }
-    Ok((trailer, cluster_version, at))
+    Ok((trailer, cluster_version))
 }
 
 #[cfg(test)]

@@ -90,10 +90,6 @@ impl ClusterVersion {
         minor: Release::CURRENT.minor,
     };
 
-    /// The oldest cluster version this build joins: a cluster still at it (some member of
-    /// that release running) is spoken to as that release expects.
-    pub const OLDEST: ClusterVersion = ClusterVersion::INITIAL;
-
     /// Parses `major.minor` (a `.patch` and anything after it are ignored).
     pub fn parse(s: &str) -> Option<ClusterVersion> {
         let mut parts = s.trim().split('.');
@@ -134,7 +130,6 @@ mod tests {
     fn the_current_release_is_this_crates_version() {
         assert_eq!(Release::CURRENT.to_string(), env!("CARGO_PKG_VERSION"));
         assert_eq!(Release::CURRENT.line(), ClusterVersion::CURRENT);
-        assert!(ClusterVersion::OLDEST <= ClusterVersion::CURRENT);
     }
 
     #[test]

@@ -13,8 +13,7 @@ use raft_core::{
 use crate::cache::Cache;
 use crate::config::{StorageConfig, SyncPolicy};
 use crate::error::{OpenError, WriteError};
-use crate::meta::DirInfo;
-use crate::meta::{self, DirLock};
+use crate::meta::{self, DirInfo, DirLock};
 use crate::reader::{PlanItem, ReadPlan, SegmentReader};
 use crate::record::{decode, encode_into, Frame, Record, RecordRef, FORMAT_VERSION};
 use crate::segment::{parse_segment_seq, scan, segment_path, ScanEnd};

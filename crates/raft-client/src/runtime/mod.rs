@@ -257,19 +257,6 @@ async fn build<SM: StateMachine>(
     let (sm, sm_applied) = restore_at_start(sm, &store, &last_snapshot, exec.clone())
         .await
         .map_err(StartError::Config)?;
-    // A snapshot installed just before a crash may name a cluster version not recorded yet.
-    if let Some(v) = store.cluster_version_of(&last_snapshot) {
-        if v > cluster_version.get() {
-            storage
-                .write()
-                .map_err(|e| StartError::Config(e.to_string()))?
-                .record_cluster_version(v)
-                .map_err(|e| {
-                    StartError::Config(format!("cannot record the cluster version: {e}"))
-                })?;
-            cluster_version.raise(v);
-        }
-    }
 
     let mut rcfg = cfg.raft.clone();
     rcfg.id = cfg.id;
@@ -365,7 +352,7 @@ async fn build<SM: StateMachine>(
     let flow = crate::flow::FlowControl::new(cfg.flow.clone());
     // A joining node: a learner by its own configuration, with nothing from the log yet.
     let joining = cfg.learners.contains(&cfg.id) && node.status().membership_index == 0;
-    let rt = Runtime {
+    let mut rt = Runtime {
         cfg,
         node,
         storage: storage.clone(),
@@ -399,6 +386,11 @@ async fn build<SM: StateMachine>(
         cluster_version,
         raising: versions::Raising::default(),
     };
+    // A snapshot installed just before a crash may name a cluster version not recorded yet.
+    if let Some(v) = rt.snapshots.store.cluster_version_of(&rt.snapshots.last) {
+        rt.adopt_cluster_version(v)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+    }
     Ok((rt, reader, storage_stats))
 }
 

@@ -54,8 +54,7 @@ impl<SM: StateMachine> Runtime<SM> {
             } else {
                 self.send_all(std::mem::take(&mut rd.persisted_messages));
             }
-            self.note_committed(&rd.committed_entries)?;
-            self.applier.push(std::mem::take(&mut rd.committed_entries));
+            self.hand_over_committed(std::mem::take(&mut rd.committed_entries))?;
             self.finish_ready(rd);
         }
         self.writes.start();
@@ -86,8 +85,7 @@ impl<SM: StateMachine> Runtime<SM> {
             self.fail_covered_by_snapshot(meta.index);
         }
         self.send_all(std::mem::take(&mut rd.persisted_messages));
-        self.note_committed(&rd.committed_entries)?;
-        self.applier.push(std::mem::take(&mut rd.committed_entries));
+        self.hand_over_committed(std::mem::take(&mut rd.committed_entries))?;
         if !self.cfg.pipeline_writes {
             self.wait_applied().await?;
         }

@@ -83,10 +83,10 @@ impl<SM: StateMachine> Runtime<SM> {
         Some(line)
     }
 
-    /// Committed entries are about to be applied: a raise among them is recorded first
+    /// Hands committed entries to the apply task; a raise among them is recorded first
     /// (durably, before it is applied), so that a restart never forgets it.
-    pub(super) fn note_committed(&mut self, committed: &[Entry]) -> Result<(), Error> {
-        for e in committed {
+    pub(super) fn hand_over_committed(&mut self, committed: Vec<Entry>) -> Result<(), Error> {
+        for e in &committed {
             if e.kind != EntryKind::ClusterVersion {
                 continue;
             }
@@ -99,6 +99,7 @@ impl<SM: StateMachine> Runtime<SM> {
                 ),
             }
         }
+        self.applier.push(committed);
         Ok(())
     }
 
