@@ -440,7 +440,8 @@ impl<SM: StateMachine> Runtime<SM> {
     /// [`MAX_INPUTS_PER_TURN`]): this is where batching happens.
     fn handle(&mut self, input: Input<SM>) -> Result<(), Error> {
         match input {
-            Input::Tick => {}
+            // Looked at on ticks only: not a clock read on every turn of a busy loop.
+            Input::Tick => self.raise_cluster_version(),
             Input::Message(msg) => {
                 self.received_at = crate::exec::now();
                 self.on_message(msg);

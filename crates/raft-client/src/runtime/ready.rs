@@ -61,7 +61,6 @@ impl<SM: StateMachine> Runtime<SM> {
         self.follow_membership();
         self.check_transfer();
         self.run_autopilot();
-        self.raise_cluster_version();
         let written = self.storage_stats.snapshot().bytes_written;
         self.maybe_take_snapshot(written);
         for reply in std::mem::take(&mut self.pending_backups) {

@@ -23,8 +23,8 @@ pub(super) struct Raising {
 }
 
 impl<SM: StateMachine> Runtime<SM> {
-    /// At most once a second on the leader, with no membership change or transfer under
-    /// way: proposes raising the cluster version to the highest release line every member
+    /// On a tick, at most once a second, on the leader, with no membership change or
+    /// transfer under way: proposes raising the cluster version to the highest release line every member
     /// runs, when that is above the current one. A member not heard from in a handshake
     /// yet holds the raise back.
     pub(super) fn raise_cluster_version(&mut self) {
