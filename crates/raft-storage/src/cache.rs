@@ -42,6 +42,11 @@ impl Cache {
         }
     }
 
+    /// The oldest entry held.
+    pub(crate) fn first(&self) -> Option<LogIndex> {
+        self.entries.front().map(|e| e.index)
+    }
+
     pub(crate) fn get(&self, index: LogIndex) -> Option<&Entry> {
         let first = self.entries.front()?.index;
         if index < first {

@@ -34,6 +34,11 @@ pub struct StorageConfig {
     /// The largest record accepted when reading (a larger declared length is damage).
     /// Default 64 MiB.
     pub max_record_bytes: u64,
+    /// The store remembers where one entry starts in every this many bytes of a segment
+    /// (and nothing for the others): a read of an entry not in the cache reads forward at
+    /// most about this far. Memory for the index is about 24 bytes per interval of log.
+    /// Default 8 KiB.
+    pub index_interval_bytes: u64,
 }
 
 impl StorageConfig {
@@ -47,6 +52,7 @@ impl StorageConfig {
             sync: SyncPolicy::Always,
             cache_bytes: 64 << 20,
             max_record_bytes: 64 << 20,
+            index_interval_bytes: 8 << 10,
         }
     }
 }

@@ -39,6 +39,7 @@
 mod cache;
 mod config;
 mod error;
+mod index;
 mod meta;
 pub mod private;
 mod reader;

@@ -4,30 +4,29 @@
 //! readers never hold up writes or the node that reads the store.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use raft_core::{Entry, LogIndex, StorageError};
 
-use crate::record::{decode, Frame, Record};
+use crate::index::Region;
+use crate::record::{declared_size, decode, Frame, Record};
 use crate::segment::segment_path;
 use crate::vfs::{Vfs, VfsFile};
 
 /// Segment handles a reader keeps open at most (older ones are closed first).
 const MAX_OPEN_SEGMENTS: usize = 16;
 
-/// Where one entry of a planned read is.
+/// Bytes read from a segment at once (more when one record is larger).
+const READ_CHUNK: usize = 32 << 10;
+
+/// Where some entries of a planned read are.
 #[derive(Clone, Debug)]
 pub(crate) enum PlanItem {
     /// In the store's cache: no disk read needed.
     Cached(Entry),
-    /// In segment `seq`, `len` bytes at `offset`.
-    Disk {
-        index: LogIndex,
-        seq: u64,
-        offset: u64,
-        len: u32,
-    },
+    /// In a segment, read forward from a mark.
+    Disk(Region),
 }
 
 /// A read planned by [`crate::LogStorage::plan_read`], carried out by
@@ -35,18 +34,154 @@ pub(crate) enum PlanItem {
 #[derive(Clone, Debug, Default)]
 pub struct ReadPlan {
     pub(crate) items: Vec<PlanItem>,
+    /// The read stops once the entries pass this many bytes (after at least one).
+    pub(crate) max_bytes: u64,
 }
 
 impl ReadPlan {
-    /// The number of entries the plan reads.
+    /// The number of entries the plan reads at most (fewer when the byte budget stops it).
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items
+            .iter()
+            .map(|i| match i {
+                PlanItem::Cached(_) => 1,
+                PlanItem::Disk(r) => r.to.saturating_sub(r.from) as usize,
+            })
+            .sum()
     }
 
     /// Whether the plan reads nothing.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
+}
+
+/// The bytes of entries a read may still return.
+struct Budget {
+    used: u64,
+    max: u64,
+}
+
+impl Budget {
+    /// Counts an entry of `size` bytes; whether it is to be returned (the first one always
+    /// is).
+    fn admit(&mut self, size: u64, first: bool) -> bool {
+        self.used = self.used.saturating_add(size);
+        first || self.used <= self.max
+    }
+}
+
+/// Carries out `plan`, opening segments with `file`; `max_record` bounds a record's length.
+pub(crate) fn carry_out(
+    plan: ReadPlan,
+    wal_dir: &Path,
+    max_record: usize,
+    mut file: impl FnMut(u64, LogIndex) -> Result<Arc<dyn VfsFile>, StorageError>,
+) -> Result<Vec<Entry>, StorageError> {
+    let mut out = Vec::with_capacity(plan.len().min(4096));
+    let mut budget = Budget {
+        used: 0,
+        max: plan.max_bytes,
+    };
+    for item in plan.items {
+        match item {
+            PlanItem::Cached(e) => {
+                if !budget.admit(e.size(), out.is_empty()) {
+                    break;
+                }
+                out.push(e);
+            }
+            PlanItem::Disk(region) => {
+                let f = file(region.seq, region.from)?;
+                if !read_region(&*f, wal_dir, &region, max_record, &mut out, &mut budget)? {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the entries of `region` from its segment `file` into `out`, reading forward from
+/// the region's mark; false when the byte budget stopped it.
+fn read_region(
+    file: &dyn VfsFile,
+    wal_dir: &Path,
+    region: &Region,
+    max_record: usize,
+    out: &mut Vec<Entry>,
+    budget: &mut Budget,
+) -> Result<bool, StorageError> {
+    let damaged = |at: u64, what: &str| {
+        StorageError::Io(format!(
+            "{} at byte {at}: {what}",
+            segment_path(wal_dir, region.seq).display()
+        ))
+    };
+    let size = file
+        .size()
+        .map_err(|e| damaged(region.offset, &format!("cannot read its size: {e}")))?;
+    let mut pos = region.offset;
+    let mut next = region.from;
+    let mut want = READ_CHUNK;
+    let mut buf = Vec::new();
+    while next < region.to {
+        if pos >= size {
+            return Err(damaged(
+                pos,
+                &format!("the segment ends before entry {next}"),
+            ));
+        }
+        let n = (want as u64).min(size - pos) as usize;
+        buf.resize(n, 0);
+        file.read_exact_at(&mut buf, pos)
+            .map_err(|e| damaged(pos, &format!("read failed: {e}")))?;
+        let mut at = 0usize;
+        while at < buf.len() && next < region.to {
+            match decode(&buf[at..], max_record) {
+                Frame::Valid { record, size } => {
+                    if let Record::Entry(e) = record {
+                        if e.index == next {
+                            if !budget.admit(e.size(), out.is_empty()) {
+                                return Ok(false);
+                            }
+                            out.push(e);
+                            next += 1;
+                        } else if e.index > next || e.index < region.at {
+                            return Err(damaged(
+                                pos + at as u64,
+                                &format!("entry {} where entry {next} was expected", e.index),
+                            ));
+                        }
+                    }
+                    at += size;
+                }
+                Frame::Incomplete => break,
+                Frame::Damaged => {
+                    return Err(damaged(
+                        pos + at as u64,
+                        &format!("damaged record looking for entry {next}"),
+                    ))
+                }
+            }
+        }
+        if at == 0 {
+            // A record larger than what was read: read it whole.
+            match declared_size(&buf) {
+                Some(s) if s > buf.len() && pos.saturating_add(s as u64) <= size => want = s,
+                _ => {
+                    return Err(damaged(
+                        pos,
+                        &format!("the segment ends inside a record before entry {next}"),
+                    ))
+                }
+            }
+        } else {
+            want = READ_CHUNK;
+        }
+        pos += at as u64;
+    }
+    Ok(true)
 }
 
 /// Reads entries from segment files with its own handles. Cheap to clone; safe to use from
@@ -78,38 +213,12 @@ impl SegmentReader {
     /// Carries out `plan`. A segment purged since the plan was made gives
     /// [`StorageError::Compacted`]; a damaged record gives [`StorageError::Io`].
     pub fn read(&self, plan: ReadPlan) -> Result<Vec<Entry>, StorageError> {
-        let mut out = Vec::with_capacity(plan.items.len());
-        let mut buf = Vec::new();
-        for item in plan.items {
-            match item {
-                PlanItem::Cached(e) => out.push(e),
-                PlanItem::Disk {
-                    index,
-                    seq,
-                    offset,
-                    len,
-                } => {
-                    let file = self.file(seq, index)?;
-                    buf.resize(len as usize, 0);
-                    file.read_exact_at(&mut buf, offset).map_err(|e| {
-                        StorageError::Io(format!("read entry {index} of segment {seq}: {e}"))
-                    })?;
-                    match decode(&buf, self.inner.max_record_bytes) {
-                        Frame::Valid {
-                            record: Record::Entry(e),
-                            ..
-                        } if e.index == index => out.push(e),
-                        _ => {
-                            return Err(StorageError::Io(format!(
-                                "entry {index} in {} at byte {offset} is damaged",
-                                segment_path(&self.inner.wal_dir, seq).display()
-                            )))
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+        carry_out(
+            plan,
+            &self.inner.wal_dir,
+            self.inner.max_record_bytes,
+            |seq, index| self.file(seq, index),
+        )
     }
 
     fn file(&self, seq: u64, index: LogIndex) -> Result<Arc<dyn VfsFile>, StorageError> {

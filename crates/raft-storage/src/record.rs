@@ -119,6 +119,13 @@ pub(crate) enum Frame {
     Damaged,
 }
 
+/// The size (header included) the frame at the start of `bytes` declares, if its header is
+/// there.
+pub(crate) fn declared_size(bytes: &[u8]) -> Option<usize> {
+    let len: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    Some(HEADER_LEN + u32::from_le_bytes(len) as usize)
+}
+
 /// Reads the frame at the start of `bytes`; `max_len` bounds the declared payload length.
 pub(crate) fn decode(bytes: &[u8], max_len: usize) -> Frame {
     if bytes.len() < HEADER_LEN {

@@ -1,7 +1,7 @@
 //! The durable log: opening and recovering a data directory, group-committed writes,
 //! reads for the core, and prefix purge.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,9 +13,10 @@ use raft_core::{
 use crate::cache::Cache;
 use crate::config::{StorageConfig, SyncPolicy};
 use crate::error::{OpenError, WriteError};
+use crate::index::SparseIndex;
 use crate::meta::{self, DirInfo, DirLock};
-use crate::reader::{PlanItem, ReadPlan, SegmentReader};
-use crate::record::{decode, encode_into, Frame, Record, RecordRef, FORMAT_VERSION};
+use crate::reader::{carry_out, PlanItem, ReadPlan, SegmentReader};
+use crate::record::{encode_into, Record, RecordRef, FORMAT_VERSION};
 use crate::segment::{parse_segment_seq, scan, segment_path, ScanEnd};
 use crate::stats::StorageStats;
 use crate::vfs::{StdVfs, Vfs, VfsFile};
@@ -30,15 +31,6 @@ enum Recovered {
     Log,
     /// Only a segment whose creation never finished (removed): nothing was ever written.
     NeverUsed,
-}
-
-/// Where an entry lives on disk.
-#[derive(Clone, Copy, Debug)]
-struct Loc {
-    seq: u64,
-    offset: u64,
-    len: u32,
-    term: Term,
 }
 
 struct Segment {
@@ -60,9 +52,9 @@ pub struct LogStorage {
     wal_dir: PathBuf,
     segments: BTreeMap<u64, Segment>,
     active: u64,
-    /// Locations of entries `first..=last`.
-    index: VecDeque<Loc>,
-    first: LogIndex,
+    /// Where entries `first..=last` are, and their terms: a few words per segment and per
+    /// [`StorageConfig::index_interval_bytes`], nothing per entry.
+    index: SparseIndex,
     /// Index and term of the entry just before `first` (purged, or 0/0).
     purged: (LogIndex, Term),
     /// The latest snapshot recorded (index 0: none).
@@ -151,6 +143,7 @@ impl LogStorage {
         let vfs_for_reader = vfs.clone();
         let wal_dir_for_reader = wal_dir.clone();
         let max_record_for_reader = cfg.max_record_bytes as usize;
+        let cfg_interval = cfg.index_interval_bytes;
 
         let mut store = LogStorage {
             cache: Cache::new(cfg.cache_bytes),
@@ -160,8 +153,7 @@ impl LogStorage {
             wal_dir,
             segments: BTreeMap::new(),
             active: 0,
-            index: VecDeque::new(),
-            first: 1,
+            index: SparseIndex::new(1, cfg_interval),
             purged: (0, 0),
             snapshot: SnapshotMeta::default(),
             hard_state: HardState::default(),
@@ -263,7 +255,7 @@ impl LogStorage {
                 }
                 break;
             }
-            for (n, (offset, record, size)) in result.records.into_iter().enumerate() {
+            for (n, (offset, record, _size)) in result.records.into_iter().enumerate() {
                 let corrupt = |reason: String| OpenError::Corrupt {
                     file: path.clone(),
                     offset,
@@ -291,35 +283,29 @@ impl LogStorage {
                             // The earliest segment may start after purged entries; a later
                             // Purged record must then cover the gap (checked below).
                             seen_entry = true;
-                            self.first = e.index;
+                            self.index.reset(e.index);
                         } else if e.index != expected {
                             return Err(corrupt(format!(
                                 "entry {} where entry {expected} was expected",
                                 e.index
                             )));
                         }
-                        self.index.push_back(Loc {
-                            seq,
-                            offset,
-                            len: size as u32,
-                            term: e.term,
-                        });
+                        self.index.push(seq, e.index, offset, e.term);
                     }
                     Record::HardState(hs) => self.hard_state = hs,
                     Record::Truncate { .. } if !seen_entry => {
                         // Before the first surviving entry: it concerned purged segments.
                     }
-                    Record::Truncate { from } if from < self.first => {
+                    Record::Truncate { from } if from < self.index.first() => {
                         // Rewrites entries whose older copies sat in purged segments; the
                         // final check verifies nothing unpurged is missing.
-                        self.index.clear();
-                        self.first = from;
+                        self.index.reset(from);
                     }
                     Record::Truncate { from } => {
                         if from > self.last_index() + 1 {
                             return Err(corrupt(format!("truncation at {from} outside the log")));
                         }
-                        self.index.truncate((from - self.first) as usize);
+                        self.index.truncate(from);
                     }
                     Record::Purged { index, term } => {
                         if index > self.purged.0 {
@@ -358,18 +344,19 @@ impl LogStorage {
             // An install whose purge did not reach the disk: the snapshot replaces every
             // entry kept, as the install would have.
             let (index, term) = (self.snapshot.index, self.snapshot.term);
-            self.index.clear();
+            self.index.reset(index + 1);
             self.drop_prefix(index, term);
         }
         if self.index.is_empty() {
-            self.first = self.purged.0 + 1;
-        } else if self.first != self.purged.0 + 1 {
+            self.index.reset(self.purged.0 + 1);
+        } else if self.index.first() != self.purged.0 + 1 {
             return Err(OpenError::Corrupt {
                 file: segment_path(&self.wal_dir, seqs[0]),
                 offset: 0,
                 reason: format!(
                     "the log starts at entry {} but only entries up to {} were purged",
-                    self.first, self.purged.0
+                    self.index.first(),
+                    self.purged.0
                 ),
             });
         }
@@ -385,11 +372,7 @@ impl LogStorage {
 
     /// Forgets entries up to `index` in memory (they are purged).
     fn drop_prefix(&mut self, index: LogIndex, term: Term) {
-        if index >= self.first {
-            let n = (index - self.first + 1).min(self.index.len() as u64) as usize;
-            self.index.drain(..n);
-            self.first = index + 1;
-        }
+        self.index.drop_through(index);
         self.purged = (index, term);
         self.cache.drop_through(index);
     }
@@ -401,7 +384,14 @@ impl LogStorage {
 
     /// The index of the last entry (`first_index() - 1` when empty).
     pub fn last_index(&self) -> LogIndex {
-        self.first + self.index.len() as u64 - 1
+        self.index.last()
+    }
+
+    /// The marks and term runs the store keeps in memory to find entries: they grow with
+    /// the bytes of the log over [`StorageConfig::index_interval_bytes`] and with the
+    /// elections it spans, never with each entry.
+    pub fn index_footprint(&self) -> (usize, usize) {
+        (self.index.marks(), self.index.term_runs())
     }
 
     /// Whether an earlier I/O failure stopped the store.
@@ -534,7 +524,7 @@ impl LogStorage {
         // snapshot that is past the last entry kept.
         let mut records = vec![RecordRef::Snapshot(meta)];
         let from = meta.index + 1;
-        if from >= self.first && from <= self.last_index() {
+        if from >= self.index.first() && from <= self.last_index() {
             records.push(RecordRef::Truncate { from });
         }
         records.push(RecordRef::Purged {
@@ -542,8 +532,8 @@ impl LogStorage {
             term: meta.term,
         });
         self.append_synced(&records)?;
-        if from >= self.first && from <= self.last_index() {
-            self.index.truncate((from - self.first) as usize);
+        if from >= self.index.first() && from <= self.last_index() {
+            self.index.truncate(from);
             self.cache.truncate_from(from);
         }
         self.drop_prefix(meta.index, meta.term);
@@ -648,6 +638,7 @@ impl LogStorage {
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        // (index, offset, term) of each entry written.
         let mut locs = Vec::with_capacity(entries.len());
         let base = self.segments.get(&self.active).map_or(0, |s| s.size);
         let mut too_large = None;
@@ -662,12 +653,7 @@ impl LogStorage {
                     too_large = Some((e.index, buf.len() - at));
                     return Ok(());
                 }
-                locs.push(Loc {
-                    seq: self.active,
-                    offset: base + at as u64,
-                    len: (buf.len() - at) as u32,
-                    term: e.term,
-                });
+                locs.push((e.index, base + at as u64, e.term));
             }
             if let Some(hs) = &hard_state {
                 encode_into(&mut buf, &RecordRef::HardState(hs))?;
@@ -710,10 +696,13 @@ impl LogStorage {
         self.buf = buf;
         // Durable: now the in-memory view may change.
         if let Some(from) = truncate_from {
-            self.index.truncate((from - self.first) as usize);
+            self.index.truncate(from);
             self.cache.truncate_from(from);
         }
-        self.index.extend(locs);
+        let seq = self.active;
+        for (index, offset, term) in locs {
+            self.index.push(seq, index, offset, term);
+        }
         for e in entries {
             self.cache.push(e.clone());
         }
@@ -854,10 +843,7 @@ impl LogStorage {
         };
         self.append_synced(&[RecordRef::Purged { index, term }])?;
         // The oldest segment still needed holds entry index+1 (or is the active one).
-        let keep_from = self
-            .index
-            .get((index + 1 - self.first) as usize)
-            .map_or(self.active, |l| l.seq);
+        let keep_from = self.index.segment_of(index + 1).unwrap_or(self.active);
         self.drop_prefix(index, term);
         self.remove_segments_before(keep_from)
     }
@@ -868,9 +854,9 @@ impl LogStorage {
         self.reader.clone()
     }
 
-    /// Plans a read of the entries in `[lo, hi)`, stopping once their records pass
-    /// `max_bytes` (at least one entry when the range is not empty). Fast: it copies
-    /// locations and cached entries, and reads nothing from disk. The caller must only ask
+    /// Plans a read of the entries in `[lo, hi)`, to stop once they pass `max_bytes` (at
+    /// least one entry when the range is not empty). Fast: it copies cached entries and
+    /// the segment regions to read, and reads nothing from disk. The caller must only ask
     /// for entries that cannot be overwritten (committed ones).
     pub fn plan_read(
         &self,
@@ -878,66 +864,33 @@ impl LogStorage {
         hi: LogIndex,
         max_bytes: u64,
     ) -> Result<ReadPlan, StorageError> {
-        if lo < self.first {
+        if lo < self.index.first() {
             return Err(StorageError::Compacted(lo));
         }
         let hi = hi.min(self.last_index().saturating_add(1));
-        let mut items = Vec::new();
+        // The cache holds the newest entries: what it lacks comes from the segments.
+        let cached_from = match self.cache.first() {
+            Some(first) if hi > lo && self.cache.get(hi - 1).is_some() => first.clamp(lo, hi),
+            _ => hi,
+        };
+        let mut items: Vec<PlanItem> = self
+            .index
+            .regions(lo, cached_from)
+            .into_iter()
+            .map(PlanItem::Disk)
+            .collect();
         let mut size = 0u64;
-        for index in lo..hi {
-            let item = match self.cache.get(index) {
-                Some(e) => {
-                    size += e.size();
-                    PlanItem::Cached(e.clone())
-                }
-                None => {
-                    let loc = self
-                        .index
-                        .get((index - self.first) as usize)
-                        .ok_or(StorageError::Unavailable(index))?;
-                    size += u64::from(loc.len);
-                    PlanItem::Disk {
-                        index,
-                        seq: loc.seq,
-                        offset: loc.offset,
-                        len: loc.len,
-                    }
-                }
+        for index in cached_from..hi {
+            let Some(e) = self.cache.get(index) else {
+                return Err(StorageError::Unavailable(index));
             };
-            if size > max_bytes && !items.is_empty() {
+            size = size.saturating_add(e.size());
+            items.push(PlanItem::Cached(e.clone()));
+            if size > max_bytes {
                 break;
             }
-            items.push(item);
         }
-        Ok(ReadPlan { items })
-    }
-
-    fn read_entry(&self, index: LogIndex) -> Result<Entry, StorageError> {
-        if let Some(e) = self.cache.get(index) {
-            return Ok(e.clone());
-        }
-        let loc = self
-            .index
-            .get((index - self.first) as usize)
-            .ok_or(StorageError::Unavailable(index))?;
-        let seg = self.segments.get(&loc.seq).ok_or_else(|| {
-            StorageError::Io(format!("segment {} of entry {index} is gone", loc.seq))
-        })?;
-        let mut buf = vec![0u8; loc.len as usize];
-        seg.file
-            .read_exact_at(&mut buf, loc.offset)
-            .map_err(|e| StorageError::Io(format!("read {}: {e}", seg.path.display())))?;
-        match decode(&buf, self.cfg.max_record_bytes as usize) {
-            Frame::Valid {
-                record: Record::Entry(e),
-                ..
-            } if e.index == index => Ok(e),
-            _ => Err(StorageError::Io(format!(
-                "entry {index} in {} at byte {} is damaged",
-                seg.path.display(),
-                loc.offset
-            ))),
-        }
+        Ok(ReadPlan { items, max_bytes })
     }
 }
 
@@ -947,7 +900,7 @@ impl LogStore for LogStorage {
     }
 
     fn first_index(&self) -> LogIndex {
-        self.first
+        self.index.first()
     }
 
     fn last_index(&self) -> LogIndex {
@@ -958,12 +911,11 @@ impl LogStore for LogStorage {
         if index == self.purged.0 {
             return Ok(self.purged.1);
         }
-        if index < self.first {
+        if index < self.index.first() {
             return Err(StorageError::Compacted(index));
         }
         self.index
-            .get((index - self.first) as usize)
-            .map(|l| l.term)
+            .term(index)
             .ok_or(StorageError::Unavailable(index))
     }
 
@@ -977,22 +929,25 @@ impl LogStore for LogStorage {
         hi: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        if lo < self.first {
+        if lo < self.index.first() {
             return Err(StorageError::Compacted(lo));
         }
         if hi > self.last_index() + 1 {
             return Err(StorageError::Unavailable(hi - 1));
         }
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        for i in lo..hi {
-            let e = self.read_entry(i)?;
-            size += e.size();
-            if size > max_bytes && !out.is_empty() {
-                break;
-            }
-            out.push(e);
-        }
-        Ok(out)
+        let plan = self.plan_read(lo, hi, max_bytes)?;
+        carry_out(
+            plan,
+            &self.wal_dir,
+            self.cfg.max_record_bytes as usize,
+            |seq, index| {
+                self.segments
+                    .get(&seq)
+                    .map(|s| s.file.clone())
+                    .ok_or_else(|| {
+                        StorageError::Io(format!("segment {seq} of entry {index} is gone"))
+                    })
+            },
+        )
     }
 }

@@ -55,6 +55,14 @@ fn check(log: &LogStorage, m: &Model) {
         assert_eq!(got, m.entries);
         for e in &m.entries {
             assert_eq!(log.term(e.index), Ok(e.term));
+            // One entry alone, read forward from the mark before it.
+            assert_eq!(
+                log.entries(e.index, e.index + 1, 0).unwrap(),
+                vec![e.clone()]
+            );
+            let plan = log.plan_read(e.index, m.last() + 1, u64::MAX).unwrap();
+            let got = log.reader().read(plan).unwrap();
+            assert_eq!(&got[..], &m.entries[(e.index - m.purged - 1) as usize..]);
         }
     }
 }
@@ -69,6 +77,7 @@ proptest! {
         cfg.sync = SyncPolicy::Never;
         cfg.segment_bytes = 300;
         cfg.cache_bytes = 200;
+        cfg.index_interval_bytes = 40;
         let mut log = Some(LogStorage::open(cfg.clone()).unwrap());
         let mut m = Model::default();
         let mut seq = 0u64;

@@ -35,16 +35,70 @@ fn a_planned_read_returns_the_same_entries_from_the_cache_and_from_disk() {
 
 #[test]
 fn a_planned_read_stops_at_the_byte_budget_but_returns_at_least_one_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = open(dir.path(), 0, 1 << 20);
-    for i in 1..=10 {
-        log.write(&[entry(i)], None).unwrap();
+    for cache in [0, 1 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), cache, 1 << 20);
+        for i in 1..=10 {
+            log.write(&[entry(i)], None).unwrap();
+        }
+        let reader = log.reader();
+        let one = reader.read(log.plan_read(1, 11, 1).unwrap()).unwrap();
+        assert_eq!(one, vec![entry(1)], "cache {cache}");
+        let some = reader.read(log.plan_read(1, 11, 100).unwrap()).unwrap();
+        assert!(
+            some.len() > 1 && some.len() < 10,
+            "{} (cache {cache})",
+            some.len()
+        );
+        assert_eq!(some, (1..=some.len() as u64).map(entry).collect::<Vec<_>>());
+        assert!(log.plan_read(11, 20, u64::MAX).unwrap().is_empty());
     }
-    let one = log.plan_read(1, 11, 1).unwrap();
-    assert_eq!(one.len(), 1);
-    let some = log.plan_read(1, 11, 100).unwrap();
-    assert!(some.len() > 1 && some.len() < 10, "{}", some.len());
-    assert!(log.plan_read(11, 20, u64::MAX).unwrap().is_empty());
+}
+
+#[test]
+fn reads_from_disk_find_every_entry_from_sparse_marks_across_segments_and_truncations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = StorageConfig::new(dir.path(), "test-cluster", 1);
+    c.sync = SyncPolicy::Never;
+    c.cache_bytes = 0;
+    c.segment_bytes = 2_000;
+    c.index_interval_bytes = 100;
+    let mut log = LogStorage::open(c.clone()).unwrap();
+    let e = |term: u64, i: u64| Entry::normal(term, i, format!("t{term} entry {i}").into_bytes());
+    for i in 1..=200 {
+        log.write(&[e(1, i)], None).unwrap();
+    }
+    // Replace 150.. (a truncation in the active segment) and 120.. (into an older one).
+    log.write(&(150..=170).map(|i| e(2, i)).collect::<Vec<_>>(), None)
+        .unwrap();
+    log.write(&(120..=260).map(|i| e(3, i)).collect::<Vec<_>>(), None)
+        .unwrap();
+    let want: Vec<Entry> = (1..120)
+        .map(|i| e(1, i))
+        .chain((120..=260).map(|i| e(3, i)))
+        .collect();
+    let (marks, runs) = log.index_footprint();
+    assert!(marks < 260 / 2, "{marks} marks for 260 entries");
+    assert_eq!(runs, 2);
+    for reopened in [false, true] {
+        if reopened {
+            drop(log);
+            log = LogStorage::open(c.clone()).unwrap();
+        }
+        let reader = log.reader();
+        for lo in 1..=260 {
+            for hi in [lo + 1, lo + 7, 261] {
+                let hi = hi.min(261);
+                let got = reader
+                    .read(log.plan_read(lo, hi, u64::MAX).unwrap())
+                    .unwrap();
+                let want = &want[(lo - 1) as usize..(hi - 1) as usize];
+                assert_eq!(got, want, "{lo}..{hi} (reopened: {reopened})");
+                assert_eq!(log.entries(lo, hi, u64::MAX).unwrap(), want);
+            }
+            assert_eq!(log.term(lo), Ok(want[(lo - 1) as usize].term));
+        }
+    }
 }
 
 #[test]
@@ -88,4 +142,37 @@ fn a_damaged_entry_on_disk_is_an_error_not_a_wrong_entry() {
         Err(StorageError::Io(msg)) => assert!(msg.contains("damaged"), "{msg}"),
         other => panic!("expected a damage report, got {other:?}"),
     }
+}
+
+#[test]
+fn the_index_keeps_nothing_per_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = StorageConfig::new(dir.path(), "test-cluster", 1);
+    c.sync = SyncPolicy::Never;
+    c.segment_bytes = 1 << 20;
+    let mut log = LogStorage::open(c.clone()).unwrap();
+    let n = 100_000u64;
+    for batch in 0..n / 1_000 {
+        let entries: Vec<Entry> = (1..=1_000)
+            .map(|i| Entry::normal(1 + batch / 40, batch * 1_000 + i, vec![7u8; 64]))
+            .collect();
+        log.write(&entries, None).unwrap();
+    }
+    let bytes: u64 = std::fs::read_dir(dir.path().join(raft_storage::WAL_DIR))
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+    let (marks, runs) = log.index_footprint();
+    let segments = log.segment_count() as u64;
+    // One mark per interval of bytes (and one where each segment starts), one run per term.
+    assert!(
+        marks as u64 <= bytes / c.index_interval_bytes + segments,
+        "{marks} marks for {bytes} bytes in {segments} segments"
+    );
+    assert!((marks as u64) < n / 50, "{marks} marks for {n} entries");
+    assert_eq!(runs, 3);
+    drop(log);
+    let log = LogStorage::open(c).unwrap();
+    assert_eq!(log.index_footprint(), (marks, runs), "the same after a restart");
+    assert_eq!(log.entries(54_321, 54_322, 0).unwrap()[0].index, 54_321);
 }
