@@ -185,6 +185,10 @@ async fn a_follower_behind_the_compacted_log_catches_up_through_a_snapshot_over_
             "50",
             "--snapshot-chunk-bytes",
             "4096",
+            "--log-retain-entries",
+            "50",
+            "--log-segment-bytes",
+            "65536",
         ],
     );
     c.enable_tls();
@@ -204,7 +208,7 @@ async fn a_follower_behind_the_compacted_log_catches_up_through_a_snapshot_over_
         kv.append_batch(batch).await.unwrap();
     }
     let last = kv.put("after", "while it was away").await.unwrap().index;
-    // The leader compacts its log past everything the follower holds.
+    // The leader drops the oldest segments of its log, past everything the follower holds.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = status_of(&c, leader).await;
@@ -246,6 +250,13 @@ async fn a_follower_behind_the_compacted_log_catches_up_through_a_snapshot_over_
             .await;
         assert_eq!(v["value"], value, "{key} on the follower");
     }
-    let log = c.get_json(away, "/v1/log?from=1000&limit=1").await;
-    assert_eq!(log["entries"][0]["index"], 1000, "{log}");
+    // Its log resumes after the snapshot, and is the leader's from there.
+    let log = c.get_json(away, "/v1/log?from=1&limit=5").await;
+    let first = log["first"].as_u64().unwrap();
+    assert!(first > 100, "{log}");
+    assert_eq!(log["entries"][0]["index"], first, "{log}");
+    let theirs = c
+        .get_json(leader, &format!("/v1/log?from={first}&limit=5"))
+        .await;
+    assert_eq!(log["entries"], theirs["entries"]);
 }

@@ -282,7 +282,21 @@ async fn a_prefix_watch_sees_every_put_and_delete_under_it_in_order_and_lists_ag
 async fn a_stream_behind_the_retention_policy_is_told_where_the_log_now_starts_and_ends() {
     // A stream is pulled from the store, never buffered: a watcher that read too slowly
     // (here: one that resumes far behind) finds what it has not read trimmed, and is told.
-    let mut c = Cluster::new(3, &["--log-retain-entries", "20"]);
+    // Small segments and frequent snapshots: retention drops whole segments once a
+    // snapshot covers them.
+    let mut c = Cluster::new(
+        3,
+        &[
+            "--log-retain-entries",
+            "20",
+            "--log-segment-bytes",
+            "4096",
+            "--snapshot-entries",
+            "20",
+            "--snapshot-tail-entries",
+            "0",
+        ],
+    );
     c.launch().await;
     let l = c.leader().await;
     let url = c.url(l, "/v1/log/stream");

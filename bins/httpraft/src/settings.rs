@@ -351,15 +351,20 @@ pub struct Options {
     /// Bytes per chunk of a snapshot transfer [default: 1048576].
     #[arg(long)]
     pub snapshot_chunk_bytes: Option<usize>,
-    /// Keep at most this many entries of the application log served by /log (the oldest
-    /// go first) [default: all].
+    /// Keep at least this many of the newest entries of the log served by /log, dropping
+    /// older whole segments (once a snapshot covers them) [default: all].
     #[arg(long)]
     pub log_retain_entries: Option<u64>,
-    /// Keep at most this many bytes of the application log served by /log [default: all].
+    /// Keep at least this many bytes of the newest segments of the log served by /log,
+    /// dropping older ones (once a snapshot covers them) [default: all].
     #[arg(long)]
     pub log_retain_bytes: Option<u64>,
-    /// Page cache of the application store (the log served by /log and the key-value map),
-    /// in bytes; the largest part of a node's memory once warm [default: 67108864].
+    /// Start a new segment file of the Raft log once one reaches this size; retention drops
+    /// whole segments [default: 67108864].
+    #[arg(long)]
+    pub log_segment_bytes: Option<u64>,
+    /// Page cache of the application store (the key-value map), in bytes; the largest part
+    /// of a node's memory once warm [default: 67108864].
     #[arg(long)]
     pub store_cache_bytes: Option<usize>,
 }
@@ -449,6 +454,7 @@ impl Options {
             snapshot_chunk_bytes: self.snapshot_chunk_bytes.or(other.snapshot_chunk_bytes),
             log_retain_entries: self.log_retain_entries.or(other.log_retain_entries),
             log_retain_bytes: self.log_retain_bytes.or(other.log_retain_bytes),
+            log_segment_bytes: self.log_segment_bytes.or(other.log_segment_bytes),
             store_cache_bytes: self.store_cache_bytes.or(other.store_cache_bytes),
         }
     }
@@ -539,7 +545,7 @@ pub struct NodeSettings {
     pub access: std::sync::Arc<raft_http::Access>,
     /// How this node calls the other members' APIs.
     pub peer_api: raft_http_client::ClientConfig,
-    /// The application store (the log served by /log, and the key-value map).
+    /// The application store (the key-value map).
     pub store: DurableConfig,
 }
 
@@ -547,8 +553,6 @@ pub struct NodeSettings {
 pub fn store_config(opts: &Options) -> DurableConfig {
     let default = DurableConfig::default();
     DurableConfig {
-        retain_entries: opts.log_retain_entries,
-        retain_bytes: opts.log_retain_bytes,
         cache_bytes: opts.store_cache_bytes.unwrap_or(default.cache_bytes),
         ..default
     }
@@ -1034,6 +1038,19 @@ pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String>
     if let Some(n) = opts.snapshot_tail_entries {
         node.snapshot.tail_entries = n;
     }
+    if let Some(n) = opts.log_segment_bytes {
+        if n < 4096 {
+            return Err(format!(
+                "--log-segment-bytes must be at least 4096, got {n}"
+            ));
+        }
+        node.segment_bytes = n;
+    }
+    // The Raft log is the log /log serves: kept, up to the retention policy.
+    node.snapshot.retention = raft_client::LogRetention::Keep {
+        entries: opts.log_retain_entries,
+        bytes: opts.log_retain_bytes,
+    };
     if let Some(n) = opts.snapshot_chunk_bytes {
         node.snapshot.chunk_bytes = n;
     }

@@ -110,6 +110,9 @@ pub struct SnapshotConfig {
     /// Entries kept in the log before a snapshot's index, so that followers slightly
     /// behind catch up from the log rather than a snapshot. Default 10,000.
     pub tail_entries: u64,
+    /// What a snapshot lets the node drop from its Raft log. Default
+    /// [`LogRetention::AfterSnapshot`].
+    pub retention: LogRetention,
     /// Bytes per chunk of a transfer. Default 1 MiB.
     pub chunk_bytes: usize,
     /// Chunks sent ahead of the receiver's acknowledgements. Default 4.
@@ -135,6 +138,7 @@ impl Default for SnapshotConfig {
             every_wal_bytes: 512 << 20,
             scale_with_size: true,
             tail_entries: 10_000,
+            retention: LogRetention::AfterSnapshot,
             chunk_bytes: 1 << 20,
             window: 4,
             transfer_idle_timeout: Duration::from_secs(30),
@@ -144,6 +148,34 @@ impl Default for SnapshotConfig {
             retry_max: Duration::from_secs(60),
         }
     }
+}
+
+/// What a node keeps of its Raft log once a snapshot covers it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogRetention {
+    /// The state machine keeps what it needs of the entries: each snapshot drops the
+    /// entries it covers, but for [`SnapshotConfig::tail_entries`] before it.
+    #[default]
+    AfterSnapshot,
+    /// The Raft log is the application's record of every entry (`RaftNode::retrieve` reads
+    /// it): it is kept, and only the oldest whole segments past these limits are dropped,
+    /// never past [`SnapshotConfig::tail_entries`] before the latest snapshot (what the
+    /// state machine holds durably). `None`: no limit of that kind; both `None` keeps
+    /// everything.
+    Keep {
+        /// Keep at least this many of the newest entries; drop older whole segments.
+        entries: Option<u64>,
+        /// Keep at least this many bytes of the newest segments; drop older ones.
+        bytes: Option<u64>,
+    },
+}
+
+impl LogRetention {
+    /// Keeps every entry.
+    pub const KEEP_ALL: LogRetention = LogRetention::Keep {
+        entries: None,
+        bytes: None,
+    };
 }
 
 /// Transport settings that `NodeConfig` passes on to `raft-net`.

@@ -1,16 +1,21 @@
-//! [`DurableStore`]: the application's log and key-value map, kept on disk in an embedded
-//! database (redb), so that the Raft log can be compacted without losing either.
+//! [`DurableStore`]: the key-value map of the application `httpraft` runs, kept on disk in
+//! an embedded database (redb). The entries themselves have one home, the Raft log
+//! (kept with [`crate::LogRetention::Keep`], read through [`crate::AppLog`]).
 //!
-//! - Memory does not grow with history: the log and the map live in the database file;
-//!   memory is its page cache ([`DurableConfig::cache_bytes`]).
-//! - Applying is one database transaction per batch, made durable every
-//!   [`DurableConfig::durable_every`] entries and before every snapshot; after a crash the
-//!   node replays the Raft log's entries after the last durable one (the Raft log is never
-//!   compacted past what a snapshot covers, and a snapshot is durable here first).
-//! - Snapshots are read transactions (a consistent view while writes go on), streamed out.
-//! - An optional retention policy drops the oldest log entries
-//!   ([`DurableConfig::retain_entries`], [`DurableConfig::retain_bytes`]); the map is never
-//!   trimmed.
+//! - Memory does not grow with history: the map lives in the database file; memory is its
+//!   page cache ([`DurableConfig::cache_bytes`]).
+//! - Applying is one database transaction per batch, without a sync of its own: the state
+//!   is made durable every [`DurableConfig::durable_every`] entries and before every
+//!   snapshot, and after a crash the node replays the Raft log's entries after the last
+//!   durable one (the log is never dropped past the latest snapshot).
+//! - Besides the map, the store keeps the indexes of the commands that changed nothing (a
+//!   refused conditional write, a delete of a missing key): every other command entry of
+//!   the log is a change watchers see, so changes are not stored twice either.
+//! - Snapshots are read transactions of the map (a consistent view while writes go on),
+//!   streamed out: their size follows the map, not the history.
+//! - A store of the earlier format also kept a copy of the log and of the changes: those
+//!   rows stay, read-only, for the indexes before [`DurableReader::history_start`], and are
+//!   served by [`crate::AppLog`]; nothing is written to them any more.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -27,6 +32,8 @@ use tokio::sync::watch;
 use crate::kv::{KvCommand, KvEvent, KvResponse, Versioned};
 use crate::state_machine::{SnapshotSource, StateMachine};
 
+/// The log as the earlier format copied it (term, kind, payload by index): read-only, for
+/// the indexes before [`HISTORY_START`].
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// The map as a build that kept no revisions stored it: moved into [`KV`] (at revision 0)
 /// when such a store is opened.
@@ -34,21 +41,21 @@ const KV_UNVERSIONED: TableDefinition<&str, &str> = TableDefinition::new("kv");
 /// The map: key → revision (8 bytes LE) and value.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv2");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// The changes applied to the map, for watchers: log index → postcard `(key, value)` (a
-/// `None` value: deleted). Trimmed with the log.
+/// The changes applied to the map as the earlier format copied them, for watchers: log
+/// index → postcard `(key, value)` (a `None` value: deleted). Read-only, for the indexes
+/// before [`HISTORY_START`].
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("kv_events");
+/// The indexes of command entries that changed nothing (from [`HISTORY_START`] on).
+const UNCHANGED: TableDefinition<u64, ()> = TableDefinition::new("kv_unchanged");
 /// The first index from which [`EVENTS`] is complete.
 const EVENTS_FROM: &str = "events_from";
+/// The first index whose entry is in the Raft log only (this format took over there).
+const HISTORY_START: &str = "history_start";
 const APPLIED: &str = "applied";
-const LOG_BYTES: &str = "log_bytes";
 
 /// Settings of a [`DurableStore`].
 #[derive(Clone, Debug)]
 pub struct DurableConfig {
-    /// Keep at most this many log entries (the oldest go first). Default: all.
-    pub retain_entries: Option<u64>,
-    /// Keep at most this many bytes of log entries (the oldest go first). Default: all.
-    pub retain_bytes: Option<u64>,
     /// Make the state durable at least every this many applied entries. Default 10,000.
     pub durable_every: u64,
     /// The database's page cache. Default 64 MiB.
@@ -58,8 +65,6 @@ pub struct DurableConfig {
 impl Default for DurableConfig {
     fn default() -> Self {
         DurableConfig {
-            retain_entries: None,
-            retain_bytes: None,
             durable_every: 10_000,
             cache_bytes: 64 << 20,
         }
@@ -68,16 +73,6 @@ impl Default for DurableConfig {
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("application store: {e}"))
-}
-
-fn kind_code(k: EntryKind) -> u8 {
-    match k {
-        EntryKind::Normal => 0,
-        EntryKind::Noop => 1,
-        EntryKind::Config => 2,
-        EntryKind::Command => 3,
-        EntryKind::ClusterVersion => 4,
-    }
 }
 
 fn kind_of(c: u8) -> Option<EntryKind> {
@@ -91,18 +86,9 @@ fn kind_of(c: u8) -> Option<EntryKind> {
     })
 }
 
-/// The largest record of a snapshot (a log row, a key with its value): larger than any
-/// entry a node accepts.
+/// The largest record of a snapshot (a key with its value; a log row, in a snapshot of the
+/// earlier format): larger than any entry a node accepts.
 const MAX_SNAPSHOT_RECORD: u32 = 1 << 30;
-
-/// A log row: term (8 bytes LE), kind (1 byte), payload.
-fn encode_row(e: &Entry) -> Vec<u8> {
-    let mut v = Vec::with_capacity(9 + e.data.len());
-    v.extend_from_slice(&e.term.to_le_bytes());
-    v.push(kind_code(e.kind));
-    v.extend_from_slice(&e.data);
-    v
-}
 
 fn encode_versioned(v: &Versioned) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + v.value.len());
@@ -176,8 +162,8 @@ fn builder(cfg: &DurableConfig, shown: String) -> redb::Builder {
     b
 }
 
-/// The application's log and key-value map on disk: the state machine `httpraft` runs.
-/// Plain entries go to the log; command entries go to the log and change the map.
+/// The application's key-value map on disk: the state machine `httpraft` runs. Command
+/// entries change the map; every entry stays in the Raft log.
 pub struct DurableStore {
     db: Arc<Database>,
     cfg: DurableConfig,
@@ -191,7 +177,7 @@ pub struct DurableStore {
     failed: Option<String>,
 }
 
-/// A read handle on a [`DurableStore`]: the map, the log, the applied index. Cheap to
+/// A read handle on a [`DurableStore`]: the map and the applied index. Cheap to
 /// clone; reads are database read transactions (each a consistent view) and may block
 /// briefly on disk, so call them from a blocking thread when reading much.
 #[derive(Clone)]
@@ -250,11 +236,25 @@ impl DurableStore {
             txn.open_table(LOG).map_err(io_err)?;
             txn.open_table(KV).map_err(io_err)?;
             txn.open_table(EVENTS).map_err(io_err)?;
+            txn.open_table(UNCHANGED).map_err(io_err)?;
             let mut meta = txn.open_table(META).map_err(io_err)?;
+            let applied = meta.get(APPLIED).map_err(io_err)?.map_or(0, |v| v.value());
             if meta.get(EVENTS_FROM).map_err(io_err)?.is_none() {
                 // A new store, or one of a build that kept no events: complete from here.
-                let applied = meta.get(APPLIED).map_err(io_err)?.map_or(0, |v| v.value());
                 meta.insert(EVENTS_FROM, applied + 1).map_err(io_err)?;
+            }
+            if meta.get(HISTORY_START).map_err(io_err)?.is_none() {
+                // A new store, or the first start of this format on an earlier one: the
+                // entries after what it holds are in the Raft log only (the node replays
+                // them from there), the rows it copied before stay where they are. One
+                // transaction: an interrupted conversion is no conversion, and runs again.
+                meta.insert(HISTORY_START, applied + 1).map_err(io_err)?;
+                if applied > 0 {
+                    tracing::info!(
+                        from = applied + 1,
+                        "the application store keeps no copy of the log from here on: the Raft log is its only copy"
+                    );
+                }
             }
         }
         let moved = migrate_unversioned(&txn)?;
@@ -306,18 +306,10 @@ impl DurableStore {
         txn.set_quick_repair(durable);
         let mut out = Vec::with_capacity(entries.len());
         {
-            let mut log = txn.open_table(LOG).map_err(io_err)?;
             let mut kv = txn.open_table(KV).map_err(io_err)?;
-            let mut events = txn.open_table(EVENTS).map_err(io_err)?;
+            let mut unchanged = txn.open_table(UNCHANGED).map_err(io_err)?;
             let mut meta = txn.open_table(META).map_err(io_err)?;
-            let mut bytes = meta
-                .get(LOG_BYTES)
-                .map_err(io_err)?
-                .map_or(0, |v| v.value());
             for e in entries {
-                let row = encode_row(e);
-                bytes += row.len() as u64;
-                log.insert(e.index, row.as_slice()).map_err(io_err)?;
                 let response = match KvCommand::from_entry(e) {
                     Some(cmd) => {
                         let key = cmd.key();
@@ -330,17 +322,17 @@ impl DurableStore {
                             Some(Some(new)) => {
                                 kv.insert(key, encode_versioned(&new).as_slice())
                                     .map_err(io_err)?;
-                                Some(Some(new.value))
+                                true
                             }
                             Some(None) if current.is_some() => {
                                 kv.remove(key).map_err(io_err)?;
-                                Some(None)
+                                true
                             }
-                            Some(None) | None => None,
+                            Some(None) | None => false,
                         };
-                        if let Some(value) = changed {
-                            let row = postcard::to_allocvec(&(key, value)).map_err(io_err)?;
-                            events.insert(e.index, row.as_slice()).map_err(io_err)?;
+                        if !changed {
+                            // Watchers skip it; every other command is a change.
+                            unchanged.insert(e.index, ()).map_err(io_err)?;
                         }
                         outcome.response
                     }
@@ -348,13 +340,6 @@ impl DurableStore {
                 };
                 out.push(response);
             }
-            let before = bytes;
-            bytes = trim_log(&mut log, bytes, &self.cfg)?;
-            if bytes < before {
-                // Only when the log lost rows: the events go with them.
-                trim_events(&log, &mut events, &mut meta)?;
-            }
-            meta.insert(LOG_BYTES, bytes).map_err(io_err)?;
             if let Some(last) = entries.last() {
                 meta.insert(APPLIED, last.index).map_err(io_err)?;
             }
@@ -378,65 +363,6 @@ impl DurableStore {
         self.since_durable = 0;
         Ok(())
     }
-}
-
-/// Drops the oldest log rows past the retention policy; the log's new size in bytes.
-fn trim_log(
-    log: &mut redb::Table<'_, u64, &[u8]>,
-    mut bytes: u64,
-    cfg: &DurableConfig,
-) -> std::io::Result<u64> {
-    if let Some(keep) = cfg.retain_entries {
-        let len = log.len().map_err(io_err)?;
-        for _ in keep..len {
-            match log.pop_first().map_err(io_err)? {
-                Some((_, row)) => bytes = bytes.saturating_sub(row.value().len() as u64),
-                None => break,
-            }
-        }
-    }
-    if let Some(max) = cfg.retain_bytes {
-        while bytes > max {
-            match log.pop_first().map_err(io_err)? {
-                Some((_, row)) => bytes = bytes.saturating_sub(row.value().len() as u64),
-                None => break,
-            }
-        }
-    }
-    Ok(bytes)
-}
-
-/// Drops the events older than the log's first kept entry (the retention policy applies to
-/// both), moving [`EVENTS_FROM`] up accordingly.
-fn trim_events(
-    log: &redb::Table<'_, u64, &[u8]>,
-    events: &mut redb::Table<'_, u64, &[u8]>,
-    meta: &mut redb::Table<'_, &str, u64>,
-) -> std::io::Result<()> {
-    let Some(first) = log.first().map_err(io_err)?.map(|(k, _)| k.value()) else {
-        return Ok(());
-    };
-    let from = meta
-        .get(EVENTS_FROM)
-        .map_err(io_err)?
-        .map_or(1, |v| v.value());
-    if first <= from {
-        return Ok(());
-    }
-    loop {
-        let oldest = {
-            let row = events.first().map_err(io_err)?;
-            row.map(|(k, _)| k.value())
-        };
-        match oldest {
-            Some(k) if k < first => {
-                events.pop_first().map_err(io_err)?;
-            }
-            _ => break,
-        }
-    }
-    meta.insert(EVENTS_FROM, first).map_err(io_err)?;
-    Ok(())
 }
 
 #[async_trait]
@@ -491,14 +417,15 @@ impl StateMachine for DurableStore {
         txn.delete_table(LOG).map_err(io_err)?;
         txn.delete_table(KV).map_err(io_err)?;
         txn.delete_table(EVENTS).map_err(io_err)?;
+        txn.delete_table(UNCHANGED).map_err(io_err)?;
         {
             let mut log = txn.open_table(LOG).map_err(io_err)?;
             let mut kv = txn.open_table(KV).map_err(io_err)?;
             let mut events = txn.open_table(EVENTS).map_err(io_err)?;
+            txn.open_table(UNCHANGED).map_err(io_err)?;
             let mut meta = txn.open_table(META).map_err(io_err)?;
             // A snapshot without events (from an earlier build) has no history to watch.
             let mut events_from = index + 1;
-            let mut bytes = 0u64;
             let mut buf = Vec::new();
             loop {
                 let mut tag = [0u8; 1];
@@ -516,9 +443,9 @@ impl StateMachine for DurableStore {
                         }
                         crate::snapshot_store::read_record(data, len, &mut buf)?;
                         if tag[0] == 1 {
+                            // The earlier format's copy of the log: kept as it kept it.
                             let (index, row): (u64, &[u8]) =
                                 postcard::from_bytes(&buf).map_err(io_err)?;
-                            bytes += row.len() as u64;
                             log.insert(index, row).map_err(io_err)?;
                         } else if tag[0] == 4 {
                             let (index, row): (u64, &[u8]) =
@@ -544,9 +471,10 @@ impl StateMachine for DurableStore {
                     t => return Err(io_err(format!("unknown snapshot record {t}"))),
                 }
             }
-            meta.insert(LOG_BYTES, bytes).map_err(io_err)?;
             meta.insert(APPLIED, index).map_err(io_err)?;
             meta.insert(EVENTS_FROM, events_from).map_err(io_err)?;
+            // The node's Raft log resumes after the snapshot.
+            meta.insert(HISTORY_START, index + 1).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)?;
         self.applied.send_replace(index);
@@ -555,10 +483,10 @@ impl StateMachine for DurableStore {
     }
 }
 
-/// A consistent view of the store, streamed as records: `5` the index from which events
-/// are kept, `1` log rows, `3` map entries (key, value, revision), `4` events (index,
-/// (key, value)), `0` the end. (`2`, map pairs without revisions, is read from snapshots
-/// of earlier builds.)
+/// A consistent view of the map, streamed as records: `3` map entries (key, value,
+/// revision), `0` the end. (Snapshots of the earlier format also held `5` the index from
+/// which events are kept, `1` log rows and `4` events; `2`, map pairs without revisions, is
+/// from a build before that: all are read by [`DurableStore::restore`].)
 struct DurableSnapshot {
     txn: redb::ReadTransaction,
 }
@@ -566,29 +494,6 @@ struct DurableSnapshot {
 impl SnapshotSource for DurableSnapshot {
     fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
         let mut buf = Vec::new();
-        let record = |out: &mut dyn Write, tag: u8, body: &[u8]| -> std::io::Result<()> {
-            out.write_all(&[tag])?;
-            out.write_all(&(body.len() as u32).to_le_bytes())?;
-            out.write_all(body)
-        };
-        let meta = self.txn.open_table(META).map_err(io_err)?;
-        let events_from = meta
-            .get(EVENTS_FROM)
-            .map_err(io_err)?
-            .map_or(1, |v| v.value());
-        record(
-            out,
-            5,
-            &postcard::to_allocvec(&events_from).map_err(io_err)?,
-        )?;
-        let log = self.txn.open_table(LOG).map_err(io_err)?;
-        for row in log.iter().map_err(io_err)? {
-            let (k, v) = row.map_err(io_err)?;
-            buf.clear();
-            buf = postcard::to_extend(&(k.value(), v.value()), std::mem::take(&mut buf))
-                .map_err(io_err)?;
-            record(out, 1, &buf)?;
-        }
         let kv = self.txn.open_table(KV).map_err(io_err)?;
         for row in kv.iter().map_err(io_err)? {
             let (k, v) = row.map_err(io_err)?;
@@ -599,15 +504,9 @@ impl SnapshotSource for DurableSnapshot {
                 std::mem::take(&mut buf),
             )
             .map_err(io_err)?;
-            record(out, 3, &buf)?;
-        }
-        let events = self.txn.open_table(EVENTS).map_err(io_err)?;
-        for row in events.iter().map_err(io_err)? {
-            let (k, v) = row.map_err(io_err)?;
-            buf.clear();
-            buf = postcard::to_extend(&(k.value(), v.value()), std::mem::take(&mut buf))
-                .map_err(io_err)?;
-            record(out, 4, &buf)?;
+            out.write_all(&[3])?;
+            out.write_all(&(buf.len() as u32).to_le_bytes())?;
+            out.write_all(&buf)?;
         }
         out.write_all(&[0])
     }
@@ -668,24 +567,70 @@ impl DurableReader {
         Ok((out, false))
     }
 
-    /// The first revision from which every change is kept for watchers (older ones were
-    /// trimmed with the log, or predate this store's events).
-    pub fn events_from(&self) -> std::io::Result<LogIndex> {
+    /// The first index whose entry this store never copied: from there on, the Raft log
+    /// is the only copy (before it, the rows of the earlier format, if any).
+    pub fn history_start(&self) -> std::io::Result<LogIndex> {
+        self.meta(HISTORY_START, 1)
+    }
+
+    fn meta(&self, key: &str, default: u64) -> std::io::Result<u64> {
         let r = self.db.begin_read().map_err(io_err)?;
         let meta = r.open_table(META).map_err(io_err)?;
         let v = meta
-            .get(EVENTS_FROM)
+            .get(key)
             .map_err(io_err)?
-            .map_or(1, |v| v.value());
+            .map_or(default, |v| v.value());
         Ok(v)
     }
 
-    /// The changes to keys starting with `prefix` at revisions `from..`, in order: at most
-    /// `limit` of them, looking at no more than `scan` changes; and the revision to go on
-    /// from.
-    pub fn events(
+    /// The first index from which the earlier format's changes are complete.
+    pub(crate) fn legacy_events_from(&self) -> std::io::Result<LogIndex> {
+        self.meta(EVENTS_FROM, 1)
+    }
+
+    /// The oldest log row of the earlier format, if any is kept.
+    pub(crate) fn legacy_first(&self) -> std::io::Result<Option<LogIndex>> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let log = r.open_table(LOG).map_err(io_err)?;
+        let first = log.first().map_err(io_err)?.map(|(k, _)| k.value());
+        Ok(first)
+    }
+
+    /// The earlier format's log rows in `from..to`, at most `limit` and `max_bytes` (at
+    /// least one).
+    pub(crate) fn legacy_log(
         &self,
         from: LogIndex,
+        to: LogIndex,
+        limit: usize,
+        max_bytes: u64,
+    ) -> std::io::Result<Vec<Entry>> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let log = r.open_table(LOG).map_err(io_err)?;
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for row in log.range(from..to).map_err(io_err)? {
+            if out.len() >= limit.max(1) {
+                break;
+            }
+            let (k, v) = row.map_err(io_err)?;
+            let e = decode_row(k.value(), v.value())?;
+            size += e.size();
+            if size > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// The earlier format's changes to keys starting with `prefix` at revisions
+    /// `from..to`: at most `limit`, looking at no more than `scan` rows; and the revision
+    /// to go on from.
+    pub(crate) fn legacy_events(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
         prefix: &str,
         limit: usize,
         scan: usize,
@@ -694,7 +639,10 @@ impl DurableReader {
         let events = r.open_table(EVENTS).map_err(io_err)?;
         let mut out = Vec::new();
         let mut next = from;
-        for row in events.range(from..).map_err(io_err)?.take(scan.max(1)) {
+        for (seen, row) in events.range(from..to).map_err(io_err)?.enumerate() {
+            if seen >= scan.max(1) {
+                return Ok((out, next));
+            }
             let (k, v) = row.map_err(io_err)?;
             let revision = k.value();
             let (key, value): (String, Option<String>) =
@@ -707,11 +655,27 @@ impl DurableReader {
                     value,
                 });
                 if out.len() >= limit {
-                    break;
+                    return Ok((out, next));
                 }
             }
         }
-        Ok((out, next))
+        // Every row before `to` was seen.
+        Ok((out, to))
+    }
+
+    /// The indexes in `lo..=hi` of command entries that changed nothing.
+    pub(crate) fn unchanged(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+    ) -> std::io::Result<std::collections::BTreeSet<LogIndex>> {
+        let r = self.db.begin_read().map_err(io_err)?;
+        let t = r.open_table(UNCHANGED).map_err(io_err)?;
+        let mut out = std::collections::BTreeSet::new();
+        for row in t.range(lo..=hi).map_err(io_err)? {
+            out.insert(row.map_err(io_err)?.0.value());
+        }
+        Ok(out)
     }
 
     /// A receiver told each time the applied index moves.
@@ -734,37 +698,6 @@ impl DurableReader {
     /// The highest index applied.
     pub fn applied(&self) -> LogIndex {
         *self.applied.borrow()
-    }
-
-    /// The first log index still kept (after the retention policy), or the next index to
-    /// come when the log is empty.
-    pub fn first_index(&self) -> std::io::Result<LogIndex> {
-        let r = self.db.begin_read().map_err(io_err)?;
-        let log = r.open_table(LOG).map_err(io_err)?;
-        let first = log.first().map_err(io_err)?.map(|(k, _)| k.value());
-        Ok(first.unwrap_or_else(|| self.applied() + 1))
-    }
-
-    /// Log entries from `from` on (from the first kept one if `from` is older), at most
-    /// `limit` and `max_bytes` (at least one).
-    pub fn log(&self, from: LogIndex, limit: usize, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
-        let r = self.db.begin_read().map_err(io_err)?;
-        let log = r.open_table(LOG).map_err(io_err)?;
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        for row in log.range(from..).map_err(io_err)? {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row.map_err(io_err)?;
-            let e = decode_row(k.value(), v.value())?;
-            size += e.size();
-            if size > max_bytes && !out.is_empty() {
-                break;
-            }
-            out.push(e);
-        }
-        Ok(out)
     }
 }
 
@@ -906,9 +839,13 @@ mod tests {
         // The batch of 2 was made durable; whatever came after may or may not be.
         assert!(s.applied_index() >= 2);
         let r = s.reader();
-        let log = r.log(1, 10, u64::MAX).unwrap();
-        assert_eq!(log[1], Entry::normal(1, 2, &b"text"[..]));
         assert!(r.get("a").unwrap().is_some());
+        assert_eq!(
+            r.history_start().unwrap(),
+            1,
+            "a new store never copied the log"
+        );
+        assert_eq!(r.legacy_first().unwrap(), None, "nor does it now");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -953,30 +890,28 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_snapshot_restores_log_and_map_and_retention_drops_the_oldest_entries() {
+    async fn a_snapshot_holds_the_map_not_the_history() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = DurableConfig {
-            retain_entries: Some(5),
-            ..DurableConfig::default()
-        };
-        let mut s = DurableStore::open(&dir.path().join("a.redb"), cfg).unwrap();
-        let entries: Vec<Entry> = (1..=10).map(|i| put(i, &format!("k{i}"), "v")).collect();
+        let mut s =
+            DurableStore::open(&dir.path().join("a.redb"), DurableConfig::default()).unwrap();
+        // 2,000 writes to 10 keys.
+        let entries: Vec<Entry> = (1..=2_000)
+            .map(|i| put(i, &format!("k{}", i % 10), &format!("value {i}")))
+            .collect();
         s.apply(&entries).await;
         let r = s.reader();
-        assert_eq!(r.first_index().unwrap(), 6, "five entries kept");
-        assert_eq!(r.log(1, 100, u64::MAX).unwrap().len(), 5);
-        assert_eq!(r.len().unwrap(), 10, "the map is never trimmed");
+        assert_eq!(r.len().unwrap(), 10);
         let snap = s.snapshot().await.unwrap();
-        let logged = r.log(1, 100, u64::MAX).unwrap();
-        s.apply(&[put(11, "late", "x")]).await;
+        s.apply(&[put(2_001, "late", "x")]).await;
         let mut bytes = Vec::new();
         snap.write_to(&mut bytes).unwrap();
+        assert!(bytes.len() < 500, "10 keys: {} bytes", bytes.len());
         let mut t =
             DurableStore::open(&dir.path().join("b.redb"), DurableConfig::default()).unwrap();
         t.apply(&[put(1, "stale", "y")]).await;
-        t.restore(10, &mut &bytes[..]).unwrap();
+        t.restore(2_000, &mut &bytes[..]).unwrap();
         let tr = t.reader();
-        assert_eq!(tr.applied(), 10);
+        assert_eq!(tr.applied(), 2_000);
         assert_eq!(
             tr.get("stale").unwrap(),
             None,
@@ -984,26 +919,149 @@ mod tests {
         );
         assert_eq!(tr.get("late").unwrap(), None, "as of the snapshot");
         assert_eq!(tr.len().unwrap(), 10);
-        assert_eq!(tr.get_versioned("k4").unwrap().map(|v| v.revision), Some(4));
-        assert_eq!(tr.log(1, 100, u64::MAX).unwrap(), logged);
+        assert_eq!(
+            tr.get_versioned("k4").unwrap(),
+            Some(Versioned {
+                value: "value 1994".into(),
+                revision: 1994
+            })
+        );
+        assert_eq!(
+            tr.history_start().unwrap(),
+            2_001,
+            "the node's Raft log resumes after the snapshot"
+        );
         assert!(t.restore(3, &mut &bytes[..7]).is_err(), "a cut snapshot");
     }
 
+    /// An earlier format's log row: term (8 bytes LE), kind (1 byte), payload.
+    fn legacy_row(e: &Entry) -> Vec<u8> {
+        let mut v = e.term.to_le_bytes().to_vec();
+        v.push(match e.kind {
+            EntryKind::Normal => 0,
+            EntryKind::Command => 3,
+            _ => 1,
+        });
+        v.extend_from_slice(&e.data);
+        v
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn applied_changes_are_kept_for_watchers_and_listed_by_prefix() {
+    async fn a_store_of_the_earlier_format_keeps_its_copies_readable_and_makes_no_more() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = DurableConfig {
-            retain_entries: Some(6),
+        let path = dir.path().join("app.redb");
+        let old: Vec<Entry> = vec![
+            put(1, "a", "1"),
+            Entry::normal(1, 2, &b"text"[..]),
+            put(3, "b", "2"),
+        ];
+        {
+            // The earlier layout: the log and the changes copied, no history start.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut log = txn.open_table(LOG).unwrap();
+                for e in &old {
+                    log.insert(e.index, legacy_row(e).as_slice()).unwrap();
+                }
+                let mut kv = txn.open_table(KV).unwrap();
+                for (k, v, rev) in [("a", "1", 1), ("b", "2", 3)] {
+                    let row = encode_versioned(&Versioned {
+                        value: v.into(),
+                        revision: rev,
+                    });
+                    kv.insert(k, row.as_slice()).unwrap();
+                }
+                let mut events = txn.open_table(EVENTS).unwrap();
+                for (i, k, v) in [(1u64, "a", "1"), (3, "b", "2")] {
+                    let row = postcard::to_allocvec(&(k, Some(v))).unwrap();
+                    events.insert(i, row.as_slice()).unwrap();
+                }
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(APPLIED, 3).unwrap();
+                meta.insert(EVENTS_FROM, 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let durable = DurableConfig {
+            durable_every: 1,
             ..DurableConfig::default()
         };
-        let mut s = DurableStore::open(&dir.path().join("a.redb"), cfg).unwrap();
+        let mut s = DurableStore::open(&path, durable.clone()).unwrap();
+        let r = s.reader();
+        assert_eq!(r.history_start().unwrap(), 4, "converted where it stood");
+        assert_eq!(r.legacy_log(1, 4, 10, u64::MAX).unwrap(), old);
+        s.apply(&[put(4, "a", "3"), cmd(5, &KvCommand::delete("none"))])
+            .await;
+        assert_eq!(
+            r.legacy_log(1, 100, 10, u64::MAX).unwrap().len(),
+            3,
+            "nothing more is copied"
+        );
+        let (events, next) = r.legacy_events(1, 4, "", 10, 100).unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(next, 4);
+        assert_eq!(
+            r.unchanged(4, 5).unwrap().into_iter().collect::<Vec<_>>(),
+            [5]
+        );
+        drop((s, r));
+        let r = DurableStore::open(&path, durable).unwrap().reader();
+        assert_eq!(r.history_start().unwrap(), 4, "converted once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_of_the_earlier_format_restores_its_copies_as_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        let record = |out: &mut Vec<u8>, tag: u8, body: Vec<u8>| {
+            out.push(tag);
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&body);
+        };
+        let e = put(7, "k", "v");
+        record(&mut bytes, 5, postcard::to_allocvec(&6u64).unwrap());
+        record(
+            &mut bytes,
+            1,
+            postcard::to_allocvec(&(7u64, legacy_row(&e).as_slice())).unwrap(),
+        );
+        record(
+            &mut bytes,
+            3,
+            postcard::to_allocvec(&("k", "v", 7u64)).unwrap(),
+        );
+        record(
+            &mut bytes,
+            4,
+            postcard::to_allocvec(&(
+                7u64,
+                postcard::to_allocvec(&("k", Some("v"))).unwrap().as_slice(),
+            ))
+            .unwrap(),
+        );
+        bytes.push(0);
+        let mut t =
+            DurableStore::open(&dir.path().join("b.redb"), DurableConfig::default()).unwrap();
+        t.restore(7, &mut &bytes[..]).unwrap();
+        let r = t.reader();
+        assert_eq!(r.get("k").unwrap(), Some("v".into()));
+        assert_eq!(r.history_start().unwrap(), 8);
+        assert_eq!(r.legacy_log(1, 8, 10, u64::MAX).unwrap(), vec![e]);
+        assert_eq!(r.legacy_events_from().unwrap(), 6);
+        assert_eq!(r.legacy_events(1, 8, "", 10, 100).unwrap().0.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_that_change_nothing_are_noted_and_keys_are_listed_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s =
+            DurableStore::open(&dir.path().join("a.redb"), DurableConfig::default()).unwrap();
         let r = s.reader();
         let mut applied = r.watch_applied();
-        assert_eq!(
-            r.events_from().unwrap(),
-            1,
-            "a new store keeps every change"
-        );
         let refused = KvCommand::Put {
             key: "app/a".into(),
             value: "x".into(),
@@ -1016,30 +1074,16 @@ mod tests {
             cmd(4, &KvCommand::delete("app/missing")),
             put(5, "app/b", "2"),
             cmd(6, &KvCommand::delete("app/a")),
+            Entry::normal(1, 7, &b"text"[..]),
         ])
         .await;
-        assert_eq!(*applied.borrow_and_update(), 6, "watchers are told");
-        let (events, next) = r.events(1, "app/", 100, 1000).unwrap();
-        let seen: Vec<(u64, &str, Option<&str>)> = events
-            .iter()
-            .map(|e| (e.revision, e.key.as_str(), e.value.as_deref()))
-            .collect();
+        assert_eq!(*applied.borrow_and_update(), 7, "watchers are told");
         assert_eq!(
-            seen,
-            vec![
-                (1, "app/a", Some("1")),
-                (5, "app/b", Some("2")),
-                (6, "app/a", None)
-            ],
+            r.unchanged(1, 7).unwrap().into_iter().collect::<Vec<_>>(),
+            [3, 4],
             "a refused swap and a delete of nothing change nothing"
         );
-        assert_eq!(next, 7);
-        let (one, next) = r.events(2, "app/", 1, 1000).unwrap();
-        assert_eq!(
-            (one[0].revision, next),
-            (5, 6),
-            "limited, and where to go on"
-        );
+        assert!(r.unchanged(5, 7).unwrap().is_empty());
         let (keys, more) = r.list("app/", 10).unwrap();
         assert_eq!(
             keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
@@ -1048,25 +1092,5 @@ mod tests {
         assert!(!more);
         let (keys, more) = r.list("", 1).unwrap();
         assert_eq!((keys.len(), more), (1, true));
-
-        // The retention policy trims the changes with the log.
-        let more_puts: Vec<Entry> = (7..=10).map(|i| put(i, "app/c", "v")).collect();
-        s.apply(&more_puts).await;
-        assert_eq!(r.events_from().unwrap(), 5, "six entries kept: 5 to 10");
-        assert_eq!(r.events(1, "", 100, 1000).unwrap().0[0].revision, 5);
-
-        // A snapshot carries them.
-        let snap = s.snapshot().await.unwrap();
-        let mut bytes = Vec::new();
-        snap.write_to(&mut bytes).unwrap();
-        let mut t =
-            DurableStore::open(&dir.path().join("b.redb"), DurableConfig::default()).unwrap();
-        t.restore(10, &mut &bytes[..]).unwrap();
-        let tr = t.reader();
-        assert_eq!(tr.events_from().unwrap(), 5);
-        assert_eq!(
-            tr.events(1, "", 100, 1000).unwrap(),
-            r.events(1, "", 100, 1000).unwrap()
-        );
     }
 }

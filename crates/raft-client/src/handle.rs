@@ -247,6 +247,11 @@ impl<R: Send + 'static> RaftNode<R> {
         self.shared.reader.retrieve(from, limit, f).await
     }
 
+    /// The reader of this node's committed log (for [`crate::AppLog`]).
+    pub(crate) fn log_reader(&self) -> LogReader {
+        self.shared.reader.clone()
+    }
+
     /// The storage's write and sync counters (no round trip to the runtime).
     pub fn storage_stats(&self) -> StatsSnapshot {
         self.shared.storage_stats.snapshot()

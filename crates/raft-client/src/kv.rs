@@ -174,6 +174,14 @@ impl KvCommand {
         }
     }
 
+    /// The value this command writes when it changes the map (`None`: it deletes the key).
+    pub(crate) fn new_value(&self) -> Option<&str> {
+        match self {
+            KvCommand::PutUnversioned { value, .. } | KvCommand::Put { value, .. } => Some(value),
+            KvCommand::DeleteUnversioned { .. } | KvCommand::Delete { .. } => None,
+        }
+    }
+
     /// What applying this command at `index` does to a key whose state is `current`.
     pub(crate) fn decide(&self, index: LogIndex, current: Option<&Versioned>) -> Outcome {
         let (expect, new) = match self {

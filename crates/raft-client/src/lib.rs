@@ -49,6 +49,7 @@
 
 #![forbid(unsafe_code)]
 
+mod app_log;
 mod applier;
 mod autopilot;
 mod backup;
@@ -75,11 +76,12 @@ mod state_machine;
 mod storage;
 mod writes;
 
+pub use app_log::AppLog;
 pub use autopilot::{AutopilotConfig, AutopilotDecision, UnreachableAction};
 pub use backup::{restore_backup, restore_backup_with, Backup};
 pub use batch::CommittedBatch;
 pub use commands::Committed;
-pub use config::{NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
+pub use config::{LogRetention, NetTuning, NodeConfig, Peer, SnapshotConfig, FRAME_HEADROOM};
 pub use durable_store::{DurableConfig, DurableReader, DurableStore};
 pub use environment::Environment;
 pub use error::{Error, StartError};

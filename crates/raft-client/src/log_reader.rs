@@ -76,6 +76,29 @@ impl LogReader {
 
     fn read_blocking(&self, from: LogIndex, limit: u64) -> Result<Vec<Entry>, Error> {
         let last = self.readable.load(Ordering::Acquire);
+        self.read_upto(from, last, limit, self.max_bytes)
+    }
+
+    /// The first entry the log holds (the next to come when it is empty).
+    pub(crate) fn first_index(&self) -> Result<LogIndex, Error> {
+        let shared = self.storage.upgrade().ok_or(Error::Shutdown)?;
+        let store = shared
+            .read()
+            .map_err(|_| Error::Storage("storage lock poisoned by a panic".into()))?;
+        Ok(store.first_index())
+    }
+
+    /// Entries from `from` (or the first one held, if later) up to `last`, at most `limit`
+    /// and `max_bytes` (at least one), on the caller's thread. The caller vouches that
+    /// entries up to `last` are committed (the state machine applied them, say): they are
+    /// final, and read without the runtime.
+    pub(crate) fn read_upto(
+        &self,
+        from: LogIndex,
+        last: LogIndex,
+        limit: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, Error> {
         // A purge between planning and reading removes what the plan points at: plan again
         // from the new first index.
         for _ in 0..3 {
@@ -90,7 +113,7 @@ impl LogReader {
                 }
                 let hi = last.saturating_add(1).min(from.saturating_add(limit));
                 store
-                    .plan_read(from, hi, self.max_bytes)
+                    .plan_read(from, hi, max_bytes)
                     .map_err(|e| Error::Storage(e.to_string()))?
             };
             match self.segments.read(plan) {

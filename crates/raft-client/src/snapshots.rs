@@ -221,15 +221,28 @@ pub(crate) async fn receive_streams(
     }
 }
 
-/// Writes the state machine's copy to a file, records it in storage and compacts the log,
-/// keeping `tail` entries before it. Errors from storage start with `storage:` (they stop the
-/// node).
+/// What to drop from the Raft log once a snapshot is recorded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Keep {
+    /// Everything the snapshot covers but this many entries before it.
+    Tail(u64),
+    /// The oldest whole segments past these limits, up to `tail` entries before the
+    /// snapshot at most.
+    Newest {
+        entries: Option<u64>,
+        bytes: Option<u64>,
+        tail: u64,
+    },
+}
+
+/// Writes the state machine's copy to a file, records it in storage and drops what `keep`
+/// lets go of the log. Errors from storage start with `storage:` (they stop the node).
 pub(crate) fn take_snapshot(
     store: &SnapshotStore,
     storage: &SharedStorage,
     meta: &SnapshotMeta,
     source: Box<dyn crate::state_machine::SnapshotSource>,
-    tail: u64,
+    keep: Keep,
 ) -> Result<SnapshotMeta, String> {
     store
         .create(meta, |out| source.write_to(out))
@@ -237,7 +250,14 @@ pub(crate) fn take_snapshot(
     let mut log = storage.write().map_err(|e| format!("storage: {e}"))?;
     log.record_snapshot(meta)
         .map_err(|e| format!("storage: {e}"))?;
-    let purge_to = meta.index.saturating_sub(tail);
+    let purge_to = match keep {
+        Keep::Tail(tail) => meta.index.saturating_sub(tail),
+        Keep::Newest {
+            entries,
+            bytes,
+            tail,
+        } => log.retention_point(entries, bytes, meta.index.saturating_sub(tail)),
+    };
     if purge_to > 0 {
         log.purge_to(purge_to)
             .map_err(|e| format!("storage: {e}"))?;

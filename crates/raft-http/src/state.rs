@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use raft_client::{Committed, DurableReader, KvCommand, KvResponse, RaftNode};
+use raft_client::{AppLog, Committed, DurableReader, KvCommand, KvResponse, RaftNode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -99,6 +99,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub(crate) node: RaftNode<KvResponse>,
     pub(crate) store: DurableReader,
+    /// The application log and the map's changes, read from the Raft log.
+    pub(crate) log: AppLog,
     pub(crate) cfg: HttpConfig,
     pub(crate) log_reads: Arc<tokio::sync::Semaphore>,
     pub(crate) backups: Arc<tokio::sync::Semaphore>,
@@ -130,6 +132,7 @@ impl AppState {
     /// read through `store`.
     pub fn new(node: RaftNode<KvResponse>, store: DurableReader, cfg: HttpConfig) -> Self {
         AppState(Arc::new(Shared {
+            log: AppLog::new(&node, store.clone()),
             node,
             store,
             log_reads: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_reads.max(1))),
@@ -340,13 +343,13 @@ impl AppState {
                 None,
             )
         })?;
-        let store = self.store.clone();
+        let log = self.log.clone();
         let max_bytes = self.cfg.max_log_bytes;
         let limit = limit.clamp(1, self.cfg.max_log_entries.max(1));
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let first = store.first_index()?;
-            let entries = store.log(from.max(first), limit, max_bytes)?;
+            let first = log.first_index()?;
+            let entries = log.read(from.max(first), limit, max_bytes)?;
             Ok::<_, std::io::Error>(f(entries, first))
         })
         .await

@@ -217,11 +217,11 @@ pub(crate) async fn log_stream(
     let admission = admit(&st, (cred, addr))?;
     let max_bytes = st.cfg.max_log_bytes;
     let read = move |st: &AppState, from: LogIndex| -> std::io::Result<Read<Entry>> {
-        let first = st.store.first_index()?;
+        let first = st.log.first_index()?;
         if from < first {
             return Ok(Read::Compacted(first));
         }
-        let entries = st.store.log(from, BATCH, max_bytes)?;
+        let entries = st.log.read(from, BATCH, max_bytes)?;
         let next = entries.last().map_or(from, |e| e.index + 1);
         Ok(Read::Items(entries, next))
     };
@@ -262,11 +262,11 @@ pub(crate) async fn kv_watch(
     let read = move |st: &AppState, from: LogIndex| -> std::io::Result<Read<KvEvent>> {
         // Read first what is applied: every change up to it is in the store by then.
         let upto = st.store.applied();
-        let first = st.store.events_from()?;
+        let first = st.log.events_from()?;
         if from < first {
             return Ok(Read::Compacted(first));
         }
-        let (events, next) = st.store.events(from, &prefix, BATCH, SCAN)?;
+        let (events, next) = st.log.events(from, &prefix, BATCH, SCAN)?;
         // No change past `from` up to `upto`: go on from after `upto`.
         let next = if next == from {
             from.max(upto + 1)

@@ -237,6 +237,11 @@ impl SparseIndex {
         out
     }
 
+    /// `(segment, last entry held in it)` for each segment holding entries, oldest first.
+    pub(crate) fn segment_ends(&self) -> impl Iterator<Item = (u64, LogIndex)> + '_ {
+        self.spans.iter().map(|s| (s.seq, s.last))
+    }
+
     /// How many marks the index holds (its memory grows with this, not with the entries).
     pub(crate) fn marks(&self) -> usize {
         self.spans.iter().map(|s| s.marks.len()).sum()

@@ -848,6 +848,40 @@ impl LogStorage {
         self.remove_segments_before(keep_from)
     }
 
+    /// The entry up to which a retention policy lets the log go: the last entry of the
+    /// newest closed segment whose removal (with every older one) still leaves at least
+    /// `entries` entries and `bytes` bytes of segments, and that is at most `at_most`
+    /// (what the state machine holds durably). Whole segments only; 0 when none can go,
+    /// and always 0 when both limits are `None` (keep everything). Hand it to
+    /// [`purge_to`](Self::purge_to).
+    pub fn retention_point(
+        &self,
+        entries: Option<u64>,
+        bytes: Option<u64>,
+        at_most: LogIndex,
+    ) -> LogIndex {
+        if entries.is_none() && bytes.is_none() {
+            return 0;
+        }
+        let last = self.last_index();
+        let mut bytes_left: u64 = self.segments.values().map(|s| s.size).sum();
+        let mut point = 0;
+        for (seq, seg_last) in self.index.segment_ends() {
+            if seq == self.active || seg_last > at_most {
+                break;
+            }
+            let size = self.segments.get(&seq).map_or(0, |s| s.size);
+            let entries_left = last - seg_last;
+            let left = bytes_left.saturating_sub(size);
+            if entries.is_some_and(|n| entries_left < n) || bytes.is_some_and(|b| left < b) {
+                break;
+            }
+            point = seg_last;
+            bytes_left = left;
+        }
+        point
+    }
+
     /// A reader of this store's segments, to carry out plans made by
     /// [`plan_read`](Self::plan_read) without holding the store.
     pub fn reader(&self) -> SegmentReader {

@@ -173,6 +173,52 @@ fn the_index_keeps_nothing_per_entry() {
     assert_eq!(runs, 3);
     drop(log);
     let log = LogStorage::open(c).unwrap();
-    assert_eq!(log.index_footprint(), (marks, runs), "the same after a restart");
+    assert_eq!(
+        log.index_footprint(),
+        (marks, runs),
+        "the same after a restart"
+    );
     assert_eq!(log.entries(54_321, 54_322, 0).unwrap()[0].index, 54_321);
+}
+
+#[test]
+fn retention_drops_whole_segments_past_its_limits_and_never_past_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = StorageConfig::new(dir.path(), "test-cluster", 1);
+    c.sync = SyncPolicy::Never;
+    c.segment_bytes = 1_000;
+    let mut log = LogStorage::open(c).unwrap();
+    for i in 1..=300 {
+        log.write(&[entry(i)], None).unwrap();
+    }
+    assert!(log.segment_count() > 5);
+    assert_eq!(
+        log.retention_point(None, None, 300),
+        0,
+        "no limit: keep all"
+    );
+    let p = log.retention_point(Some(100), None, 300);
+    assert!(p > 150 && p <= 200, "keeps at least 100 entries: {p}");
+    assert_eq!(
+        log.entries(p, p + 1, 0).unwrap()[0].index,
+        p,
+        "the point is an entry"
+    );
+    let bound = log.retention_point(Some(100), None, 120);
+    assert!(bound <= 120 && bound > 0, "never past the bound: {bound}");
+    assert_eq!(log.retention_point(Some(10_000), None, 300), 0);
+    let by_bytes = log.retention_point(None, Some(1_000), 300);
+    assert!(
+        by_bytes > p,
+        "1,000 bytes hold fewer than 100 entries: {by_bytes}"
+    );
+    let segments = log.segment_count();
+    log.purge_to(p).unwrap();
+    assert_eq!(log.first_index(), p + 1);
+    assert!(log.segment_count() < segments, "whole segments went");
+    assert_eq!(
+        log.retention_point(Some(100), None, 300),
+        0,
+        "nothing more to drop"
+    );
 }

@@ -10,7 +10,7 @@ use super::Runtime;
 use crate::error::Error;
 use crate::snapshot_store::SnapshotFile;
 use crate::snapshot_transfer::send_snapshot;
-use crate::snapshots::{take_snapshot, Event};
+use crate::snapshots::{take_snapshot, Event, Keep};
 use crate::state_machine::StateMachine;
 
 impl<SM: StateMachine> Runtime<SM> {
@@ -54,6 +54,14 @@ impl<SM: StateMachine> Runtime<SM> {
         let store = self.snapshots.store.clone();
         let storage = self.storage.clone();
         let tail = self.snapshots.cfg.tail_entries;
+        let keep = match self.snapshots.cfg.retention {
+            crate::config::LogRetention::AfterSnapshot => Keep::Tail(tail),
+            crate::config::LogRetention::Keep { entries, bytes } => Keep::Newest {
+                entries,
+                bytes,
+                tail,
+            },
+        };
         let events = self.snapshots.events_tx.clone();
         let exec = self.snapshots.exec.clone();
         self.snapshots.writing = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
@@ -77,7 +85,7 @@ impl<SM: StateMachine> Runtime<SM> {
                     Err(_) => return,
                 };
                 let writing = exec.blocking(move || {
-                    let result = take_snapshot(&store, &storage, &meta, source, tail);
+                    let result = take_snapshot(&store, &storage, &meta, source, keep);
                     let _ = events.send(Event::SnapshotTaken(result));
                 });
                 let _ = tokio_util::task::AbortOnDropHandle::new(writing).await;

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use raft_client::{
-    DurableConfig, DurableStore, Environment, KvResponse, KvStore, NodeConfig, Peer, RaftNode,
+    DurableConfig, DurableStore, Environment, KvResponse, KvStore, LogRetention, NodeConfig, Peer,
+    RaftNode,
 };
 use raft_core::NodeId;
 use tokio::time::Instant;
@@ -66,6 +67,9 @@ pub struct SimCluster {
     events: Mutex<Vec<String>>,
     /// Snapshot every this many entries, keeping this many before it.
     pub snapshots: (u64, u64),
+    /// The Raft log's segment size on nodes with the durable store (whose log is kept,
+    /// but for whole segments past the retention).
+    pub segment_bytes: u64,
     /// Each node's tick, in microseconds: 10 ms give or take up to 10 %, so that the
     /// nodes' clocks run at different rates (within the lease's 20 % margin); with lease
     /// reads off, up to 40 % (past it).
@@ -152,6 +156,7 @@ impl SimCluster {
             in_memory: lies,
             logs,
             snapshots,
+            segment_bytes: 16 << 10,
             disks,
             paces,
             ids,
@@ -234,6 +239,13 @@ impl SimCluster {
             let store = SlowStore { inner: store, pace };
             (RaftNode::start_in(cfg, store, env).await, reader)
         } else {
+            // As httpraft runs it: the Raft log is the application's log, kept but for
+            // whole segments past the retention (small segments, so that they go).
+            cfg.snapshot.retention = LogRetention::Keep {
+                entries: Some(tail),
+                bytes: None,
+            };
+            cfg.segment_bytes = self.segment_bytes;
             // On the node's simulated disk: a crash loses what the store did not sync.
             let file = self.logs[&id].db_file(&dir.join("app.redb"));
             let store = DurableStore::open_on(file, DurableConfig::default())

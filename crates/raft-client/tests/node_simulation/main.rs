@@ -355,7 +355,11 @@ fn a_slow_state_machine_does_not_depose_its_leader() {
 #[test]
 fn a_follower_installing_a_snapshot_behind_a_stuck_state_machine_keeps_answering() {
     paused_runtime().block_on(async {
-        let (cluster, _) = settled_cluster(2, |c| c.snapshots = (10, 0)).await;
+        let (cluster, _) = settled_cluster(2, |c| {
+            c.snapshots = (10, 0);
+            c.segment_bytes = 256;
+        })
+        .await;
         let ids = cluster.ids.clone();
         let all = cluster.all_running();
         let (_, leader) = all
