@@ -229,8 +229,8 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-/// `GET /v1/snapshot` → a consistent copy of this node's state (the application log and
-/// the map as of its applied index), streamed in the snapshot file format; restore it with
+/// `GET /v1/snapshot` → a consistent copy of this node's state (the key-value map as of its
+/// applied index; the log stays in the Raft log), streamed in the snapshot file format; restore it with
 /// `httpraft restore`. One at a time per node (429 otherwise).
 #[utoipa::path(get, path = "/v1/snapshot", tag = "operations",
     responses((status = 200, description = "A consistent copy of the state, in the snapshot file format", content_type = "application/octet-stream"),
