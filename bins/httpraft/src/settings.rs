@@ -363,6 +363,10 @@ pub struct Options {
     /// whole segments [default: 67108864].
     #[arg(long)]
     pub log_segment_bytes: Option<u64>,
+    /// Bytes of the newest log entries kept in memory for replication and applying; older
+    /// ones are read from the segments [default: 8388608].
+    #[arg(long)]
+    pub log_cache_bytes: Option<u64>,
     /// Page cache of the application store (the key-value map), in bytes; the largest part
     /// of a node's memory once warm [default: 67108864].
     #[arg(long)]
@@ -455,6 +459,7 @@ impl Options {
             log_retain_entries: self.log_retain_entries.or(other.log_retain_entries),
             log_retain_bytes: self.log_retain_bytes.or(other.log_retain_bytes),
             log_segment_bytes: self.log_segment_bytes.or(other.log_segment_bytes),
+            log_cache_bytes: self.log_cache_bytes.or(other.log_cache_bytes),
             store_cache_bytes: self.store_cache_bytes.or(other.store_cache_bytes),
         }
     }
@@ -1045,6 +1050,9 @@ pub fn apply_tuning(node: &mut NodeConfig, opts: &Options) -> Result<(), String>
             ));
         }
         node.segment_bytes = n;
+    }
+    if let Some(n) = opts.log_cache_bytes {
+        node.log_cache_bytes = n;
     }
     // The Raft log is the log /log serves: kept, up to the retention policy.
     node.snapshot.retention = raft_client::LogRetention::Keep {

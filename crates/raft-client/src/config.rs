@@ -51,6 +51,10 @@ pub struct NodeConfig {
     pub pipeline_writes: bool,
     /// Log segment size. Default 64 MiB.
     pub segment_bytes: u64,
+    /// Bytes of the newest log entries kept in memory, so that replicating to followers
+    /// that keep up, and applying, never read the disk (older entries are read from the
+    /// segments). Default 8 MiB.
+    pub log_cache_bytes: u64,
     /// Requests queued toward the node at most; past it, `submit` returns `Busy`.
     /// Default 16,384.
     pub request_queue: usize,
@@ -244,6 +248,7 @@ impl NodeConfig {
             sync: SyncPolicy::Always,
             pipeline_writes: true,
             segment_bytes: 64 << 20,
+            log_cache_bytes: 8 << 20,
             request_queue: 16_384,
             max_pending_submits: 65_536,
             max_pending_bytes: 64 << 20,

@@ -1013,6 +1013,120 @@ mod tests {
         assert_eq!(r.history_start().unwrap(), 4, "converted once");
     }
 
+    /// A database file in memory that records every write and length change, so that a
+    /// test can rebuild the file as a crash after any of them left it.
+    #[derive(Debug, Default)]
+    struct Recorded {
+        data: std::sync::Mutex<Vec<u8>>,
+        ops: std::sync::Mutex<Vec<(u64, Option<Vec<u8>>)>>,
+    }
+
+    #[derive(Debug)]
+    struct RecordedFile(Arc<Recorded>);
+
+    impl redb::StorageBackend for RecordedFile {
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.0.data.lock().unwrap().len() as u64)
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            let d = self.0.data.lock().unwrap();
+            let at = offset as usize;
+            let bytes = d
+                .get(at..at + out.len())
+                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+            out.copy_from_slice(bytes);
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.0.ops.lock().unwrap().push((len, None));
+            apply_op(&mut self.0.data.lock().unwrap(), len, None);
+            Ok(())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.0
+                .ops
+                .lock()
+                .unwrap()
+                .push((offset, Some(data.to_vec())));
+            apply_op(&mut self.0.data.lock().unwrap(), offset, Some(data));
+            Ok(())
+        }
+    }
+
+    /// A write at `at`, or (no bytes) a change of length to `at`.
+    fn apply_op(d: &mut Vec<u8>, at: u64, bytes: Option<&[u8]>) {
+        match bytes {
+            None => d.resize(at as usize, 0),
+            Some(b) => {
+                let end = at as usize + b.len();
+                if d.len() < end {
+                    d.resize(end, 0);
+                }
+                d[at as usize..end].copy_from_slice(b);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_conversion_cut_short_by_a_crash_at_any_write_is_done_again_on_the_next_open() {
+        // The earlier layout on a recorded disk: copies of the log and the changes.
+        let disk = Arc::new(Recorded::default());
+        {
+            let db = Database::builder()
+                .create_with_backend(RecordedFile(disk.clone()))
+                .unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut log = txn.open_table(LOG).unwrap();
+                let mut kv = txn.open_table(KV).unwrap();
+                let mut events = txn.open_table(EVENTS).unwrap();
+                for i in 1..=50u64 {
+                    let e = put(i, &format!("k{i}"), "v");
+                    log.insert(i, legacy_row(&e).as_slice()).unwrap();
+                    let row = encode_versioned(&Versioned {
+                        value: "v".into(),
+                        revision: i,
+                    });
+                    kv.insert(format!("k{i}").as_str(), row.as_slice()).unwrap();
+                    let change = postcard::to_allocvec(&(format!("k{i}"), Some("v"))).unwrap();
+                    events.insert(i, change.as_slice()).unwrap();
+                }
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(APPLIED, 50).unwrap();
+                meta.insert(EVENTS_FROM, 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let before = disk.data.lock().unwrap().clone();
+        disk.ops.lock().unwrap().clear();
+        // The conversion, recorded.
+        drop(DurableStore::open_on(RecordedFile(disk.clone()), DurableConfig::default()).unwrap());
+        let ops = disk.ops.lock().unwrap().clone();
+        assert!(!ops.is_empty(), "the conversion writes");
+        // A crash after each of its writes: the next open converts, and loses nothing.
+        for cut in 0..=ops.len() {
+            let mut image = before.clone();
+            for (at, bytes) in &ops[..cut] {
+                apply_op(&mut image, *at, bytes.as_deref());
+            }
+            let crashed = Arc::new(Recorded {
+                data: std::sync::Mutex::new(image),
+                ops: std::sync::Mutex::default(),
+            });
+            let store = DurableStore::open_on(RecordedFile(crashed), DurableConfig::default())
+                .unwrap_or_else(|e| panic!("after a crash at write {cut}: {e}"));
+            let r = store.reader();
+            assert_eq!(r.history_start().unwrap(), 51, "crash at write {cut}");
+            assert_eq!(r.applied(), 50);
+            assert_eq!(r.len().unwrap(), 50);
+            assert_eq!(r.legacy_log(1, 51, 100, u64::MAX).unwrap().len(), 50);
+            assert_eq!(r.legacy_events(1, 51, "", 100, 100).unwrap().0.len(), 50);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_of_the_earlier_format_restores_its_copies_as_history() {
         let dir = tempfile::tempdir().unwrap();

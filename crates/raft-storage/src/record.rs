@@ -126,10 +126,11 @@ pub(crate) fn declared_size(bytes: &[u8]) -> Option<usize> {
     Some(HEADER_LEN + u32::from_le_bytes(len) as usize)
 }
 
-/// Reads the frame at the start of `bytes`; `max_len` bounds the declared payload length.
-pub(crate) fn decode(bytes: &[u8], max_len: usize) -> Frame {
+/// The checked payload of the frame at the start of `bytes` and the frame's size, or why
+/// there is none; `max_len` bounds the declared payload length.
+fn payload(bytes: &[u8], max_len: usize) -> Result<(&[u8], usize), Frame> {
     if bytes.len() < HEADER_LEN {
-        return Frame::Incomplete;
+        return Err(Frame::Incomplete);
     }
     let mut len_bytes = [0u8; 4];
     len_bytes.copy_from_slice(&bytes[0..4]);
@@ -138,22 +139,80 @@ pub(crate) fn decode(bytes: &[u8], max_len: usize) -> Frame {
     crc_bytes.copy_from_slice(&bytes[4..8]);
     let crc = u32::from_le_bytes(crc_bytes);
     if len == 0 || len > max_len {
-        return Frame::Damaged;
+        return Err(Frame::Damaged);
     }
     if bytes.len() < HEADER_LEN + len {
-        return Frame::Incomplete;
+        return Err(Frame::Incomplete);
     }
     let payload = &bytes[HEADER_LEN..HEADER_LEN + len];
     if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload) != crc {
-        return Frame::Damaged;
+        return Err(Frame::Damaged);
     }
+    Ok((payload, HEADER_LEN + len))
+}
+
+/// Reads the frame at the start of `bytes`; `max_len` bounds the declared payload length.
+pub(crate) fn decode(bytes: &[u8], max_len: usize) -> Frame {
+    let (payload, size) = match payload(bytes, max_len) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
     match postcard::from_bytes::<Record>(payload) {
-        Ok(record) => Frame::Valid {
-            record,
-            size: HEADER_LEN + len,
-        },
+        Ok(record) => Frame::Valid { record, size },
         Err(_) => Frame::Damaged,
     }
+}
+
+/// What recovery needs of a record: an entry's index and term (its payload is checked
+/// against the checksum but not copied), anything else whole.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Head {
+    Entry { index: LogIndex, term: Term },
+    Other(Box<Record>),
+}
+
+/// The first fields of an encoded [`Entry`].
+#[derive(Deserialize)]
+struct EntryHead {
+    term: Term,
+    index: LogIndex,
+}
+
+/// [`Record::Entry`]'s variant number, as `postcard` writes it (one byte).
+const ENTRY_VARIANT: u8 = 1;
+
+/// What is found at an offset of a segment, read for recovery.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadFrame {
+    /// A valid record of `size` bytes (header included).
+    Valid { head: Head, size: usize },
+    /// Fewer bytes remain than the header or the declared length needs.
+    Incomplete,
+    /// The checksum or the decoding failed.
+    Damaged,
+}
+
+/// Like [`decode`], without copying an entry's payload.
+pub(crate) fn decode_head(bytes: &[u8], max_len: usize) -> HeadFrame {
+    let (payload, size) = match payload(bytes, max_len) {
+        Ok(p) => p,
+        Err(Frame::Incomplete) => return HeadFrame::Incomplete,
+        Err(_) => return HeadFrame::Damaged,
+    };
+    let head = match payload.split_first() {
+        Some((&ENTRY_VARIANT, rest)) => match postcard::take_from_bytes::<EntryHead>(rest) {
+            Ok((e, _)) => Head::Entry {
+                index: e.index,
+                term: e.term,
+            },
+            Err(_) => return HeadFrame::Damaged,
+        },
+        _ => match postcard::from_bytes::<Record>(payload) {
+            Ok(record) => Head::Other(Box::new(record)),
+            Err(_) => return HeadFrame::Damaged,
+        },
+    };
+    HeadFrame::Valid { head, size }
 }
 
 #[cfg(test)]
@@ -191,6 +250,41 @@ mod tests {
                 Record::Truncate { from: 5 }
             ]
         );
+    }
+
+    #[test]
+    fn a_head_reads_an_entrys_index_and_term_and_any_other_record_whole() {
+        let e = Entry::normal(3, 70_000, vec![9u8; 300]);
+        let hs = HardState {
+            term: 3,
+            vote: Some(2),
+            commit: 6,
+        };
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &RecordRef::Entry(&e)).unwrap();
+        let at = buf.len();
+        encode_into(&mut buf, &RecordRef::HardState(&hs)).unwrap();
+        assert_eq!(
+            decode_head(&buf, 1 << 20),
+            HeadFrame::Valid {
+                head: Head::Entry {
+                    index: 70_000,
+                    term: 3
+                },
+                size: at
+            }
+        );
+        assert_eq!(
+            decode_head(&buf[at..], 1 << 20),
+            HeadFrame::Valid {
+                head: Head::Other(Box::new(Record::HardState(hs))),
+                size: buf.len() - at
+            }
+        );
+        let mut bad = buf.clone();
+        bad[at - 1] ^= 1; // the entry's payload: the checksum still covers it
+        assert_eq!(decode_head(&bad, 1 << 20), HeadFrame::Damaged);
+        assert_eq!(decode_head(&buf[..at - 1], 1 << 20), HeadFrame::Incomplete);
     }
 
     /// `payload` framed with a correct length and checksum.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::record::{decode, Frame, Record};
+use crate::record::{decode_head, Head, HeadFrame};
 
 /// The extension of segment files.
 pub const SEGMENT_EXT: &str = "wal";
@@ -42,9 +42,9 @@ pub(crate) enum ScanEnd {
     Corrupt { offset: u64 },
 }
 
-/// The records of a segment.
+/// The records of a segment (entries by index and term only): offset, record, size.
 pub(crate) struct Scan {
-    pub(crate) records: Vec<(u64, Record, usize)>,
+    pub(crate) records: Vec<(u64, Head, usize)>,
     pub(crate) end: ScanEnd,
 }
 
@@ -71,18 +71,18 @@ pub(crate) fn scan(bytes: &[u8], max_len: usize) -> Scan {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
-        match decode(&bytes[at..], max_len) {
-            Frame::Valid { record, size } => {
-                records.push((at as u64, record, size));
+        match decode_head(&bytes[at..], max_len) {
+            HeadFrame::Valid { head, size } => {
+                records.push((at as u64, head, size));
                 at += size;
             }
-            bad @ (Frame::Incomplete | Frame::Damaged) => {
+            bad @ (HeadFrame::Incomplete | HeadFrame::Damaged) => {
                 let later_valid = (at + 1..bytes.len())
-                    .any(|p| matches!(decode(&bytes[p..], max_len), Frame::Valid { .. }));
+                    .any(|p| matches!(decode_head(&bytes[p..], max_len), HeadFrame::Valid { .. }));
                 let offset = at as u64;
                 let end = if later_valid {
                     ScanEnd::Corrupt { offset }
-                } else if bad == Frame::Incomplete || has_missing_sector(bytes, at) {
+                } else if bad == HeadFrame::Incomplete || has_missing_sector(bytes, at) {
                     ScanEnd::Torn { offset }
                 } else {
                     ScanEnd::DamagedTail { offset }

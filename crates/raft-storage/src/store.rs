@@ -16,7 +16,7 @@ use crate::error::{OpenError, WriteError};
 use crate::index::SparseIndex;
 use crate::meta::{self, DirInfo, DirLock};
 use crate::reader::{carry_out, PlanItem, ReadPlan, SegmentReader};
-use crate::record::{encode_into, Record, RecordRef, FORMAT_VERSION};
+use crate::record::{encode_into, Head, Record, RecordRef, FORMAT_VERSION};
 use crate::segment::{parse_segment_seq, scan, segment_path, ScanEnd};
 use crate::stats::StorageStats;
 use crate::vfs::{StdVfs, Vfs, VfsFile};
@@ -255,11 +255,22 @@ impl LogStorage {
                 }
                 break;
             }
-            for (n, (offset, record, _size)) in result.records.into_iter().enumerate() {
+            for (n, (offset, head, _size)) in result.records.into_iter().enumerate() {
                 let corrupt = |reason: String| OpenError::Corrupt {
                     file: path.clone(),
                     offset,
                     reason,
+                };
+                let record = match head {
+                    // Recovery needs an entry's place and term only: its payload stays
+                    // on disk (no copy of the whole log in memory while replaying).
+                    Head::Entry { index, term } => Record::Entry(Entry {
+                        term,
+                        index,
+                        kind: EntryKind::Normal,
+                        data: bytes::Bytes::new(),
+                    }),
+                    Head::Other(record) => *record,
                 };
                 match record {
                     Record::SegmentHeader { format, seq: s } => {

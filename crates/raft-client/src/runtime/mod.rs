@@ -231,6 +231,7 @@ async fn build<SM: StateMachine>(
     let mut scfg = StorageConfig::new(&cfg.data_dir, cfg.cluster_id.clone(), cfg.id);
     scfg.sync = cfg.sync;
     scfg.segment_bytes = cfg.segment_bytes;
+    scfg.cache_bytes = cfg.log_cache_bytes;
     let vfs: Arc<dyn raft_storage::Vfs> = env
         .vfs
         .clone()
