@@ -126,11 +126,18 @@ pub(crate) fn declared_size(bytes: &[u8]) -> Option<usize> {
     Some(HEADER_LEN + u32::from_le_bytes(len) as usize)
 }
 
+/// Why no valid frame starts at an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bad {
+    Incomplete,
+    Damaged,
+}
+
 /// The checked payload of the frame at the start of `bytes` and the frame's size, or why
 /// there is none; `max_len` bounds the declared payload length.
-fn payload(bytes: &[u8], max_len: usize) -> Result<(&[u8], usize), Frame> {
+fn payload(bytes: &[u8], max_len: usize) -> Result<(&[u8], usize), Bad> {
     if bytes.len() < HEADER_LEN {
-        return Err(Frame::Incomplete);
+        return Err(Bad::Incomplete);
     }
     let mut len_bytes = [0u8; 4];
     len_bytes.copy_from_slice(&bytes[0..4]);
@@ -139,14 +146,14 @@ fn payload(bytes: &[u8], max_len: usize) -> Result<(&[u8], usize), Frame> {
     crc_bytes.copy_from_slice(&bytes[4..8]);
     let crc = u32::from_le_bytes(crc_bytes);
     if len == 0 || len > max_len {
-        return Err(Frame::Damaged);
+        return Err(Bad::Damaged);
     }
     if bytes.len() < HEADER_LEN + len {
-        return Err(Frame::Incomplete);
+        return Err(Bad::Incomplete);
     }
     let payload = &bytes[HEADER_LEN..HEADER_LEN + len];
     if crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload) != crc {
-        return Err(Frame::Damaged);
+        return Err(Bad::Damaged);
     }
     Ok((payload, HEADER_LEN + len))
 }
@@ -155,7 +162,8 @@ fn payload(bytes: &[u8], max_len: usize) -> Result<(&[u8], usize), Frame> {
 pub(crate) fn decode(bytes: &[u8], max_len: usize) -> Frame {
     let (payload, size) = match payload(bytes, max_len) {
         Ok(p) => p,
-        Err(f) => return f,
+        Err(Bad::Incomplete) => return Frame::Incomplete,
+        Err(Bad::Damaged) => return Frame::Damaged,
     };
     match postcard::from_bytes::<Record>(payload) {
         Ok(record) => Frame::Valid { record, size },
@@ -196,8 +204,8 @@ pub(crate) enum HeadFrame {
 pub(crate) fn decode_head(bytes: &[u8], max_len: usize) -> HeadFrame {
     let (payload, size) = match payload(bytes, max_len) {
         Ok(p) => p,
-        Err(Frame::Incomplete) => return HeadFrame::Incomplete,
-        Err(_) => return HeadFrame::Damaged,
+        Err(Bad::Incomplete) => return HeadFrame::Incomplete,
+        Err(Bad::Damaged) => return HeadFrame::Damaged,
     };
     let head = match payload.split_first() {
         Some((&ENTRY_VARIANT, rest)) => match postcard::take_from_bytes::<EntryHead>(rest) {
