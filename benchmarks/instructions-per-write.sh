@@ -15,10 +15,17 @@
 #   first). Several compare builds in one run, e.g. release 0.1.0's:
 #   benchmarks/instructions-per-write.sh target/release "$(dirname "$(scripts/build-release.sh 0.1.0)")"
 #   (raft-bench is taken from the first directory when another lacks it).
-# Env: WRITES (default 3000), CLIENTS (16), VALUE_SIZE (64), KEEP (1: keep the files).
+# Env: WRITES (default 3000), CLIENTS (16), VALUE_SIZE (64), KEEP (1: keep the files),
+#   TOOL (cachegrind, or callgrind for inclusive costs by caller: callgrind_annotate
+#   --inclusive=yes on the leader's file; it runs slower, the counts are the same).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WRITES="${WRITES:-3000}"
+case "${TOOL:-cachegrind}" in
+  cachegrind) TOOL_ARGS=(--tool=cachegrind --cache-sim=no --cachegrind-out-file) ;;
+  callgrind) TOOL_ARGS=(--tool=callgrind --callgrind-out-file) ;;
+  *) echo "TOOL must be cachegrind or callgrind" >&2; exit 1 ;;
+esac
 CLIENTS="${CLIENTS:-16}"
 VALUE_SIZE="${VALUE_SIZE:-64}"
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
@@ -57,8 +64,7 @@ run() {
   for i in 0 1 2; do
     # Under valgrind a node runs tens of times slower: a long election timeout keeps the
     # leader in place (a leader change would count as work).
-    (cd "$dir" && exec valgrind --tool=cachegrind --cache-sim=no \
-      --cachegrind-out-file="$dir/cg$i.out" \
+    (cd "$dir" && exec valgrind "${TOOL_ARGS[@]}" "$dir/cg$i.out" \
       "$bin/httpraft" "$i" --log-level warn --election-ticks 500 \
       >"$dir/node$i.log" 2>&1) &
     PIDS+=($!); node_pids[$i]=$!
@@ -95,7 +101,7 @@ import json, sys
 bin_dir, load, idle, writes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def count(d, i):
     for line in open(f"{d}/cg{i}.out"):
-        if line.startswith("summary:"):
+        if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
     raise SystemExit(f"no summary in {d}/cg{i}.out")
 ok = json.load(open(f"{load}/bench.json"))["ok"]
