@@ -12,9 +12,12 @@
 use std::collections::VecDeque;
 
 use raft_core::{LogIndex, Term};
+use serde::{Deserialize, Serialize};
+
+use crate::summary::Run;
 
 /// A point of a segment where an entry starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Mark {
     pub(crate) index: LogIndex,
     pub(crate) offset: u64,
@@ -126,6 +129,42 @@ impl SparseIndex {
                     restart: true,
                 }],
                 next_mark: offset.saturating_add(interval),
+                restart: false,
+            }),
+        }
+    }
+
+    /// Records the entries of `run` (the first must be `last() + 1`), in segment `seq`, with
+    /// the run's marks and terms: what [`push`](Self::push) of each would do, from a
+    /// segment's summary.
+    pub(crate) fn push_run(&mut self, seq: u64, run: &Run) {
+        debug_assert_eq!(run.first, self.last + 1);
+        if self.is_empty() {
+            self.first = run.first;
+        }
+        self.last = run.last;
+        for &(start, term) in &run.terms {
+            if self.terms.back().is_none_or(|&(_, t)| t != term) {
+                self.terms.push_back((start, term));
+            }
+        }
+        let next_mark = run
+            .marks
+            .last()
+            .map_or(0, |m| m.offset.saturating_add(self.interval));
+        match self.spans.back_mut() {
+            Some(span) if span.seq == seq => {
+                span.last = run.last;
+                span.marks.extend_from_slice(&run.marks);
+                span.next_mark = next_mark;
+                span.restart = false;
+            }
+            _ => self.spans.push_back(Span {
+                seq,
+                first: run.first,
+                last: run.last,
+                marks: run.marks.clone(),
+                next_mark,
                 restart: false,
             }),
         }

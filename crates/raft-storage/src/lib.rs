@@ -47,6 +47,7 @@ mod record;
 mod segment;
 mod stats;
 mod store;
+mod summary;
 mod vfs;
 
 pub use config::{StorageConfig, SyncPolicy};

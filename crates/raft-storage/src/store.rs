@@ -19,6 +19,7 @@ use crate::reader::{carry_out, PlanItem, ReadPlan, SegmentReader};
 use crate::record::{encode_into, Head, Record, RecordRef, FORMAT_VERSION};
 use crate::segment::{parse_segment_seq, scan, segment_path, ScanEnd};
 use crate::stats::StorageStats;
+use crate::summary::{summary_path, Step, Summarizer, Summary};
 use crate::vfs::{StdVfs, Vfs, VfsFile};
 
 /// The name of the directory holding the segments, inside the data directory.
@@ -69,6 +70,8 @@ pub struct LogStorage {
     dirty: bool,
     /// The directory's format and recorded cluster version (`meta.json`).
     info: DirInfo,
+    /// The summary of the active segment so far, written beside it when it is closed.
+    summarizer: Summarizer,
 }
 
 /// The sync a [`LogStorage::write_deferred`] left to its caller.
@@ -99,6 +102,15 @@ impl PendingSync {
             source,
         })
     }
+}
+
+/// The checksum field of the first record of a segment's `bytes` (its header), 0 if
+/// there is none.
+fn header_crc(bytes: &[u8]) -> u32 {
+    bytes
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
 }
 
 /// Syncs `file`, counting the call and its latency in `stats`.
@@ -154,6 +166,7 @@ impl LogStorage {
             segments: BTreeMap::new(),
             active: 0,
             index: SparseIndex::new(1, cfg_interval),
+            summarizer: Summarizer::new(0, 0, 0, cfg_interval),
             purged: (0, 0),
             snapshot: SnapshotMeta::default(),
             hard_state: HardState::default(),
@@ -177,7 +190,8 @@ impl LogStorage {
         Ok(store)
     }
 
-    /// Replays every segment in order, rebuilding the index and hard state.
+    /// Replays every segment in order, rebuilding the index and hard state: a closed
+    /// segment from its summary when it has a sound one, any other read whole.
     fn recover(&mut self, seqs: &[u64]) -> Result<Recovered, OpenError> {
         let max_len = self.cfg.max_record_bytes as usize;
         let mut seen_entry = false;
@@ -191,6 +205,23 @@ impl LogStorage {
                 });
             }
             let is_last = i + 1 == seqs.len();
+            if !is_last {
+                if let Some((summary, file)) = self.read_summary(seq, &path) {
+                    self.check_format(summary.format)?;
+                    self.replay(&path, seq, &summary.steps, &mut seen_entry)?;
+                    if let Some(hs) = summary.hard_state {
+                        self.hard_state = hs;
+                    }
+                    let seg = Segment {
+                        path: path.clone(),
+                        file,
+                        size: summary.size,
+                    };
+                    self.segments.insert(seq, seg);
+                    self.active = seq;
+                    continue;
+                }
+            }
             let bytes = self.vfs.read(&path).map_err(io_err("read", &path))?;
             let result = scan(&bytes, max_len);
             let mut valid_len = bytes.len() as u64;
@@ -255,86 +286,10 @@ impl LogStorage {
                 }
                 break;
             }
-            for (n, (offset, head, _size)) in result.records.into_iter().enumerate() {
-                let corrupt = |reason: String| OpenError::Corrupt {
-                    file: path.clone(),
-                    offset,
-                    reason,
-                };
-                let record = match head {
-                    // Recovery needs an entry's place and term only: its payload stays
-                    // on disk (no copy of the whole log in memory while replaying).
-                    Head::Entry { index, term } => Record::Entry(Entry {
-                        term,
-                        index,
-                        kind: EntryKind::Normal,
-                        data: bytes::Bytes::new(),
-                    }),
-                    Head::Other(record) => *record,
-                };
-                match record {
-                    Record::SegmentHeader { format, seq: s } => {
-                        if n != 0 || s != seq {
-                            return Err(corrupt(format!("unexpected header of segment {s}")));
-                        }
-                        if format > FORMAT_VERSION {
-                            return Err(OpenError::NewerFormat {
-                                dir: self.cfg.dir.clone(),
-                                found: format,
-                                supported: FORMAT_VERSION,
-                            });
-                        }
-                    }
-                    _ if n == 0 => {
-                        return Err(corrupt("segment does not start with a header".into()))
-                    }
-                    Record::Entry(e) => {
-                        let expected = self.last_index() + 1;
-                        if !seen_entry && self.index.is_empty() {
-                            // The earliest segment may start after purged entries; a later
-                            // Purged record must then cover the gap (checked below).
-                            seen_entry = true;
-                            self.index.reset(e.index);
-                        } else if e.index != expected {
-                            return Err(corrupt(format!(
-                                "entry {} where entry {expected} was expected",
-                                e.index
-                            )));
-                        }
-                        self.index.push(seq, e.index, offset, e.term);
-                    }
-                    Record::HardState(hs) => self.hard_state = hs,
-                    Record::Truncate { .. } if !seen_entry => {
-                        // Before the first surviving entry: it concerned purged segments.
-                    }
-                    Record::Truncate { from } if from < self.index.first() => {
-                        // Rewrites entries whose older copies sat in purged segments; the
-                        // final check verifies nothing unpurged is missing.
-                        self.index.reset(from);
-                    }
-                    Record::Truncate { from } => {
-                        if from > self.last_index() + 1 {
-                            return Err(corrupt(format!("truncation at {from} outside the log")));
-                        }
-                        self.index.truncate(from);
-                    }
-                    Record::Purged { index, term } => {
-                        if index > self.purged.0 {
-                            self.drop_prefix(index, term);
-                        }
-                    }
-                    Record::Snapshot(meta) => {
-                        if meta.index > self.snapshot.index {
-                            self.snapshot = meta;
-                        }
-                    }
-                    Record::SnapshotV2(old) => {
-                        let meta = SnapshotMeta::from(old);
-                        if meta.index > self.snapshot.index {
-                            self.snapshot = meta;
-                        }
-                    }
-                }
+            let sum = self.summarize(seq, &path, header_crc(&bytes), result.records)?;
+            self.replay(&path, seq, sum.steps(), &mut seen_entry)?;
+            if let Some(hs) = sum.last_hard_state() {
+                self.hard_state = hs;
             }
             let file = Arc::from(self.vfs.open(&path).map_err(io_err("open", &path))?);
             let seg = Segment {
@@ -350,6 +305,22 @@ impl LogStorage {
             }
             self.segments.insert(seq, seg);
             self.active = seq;
+            if is_last {
+                self.summarizer = sum;
+            } else {
+                // A closed segment read whole (summarised by an older build, or never):
+                // summarised now, so that the next open need not read it.
+                self.write_summary(&sum.finish(valid_len));
+            }
+        }
+        if self.summarizer.seq() != self.active && self.segments.contains_key(&self.active) {
+            // The last segment was an unfinished new one, removed: the one before it is
+            // the active one again, and its summary goes on from what it holds.
+            let path = segment_path(&self.wal_dir, self.active);
+            let bytes = self.vfs.read(&path).map_err(io_err("read", &path))?;
+            let records = scan(&bytes, max_len).records;
+            self.summarizer = self.summarize(self.active, &path, header_crc(&bytes), records)?;
+            let _ = self.vfs.remove(&summary_path(&self.wal_dir, self.active));
         }
         if self.snapshot.index > self.purged.0 && self.snapshot.index > self.last_index() {
             // An install whose purge did not reach the disk: the snapshot replaces every
@@ -379,6 +350,174 @@ impl LogStorage {
             });
         }
         Ok(Recovered::Log)
+    }
+
+    /// The summary of segment `seq` (at `path`, whose header's checksum field is `crc`)
+    /// from its records.
+    fn summarize(
+        &self,
+        seq: u64,
+        path: &Path,
+        crc: u32,
+        records: Vec<(u64, Head, usize)>,
+    ) -> Result<Summarizer, OpenError> {
+        let mut summary: Option<Summarizer> = None;
+        for (offset, head, _size) in records {
+            let corrupt = |reason: String| OpenError::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                reason,
+            };
+            let record = match head {
+                // Recovery needs an entry's place and term only: its payload stays
+                // on disk (no copy of the whole log in memory while replaying).
+                Head::Entry { index, term } => {
+                    match summary.as_mut() {
+                        Some(sum) => sum.entry(index, offset, term),
+                        None => return Err(corrupt("segment does not start with a header".into())),
+                    }
+                    continue;
+                }
+                Head::Other(record) => *record,
+            };
+            let Some(sum) = summary.as_mut() else {
+                match record {
+                    Record::SegmentHeader { format, seq: s } if s == seq => {
+                        self.check_format(format)?;
+                        summary = Some(Summarizer::new(
+                            seq,
+                            format,
+                            crc,
+                            self.cfg.index_interval_bytes,
+                        ));
+                        continue;
+                    }
+                    Record::SegmentHeader { seq: s, .. } => {
+                        return Err(corrupt(format!("unexpected header of segment {s}")))
+                    }
+                    _ => return Err(corrupt("segment does not start with a header".into())),
+                }
+            };
+            match record {
+                Record::SegmentHeader { seq: s, .. } => {
+                    return Err(corrupt(format!("unexpected header of segment {s}")))
+                }
+                Record::Entry(e) => sum.entry(e.index, offset, e.term),
+                Record::HardState(hs) => sum.hard_state(hs),
+                Record::Truncate { from } => sum.step(Step::Truncate { from }),
+                Record::Purged { index, term } => sum.step(Step::Purged { index, term }),
+                Record::Snapshot(meta) => sum.step(Step::Snapshot(meta)),
+                Record::SnapshotV2(old) => sum.step(Step::Snapshot(SnapshotMeta::from(old))),
+            }
+        }
+        let Some(sum) = summary else {
+            return Err(OpenError::Corrupt {
+                file: path.to_path_buf(),
+                offset: 0,
+                reason: "segment does not start with a header".into(),
+            });
+        };
+        Ok(sum)
+    }
+
+    /// Refuses a segment written in a newer format than this build reads.
+    fn check_format(&self, format: u32) -> Result<(), OpenError> {
+        if format > FORMAT_VERSION {
+            return Err(OpenError::NewerFormat {
+                dir: self.cfg.dir.clone(),
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// Replays the steps of segment `seq` (at `path`) into the index and state.
+    fn replay(
+        &mut self,
+        path: &Path,
+        seq: u64,
+        steps: &[Step],
+        seen_entry: &mut bool,
+    ) -> Result<(), OpenError> {
+        let corrupt = |offset: u64, reason: String| OpenError::Corrupt {
+            file: path.to_path_buf(),
+            offset,
+            reason,
+        };
+        for step in steps {
+            match step {
+                Step::Entries(run) => {
+                    let expected = self.last_index() + 1;
+                    if !*seen_entry && self.index.is_empty() {
+                        // The earliest segment may start after purged entries; a later
+                        // Purged record must then cover the gap (checked at the end).
+                        *seen_entry = true;
+                        self.index.reset(run.first);
+                    } else if run.first != expected {
+                        let at = run.marks.first().map_or(0, |m| m.offset);
+                        return Err(corrupt(
+                            at,
+                            format!("entry {} where entry {expected} was expected", run.first),
+                        ));
+                    }
+                    self.index.push_run(seq, run);
+                }
+                Step::Truncate { .. } if !*seen_entry => {
+                    // Before the first surviving entry: it concerned purged segments.
+                }
+                &Step::Truncate { from } if from < self.index.first() => {
+                    // Rewrites entries whose older copies sat in purged segments; the
+                    // final check verifies nothing unpurged is missing.
+                    self.index.reset(from);
+                }
+                &Step::Truncate { from } => {
+                    if from > self.last_index() + 1 {
+                        return Err(corrupt(0, format!("truncation at {from} outside the log")));
+                    }
+                    self.index.truncate(from);
+                }
+                &Step::Purged { index, term } => {
+                    if index > self.purged.0 {
+                        self.drop_prefix(index, term);
+                    }
+                }
+                Step::Snapshot(meta) => {
+                    if meta.index > self.snapshot.index {
+                        self.snapshot = meta.clone();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Segment `seq`'s summary and open file, if it has a summary that fits it.
+    fn read_summary(&self, seq: u64, path: &Path) -> Option<(Summary, Arc<dyn VfsFile>)> {
+        let bytes = self.vfs.read(&summary_path(&self.wal_dir, seq)).ok()?;
+        let summary = Summary::decode(&bytes).filter(|s| s.seq == seq)?;
+        let file: Arc<dyn VfsFile> = Arc::from(self.vfs.open(path).ok()?);
+        let mut head = [0u8; 8];
+        file.read_exact_at(&mut head, 0).ok()?;
+        let fits = file.size().ok()? == summary.size && header_crc(&head) == summary.header_crc;
+        if !fits {
+            tracing::warn!(file = %path.display(), "the segment's summary does not fit it: reading it whole");
+            return None;
+        }
+        Some((summary, file))
+    }
+
+    /// Writes a closed segment's summary beside it. A summary is a shortcut for the next
+    /// open: one that cannot be written is logged and left out.
+    fn write_summary(&self, summary: &Summary) {
+        let path = summary_path(&self.wal_dir, summary.seq);
+        let written = summary
+            .encode()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|bytes| self.vfs.write_atomic(&path, &bytes));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write a segment's summary; the next start reads the segment whole");
+        }
     }
 
     /// Forgets entries up to `index` in memory (they are purged).
@@ -577,6 +716,20 @@ impl LogStorage {
         self.stats.wrote(buf.len());
         seg.size += buf.len() as u64;
         self.dirty = false;
+        for r in records {
+            match r {
+                RecordRef::Truncate { from } => {
+                    self.summarizer.step(Step::Truncate { from: *from })
+                }
+                RecordRef::Purged { index, term } => self.summarizer.step(Step::Purged {
+                    index: *index,
+                    term: *term,
+                }),
+                RecordRef::Snapshot(meta) => self.summarizer.step(Step::Snapshot((*meta).clone())),
+                RecordRef::HardState(hs) => self.summarizer.hard_state(**hs),
+                RecordRef::SegmentHeader { .. } | RecordRef::Entry(_) | RecordRef::SnapshotV2 => {}
+            }
+        }
         Ok(())
     }
 
@@ -586,6 +739,13 @@ impl LogStorage {
         self.reader.forget_before(keep_from);
         for seq in old {
             if let Some(seg) = self.segments.remove(&seq) {
+                // The summary first: a summary never outlives its segment.
+                let summary = summary_path(&self.wal_dir, seq);
+                match self.vfs.remove(&summary) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return self.fail("remove", summary, e),
+                }
                 if let Err(e) = self.vfs.remove(&seg.path) {
                     return self.fail("remove", seg.path, e);
                 }
@@ -709,21 +869,26 @@ impl LogStorage {
         if let Some(from) = truncate_from {
             self.index.truncate(from);
             self.cache.truncate_from(from);
+            self.summarizer.step(Step::Truncate { from });
         }
         let seq = self.active;
         for (index, offset, term) in locs {
             self.index.push(seq, index, offset, term);
+            self.summarizer.entry(index, offset, term);
         }
         for e in entries {
             self.cache.push(e.clone());
         }
         if let Some(hs) = hard_state {
             self.hard_state = hs;
+            self.summarizer.hard_state(hs);
         }
-        if self.segments.get(&self.active).map_or(0, |s| s.size) >= self.cfg.segment_bytes {
+        let size = self.segments.get(&self.active).map_or(0, |s| s.size);
+        if size >= self.cfg.segment_bytes {
             // A segment that stops being the last must be wholly durable: recovery cuts an
-            // interrupted write only at the very end of the log.
+            // interrupted write only at the very end of the log. Its summary follows it.
             self.sync_if_dirty()?;
+            self.write_summary(&self.summarizer.finish(size));
             self.start_segment(self.active + 1)?;
         }
         Ok(())
@@ -826,6 +991,23 @@ impl LogStorage {
         if let Err(e) = self.vfs.sync_dir(&self.wal_dir) {
             return self.fail("sync", self.wal_dir.clone(), e);
         }
+        let mut summarizer = Summarizer::new(
+            seq,
+            self.info.format,
+            header_crc(&buf),
+            self.cfg.index_interval_bytes,
+        );
+        summarizer.hard_state(hs);
+        if self.purged.0 > 0 {
+            summarizer.step(Step::Purged {
+                index: self.purged.0,
+                term: self.purged.1,
+            });
+        }
+        if self.snapshot.index > 0 {
+            summarizer.step(Step::Snapshot(self.snapshot.clone()));
+        }
+        self.summarizer = summarizer;
         self.segments.insert(
             seq,
             Segment {

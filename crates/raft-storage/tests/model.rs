@@ -19,6 +19,8 @@ enum Op {
     HardState(u64),
     Purge(u64),
     Reopen,
+    /// Reopens after removing the closed segments' summaries: they are read whole.
+    ReopenWithoutSummaries,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -28,6 +30,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..100).prop_map(Op::HardState),
         1 => (0u64..30).prop_map(Op::Purge),
         2 => Just(Op::Reopen),
+        1 => Just(Op::ReopenWithoutSummaries),
     ]
 }
 
@@ -113,6 +116,16 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(log.take());
+                    log = Some(LogStorage::open(cfg.clone()).unwrap());
+                }
+                Op::ReopenWithoutSummaries => {
+                    drop(log.take());
+                    for f in std::fs::read_dir(dir.path().join(raft_storage::WAL_DIR)).unwrap() {
+                        let p = f.unwrap().path();
+                        if p.extension().is_some_and(|e| e == "idx") {
+                            std::fs::remove_file(p).unwrap();
+                        }
+                    }
                     log = Some(LogStorage::open(cfg.clone()).unwrap());
                 }
             }
