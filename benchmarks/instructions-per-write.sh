@@ -22,8 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WRITES="${WRITES:-3000}"
 case "${TOOL:-cachegrind}" in
-  cachegrind) TOOL_ARGS=(--tool=cachegrind --cache-sim=no --cachegrind-out-file) ;;
-  callgrind) TOOL_ARGS=(--tool=callgrind --callgrind-out-file) ;;
+  cachegrind) TOOL_ARGS=(--tool=cachegrind --cache-sim=no) OUT_OPT=--cachegrind-out-file= ;;
+  callgrind) TOOL_ARGS=(--tool=callgrind) OUT_OPT=--callgrind-out-file= ;;
   *) echo "TOOL must be cachegrind or callgrind" >&2; exit 1 ;;
 esac
 CLIENTS="${CLIENTS:-16}"
@@ -64,7 +64,7 @@ run() {
   for i in 0 1 2; do
     # Under valgrind a node runs tens of times slower: a long election timeout keeps the
     # leader in place (a leader change would count as work).
-    (cd "$dir" && exec valgrind "${TOOL_ARGS[@]}" "$dir/cg$i.out" \
+    (cd "$dir" && exec valgrind "${TOOL_ARGS[@]}" "$OUT_OPT$dir/cg$i.out" \
       "$bin/httpraft" "$i" --log-level warn --election-ticks 500 \
       >"$dir/node$i.log" 2>&1) &
     PIDS+=($!); node_pids[$i]=$!
