@@ -42,15 +42,10 @@ impl AppLog {
         }
     }
 
-    /// The key-value store's reader.
-    pub fn store(&self) -> &DurableReader {
-        &self.store
-    }
-
     /// The first index held: the oldest row an earlier format kept, or the Raft log's first
     /// entry (the next index to come when nothing is held).
     pub fn first_index(&self) -> io::Result<LogIndex> {
-        let start = self.store.history_start()?;
+        let start = self.store.history_start();
         if let Some(first) = self.store.legacy_first()? {
             if first < start {
                 return Ok(first);
@@ -62,7 +57,7 @@ impl AppLog {
     /// Applied entries from `from` on (from the first held, if `from` is older), at most
     /// `limit` and `max_bytes` (at least one).
     pub fn read(&self, from: LogIndex, limit: usize, max_bytes: u64) -> io::Result<Vec<Entry>> {
-        let start = self.store.history_start()?;
+        let start = self.store.history_start();
         if from < start {
             let rows = self.store.legacy_log(from, start, limit, max_bytes)?;
             if !rows.is_empty() {
@@ -78,7 +73,7 @@ impl AppLog {
     /// The first revision from which every change can be read: changes need the log
     /// entries they come from.
     pub fn events_from(&self) -> io::Result<LogIndex> {
-        let start = self.store.history_start()?;
+        let start = self.store.history_start();
         let first = self.log.first_index().map_err(io_err)?;
         if first > start {
             return Ok(first);
@@ -96,7 +91,7 @@ impl AppLog {
         limit: usize,
         scan: usize,
     ) -> io::Result<(Vec<KvEvent>, LogIndex)> {
-        let start = self.store.history_start()?;
+        let start = self.store.history_start();
         if from < start {
             let (events, next) = self.store.legacy_events(from, start, prefix, limit, scan)?;
             if !events.is_empty() || next < start {

@@ -174,14 +174,6 @@ pub enum LogRetention {
     },
 }
 
-impl LogRetention {
-    /// Keeps every entry.
-    pub const KEEP_ALL: LogRetention = LogRetention::Keep {
-        entries: None,
-        bytes: None,
-    };
-}
-
 /// Transport settings that `NodeConfig` passes on to `raft-net`.
 #[derive(Clone, Debug)]
 pub struct NetTuning {

@@ -19,6 +19,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -169,6 +170,9 @@ pub struct DurableStore {
     cfg: DurableConfig,
     /// What the database reflects (durably or not); watchers are told when it moves.
     applied: Arc<watch::Sender<LogIndex>>,
+    /// [`HISTORY_START`] as the database holds it (set at open, moved by a restore): read
+    /// on every log read, so kept here instead of in a read transaction each time.
+    history_start: Arc<AtomicU64>,
     /// What is durable at open: the runtime replays from after it.
     durable_at_open: LogIndex,
     /// Entries applied since the last durable commit.
@@ -184,6 +188,7 @@ pub struct DurableStore {
 pub struct DurableReader {
     db: Arc<Database>,
     applied: Arc<watch::Sender<LogIndex>>,
+    history_start: Arc<AtomicU64>,
 }
 
 impl DurableStore {
@@ -265,16 +270,19 @@ impl DurableStore {
                 "the application store kept no revisions: its keys are now at revision 0"
             );
         }
-        let applied = {
+        let (applied, history_start) = {
             let r = db.begin_read().map_err(io_err)?;
             let meta = r.open_table(META).map_err(io_err)?;
-            let v = meta.get(APPLIED).map_err(io_err)?.map(|v| v.value());
-            v.unwrap_or(0)
+            let get = |key| -> std::io::Result<Option<u64>> {
+                Ok(meta.get(key).map_err(io_err)?.map(|v| v.value()))
+            };
+            (get(APPLIED)?.unwrap_or(0), get(HISTORY_START)?.unwrap_or(1))
         };
         Ok(DurableStore {
             db: Arc::new(db),
             cfg,
             applied: Arc::new(watch::Sender::new(applied)),
+            history_start: Arc::new(AtomicU64::new(history_start)),
             durable_at_open: applied,
             since_durable: 0,
             failed: None,
@@ -286,6 +294,7 @@ impl DurableStore {
         DurableReader {
             db: self.db.clone(),
             applied: self.applied.clone(),
+            history_start: self.history_start.clone(),
         }
     }
 
@@ -477,6 +486,7 @@ impl StateMachine for DurableStore {
             meta.insert(HISTORY_START, index + 1).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)?;
+        self.history_start.store(index + 1, Ordering::Release);
         self.applied.send_replace(index);
         self.since_durable = 0;
         Ok(())
@@ -569,23 +579,19 @@ impl DurableReader {
 
     /// The first index whose entry this store never copied: from there on, the Raft log
     /// is the only copy (before it, the rows of the earlier format, if any).
-    pub fn history_start(&self) -> std::io::Result<LogIndex> {
-        self.meta(HISTORY_START, 1)
-    }
-
-    fn meta(&self, key: &str, default: u64) -> std::io::Result<u64> {
-        let r = self.db.begin_read().map_err(io_err)?;
-        let meta = r.open_table(META).map_err(io_err)?;
-        let v = meta
-            .get(key)
-            .map_err(io_err)?
-            .map_or(default, |v| v.value());
-        Ok(v)
+    pub fn history_start(&self) -> LogIndex {
+        self.history_start.load(Ordering::Acquire)
     }
 
     /// The first index from which the earlier format's changes are complete.
     pub(crate) fn legacy_events_from(&self) -> std::io::Result<LogIndex> {
-        self.meta(EVENTS_FROM, 1)
+        let r = self.db.begin_read().map_err(io_err)?;
+        let meta = r.open_table(META).map_err(io_err)?;
+        let v = meta
+            .get(EVENTS_FROM)
+            .map_err(io_err)?
+            .map_or(1, |v| v.value());
+        Ok(v)
     }
 
     /// The oldest log row of the earlier format, if any is kept.
@@ -736,11 +742,25 @@ mod tests {
         cmd(index, &KvCommand::put(k, v))
     }
 
-    /// A database file in memory whose writes and syncs start failing on demand.
+    /// A database file in memory whose writes and syncs start failing on demand, and
+    /// which records every write and length change, so that a test can rebuild the file as
+    /// a crash after any of them left it.
     #[derive(Debug, Default)]
     struct Failing {
         data: std::sync::Mutex<Vec<u8>>,
         failing: std::sync::atomic::AtomicBool,
+        /// A write at the offset, or (no bytes) a change of length to it.
+        ops: std::sync::Mutex<Vec<(u64, Option<Vec<u8>>)>>,
+    }
+
+    impl Failing {
+        /// A disk holding `data`.
+        fn holding(data: Vec<u8>) -> Arc<Self> {
+            Arc::new(Failing {
+                data: std::sync::Mutex::new(data),
+                ..Failing::default()
+            })
+        }
     }
 
     #[derive(Debug)]
@@ -752,6 +772,31 @@ mod tests {
                 return Err(std::io::Error::from_raw_os_error(5)); // EIO
             }
             Ok(())
+        }
+
+        fn record(&self, at: u64, bytes: Option<&[u8]>) -> std::io::Result<()> {
+            self.check()?;
+            self.0
+                .ops
+                .lock()
+                .unwrap()
+                .push((at, bytes.map(<[u8]>::to_vec)));
+            apply_op(&mut self.0.data.lock().unwrap(), at, bytes);
+            Ok(())
+        }
+    }
+
+    /// A write at `at`, or (no bytes) a change of length to `at`.
+    fn apply_op(d: &mut Vec<u8>, at: u64, bytes: Option<&[u8]>) {
+        match bytes {
+            None => d.resize(at as usize, 0),
+            Some(b) => {
+                let end = at as usize + b.len();
+                if d.len() < end {
+                    d.resize(end, 0);
+                }
+                d[at as usize..end].copy_from_slice(b);
+            }
         }
     }
 
@@ -769,22 +814,13 @@ mod tests {
             Ok(())
         }
         fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.check()?;
-            self.0.data.lock().unwrap().resize(len as usize, 0);
-            Ok(())
+            self.record(len, None)
         }
         fn sync_data(&self) -> std::io::Result<()> {
             self.check()
         }
         fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.check()?;
-            let mut d = self.0.data.lock().unwrap();
-            let end = offset as usize + data.len();
-            if d.len() < end {
-                d.resize(end, 0);
-            }
-            d[offset as usize..end].copy_from_slice(data);
-            Ok(())
+            self.record(offset, Some(data))
         }
     }
 
@@ -840,11 +876,7 @@ mod tests {
         assert!(s.applied_index() >= 2);
         let r = s.reader();
         assert!(r.get("a").unwrap().is_some());
-        assert_eq!(
-            r.history_start().unwrap(),
-            1,
-            "a new store never copied the log"
-        );
+        assert_eq!(r.history_start(), 1, "a new store never copied the log");
         assert_eq!(r.legacy_first().unwrap(), None, "nor does it now");
     }
 
@@ -927,7 +959,7 @@ mod tests {
             })
         );
         assert_eq!(
-            tr.history_start().unwrap(),
+            tr.history_start(),
             2_001,
             "the node's Raft log resumes after the snapshot"
         );
@@ -989,7 +1021,7 @@ mod tests {
         };
         let mut s = DurableStore::open(&path, durable.clone()).unwrap();
         let r = s.reader();
-        assert_eq!(r.history_start().unwrap(), 4, "converted where it stood");
+        assert_eq!(r.history_start(), 4, "converted where it stood");
         assert_eq!(r.legacy_log(1, 4, 10, u64::MAX).unwrap(), old);
         s.apply(&[put(4, "a", "3"), cmd(5, &KvCommand::delete("none"))])
             .await;
@@ -1010,73 +1042,16 @@ mod tests {
         );
         drop((s, r));
         let r = DurableStore::open(&path, durable).unwrap().reader();
-        assert_eq!(r.history_start().unwrap(), 4, "converted once");
-    }
-
-    /// A database file in memory that records every write and length change, so that a
-    /// test can rebuild the file as a crash after any of them left it.
-    #[derive(Debug, Default)]
-    struct Recorded {
-        data: std::sync::Mutex<Vec<u8>>,
-        ops: std::sync::Mutex<Vec<(u64, Option<Vec<u8>>)>>,
-    }
-
-    #[derive(Debug)]
-    struct RecordedFile(Arc<Recorded>);
-
-    impl redb::StorageBackend for RecordedFile {
-        fn len(&self) -> std::io::Result<u64> {
-            Ok(self.0.data.lock().unwrap().len() as u64)
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-            let d = self.0.data.lock().unwrap();
-            let at = offset as usize;
-            let bytes = d
-                .get(at..at + out.len())
-                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-            out.copy_from_slice(bytes);
-            Ok(())
-        }
-        fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.0.ops.lock().unwrap().push((len, None));
-            apply_op(&mut self.0.data.lock().unwrap(), len, None);
-            Ok(())
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.0
-                .ops
-                .lock()
-                .unwrap()
-                .push((offset, Some(data.to_vec())));
-            apply_op(&mut self.0.data.lock().unwrap(), offset, Some(data));
-            Ok(())
-        }
-    }
-
-    /// A write at `at`, or (no bytes) a change of length to `at`.
-    fn apply_op(d: &mut Vec<u8>, at: u64, bytes: Option<&[u8]>) {
-        match bytes {
-            None => d.resize(at as usize, 0),
-            Some(b) => {
-                let end = at as usize + b.len();
-                if d.len() < end {
-                    d.resize(end, 0);
-                }
-                d[at as usize..end].copy_from_slice(b);
-            }
-        }
+        assert_eq!(r.history_start(), 4, "converted once");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_conversion_cut_short_by_a_crash_at_any_write_is_done_again_on_the_next_open() {
         // The earlier layout on a recorded disk: copies of the log and the changes.
-        let disk = Arc::new(Recorded::default());
+        let disk = Arc::new(Failing::default());
         {
             let db = Database::builder()
-                .create_with_backend(RecordedFile(disk.clone()))
+                .create_with_backend(FailingFile(disk.clone()))
                 .unwrap();
             let txn = db.begin_write().unwrap();
             {
@@ -1103,7 +1078,7 @@ mod tests {
         let before = disk.data.lock().unwrap().clone();
         disk.ops.lock().unwrap().clear();
         // The conversion, recorded.
-        drop(DurableStore::open_on(RecordedFile(disk.clone()), DurableConfig::default()).unwrap());
+        drop(DurableStore::open_on(FailingFile(disk.clone()), DurableConfig::default()).unwrap());
         let ops = disk.ops.lock().unwrap().clone();
         assert!(!ops.is_empty(), "the conversion writes");
         // A crash after each of its writes: the next open converts, and loses nothing.
@@ -1112,14 +1087,11 @@ mod tests {
             for (at, bytes) in &ops[..cut] {
                 apply_op(&mut image, *at, bytes.as_deref());
             }
-            let crashed = Arc::new(Recorded {
-                data: std::sync::Mutex::new(image),
-                ops: std::sync::Mutex::default(),
-            });
-            let store = DurableStore::open_on(RecordedFile(crashed), DurableConfig::default())
+            let crashed = Failing::holding(image);
+            let store = DurableStore::open_on(FailingFile(crashed), DurableConfig::default())
                 .unwrap_or_else(|e| panic!("after a crash at write {cut}: {e}"));
             let r = store.reader();
-            assert_eq!(r.history_start().unwrap(), 51, "crash at write {cut}");
+            assert_eq!(r.history_start(), 51, "crash at write {cut}");
             assert_eq!(r.applied(), 50);
             assert_eq!(r.len().unwrap(), 50);
             assert_eq!(r.legacy_log(1, 51, 100, u64::MAX).unwrap().len(), 50);
@@ -1163,7 +1135,7 @@ mod tests {
         t.restore(7, &mut &bytes[..]).unwrap();
         let r = t.reader();
         assert_eq!(r.get("k").unwrap(), Some("v".into()));
-        assert_eq!(r.history_start().unwrap(), 8);
+        assert_eq!(r.history_start(), 8);
         assert_eq!(r.legacy_log(1, 8, 10, u64::MAX).unwrap(), vec![e]);
         assert_eq!(r.legacy_events_from().unwrap(), 6);
         assert_eq!(r.legacy_events(1, 8, "", 10, 100).unwrap().0.len(), 1);

@@ -26,6 +26,46 @@ pub(crate) struct Mark {
     pub(crate) restart: bool,
 }
 
+/// Where the marks of a stretch of segment go: one every `interval` bytes, and one
+/// wherever a restart needs it. Shared by the index and by segment summaries, so that both
+/// place marks by the same rule.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spacing {
+    interval: u64,
+    /// The offset from which the next entry gets a mark.
+    next: u64,
+}
+
+impl Spacing {
+    /// Marks every `interval` bytes; the first entry gets one.
+    pub(crate) fn new(interval: u64) -> Self {
+        Spacing {
+            interval: interval.max(1),
+            next: 0,
+        }
+    }
+
+    /// A mark for entry `index` at `offset`, whether or not one is due.
+    pub(crate) fn place(&mut self, index: LogIndex, offset: u64, restart: bool) -> Mark {
+        self.next = offset.saturating_add(self.interval);
+        Mark {
+            index,
+            offset,
+            restart,
+        }
+    }
+
+    /// A mark for entry `index` at `offset` if one is due there.
+    pub(crate) fn due(&mut self, index: LogIndex, offset: u64) -> Option<Mark> {
+        (offset >= self.next).then(|| self.place(index, offset, false))
+    }
+
+    /// Goes on after `mark`, placed elsewhere (replayed from a summary).
+    fn after(&mut self, mark: Option<&Mark>) {
+        self.next = mark.map_or(0, |m| m.offset.saturating_add(self.interval));
+    }
+}
+
 /// The live entries of one segment, `first..=last`.
 #[derive(Debug)]
 struct Span {
@@ -34,8 +74,7 @@ struct Span {
     last: LogIndex,
     /// Ascending by index and by offset; the first is at or before `first`.
     marks: Vec<Mark>,
-    /// The offset from which the next entry gets a mark.
-    next_mark: u64,
+    spacing: Spacing,
     /// The next entry gets a restart mark (a truncation cut this span).
     restart: bool,
 }
@@ -105,32 +144,29 @@ impl SparseIndex {
         if self.terms.back().is_none_or(|&(_, t)| t != term) {
             self.terms.push_back((index, term));
         }
-        let interval = self.interval;
         match self.spans.back_mut() {
             Some(span) if span.seq == seq => {
                 span.last = index;
-                if span.restart || offset >= span.next_mark {
-                    span.marks.push(Mark {
-                        index,
-                        offset,
-                        restart: span.restart,
-                    });
-                    span.next_mark = offset.saturating_add(interval);
-                    span.restart = false;
-                }
+                let mark = if span.restart {
+                    Some(span.spacing.place(index, offset, true))
+                } else {
+                    span.spacing.due(index, offset)
+                };
+                span.marks.extend(mark);
+                span.restart = false;
             }
-            _ => self.spans.push_back(Span {
-                seq,
-                first: index,
-                last: index,
-                marks: vec![Mark {
-                    index,
-                    offset,
-                    restart: true,
-                }],
-                next_mark: offset.saturating_add(interval),
-                restart: false,
-            }),
+            _ => {
+                let mut spacing = Spacing::new(self.interval);
+                let mark = spacing.place(index, offset, true);
+                self.spans.push_back(Span {
+                    seq,
+                    first: index,
+                    last: index,
+                    marks: vec![mark],
+                    spacing,
+                    restart: false,
+                });
+            }
         }
     }
 
@@ -148,25 +184,25 @@ impl SparseIndex {
                 self.terms.push_back((start, term));
             }
         }
-        let next_mark = run
-            .marks
-            .last()
-            .map_or(0, |m| m.offset.saturating_add(self.interval));
         match self.spans.back_mut() {
             Some(span) if span.seq == seq => {
                 span.last = run.last;
                 span.marks.extend_from_slice(&run.marks);
-                span.next_mark = next_mark;
+                span.spacing.after(run.marks.last());
                 span.restart = false;
             }
-            _ => self.spans.push_back(Span {
-                seq,
-                first: run.first,
-                last: run.last,
-                marks: run.marks.clone(),
-                next_mark,
-                restart: false,
-            }),
+            _ => {
+                let mut spacing = Spacing::new(self.interval);
+                spacing.after(run.marks.last());
+                self.spans.push_back(Span {
+                    seq,
+                    first: run.first,
+                    last: run.last,
+                    marks: run.marks.clone(),
+                    spacing,
+                    restart: false,
+                });
+            }
         }
     }
 

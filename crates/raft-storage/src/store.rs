@@ -361,46 +361,40 @@ impl LogStorage {
         crc: u32,
         records: Vec<(u64, Head, usize)>,
     ) -> Result<Summarizer, OpenError> {
-        let mut summary: Option<Summarizer> = None;
+        let corrupt = |offset: u64, reason: String| OpenError::Corrupt {
+            file: path.to_path_buf(),
+            offset,
+            reason,
+        };
+        let mut records = records.into_iter();
+        let no_header = "segment does not start with a header";
+        let mut sum = match records.next() {
+            Some((offset, Head::Other(first), _)) => match *first {
+                Record::SegmentHeader { format, seq: s } if s == seq => {
+                    self.check_format(format)?;
+                    Summarizer::new(seq, format, crc, self.cfg.index_interval_bytes)
+                }
+                Record::SegmentHeader { seq: s, .. } => {
+                    return Err(corrupt(offset, format!("unexpected header of segment {s}")))
+                }
+                _ => return Err(corrupt(offset, no_header.into())),
+            },
+            Some((offset, Head::Entry { .. }, _)) => return Err(corrupt(offset, no_header.into())),
+            None => return Err(corrupt(0, no_header.into())),
+        };
         for (offset, head, _size) in records {
-            let corrupt = |reason: String| OpenError::Corrupt {
-                file: path.to_path_buf(),
-                offset,
-                reason,
-            };
             let record = match head {
                 // Recovery needs an entry's place and term only: its payload stays
                 // on disk (no copy of the whole log in memory while replaying).
                 Head::Entry { index, term } => {
-                    match summary.as_mut() {
-                        Some(sum) => sum.entry(index, offset, term),
-                        None => return Err(corrupt("segment does not start with a header".into())),
-                    }
+                    sum.entry(index, offset, term);
                     continue;
                 }
                 Head::Other(record) => *record,
             };
-            let Some(sum) = summary.as_mut() else {
-                match record {
-                    Record::SegmentHeader { format, seq: s } if s == seq => {
-                        self.check_format(format)?;
-                        summary = Some(Summarizer::new(
-                            seq,
-                            format,
-                            crc,
-                            self.cfg.index_interval_bytes,
-                        ));
-                        continue;
-                    }
-                    Record::SegmentHeader { seq: s, .. } => {
-                        return Err(corrupt(format!("unexpected header of segment {s}")))
-                    }
-                    _ => return Err(corrupt("segment does not start with a header".into())),
-                }
-            };
             match record {
                 Record::SegmentHeader { seq: s, .. } => {
-                    return Err(corrupt(format!("unexpected header of segment {s}")))
+                    return Err(corrupt(offset, format!("unexpected header of segment {s}")))
                 }
                 Record::Entry(e) => sum.entry(e.index, offset, e.term),
                 Record::HardState(hs) => sum.hard_state(hs),
@@ -410,13 +404,6 @@ impl LogStorage {
                 Record::SnapshotV2(old) => sum.step(Step::Snapshot(SnapshotMeta::from(old))),
             }
         }
-        let Some(sum) = summary else {
-            return Err(OpenError::Corrupt {
-                file: path.to_path_buf(),
-                offset: 0,
-                reason: "segment does not start with a header".into(),
-            });
-        };
         Ok(sum)
     }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use raft_core::{HardState, LogIndex, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 
-use crate::index::Mark;
+use crate::index::{Mark, Spacing};
 
 /// The extension of summary files.
 pub(crate) const SUMMARY_EXT: &str = "idx";
@@ -112,8 +112,7 @@ impl Summary {
 #[derive(Debug)]
 pub(crate) struct Summarizer {
     summary: Summary,
-    interval: u64,
-    next_mark: u64,
+    spacing: Spacing,
 }
 
 impl Summarizer {
@@ -129,8 +128,7 @@ impl Summarizer {
                 steps: Vec::new(),
                 hard_state: None,
             },
-            interval: interval.max(1),
-            next_mark: 0,
+            spacing: Spacing::new(interval),
         }
     }
 
@@ -139,14 +137,7 @@ impl Summarizer {
         if let Some(Step::Entries(run)) = self.summary.steps.last_mut() {
             if run.last.checked_add(1) == Some(index) {
                 run.last = index;
-                if offset >= self.next_mark {
-                    run.marks.push(Mark {
-                        index,
-                        offset,
-                        restart: false,
-                    });
-                    self.next_mark = offset.saturating_add(self.interval);
-                }
+                run.marks.extend(self.spacing.due(index, offset));
                 if run.terms.last().is_none_or(|&(_, t)| t != term) {
                     run.terms.push((index, term));
                 }
@@ -155,17 +146,13 @@ impl Summarizer {
         }
         // A new run (after another record, or not following the last entry): its first
         // entry is a restart, so that no read runs into it from what came before.
+        let mark = self.spacing.place(index, offset, true);
         self.summary.steps.push(Step::Entries(Run {
             first: index,
             last: index,
-            marks: vec![Mark {
-                index,
-                offset,
-                restart: true,
-            }],
+            marks: vec![mark],
             terms: vec![(index, term)],
         }));
-        self.next_mark = offset.saturating_add(self.interval);
     }
 
     /// A record other than an entry or a hard state.
